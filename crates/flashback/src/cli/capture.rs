@@ -1,0 +1,6 @@
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub async fn run(_a: Args) -> anyhow::Result<()> {
+    anyhow::bail!("capture: not built yet")
+}

@@ -1,0 +1,1 @@
+//! `flashback info`.

@@ -1,0 +1,63 @@
+//! The `flashback` binary: parses arguments and calls the library. One file per subcommand in
+//! `cli/`. Exit codes (DESIGN.md): 0 ok, 1 runtime failure, 2 bad usage.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "flashback", version, about = "Point-in-time recovery for Redis and Valkey", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to a primary as a replica and record every write, until SIGINT/SIGTERM.
+    Capture(cli::capture::Args),
+    /// Rebuild the dataset as of an instant into an RDB file, a live instance, or a new server.
+    Restore(cli::restore::Args),
+    /// Sources, generations, restorable windows, capture lag and bytes stored.
+    Info(cli::info::Args),
+    /// The whole story on a throwaway redis-server: capture, an accident, a restore.
+    Demo(cli::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLASHBACK_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Capture(a) => cli::capture::run(a).await,
+            Command::Restore(a) => cli::restore::run(a).await,
+            Command::Info(a) => cli::info::run(a).await,
+            Command::Demo(a) => cli::demo::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<cli::UsageError>() {
+                eprintln!("error: {u}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Starting and stopping redis-server processes used as the restore engine.

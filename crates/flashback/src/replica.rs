@@ -1,0 +1,1 @@
+//! Replica side of the replication protocol.

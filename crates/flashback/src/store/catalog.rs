@@ -1,0 +1,151 @@
+//! What a store holds, from its listing plus the small manifests: sources, generations, and the
+//! restorable window of each. No database, no index object: a LIST is the catalog.
+
+use super::layout::{self, Entry, SealedName};
+use super::manifest::GenerationManifest;
+use super::{Store, StoreError};
+use flashback_format::segment::{SegmentFile, Sealed};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone)]
+pub struct SealedSegment {
+    pub name: SealedName,
+    pub key: Path,
+    pub size: u64,
+}
+
+/// What a scan of an open tail found.
+#[derive(Debug, Clone)]
+pub struct TailSegment {
+    pub key: Path,
+    pub size: u64,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub first_time_ms: u64,
+    pub covered_through_ms: u64,
+    pub torn: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub id: String,
+    /// None while the base is still arriving, or if the agent died before writing it: such a
+    /// generation is not restorable and is reported as incomplete.
+    pub manifest: Option<GenerationManifest>,
+    pub bases: Vec<(u64, Path, u64)>,
+    pub sealed: Vec<SealedSegment>,
+    pub tails: Vec<TailSegment>,
+}
+
+/// One continuous time range restore can reach, and the offsets behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub from_offset: u64,
+    pub to_offset: u64,
+}
+
+impl Generation {
+    /// From the base's arrival to the last time the log is known complete. None when the
+    /// generation has no manifest. A hole in the segment chain ends the window at the hole.
+    pub fn window(&self) -> Option<Window> {
+        let m = self.manifest.as_ref()?;
+        let mut w = Window { from_ms: m.base_time_ms, to_ms: m.base_time_ms, from_offset: m.base_offset, to_offset: m.base_offset };
+        for s in &self.sealed {
+            if s.name.start_offset != w.to_offset {
+                return Some(w);
+            }
+            w.to_offset = s.name.end_offset;
+            w.to_ms = w.to_ms.max(s.name.end_time_ms);
+        }
+        for t in &self.tails {
+            if t.start_offset != w.to_offset {
+                return Some(w);
+            }
+            w.to_offset = t.end_offset;
+            w.to_ms = w.to_ms.max(t.covered_through_ms);
+        }
+        Some(w)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bases.iter().map(|b| b.2).sum::<u64>()
+            + self.sealed.iter().map(|s| s.size).sum::<u64>()
+            + self.tails.iter().map(|t| t.size).sum::<u64>()
+    }
+}
+
+/// Source names in the store, sorted.
+pub async fn list_sources(store: &Store) -> Result<Vec<String>, StoreError> {
+    let listing = store.os.list_with_delimiter(Some(&layout::sources_prefix())).await?;
+    let mut names: Vec<String> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.parts().last().map(|s| s.as_ref().to_string()))
+        .filter(|n| layout::valid_source_name(n))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Every generation of `source`, oldest first, with manifests read and tails scanned.
+pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generation>, StoreError> {
+    let objects: Vec<_> = store.os.list(Some(&layout::generations_prefix(source))).try_collect().await?;
+    let mut gens: BTreeMap<String, Generation> = BTreeMap::new();
+    let mut manifests = Vec::new();
+    for o in objects {
+        let Some((gen, entry)) = layout::parse_key(source, &o.location) else { continue };
+        let g = gens.entry(gen.clone()).or_insert_with(|| Generation { id: gen.clone(), manifest: None, bases: vec![], sealed: vec![], tails: vec![] });
+        match entry {
+            Entry::Manifest => manifests.push((gen, o.location)),
+            Entry::Base { offset } => g.bases.push((offset, o.location, o.size)),
+            Entry::Sealed(name) => g.sealed.push(SealedSegment { name, key: o.location, size: o.size }),
+            Entry::Tail { start_offset } => g.tails.push(TailSegment {
+                key: o.location,
+                size: o.size,
+                start_offset,
+                end_offset: start_offset,
+                first_time_ms: 0,
+                covered_through_ms: 0,
+                torn: false,
+            }),
+        }
+    }
+    for (gen, key) in manifests {
+        let bytes = store.os.get(&key).await?.bytes().await?;
+        let m = GenerationManifest::decode(key.as_ref(), &bytes)?;
+        if let Some(g) = gens.get_mut(&gen) {
+            g.manifest = Some(m);
+        }
+    }
+    for g in gens.values_mut() {
+        g.bases.sort_by_key(|b| b.0);
+        g.sealed.sort_by_key(|s| s.name);
+        g.tails.sort_by_key(|t| t.start_offset);
+        for t in &mut g.tails {
+            scan_tail(store, t).await?;
+        }
+    }
+    Ok(gens.into_values().collect())
+}
+
+async fn scan_tail(store: &Store, t: &mut TailSegment) -> Result<(), StoreError> {
+    let bytes = match store.os.get(&t.key).await {
+        Ok(r) => r.bytes().await?,
+        // Sealed between our LIST and GET: the sealed copy is in the next listing.
+        Err(object_store::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let f = SegmentFile::parse(t.key.as_ref(), &bytes, Sealed::No)?;
+    let s = f.summary();
+    t.end_offset = s.end_offset;
+    t.first_time_ms = s.first_time_ms;
+    t.covered_through_ms = s.end_time_ms.max(f.header.created_ms);
+    t.torn = f.torn_tail;
+    Ok(())
+}

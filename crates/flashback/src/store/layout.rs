@@ -1,0 +1,172 @@
+//! The only module that builds or parses object names. Everything else asks it.
+//!
+//! ```text
+//! sources/<name>/generations/<gen>/generation.meta                      manifest (envelope + JSON)
+//! sources/<name>/generations/<gen>/base/<offset>.rdb                    base snapshot at offset
+//! sources/<name>/generations/<gen>/segments/<start>-<end>-<t0>-<t1>.seg sealed segment
+//! sources/<name>/generations/<gen>/segments/<start>.tail                the open tail (live agent)
+//! ```
+//! `<gen>` is the generation's start time in ms as 16 hex digits; offsets are 16 hex digits and
+//! times (ms) 12 hex digits, all fixed-width lowercase, so a plain LIST returns them in order and
+//! restore can plan by time from names alone, without reading any segment (litestream's
+//! `FormatWALSegmentPath` idea). The times in a sealed segment's name are its first record's
+//! arrival and the time through which it is known complete.
+
+use object_store::path::Path;
+
+pub const SOURCES: &str = "sources";
+
+/// Source names become one path segment: keep them to a safe alphabet.
+pub fn valid_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+}
+
+pub fn sources_prefix() -> Path {
+    Path::from(SOURCES)
+}
+
+pub fn source_prefix(source: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}"))
+}
+
+pub fn generations_prefix(source: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/generations"))
+}
+
+pub fn generation_id(start_ms: u64) -> String {
+    format!("{start_ms:016x}")
+}
+
+pub fn parse_generation_id(s: &str) -> Option<u64> {
+    parse_hex(s, 16)
+}
+
+pub fn generation_prefix(source: &str, gen: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/generations/{gen}"))
+}
+
+pub fn manifest_key(source: &str, gen: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/generations/{gen}/generation.meta"))
+}
+
+pub fn base_prefix(source: &str, gen: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/generations/{gen}/base"))
+}
+
+pub fn base_key(source: &str, gen: &str, offset: u64) -> Path {
+    Path::from(format!("{SOURCES}/{source}/generations/{gen}/base/{offset:016x}.rdb"))
+}
+
+pub fn segments_prefix(source: &str, gen: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/generations/{gen}/segments"))
+}
+
+/// A sealed segment's name, from what its footer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SealedName {
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub first_time_ms: u64,
+    pub end_time_ms: u64,
+}
+
+pub fn segment_key(source: &str, gen: &str, n: &SealedName) -> Path {
+    Path::from(format!(
+        "{SOURCES}/{source}/generations/{gen}/segments/{:016x}-{:016x}-{:012x}-{:012x}.seg",
+        n.start_offset, n.end_offset, n.first_time_ms, n.end_time_ms
+    ))
+}
+
+pub fn tail_key(source: &str, gen: &str, start_offset: u64) -> Path {
+    Path::from(format!("{SOURCES}/{source}/generations/{gen}/segments/{start_offset:016x}.tail"))
+}
+
+/// What a file name under `base/` or `segments/` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Manifest,
+    Base { offset: u64 },
+    Sealed(SealedName),
+    Tail { start_offset: u64 },
+}
+
+/// Parses a full key below a source: returns (generation id, entry). Unknown names give None
+/// (temporary files, other tools' files): callers skip them.
+pub fn parse_key(source: &str, key: &Path) -> Option<(String, Entry)> {
+    let prefix = format!("{SOURCES}/{source}/generations/");
+    let rest = key.as_ref().strip_prefix(&prefix)?;
+    let mut parts = rest.split('/');
+    let gen = parts.next()?;
+    parse_generation_id(gen)?;
+    let entry = match (parts.next()?, parts.next(), parts.next()) {
+        ("generation.meta", None, None) => Entry::Manifest,
+        ("base", Some(f), None) => Entry::Base { offset: parse_hex(f.strip_suffix(".rdb")?, 16)? },
+        ("segments", Some(f), None) => {
+            if let Some(stem) = f.strip_suffix(".tail") {
+                Entry::Tail { start_offset: parse_hex(stem, 16)? }
+            } else {
+                let stem = f.strip_suffix(".seg")?;
+                let mut it = stem.split('-');
+                let n = SealedName {
+                    start_offset: parse_hex(it.next()?, 16)?,
+                    end_offset: parse_hex(it.next()?, 16)?,
+                    first_time_ms: parse_hex(it.next()?, 12)?,
+                    end_time_ms: parse_hex(it.next()?, 12)?,
+                };
+                if it.next().is_some() {
+                    return None;
+                }
+                Entry::Sealed(n)
+            }
+        }
+        _ => return None,
+    };
+    Some((gen.to_string(), entry))
+}
+
+/// The source name of a key under `sources/`.
+pub fn source_of(key: &Path) -> Option<String> {
+    let rest = key.as_ref().strip_prefix(&format!("{SOURCES}/"))?;
+    let name = rest.split('/').next()?;
+    valid_source_name(name).then(|| name.to_string())
+}
+
+fn parse_hex(s: &str, width: usize) -> Option<u64> {
+    if s.len() != width || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_sort_by_offset() {
+        let n = SealedName { start_offset: 14, end_offset: 9000, first_time_ms: 1_790_000_000_000, end_time_ms: 1_790_000_001_000 };
+        let k = segment_key("cache", "0000019a2b3c4d5e", &n);
+        assert_eq!(parse_key("cache", &k), Some(("0000019a2b3c4d5e".into(), Entry::Sealed(n))));
+        let b = base_key("cache", "0000019a2b3c4d5e", 14);
+        assert_eq!(parse_key("cache", &b).map(|x| x.1), Some(Entry::Base { offset: 14 }));
+        let t = tail_key("cache", "0000019a2b3c4d5e", 9000);
+        assert_eq!(parse_key("cache", &t).map(|x| x.1), Some(Entry::Tail { start_offset: 9000 }));
+        let m = manifest_key("cache", "0000019a2b3c4d5e");
+        assert_eq!(parse_key("cache", &m).map(|x| x.1), Some(Entry::Manifest));
+        let later = segment_key("cache", "0000019a2b3c4d5e", &SealedName { start_offset: 9000, end_offset: 10_000, ..n });
+        assert!(k.as_ref() < later.as_ref());
+        assert_eq!(source_of(&k).as_deref(), Some("cache"));
+    }
+
+    #[test]
+    fn foreign_names_are_ignored() {
+        for k in ["sources/cache/generations/zz/generation.meta", "sources/cache/generations/0000019a2b3c4d5e/base/x.rdb.partial", "sources/cache/generations/0000019a2b3c4d5e/segments/0e.seg"] {
+            assert_eq!(parse_key("cache", &Path::from(k)), None, "{k}");
+        }
+        assert!(!valid_source_name("../etc"));
+        assert!(valid_source_name("redis-127.0.0.1-6379"));
+    }
+}

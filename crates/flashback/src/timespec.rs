@@ -1,0 +1,1 @@
+//! Time syntax of the command line.
