@@ -1,1 +1,601 @@
-//! `flashback info`.
+//! What `flashback info` reports: per source, its generations, the restorable windows and how far
+//! the latest restorable instant lags behind now.
+//!
+//! These types are the `--json` schema (documented in `docs/cli.md`, versioned by
+//! [`SCHEMA_VERSION`]), and the text output is rendered from them too, so the two never disagree.
+//! Adding a field is compatible; renaming or removing one, or changing its meaning, bumps the
+//! schema number.
+//!
+//! Everything here comes from the store's listing, the manifests and a scan of open tails
+//! ([`catalog::load_generations`]); sealed segments are not read, because their names already
+//! carry their offsets and times.
+
+use crate::store::catalog::{self, Generation, Window};
+use crate::store::layout;
+use crate::store::{Store, StoreError};
+use crate::timespec::format_rfc3339_ms;
+use serde::{Deserialize, Serialize};
+
+/// The `"schema"` number at the top of `flashback info --json`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `problem` says about a generation without a manifest.
+pub const BASE_NEVER_FINISHED: &str = "base never finished";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    pub schema: u32,
+    /// The store as the user named it.
+    pub store: String,
+    /// The instant `lag_ms` is measured from.
+    pub now_ms: u64,
+    pub now: String,
+    /// Bytes stored for all sources.
+    pub bytes: u64,
+    /// Sorted by name.
+    pub sources: Vec<SourceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub name: String,
+    pub bytes: u64,
+    /// One per restorable generation, oldest first. Between two windows lies a gap that no
+    /// restore can reach.
+    pub windows: Vec<RestorableWindow>,
+    /// `now_ms` minus the end of the latest window (0 if that end is ahead of this machine's
+    /// clock); null when nothing is restorable. A live agent writes a heartbeat block about
+    /// every second, so a healthy lag is about 1 s.
+    pub lag_ms: Option<u64>,
+    /// Oldest first.
+    pub generations: Vec<GenerationInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowInfo {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// `from_ms` and `to_ms` in RFC 3339, UTC, with milliseconds.
+    pub from: String,
+    pub to: String,
+    pub from_offset: u64,
+    pub to_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorableWindow {
+    pub generation: String,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub from_offset: u64,
+    pub to_offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GenerationStatus {
+    /// Has a manifest and its base: restorable within `window`.
+    Complete,
+    /// Not restorable; `problem` says why.
+    Incomplete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    pub id: String,
+    pub status: GenerationStatus,
+    /// Why an incomplete generation cannot be restored (e.g. "base never finished"); null when
+    /// complete.
+    pub problem: Option<String>,
+    /// When the agent started this generation (from its id).
+    pub started_ms: u64,
+    pub started: String,
+    /// The fields below up to `previous` come from the manifest: null without one.
+    pub replid: Option<String>,
+    pub base_offset: Option<u64>,
+    pub base_size: Option<u64>,
+    pub rdb_version: Option<u32>,
+    /// e.g. "redis 7.0.15".
+    pub server: Option<String>,
+    /// Why this generation started: first capture, or the gap that forced a full resync.
+    pub reason: Option<String>,
+    pub previous: Option<PreviousInfo>,
+    pub sealed_segments: usize,
+    pub tail_segments: usize,
+    /// Base plus segments.
+    pub bytes: u64,
+    /// Null when incomplete.
+    pub window: Option<WindowInfo>,
+    /// The open tail's last block was cut short when read: the agent died mid-write (the
+    /// block is dropped; nothing acknowledged was in it), or was writing at that moment.
+    pub torn_tail: bool,
+    /// The segment chain has a hole: records after `at_offset` resume only at
+    /// `resumes_at_offset`, so the window stops at the hole and `unreachable_segments` segments
+    /// after it are not restorable. Null when the chain is whole.
+    pub chain_break: Option<ChainBreak>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousInfo {
+    pub generation: String,
+    /// Where the previous generation's history stops (as the agent knew when it started this one).
+    pub end_offset: u64,
+    pub end_time_ms: u64,
+    pub end: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainBreak {
+    pub at_offset: u64,
+    pub resumes_at_offset: u64,
+    pub unreachable_segments: usize,
+}
+
+/// Reads the store's catalog and builds the report. `now_ms` is a parameter so tests (and
+/// `verify`) can fix it.
+pub async fn gather(store: &Store, now_ms: u64) -> Result<StoreInfo, StoreError> {
+    let mut sources = Vec::new();
+    for name in catalog::list_sources(store).await? {
+        let gens = catalog::load_generations(store, &name).await?;
+        sources.push(source_info(&name, &gens, now_ms));
+    }
+    Ok(StoreInfo {
+        schema: SCHEMA_VERSION,
+        store: store.url.clone(),
+        now_ms,
+        now: format_rfc3339_ms(now_ms),
+        bytes: sources.iter().map(|s| s.bytes).sum(),
+        sources,
+    })
+}
+
+/// The pure part of [`gather`], over generations already loaded (oldest first).
+pub fn source_info(name: &str, gens: &[Generation], now_ms: u64) -> SourceInfo {
+    let generations: Vec<GenerationInfo> = gens.iter().map(generation_info).collect();
+    let windows: Vec<RestorableWindow> = generations
+        .iter()
+        .filter_map(|g| {
+            g.window.as_ref().map(|w| RestorableWindow {
+                generation: g.id.clone(),
+                from_ms: w.from_ms,
+                to_ms: w.to_ms,
+                from: w.from.clone(),
+                to: w.to.clone(),
+                from_offset: w.from_offset,
+                to_offset: w.to_offset,
+            })
+        })
+        .collect();
+    // The latest restorable instant, not the last generation's: if the newest generation is
+    // still receiving its base, the previous one's end is what a restore can reach now.
+    let lag_ms = windows
+        .iter()
+        .map(|w| w.to_ms)
+        .max()
+        .map(|end| now_ms.saturating_sub(end));
+    SourceInfo {
+        name: name.to_string(),
+        bytes: generations.iter().map(|g| g.bytes).sum(),
+        windows,
+        lag_ms,
+        generations,
+    }
+}
+
+fn window_info(w: Window) -> WindowInfo {
+    WindowInfo {
+        from_ms: w.from_ms,
+        to_ms: w.to_ms,
+        from: format_rfc3339_ms(w.from_ms),
+        to: format_rfc3339_ms(w.to_ms),
+        from_offset: w.from_offset,
+        to_offset: w.to_offset,
+    }
+}
+
+fn generation_info(g: &Generation) -> GenerationInfo {
+    // The catalog only yields generations whose id parsed, so the fallback is never used; 0
+    // (1970) would at least be visibly wrong rather than plausible.
+    let started_ms = layout::parse_generation_id(&g.id).unwrap_or(0);
+    let m = g.manifest.as_ref();
+    let problem = match m {
+        None => Some(BASE_NEVER_FINISHED.to_string()),
+        Some(m) if !g.bases.iter().any(|b| b.0 == m.base_offset) => Some(format!(
+            "base file {} is missing",
+            layout::base_key(&m.source, &m.generation, m.base_offset)
+        )),
+        Some(_) => None,
+    };
+    let window = if problem.is_none() {
+        g.window().map(window_info)
+    } else {
+        None
+    };
+    GenerationInfo {
+        id: g.id.clone(),
+        status: if problem.is_none() {
+            GenerationStatus::Complete
+        } else {
+            GenerationStatus::Incomplete
+        },
+        problem,
+        started_ms,
+        started: format_rfc3339_ms(started_ms),
+        replid: m.map(|m| m.replid.clone()),
+        base_offset: m.map(|m| m.base_offset),
+        base_size: m.map(|m| m.base_size),
+        rdb_version: m.map(|m| m.rdb_version),
+        server: m.map(|m| m.server.clone()),
+        reason: m.map(|m| m.reason.clone()),
+        previous: m.and_then(|m| m.previous.as_ref()).map(|p| PreviousInfo {
+            generation: p.generation.clone(),
+            end_offset: p.end_offset,
+            end_time_ms: p.end_time_ms,
+            end: format_rfc3339_ms(p.end_time_ms),
+        }),
+        sealed_segments: g.sealed.len(),
+        tail_segments: g.tails.len(),
+        bytes: g.bytes(),
+        window,
+        torn_tail: g.tails.iter().any(|t| t.torn),
+        chain_break: m.and_then(|m| chain_break(g, m.base_offset)),
+    }
+}
+
+/// Walks the segments from the base offset the way [`Generation::window`] does, and reports
+/// the first hole. A segment that ends at or before the current end is a duplicate (a tail
+/// whose sealed copy already landed) and is not a hole.
+fn chain_break(g: &Generation, base_offset: u64) -> Option<ChainBreak> {
+    let spans = g
+        .sealed
+        .iter()
+        .map(|s| (s.name.start_offset, s.name.end_offset))
+        .chain(g.tails.iter().map(|t| (t.start_offset, t.end_offset)));
+    let mut end = base_offset;
+    let mut brk: Option<ChainBreak> = None;
+    for (start, stop) in spans {
+        if let Some(b) = brk.as_mut() {
+            b.unreachable_segments += 1;
+        } else if start == end {
+            end = stop;
+        } else if stop > end {
+            brk = Some(ChainBreak {
+                at_offset: end,
+                resumes_at_offset: start,
+                unreachable_segments: 1,
+            });
+        }
+    }
+    brk
+}
+
+/// Bytes as a person reads them: `512 B`, `4.1 KiB`, `12.3 MiB`, `1.2 GiB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::catalog::{SealedSegment, TailSegment};
+    use crate::store::layout::SealedName;
+    use crate::store::manifest::{GenerationManifest, PreviousGeneration};
+
+    const T0: u64 = 1_795_455_600_000; // 2026-11-23T17:40:00Z
+    const SRC: &str = "cache";
+
+    fn manifest(
+        gen: &str,
+        base_offset: u64,
+        base_time_ms: u64,
+        previous: Option<PreviousGeneration>,
+    ) -> GenerationManifest {
+        GenerationManifest {
+            source: SRC.into(),
+            generation: gen.into(),
+            replid: "8f3c1e1a9a0b4c2d8e7f6a5b4c3d2e1f0a9b8c7d".into(),
+            base_offset,
+            base_time_ms,
+            base_db: 0,
+            base_size: 1000,
+            rdb_version: 10,
+            server: "redis 7.0.15".into(),
+            reason: if previous.is_some() {
+                "backlog overrun".into()
+            } else {
+                "first capture".into()
+            },
+            previous,
+            agent_version: "0.1.0".into(),
+        }
+    }
+
+    fn sealed(gen: &str, start: u64, end: u64, t0: u64, t1: u64, size: u64) -> SealedSegment {
+        let name = SealedName {
+            start_offset: start,
+            end_offset: end,
+            first_time_ms: t0,
+            end_time_ms: t1,
+        };
+        SealedSegment {
+            name,
+            key: layout::segment_key(SRC, gen, &name),
+            size,
+        }
+    }
+
+    fn tail(gen: &str, start: u64, end: u64, through: u64, torn: bool) -> TailSegment {
+        TailSegment {
+            key: layout::tail_key(SRC, gen, start),
+            size: 300,
+            start_offset: start,
+            end_offset: end,
+            first_time_ms: through - 500,
+            covered_through_ms: through,
+            torn,
+        }
+    }
+
+    fn generation(
+        start_ms: u64,
+        m: Option<GenerationManifest>,
+        sealed: Vec<SealedSegment>,
+        tails: Vec<TailSegment>,
+    ) -> Generation {
+        let id = layout::generation_id(start_ms);
+        let bases = m
+            .iter()
+            .map(|m| {
+                (
+                    m.base_offset,
+                    layout::base_key(SRC, &id, m.base_offset),
+                    m.base_size,
+                )
+            })
+            .collect();
+        Generation {
+            id,
+            manifest: m,
+            bases,
+            sealed,
+            tails,
+        }
+    }
+
+    /// Two generations (the second after a gap), the second live with an open tail, and a
+    /// third whose base never finished.
+    fn history() -> Vec<Generation> {
+        let g1 = layout::generation_id(T0);
+        let g2 = layout::generation_id(T0 + 600_000);
+        let gen1 = generation(
+            T0,
+            Some(manifest(&g1, 14, T0 + 2_000, None)),
+            vec![
+                sealed(&g1, 14, 5_000, T0 + 2_100, T0 + 60_000, 2_000),
+                sealed(&g1, 5_000, 9_000, T0 + 60_100, T0 + 120_000, 1_500),
+            ],
+            vec![],
+        );
+        let prev = PreviousGeneration {
+            generation: g1.clone(),
+            end_offset: 9_000,
+            end_time_ms: T0 + 120_000,
+        };
+        let gen2 = generation(
+            T0 + 600_000,
+            Some(manifest(&g2, 100_000, T0 + 601_000, Some(prev))),
+            vec![sealed(
+                &g2,
+                100_000,
+                100_500,
+                T0 + 601_500,
+                T0 + 660_000,
+                700,
+            )],
+            vec![tail(&g2, 100_500, 100_900, T0 + 700_000, true)],
+        );
+        let gen3 = generation(T0 + 900_000, None, vec![], vec![]);
+        vec![gen1, gen2, gen3]
+    }
+
+    #[test]
+    fn windows_bytes_and_lag() {
+        let now = T0 + 701_000;
+        let s = source_info(SRC, &history(), now);
+        assert_eq!(s.name, SRC);
+        assert_eq!(s.generations.len(), 3);
+        assert_eq!(s.bytes, (1000 + 2000 + 1500) + (1000 + 700 + 300));
+        assert_eq!(s.windows.len(), 2);
+        let w1 = &s.windows[0];
+        assert_eq!(
+            (w1.from_ms, w1.to_ms, w1.from_offset, w1.to_offset),
+            (T0 + 2_000, T0 + 120_000, 14, 9_000)
+        );
+        assert_eq!(w1.from, "2026-11-23T17:40:02.000Z");
+        let w2 = &s.windows[1];
+        assert_eq!(
+            (w2.from_ms, w2.to_ms, w2.from_offset, w2.to_offset),
+            (T0 + 601_000, T0 + 700_000, 100_000, 100_900)
+        );
+        assert_eq!(s.lag_ms, Some(1_000));
+
+        let g2 = &s.generations[1];
+        assert_eq!(g2.status, GenerationStatus::Complete);
+        assert_eq!(
+            (g2.sealed_segments, g2.tail_segments, g2.bytes),
+            (1, 1, 2_000)
+        );
+        assert!(g2.torn_tail);
+        assert_eq!(
+            g2.previous.as_ref().map(|p| (p.end_offset, p.end.as_str())),
+            Some((9_000, "2026-11-23T17:42:00.000Z"))
+        );
+        assert_eq!(g2.reason.as_deref(), Some("backlog overrun"));
+        assert_eq!(g2.chain_break, None);
+
+        let g3 = &s.generations[2];
+        assert_eq!(g3.status, GenerationStatus::Incomplete);
+        assert_eq!(g3.problem.as_deref(), Some(BASE_NEVER_FINISHED));
+        assert_eq!(
+            (&g3.window, g3.replid.as_ref(), g3.started_ms),
+            (&None, None, T0 + 900_000)
+        );
+    }
+
+    #[test]
+    fn lag_is_zero_when_the_window_is_ahead_and_null_when_nothing_is_restorable() {
+        let s = source_info(SRC, &history(), T0 + 1_000);
+        assert_eq!(s.lag_ms, Some(0));
+        let only_incomplete = vec![generation(T0, None, vec![], vec![])];
+        let s = source_info(SRC, &only_incomplete, T0 + 1_000);
+        assert!(s.windows.is_empty());
+        assert_eq!(s.lag_ms, None);
+    }
+
+    #[test]
+    fn a_hole_in_the_chain_ends_the_window_and_is_reported() {
+        let g = layout::generation_id(T0);
+        let gen = generation(
+            T0,
+            Some(manifest(&g, 0, T0, None)),
+            vec![
+                sealed(&g, 0, 100, T0, T0 + 10_000, 10),
+                sealed(&g, 150, 200, T0 + 20_000, T0 + 30_000, 10),
+                sealed(&g, 200, 300, T0 + 30_000, T0 + 40_000, 10),
+            ],
+            vec![tail(&g, 300, 400, T0 + 50_000, false)],
+        );
+        let s = source_info(SRC, &[gen], T0 + 60_000);
+        let info = &s.generations[0];
+        assert_eq!(
+            info.window.as_ref().map(|w| (w.to_offset, w.to_ms)),
+            Some((100, T0 + 10_000))
+        );
+        assert_eq!(
+            info.chain_break,
+            Some(ChainBreak {
+                at_offset: 100,
+                resumes_at_offset: 150,
+                unreachable_segments: 3
+            })
+        );
+        assert_eq!(s.lag_ms, Some(50_000));
+    }
+
+    #[test]
+    fn a_tail_duplicating_its_sealed_copy_is_not_a_hole() {
+        let g = layout::generation_id(T0);
+        let gen = generation(
+            T0,
+            Some(manifest(&g, 0, T0, None)),
+            vec![sealed(&g, 0, 100, T0, T0 + 10_000, 10)],
+            vec![tail(&g, 0, 100, T0 + 10_000, false)],
+        );
+        assert_eq!(
+            source_info(SRC, &[gen], T0).generations[0].chain_break,
+            None
+        );
+    }
+
+    #[test]
+    fn a_manifest_without_its_base_is_not_restorable() {
+        let g = layout::generation_id(T0);
+        let mut gen = generation(T0, Some(manifest(&g, 14, T0, None)), vec![], vec![]);
+        gen.bases.clear();
+        let s = source_info(SRC, &[gen], T0);
+        assert_eq!(s.generations[0].status, GenerationStatus::Incomplete);
+        assert!(
+            s.generations[0]
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("base/000000000000000e.rdb")),
+            "{:?}",
+            s.generations[0].problem
+        );
+        assert!(s.windows.is_empty());
+    }
+
+    #[test]
+    fn json_shape() {
+        let s = source_info(SRC, &history(), T0 + 701_000);
+        let info = StoreInfo {
+            schema: SCHEMA_VERSION,
+            store: "./x".into(),
+            now_ms: T0,
+            now: format_rfc3339_ms(T0),
+            bytes: s.bytes,
+            sources: vec![s],
+        };
+        let v = serde_json::to_value(&info).unwrap();
+        assert_eq!(v["schema"], 1);
+        let src = &v["sources"][0];
+        assert_eq!(src["lag_ms"], 1_000);
+        assert_eq!(src["windows"][1]["to"], "2026-11-23T17:51:40.000Z");
+        assert_eq!(
+            src["windows"][1]["generation"],
+            layout::generation_id(T0 + 600_000)
+        );
+        let g = &src["generations"][0];
+        let mut keys: Vec<&str> = g.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "base_offset",
+                "base_size",
+                "bytes",
+                "chain_break",
+                "id",
+                "previous",
+                "problem",
+                "rdb_version",
+                "reason",
+                "replid",
+                "sealed_segments",
+                "server",
+                "started",
+                "started_ms",
+                "status",
+                "tail_segments",
+                "torn_tail",
+                "window"
+            ]
+        );
+        let mut wkeys: Vec<&str> = g["window"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        wkeys.sort();
+        assert_eq!(
+            wkeys,
+            ["from", "from_ms", "from_offset", "to", "to_ms", "to_offset"]
+        );
+        assert_eq!(g["status"], "complete");
+        assert_eq!(src["generations"][2]["status"], "incomplete");
+        assert!(src["generations"][2]["window"].is_null());
+        let back: StoreInfo = serde_json::from_value(v).unwrap();
+        assert_eq!(back, info);
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(1023), "1023 B");
+        assert_eq!(format_bytes(4_200), "4.1 KiB");
+        assert_eq!(format_bytes(12_900_000), "12.3 MiB");
+    }
+}
