@@ -1,6 +1,82 @@
-#[derive(clap::Args)]
-pub struct Args {}
+use super::{UsageError, DEFAULT_STORE};
+use anyhow::Context;
+use flashback::capture::{self, CaptureOptions};
+use flashback::source::RedisUrl;
+use flashback::store::{layout, Access, Store};
+use std::time::Duration;
 
-pub async fn run(_a: Args) -> anyhow::Result<()> {
-    anyhow::bail!("capture: not built yet")
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  flashback capture --source redis://127.0.0.1:6379
+  flashback capture --source redis://repl:secret@10.0.0.5:6379 --store /var/lib/flashback --name sessions
+  flashback capture --source redis://127.0.0.1:6380 --psync-command MYPSYNC
+
+The replication user needs: ACL SETUSER <user> on >password +psync +replconf +ping
+Stops on SIGINT/SIGTERM after making everything received durable (exit 0).")]
+pub struct Args {
+    /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port
+    #[arg(long)]
+    source: String,
+    /// Where to store: a directory (created if missing)
+    #[arg(long, default_value = DEFAULT_STORE)]
+    store: String,
+    /// Name of this source in the store [default: host-port]
+    #[arg(long)]
+    name: Option<String>,
+    /// The PSYNC command's name, for services that rename it
+    #[arg(long, default_value = "PSYNC")]
+    psync_command: String,
+    /// Seconds without any byte from the primary before the link counts as dead (it PINGs
+    /// every 10 s by default)
+    #[arg(long, default_value_t = 60)]
+    repl_timeout: u64,
+    /// Port announced in REPLCONF listening-port (0: none, so Sentinel never picks the agent)
+    #[arg(long, default_value_t = 0)]
+    listening_port: u16,
+    /// Seal a segment once it holds this many MiB
+    #[arg(long, default_value_t = 32)]
+    segment_mib: u64,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let url: RedisUrl = a
+        .source
+        .parse()
+        .map_err(|e| UsageError(format!("--source: {e}")))?;
+    let name = a.name.unwrap_or_else(|| capture::default_name(&url));
+    if !layout::valid_source_name(&name) {
+        return Err(UsageError(format!(
+            "--name {name:?}: use letters, digits, '.', '-' and '_' only"
+        ))
+        .into());
+    }
+    if a.repl_timeout == 0 {
+        return Err(UsageError("--repl-timeout must be at least 1 second".into()).into());
+    }
+    let store = Store::open(&a.store, Access::Write)?;
+    let mut opts = CaptureOptions::new(url.clone(), name.clone());
+    opts.handshake.psync_command = a.psync_command;
+    opts.handshake.timeout = Duration::from_secs(a.repl_timeout);
+    opts.handshake.listening_port = a.listening_port;
+    opts.roll_bytes = a.segment_mib.max(1) << 20;
+    tracing::info!("capturing {url} as source '{name}' into {}", a.store);
+    capture::run(store, opts, shutdown_signal(), None)
+        .await
+        .with_context(|| format!("capture of {url}"))?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM. If the handlers cannot be installed the agent still runs, and kill -9
+/// stays safe: nothing acknowledged depends on a clean stop.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping: making everything received durable");
 }

@@ -1,0 +1,479 @@
+//! The agent's side of the store: the open tail segment (append, fsync, roll, seal), the base
+//! snapshot and manifest of a new generation, and recovery after a crash.
+//!
+//! The store itself is the agent's checkpoint: on start it reads the last segment of the latest
+//! generation (replid, end offset, selected db, inside-MULTI) and asks for a partial resync from
+//! there. A separate checkpoint file was rejected: it could only ever disagree with the log it
+//! summarises, and the log is fsync'd before anything is acknowledged anyway.
+
+use super::state::{GapReason, Resume, StreamState};
+use super::CaptureError;
+use crate::store::catalog::{self, Generation};
+use crate::store::layout::{self, SealedName};
+use crate::store::manifest::{GenerationManifest, PreviousGeneration};
+use crate::store::Store;
+use flashback_format::segment::{
+    Origin, Record, Sealed, SegmentFile, SegmentHeader, SegmentWriter, WriterOptions,
+};
+use object_store::{PutMode, PutOptions};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// A raw block is compressed and written once it holds this much, fsync or not: zstd does
+/// well on ~1 MiB of similar commands, and it bounds what a crash can tear.
+const BLOCK_BYTES: usize = 1 << 20;
+
+pub struct Tail {
+    writer: SegmentWriter<File>,
+    path: PathBuf,
+    generation: String,
+    header: SegmentHeader,
+    opened: Instant,
+    /// Flags of the records waiting in the writer's current block.
+    pending_flags: u16,
+    /// When the last block (records or heartbeat) was written.
+    last_block: Instant,
+}
+
+pub struct Log {
+    store: Store,
+    root: PathBuf,
+    pub source: String,
+    /// The generation being written, and the stream position after its last record.
+    pub generation: Option<String>,
+    pub state: Option<StreamState>,
+    tail: Option<Tail>,
+    /// End offset of the last record known to be on disk (fsync'd): the only offset we ACK.
+    pub durable_offset: u64,
+    pub covered_through_ms: u64,
+    _lock: File,
+    roll_bytes: u64,
+    roll_age: Duration,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError + '_ {
+    move |source| CaptureError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Log {
+    /// Takes the source's lock, recovers any open tail a crashed agent left, and reads where
+    /// capture stands.
+    pub async fn open(
+        store: Store,
+        source: &str,
+        roll_bytes: u64,
+        roll_age: Duration,
+    ) -> Result<Log, CaptureError> {
+        let root = store
+            .local_root
+            .clone()
+            .ok_or_else(|| CaptureError::Unsupported("capture needs a local store".into()))?;
+        let lock = lock_source(&root, source)?;
+        let mut log = Log {
+            store,
+            root,
+            source: source.to_string(),
+            generation: None,
+            state: None,
+            tail: None,
+            durable_offset: 0,
+            covered_through_ms: 0,
+            _lock: lock,
+            roll_bytes,
+            roll_age,
+        };
+        for g in catalog::load_generations(&log.store, source).await? {
+            if g.manifest.is_none() {
+                // The agent died while the base was arriving: nothing in it was ever
+                // acknowledged, and restore ignores it. Clear it so it is not reported forever.
+                let dir = log.local(&layout::generation_prefix(source, &g.id));
+                warn!(
+                    "removing incomplete generation {} (its base snapshot never finished)",
+                    g.id
+                );
+                fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                continue;
+            }
+            for t in &g.tails {
+                log.recover_tail(&g.id, &t.key)?;
+            }
+        }
+        Ok(log)
+    }
+
+    /// Where a partial resync would continue from, if anything was captured before.
+    pub async fn resume_point(&mut self) -> Result<Option<Resume>, CaptureError> {
+        let gens = catalog::load_generations(&self.store, &self.source).await?;
+        let Some(g) = gens.into_iter().rev().find(|g| g.manifest.is_some()) else {
+            return Ok(None);
+        };
+        let r = self.resume_of(&g)?;
+        self.generation = Some(r.generation.clone());
+        self.state = Some(r.state.clone());
+        self.durable_offset = r.state.offset;
+        self.covered_through_ms = r.covered_through_ms;
+        Ok(Some(r))
+    }
+
+    fn resume_of(&self, g: &Generation) -> Result<Resume, CaptureError> {
+        let m = g
+            .manifest
+            .as_ref()
+            .expect("caller picked a generation with a manifest");
+        match g.sealed.last() {
+            None => Ok(Resume {
+                generation: g.id.clone(),
+                state: StreamState::new(
+                    m.replid.clone(),
+                    m.base_offset,
+                    m.base_db,
+                    false,
+                    m.base_time_ms,
+                ),
+                covered_through_ms: m.base_time_ms,
+            }),
+            Some(last) => {
+                let path = self.local(&last.key);
+                let bytes = fs::read(&path).map_err(io_err(&path))?;
+                let f = SegmentFile::parse(last.key.as_ref(), &bytes, Sealed::Yes)?;
+                let s = f.summary();
+                let state = StreamState::new(
+                    f.header.replid.clone(),
+                    s.end_offset,
+                    s.end_db,
+                    s.end_in_multi,
+                    s.end_time_ms,
+                );
+                Ok(Resume {
+                    generation: g.id.clone(),
+                    state,
+                    covered_through_ms: s.end_time_ms,
+                })
+            }
+        }
+    }
+
+    /// Seals the open tail a crashed agent left: its intact blocks are rewritten into a sealed
+    /// segment (same blocks, same flags and times) and the tail is removed. A torn last block
+    /// was never fsync'd, so never acknowledged: dropping it loses nothing that was promised.
+    fn recover_tail(
+        &mut self,
+        gen: &str,
+        key: &object_store::path::Path,
+    ) -> Result<(), CaptureError> {
+        let path = self.local(key);
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let f = SegmentFile::parse(key.as_ref(), &bytes, Sealed::No)?;
+        if f.torn_tail {
+            warn!("{}: dropped {} bytes of a torn last block (an interrupted write that was never acknowledged)", key, bytes.len() as u64 - f.valid_len);
+        }
+        let tmp = path.with_extension("recover");
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w =
+            SegmentWriter::new(file, &f.header, WriterOptions::default()).map_err(io_err(&tmp))?;
+        for (i, b) in f.blocks.iter().enumerate() {
+            for rec in f.records(i)? {
+                w.append(&rec).map_err(io_err(&tmp))?;
+            }
+            w.flush_block(b.covered_through_ms, b.flags)
+                .map_err(io_err(&tmp))?;
+        }
+        let end_time = f.summary().end_time_ms.max(f.header.created_ms);
+        let (file, summary) = w.finish(end_time).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        let name = sealed_name(&f.header, &summary);
+        let dest = self.local(&layout::segment_key(&self.source, gen, &name));
+        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        sync_dir(dest.parent().unwrap_or(&self.root))?;
+        info!("recovered the open segment {} as {}", key, dest.display());
+        Ok(())
+    }
+
+    /// Starts a new generation: streams the base into place (the caller writes the bytes into
+    /// the file this returns), then [`commit_generation`](Self::commit_generation).
+    pub fn base_file(&self, gen: &str, offset: u64) -> Result<(File, PathBuf), CaptureError> {
+        let path = self.local(&layout::base_key(&self.source, gen, offset));
+        let partial = path.with_extension("rdb.partial");
+        if let Some(dir) = partial.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let f = File::create(&partial).map_err(io_err(&partial))?;
+        Ok((f, partial))
+    }
+
+    /// The base is complete and checked: make it durable, write the manifest (create-only, so
+    /// a second writer is caught), and open the first segment.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_generation(
+        &mut self,
+        gen: &str,
+        base: (File, PathBuf),
+        replid: &str,
+        offset: u64,
+        db: u32,
+        rdb: &crate::replica::RdbReceived,
+        reason: &GapReason,
+        now_ms: u64,
+    ) -> Result<(), CaptureError> {
+        let (file, partial) = base;
+        file.sync_all().map_err(io_err(&partial))?;
+        drop(file);
+        let dest = self.local(&layout::base_key(&self.source, gen, offset));
+        fs::rename(&partial, &dest).map_err(io_err(&dest))?;
+        sync_dir(dest.parent().unwrap_or(&self.root))?;
+
+        let previous = match (&self.generation, &self.state) {
+            (Some(g), Some(s)) => Some(PreviousGeneration {
+                generation: g.clone(),
+                end_offset: s.offset,
+                end_time_ms: self.covered_through_ms,
+            }),
+            _ => None,
+        };
+        let server = ["valkey-ver", "redis-ver"]
+            .iter()
+            .find_map(|k| {
+                rdb.info
+                    .aux_str(k)
+                    .map(|v| format!("{} {v}", k.trim_end_matches("-ver")))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let m = GenerationManifest {
+            source: self.source.clone(),
+            generation: gen.to_string(),
+            replid: replid.to_string(),
+            base_offset: offset,
+            base_time_ms: now_ms,
+            base_db: db,
+            base_size: rdb.len,
+            rdb_version: rdb.info.version,
+            server,
+            reason: reason.to_string(),
+            previous,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let key = layout::manifest_key(&self.source, gen);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.store.os.put_opts(&key, m.encode().into(), opts).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(CaptureError::SecondWriter(format!(
+                    "{key} already exists: another agent is writing this source"
+                )))
+            }
+            Err(e) => return Err(crate::store::StoreError::from(e).into()),
+        }
+        self.seal()?;
+        self.generation = Some(gen.to_string());
+        self.state = Some(StreamState::new(
+            replid.to_string(),
+            offset,
+            db,
+            false,
+            now_ms,
+        ));
+        self.durable_offset = offset;
+        self.covered_through_ms = now_ms;
+        self.open_tail(Origin::NewGeneration, now_ms)
+    }
+
+    /// Opens a new tail segment at the current stream position.
+    pub fn open_tail(&mut self, origin: Origin, now_ms: u64) -> Result<(), CaptureError> {
+        debug_assert!(self.tail.is_none());
+        let (Some(gen), Some(st)) = (self.generation.clone(), self.state.as_ref()) else {
+            return Err(CaptureError::Unsupported(
+                "no generation to write into".into(),
+            ));
+        };
+        let header = SegmentHeader {
+            replid: st.replid.clone(),
+            start_offset: st.offset,
+            start_db: st.db,
+            start_in_multi: st.in_multi,
+            created_ms: now_ms,
+            origin,
+        };
+        let path = self.local(&layout::tail_key(&self.source, &gen, st.offset));
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let writer =
+            SegmentWriter::new(file, &header, WriterOptions::default()).map_err(io_err(&path))?;
+        writer.get_ref().sync_data().map_err(io_err(&path))?;
+        sync_dir(path.parent().unwrap_or(&self.root))?;
+        let now = Instant::now();
+        self.tail = Some(Tail {
+            writer,
+            path,
+            generation: gen,
+            header,
+            opened: now,
+            pending_flags: 0,
+            last_block: now,
+        });
+        Ok(())
+    }
+
+    pub fn has_tail(&self) -> bool {
+        self.tail.is_some()
+    }
+
+    /// Buffers a record (not yet durable).
+    pub fn append(&mut self, rec: &Record, flags: u16, now_ms: u64) -> Result<(), CaptureError> {
+        let tail = self
+            .tail
+            .as_mut()
+            .ok_or_else(|| CaptureError::Unsupported("no open segment".into()))?;
+        if tail.writer.pending().0 > 0 && tail.pending_flags != flags {
+            // A block carries one set of flags: catch-up records never share one with live ones.
+            self.flush_block(now_ms)?;
+        }
+        let tail = self.tail.as_mut().expect("still open");
+        tail.pending_flags = flags;
+        tail.writer.append(rec).map_err(io_err(&tail.path))?;
+        if tail.writer.pending().1 >= BLOCK_BYTES {
+            self.flush_block(now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn flush_block(&mut self, now_ms: u64) -> Result<(), CaptureError> {
+        if let Some(t) = self.tail.as_mut() {
+            t.writer
+                .flush_block(now_ms, t.pending_flags)
+                .map_err(io_err(&t.path))?;
+            t.pending_flags = 0;
+            t.last_block = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and fsyncs; afterwards everything appended is durable. An idle
+    /// tail gets an empty heartbeat block once per `heartbeat`, so the window's end (and
+    /// `info`'s lag) stays current without writes.
+    pub fn make_durable(
+        &mut self,
+        now_ms: u64,
+        heartbeat: Option<Duration>,
+    ) -> Result<bool, CaptureError> {
+        let Some(t) = self.tail.as_mut() else {
+            return Ok(false);
+        };
+        let pending = t.writer.pending().0 > 0;
+        let unsynced = t.writer.end_offset() > self.durable_offset;
+        let beat = heartbeat.is_some_and(|h| t.last_block.elapsed() >= h);
+        if !(pending || unsynced || beat) {
+            return Ok(false);
+        }
+        if pending || beat {
+            self.flush_block(now_ms)?;
+        }
+        let t = self.tail.as_mut().expect("still open");
+        t.writer.get_ref().sync_data().map_err(io_err(&t.path))?;
+        self.durable_offset = t.writer.end_offset();
+        self.covered_through_ms = now_ms;
+        Ok(true)
+    }
+
+    /// Seals the tail when it is big or old enough, at a transaction boundary.
+    pub fn roll_if_due(&mut self, now_ms: u64) -> Result<(), CaptureError> {
+        let due = self.tail.as_ref().is_some_and(|t| {
+            t.writer.bytes_written() >= self.roll_bytes || t.opened.elapsed() >= self.roll_age
+        });
+        if due && self.state.as_ref().is_some_and(|s| !s.in_multi) {
+            self.seal()?;
+            self.open_tail(Origin::Roll, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Footer, fsync, rename to the sealed name. The rename is the commit point: a crash
+    /// before it leaves a tail that the next start recovers.
+    pub fn seal(&mut self) -> Result<(), CaptureError> {
+        let Some(t) = self.tail.take() else {
+            return Ok(());
+        };
+        let now_ms = crate::now_ms().max(self.covered_through_ms);
+        let (file, summary) = t.writer.finish(now_ms).map_err(io_err(&t.path))?;
+        file.sync_all().map_err(io_err(&t.path))?;
+        self.durable_offset = summary.end_offset;
+        self.covered_through_ms = summary.end_time_ms;
+        let name = sealed_name(&t.header, &summary);
+        let dest = self.local(&layout::segment_key(&self.source, &t.generation, &name));
+        fs::rename(&t.path, &dest).map_err(io_err(&dest))?;
+        sync_dir(dest.parent().unwrap_or(&self.root))?;
+        Ok(())
+    }
+
+    fn local(&self, key: &object_store::path::Path) -> PathBuf {
+        let mut p = self.root.clone();
+        for part in key.parts() {
+            p.push(part.as_ref());
+        }
+        p
+    }
+}
+
+fn sealed_name(h: &SegmentHeader, s: &flashback_format::segment::SegmentSummary) -> SealedName {
+    let first = if s.first_time_ms == 0 {
+        h.created_ms
+    } else {
+        s.first_time_ms
+    };
+    SealedName {
+        start_offset: s.start_offset,
+        end_offset: s.end_offset,
+        first_time_ms: first,
+        end_time_ms: s.end_time_ms.max(first),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CaptureError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// One agent per source and store: a second one would interleave segments. `flock` is released
+/// by the kernel when the process dies, so a kill -9 leaves no stale lock behind.
+fn lock_source(root: &Path, source: &str) -> Result<File, CaptureError> {
+    let dir = root.join(layout::SOURCES).join(source);
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let path = dir.join("agent.lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let holder = fs::read_to_string(&path).unwrap_or_default();
+        return Err(CaptureError::SecondWriter(format!(
+            "another capture agent{} is already capturing source '{source}' into this store; stop it first, or pass another --name",
+            if holder.trim().is_empty() { String::new() } else { format!(" (pid {})", holder.trim()) }
+        )));
+    }
+    use std::io::Write;
+    let mut w = &f;
+    let _ = f.set_len(0);
+    let _ = write!(w, "{}", std::process::id());
+    Ok(f)
+}
