@@ -1,1 +1,514 @@
-//! Starting and stopping redis-server processes used as the restore engine.
+//! Starting and stopping the redis-server processes that restore (and the demo) run.
+//!
+//! Restore never re-implements Redis: it feeds a real server the base and the records (as its
+//! master) and lets that server do the work. This module finds the binary, learns which RDB
+//! versions it can load, starts it on 127.0.0.1 in a private directory, and kills it when the
+//! [`RedisServer`] handle is dropped, unless the caller [`detach`](RedisServer::detach)es it
+//! (`restore --serve`).
+//!
+//! # Which RDB versions a server loads
+//!
+//! Every loader refuses a higher RDB version than its own ("Can't handle RDB format version N").
+//! The table (`notes/redis-replication.md` §3):
+//!
+//! | server                    | writes / loads up to |
+//! |---------------------------|----------------------|
+//! | Redis 3.2 / 4.0 / 5.0–6.2 | 7 / 8 / 9            |
+//! | Redis 7.0                 | 10                   |
+//! | Redis 7.2                 | 11                   |
+//! | Redis 7.4 – 8.x           | 12                   |
+//! | Valkey 7.2 – 8.x          | 11                   |
+//! | Valkey 9+                 | 80 (`VALKEY080`), and ≤ 11; 12–79 are "foreign" and refused by default |
+//!
+//! Redis 8.6 is reported to write version 13; that is not verified in code, so a Redis 8.x is
+//! taken to load 12 (a wrong "too old" answer costs a `--redis-server` flag; a wrong "fine" would
+//! cost a failed restore after the base was streamed).
+
+use crate::resp::Frame;
+use crate::source::{Client, ClientError, RedisUrl};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("redis-server not found: install it (apt-get install redis-server) or pass --redis-server PATH")]
+    NotFound,
+    #[error(
+        "--redis-server {0}: no such file; pass the path of a redis-server or valkey-server binary"
+    )]
+    NoSuchBinary(PathBuf),
+    #[error("{path} --version: {what}; pass --redis-server PATH to a working redis-server or valkey-server")]
+    Version { path: PathBuf, what: String },
+    #[error("cannot start {path}: {what}")]
+    Spawn { path: PathBuf, what: String },
+    #[error(
+        "{server} on 127.0.0.1:{port} did not come up ({what}); its log {log} ends with:\n{tail}"
+    )]
+    Startup {
+        server: String,
+        port: u16,
+        what: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Which product a binary is. Valkey and Redis diverged after 7.2: their newer RDB versions are
+/// mutually unloadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    Redis,
+    Valkey,
+}
+
+/// A server binary and what it can load.
+#[derive(Debug, Clone)]
+pub struct ServerBinary {
+    pub path: PathBuf,
+    pub product: Product,
+    pub version: (u32, u32, u32),
+}
+
+impl std::fmt::Display for ServerBinary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "redis-server".into());
+        let (a, b, c) = self.version;
+        write!(f, "{name} {a}.{b}.{c}")
+    }
+}
+
+impl ServerBinary {
+    /// `explicit` (from `--redis-server`), else `redis-server` on PATH.
+    pub fn find(explicit: Option<&Path>) -> Result<ServerBinary, ServerError> {
+        let path = match explicit {
+            Some(p) if p.is_file() => p.to_path_buf(),
+            // A bare name ("valkey-server") is looked up on PATH like a shell would.
+            Some(p) if p.components().count() == 1 => {
+                which(p.as_os_str()).ok_or_else(|| ServerError::NoSuchBinary(p.to_path_buf()))?
+            }
+            Some(p) => return Err(ServerError::NoSuchBinary(p.to_path_buf())),
+            None => which("redis-server".as_ref()).ok_or(ServerError::NotFound)?,
+        };
+        let out = Command::new(&path)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ServerError::Version {
+                path: path.clone(),
+                what: e.to_string(),
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (product, version) = parse_version(&text).ok_or_else(|| ServerError::Version {
+            path: path.clone(),
+            what: format!("unrecognised output {:?}", text.trim()),
+        })?;
+        Ok(ServerBinary {
+            path,
+            product,
+            version,
+        })
+    }
+
+    /// The highest RDB version this server loads (see the module table).
+    pub fn max_rdb_version(&self) -> u32 {
+        let (major, minor, _) = self.version;
+        match self.product {
+            Product::Valkey if major >= 9 => 80,
+            Product::Valkey => 11,
+            Product::Redis => match (major, minor) {
+                (8.., _) | (7, 4..) => 12,
+                (7, 2..=3) => 11,
+                (7, _) => 10,
+                (5..=6, _) => 9,
+                (4, _) => 8,
+                (3, 2..) => 7,
+                _ => 6,
+            },
+        }
+    }
+
+    /// Whether a base of RDB version `v` loads on this server.
+    pub fn can_load(&self, v: u32) -> bool {
+        match self.product {
+            // Valkey 9 refuses Redis 7.4+'s 12..=79 unless `rdb-version-check relaxed`, which is
+            // only safe for files without new types; we do not turn it on behind the user's back.
+            Product::Valkey if self.version.0 >= 9 => v <= 11 || v == 80,
+            _ => v <= self.max_rdb_version(),
+        }
+    }
+}
+
+/// Which servers load a base of RDB version `v`, for error messages.
+pub fn servers_for_rdb(v: u32) -> &'static str {
+    match v {
+        0..=9 => "any Redis ≥ 6 or Valkey",
+        10 => "a Redis ≥ 7.0 or Valkey",
+        11 => "a Valkey ≥ 7.2 / Redis ≥ 7.2",
+        12 => "a Redis ≥ 7.4",
+        80 => "a Valkey ≥ 9",
+        _ => "a server at least as new as the captured source",
+    }
+}
+
+/// Parses `Redis server v=7.0.15 sha=…` or `Valkey server v=8.0.1 sha=…`.
+fn parse_version(text: &str) -> Option<(Product, (u32, u32, u32))> {
+    let line = text.lines().find(|l| l.contains(" v="))?;
+    let product = if line.to_ascii_lowercase().starts_with("valkey") {
+        Product::Valkey
+    } else {
+        Product::Redis
+    };
+    let v = line.split_whitespace().find_map(|w| w.strip_prefix("v="))?;
+    let mut it = v.split('.').map(|p| p.parse::<u32>().ok());
+    let major = it.next()??;
+    let minor = it.next().flatten().unwrap_or(0);
+    let patch = it.next().flatten().unwrap_or(0);
+    Some((product, (major, minor, patch)))
+}
+
+fn which(name: &std::ffi::OsStr) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// None: a free port picked by the OS.
+    pub port: Option<u16>,
+    /// None: a fresh directory under the system temp dir, removed on drop.
+    pub dir: Option<PathBuf>,
+    /// Put the server in its own process group, so that a Ctrl-C aimed at flashback does not
+    /// reach a server meant to outlive it (`--serve`).
+    pub own_process_group: bool,
+    /// More `--name value` arguments (e.g. `--repl-diskless-sync no` for the demo's source).
+    pub extra_args: Vec<String>,
+}
+
+/// A running redis-server on 127.0.0.1. Killed (and its temp dir removed) on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub binary: ServerBinary,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub log_path: PathBuf,
+    owns_dir: bool,
+}
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl RedisServer {
+    pub async fn start(
+        binary: &ServerBinary,
+        opts: ServerOptions,
+    ) -> Result<RedisServer, ServerError> {
+        let (dir, owns_dir) = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|source| ServerError::Io {
+                    path: d.clone(),
+                    source,
+                })?;
+                (d.clone(), false)
+            }
+            None => (fresh_temp_dir("flashback-redis")?, true),
+        };
+        // A free port can be taken by someone else between our probe and the server's bind:
+        // retry with another one rather than fail a restore on a race.
+        let attempts = if opts.port.is_some() { 1 } else { 3 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let port = match opts.port {
+                Some(p) => p,
+                None => free_port().map_err(|source| ServerError::Io {
+                    path: dir.clone(),
+                    source,
+                })?,
+            };
+            let mut server = RedisServer {
+                child: None,
+                binary: binary.clone(),
+                port,
+                log_path: dir.join("redis.log"),
+                dir: dir.clone(),
+                owns_dir: false,
+            };
+            match server.spawn_and_wait(&opts).await {
+                Ok(()) => {
+                    server.owns_dir = owns_dir;
+                    return Ok(server);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        if owns_dir {
+            std::fs::remove_dir_all(&dir).ok();
+        }
+        Err(last.unwrap_or(ServerError::NotFound))
+    }
+
+    async fn spawn_and_wait(&mut self, opts: &ServerOptions) -> Result<(), ServerError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|source| ServerError::Io {
+                path: self.log_path.clone(),
+                source,
+            })?;
+        let log2 = log.try_clone().map_err(|source| ServerError::Io {
+            path: self.log_path.clone(),
+            source,
+        })?;
+        let mut cmd = Command::new(&self.binary.path);
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&self.log_path)
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "local",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .args(&opts.extra_args)
+            .stdin(Stdio::null())
+            // Fatal config errors go to stderr before the log file is open: keep them too.
+            .stdout(log)
+            .stderr(log2);
+        if opts.own_process_group {
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().map_err(|e| ServerError::Spawn {
+            path: self.binary.path.clone(),
+            what: e.to_string(),
+        })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let url = self.url();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Err(self.startup_error(format!("it exited with {status}")));
+                }
+            }
+            if let Ok(mut c) = Client::connect(&url, Duration::from_secs(2)).await {
+                match c.call(&["PING"]).await {
+                    Ok(Frame::Simple(s)) if &s[..] == b"PONG" => return Ok(()),
+                    _ => {}
+                }
+            }
+            if Instant::now() > deadline {
+                if let Some(mut c) = self.child.take() {
+                    c.kill().ok();
+                    c.wait().ok();
+                }
+                return Err(
+                    self.startup_error(format!("no PONG within {} s", STARTUP_TIMEOUT.as_secs()))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn startup_error(&self, what: String) -> ServerError {
+        ServerError::Startup {
+            server: self.binary.to_string(),
+            port: self.port,
+            what,
+            log: self.log_path.clone(),
+            tail: self.log_tail(10),
+        }
+    }
+
+    pub fn url(&self) -> RedisUrl {
+        RedisUrl {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: None,
+            password: None,
+            db: 0,
+        }
+    }
+
+    pub async fn client(&self) -> Result<Client, ServerError> {
+        Ok(Client::connect(&self.url(), Duration::from_secs(60)).await?)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The last `n` lines of the server's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let Ok(mut f) = File::open(&self.log_path) else {
+            return "(no log)".into();
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(16 * 1024);
+        let mut s = String::new();
+        if f.seek(SeekFrom::Start(start)).is_err() {
+            return "(log unreadable)".into();
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() {
+            return "(log unreadable)".into();
+        }
+        s.push_str(&String::from_utf8_lossy(&buf));
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Lets the server outlive this handle (and this process). Returns its pid.
+    pub fn detach(mut self) -> Option<u32> {
+        self.owns_dir = false;
+        self.child.take().map(|c| c.id())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGKILL: a throwaway server has nothing worth a clean shutdown, and SIGTERM would
+            // make a server configured to save write a dump first.
+            c.kill().ok();
+            c.wait().ok();
+        }
+        if self.owns_dir {
+            std::fs::remove_dir_all(&self.dir).ok();
+        }
+    }
+}
+
+/// A port nobody listens on right now (the OS's pick for 127.0.0.1:0).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A new, empty directory under the system temp dir.
+pub fn fresh_temp_dir(prefix: &str) -> Result<PathBuf, ServerError> {
+    let base = std::env::temp_dir();
+    for i in 0..100u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = base.join(format!("{prefix}-{}-{nanos:08x}{i}", std::process::id()));
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(ServerError::Io { path: p, source }),
+        }
+    }
+    Err(ServerError::Io {
+        path: base,
+        source: std::io::Error::other("cannot create a unique temp directory"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bin(product: Product, version: (u32, u32, u32)) -> ServerBinary {
+        ServerBinary {
+            path: "redis-server".into(),
+            product,
+            version,
+        }
+    }
+
+    #[test]
+    fn versions_and_loadable_rdb() {
+        let out = "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=ae4d7c971a948f0\n";
+        assert_eq!(parse_version(out), Some((Product::Redis, (7, 0, 15))));
+        let out = "Valkey server v=8.1.1 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1\n";
+        assert_eq!(parse_version(out), Some((Product::Valkey, (8, 1, 1))));
+        assert_eq!(parse_version("usage: foo"), None);
+
+        let r70 = bin(Product::Redis, (7, 0, 15));
+        assert_eq!(r70.max_rdb_version(), 10);
+        assert!(r70.can_load(10) && r70.can_load(9) && !r70.can_load(11));
+        assert_eq!(bin(Product::Redis, (7, 2, 6)).max_rdb_version(), 11);
+        assert_eq!(bin(Product::Redis, (7, 4, 1)).max_rdb_version(), 12);
+        assert_eq!(bin(Product::Redis, (8, 2, 0)).max_rdb_version(), 12);
+        let v8 = bin(Product::Valkey, (8, 1, 1));
+        assert!(v8.can_load(11) && !v8.can_load(12) && !v8.can_load(80));
+        let v9 = bin(Product::Valkey, (9, 0, 0));
+        assert!(v9.can_load(80) && v9.can_load(11) && !v9.can_load(12));
+        assert!(!bin(Product::Redis, (8, 0, 0)).can_load(80));
+    }
+
+    #[tokio::test]
+    async fn starts_answers_and_dies_on_drop() {
+        let b = ServerBinary::find(None).expect("redis-server installed for tests");
+        let s = RedisServer::start(&b, ServerOptions::default())
+            .await
+            .unwrap();
+        let mut c = s.client().await.unwrap();
+        c.ok(&["SET", "k", "v"]).await.unwrap();
+        let (port, dir) = (s.port, s.dir.clone());
+        assert!(dir.join("redis.log").exists());
+        drop(c);
+        drop(s);
+        assert!(!dir.exists());
+        let url = RedisUrl {
+            host: "127.0.0.1".into(),
+            port,
+            user: None,
+            password: None,
+            db: 0,
+        };
+        assert!(Client::connect(&url, Duration::from_secs(1)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_a_clear_error_with_the_log() {
+        let b = ServerBinary::find(None).unwrap();
+        let hold = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = hold.local_addr().unwrap().port();
+        let err = RedisServer::start(
+            &b,
+            ServerOptions {
+                port: Some(port),
+                ..Default::default()
+            },
+        )
+        .await
+        .err()
+        .unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("did not come up") && msg.contains("ddress already in use"),
+            "{msg}"
+        );
+        assert!(ServerBinary::find(Some(Path::new("/nonexistent/redis-server"))).is_err());
+    }
+}

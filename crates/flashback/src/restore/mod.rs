@@ -1,1 +1,278 @@
-//! Restore: plan, then serve base + records to a real redis-server, then a sink.
+//! Restore: **plan → reader → engine → sink**.
+//!
+//! - [`plan`] decides, from the store's listing and at most a few segments, which generation,
+//!   which base, which segments and exactly where to cut (never inside MULTI…EXEC). It is
+//!   printable (`--dry-run`) and does no writes.
+//! - [`reader`] streams the plan's records in order, one segment in memory at a time, checking
+//!   that they chain without a hole, into a [`reader::RecordSink`].
+//! - [`engine`] is that sink: it impersonates a master to a private redis-server, serves it the
+//!   base and the records over the replication protocol, waits until it has applied them all,
+//!   then promotes it. Replaying through the replication link (rather than as a client) gives
+//!   master-link semantics for free: no ACL, no OOM or READONLY refusals, no expiry while the
+//!   history is replayed.
+//! - [`sinks`] then move the result where the user asked: an RDB file, a live instance, or the
+//!   server itself left running.
+//!
+//! Restore never writes to the captured source unless the user names it as `--to`.
+
+pub mod engine;
+pub mod plan;
+pub mod reader;
+pub mod sinks;
+
+use crate::redis_server::{RedisServer, ServerBinary, ServerError, ServerOptions};
+use crate::source::{ClientError, RedisUrl};
+use crate::store::catalog::Window;
+use crate::store::{Store, StoreError};
+use crate::timespec::format_ms;
+use std::path::PathBuf;
+
+pub use plan::{plan, RestorePlan, Target};
+
+/// Where the restored dataset goes.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// Write an RDB file (atomically; refuses to overwrite without `force`).
+    Rdb(PathBuf),
+    /// Copy every key into a live instance with DUMP/RESTORE.
+    To(RedisUrl),
+    /// Leave the restore server running on this port.
+    Serve(u16),
+}
+
+/// What happens to TTLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TtlMode {
+    /// Keep each key's absolute expiry time (keys whose time has passed are gone).
+    #[default]
+    Absolute,
+    /// Restore the remaining time as it was at the restore point. Not built yet.
+    Relative,
+    /// Drop every TTL.
+    Persist,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub source: String,
+    pub target: Target,
+    pub sink: Sink,
+    /// `--redis-server PATH`; None: `redis-server` on PATH.
+    pub redis_server: Option<PathBuf>,
+    /// `--keys`: glob patterns (Redis' syntax); empty means every key.
+    pub keys: Vec<Vec<u8>>,
+    pub ttl: TtlMode,
+    /// `--to`: overwrite keys that exist on the target.
+    pub replace: bool,
+    /// `--rdb`: overwrite an existing file.
+    pub force: bool,
+}
+
+/// What was asked for, for [`OutsideWindow`]'s message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Time(u64),
+    Offset(u64),
+}
+
+/// The requested point is in no restorable window. Display prints every window and the fix.
+#[derive(Debug, Clone)]
+pub struct OutsideWindow {
+    pub source: String,
+    pub requested: Requested,
+    /// (generation id, window), oldest first.
+    pub windows: Vec<(String, Window)>,
+}
+
+impl std::fmt::Display for OutsideWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.requested {
+            Requested::Time(t) => writeln!(
+                f,
+                "{} is outside the restorable window of source '{}':",
+                format_ms(t),
+                self.source
+            )?,
+            Requested::Offset(n) => writeln!(
+                f,
+                "offset {n} is outside the restorable window of source '{}':",
+                self.source
+            )?,
+        }
+        for (gen, w) in &self.windows {
+            writeln!(
+                f,
+                "  {} .. {}  (offsets {}..{}, generation {gen})",
+                format_ms(w.from_ms),
+                format_ms(w.to_ms),
+                w.from_offset,
+                w.to_offset
+            )?;
+        }
+        match self.requested {
+            Requested::Time(_) => write!(f, "pick a time inside one of these windows"),
+            Requested::Offset(_) => write!(f, "pick an offset inside one of these windows"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Format(#[from] flashback_format::Error),
+    #[error("{0}")]
+    OutsideWindow(Box<OutsideWindow>),
+    #[error("source '{name}' has nothing restorable yet: {why}")]
+    NothingRestorable { name: String, why: String },
+    /// The log does not hold what the listing promised (a hole, a record out of place).
+    #[error("{key}: {what}")]
+    Log { key: String, what: String },
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("base is RDB v{base_version} ({made_by}); {server} loads up to v{max}: pass --redis-server PATH to {need} server")]
+    RdbVersion {
+        base_version: u32,
+        made_by: String,
+        server: String,
+        max: u32,
+        need: &'static str,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The restore server misbehaved while replaying (closed the link, never caught up…).
+    #[error("restore server: {what}; its log {log} ends with:\n{tail}")]
+    Engine {
+        what: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{0} already exists: pass --force to overwrite it, or pick another file")]
+    Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Sink(String),
+}
+
+impl RestoreError {
+    pub(crate) fn engine(server: &RedisServer, what: impl Into<String>) -> Self {
+        RestoreError::Engine {
+            what: what.into(),
+            log: server.log_path.clone(),
+            tail: server.log_tail(10),
+        }
+    }
+}
+
+/// Everything a restore did, printed at the end.
+#[derive(Debug)]
+pub struct RestoreReport {
+    pub plan_summary: String,
+    pub engine: engine::EngineReport,
+    /// `--keys`: (kept, deleted).
+    pub filtered: Option<(u64, u64)>,
+    /// `--ttl persist`: keys whose TTL was removed.
+    pub persisted: Option<u64>,
+    pub sink: sinks::SinkOutcome,
+}
+
+impl RestoreReport {
+    /// True when something did not go in: replica errors while replaying, or keys that failed
+    /// to copy. The restore finished, but its result may differ from the source.
+    pub fn has_failures(&self) -> bool {
+        self.engine.replica_errors > 0
+            || matches!(&self.sink, sinks::SinkOutcome::To(c) if c.failed > 0)
+    }
+}
+
+impl std::fmt::Display for RestoreReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.plan_summary)?;
+        write!(f, "{}", self.engine)?;
+        if let Some((kept, deleted)) = self.filtered {
+            writeln!(f, "keys filter: {kept} keys kept, {deleted} removed")?;
+        }
+        if let Some(n) = self.persisted {
+            writeln!(f, "ttl persist: removed the TTL of {n} keys")?;
+        }
+        write!(f, "{}", self.sink)
+    }
+}
+
+/// Plans and runs a restore (what the demo and tests call).
+pub async fn run(store: &Store, req: RestoreRequest) -> Result<RestoreReport, RestoreError> {
+    check_request(&req)?;
+    let plan = plan::plan(store, &req.source, req.target).await?;
+    execute(store, &plan, &req).await
+}
+
+/// Refuses what cannot work before any work is done.
+pub fn check_request(req: &RestoreRequest) -> Result<(), RestoreError> {
+    if req.ttl == TtlMode::Relative {
+        return Err(RestoreError::Unsupported(
+            "--ttl relative is not supported yet: use --ttl absolute (the default) or --ttl persist".into(),
+        ));
+    }
+    match &req.sink {
+        Sink::Rdb(p) if p.exists() && !req.force => return Err(RestoreError::Exists(p.clone())),
+        Sink::To(u) if u.db != 0 => {
+            return Err(RestoreError::Unsupported(format!(
+                "--to {u}: every db is copied to the db of the same number on the target, so the URL must not name a db; leave out '/{}'",
+                u.db
+            )))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Runs a plan made by [`plan()`]: engine, then key filter and TTL mode, then the sink.
+pub async fn execute(
+    store: &Store,
+    plan: &RestorePlan,
+    req: &RestoreRequest,
+) -> Result<RestoreReport, RestoreError> {
+    check_request(req)?;
+    let binary = ServerBinary::find(req.redis_server.as_deref())?;
+    let base_version = engine::check_base_version(store, plan, &binary).await?;
+    let opts = match req.sink {
+        Sink::Serve(port) => ServerOptions {
+            port: Some(port),
+            own_process_group: true,
+            ..Default::default()
+        },
+        _ => ServerOptions::default(),
+    };
+    let server = RedisServer::start(&binary, opts).await?;
+    let engine = engine::replay(store, plan, &server, base_version).await?;
+    let filtered = if req.keys.is_empty() {
+        None
+    } else {
+        Some(sinks::keep_only(&server, &req.keys).await?)
+    };
+    let persisted = if req.ttl == TtlMode::Persist {
+        Some(sinks::persist_all(&server).await?)
+    } else {
+        None
+    };
+    let sink = match &req.sink {
+        Sink::Rdb(path) => sinks::to_rdb(&server, path, req.force).await?,
+        Sink::To(url) => sinks::to_live(&server, url, req.replace).await?,
+        Sink::Serve(_) => sinks::serve(server),
+    };
+    Ok(RestoreReport {
+        plan_summary: plan.summary(),
+        engine,
+        filtered,
+        persisted,
+        sink,
+    })
+}

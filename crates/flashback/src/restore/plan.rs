@@ -1,0 +1,479 @@
+//! Planning: from the store's listing (and the few segments that can hold the cut) to a
+//! [`RestorePlan`]: which generation, which base, which segments, and the exact `stop_offset`.
+//!
+//! The cut is always the end of a record flagged `boundary` (outside MULTI…EXEC), so a
+//! transaction, script or function is restored whole or not at all (DESIGN.md, Semantics).
+//! Segment names carry their offsets and times, so planning by time reads only the segment(s)
+//! that can contain the cut, never the whole log.
+
+use super::{OutsideWindow, Requested, RestoreError};
+use crate::store::catalog::{self, Generation, Window};
+use crate::store::manifest::GenerationManifest;
+use crate::store::Store;
+use crate::timespec::format_ms;
+use bytes::Bytes;
+use flashback_format::segment::{block_flags, BlockInfo, Sealed, SegmentFile};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+
+/// The point in history to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Every transaction that arrived at or before this time (ms since the epoch, UTC).
+    At(u64),
+    /// Every record ending at or before this replication offset, rounded down to a boundary.
+    AtOffset(u64),
+    /// The end of the latest generation's window.
+    Latest,
+}
+
+/// One segment the reader will fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRef {
+    pub key: Path,
+    pub size: u64,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    /// First record's arrival (0: no records) and the time through which it is complete.
+    pub first_time_ms: u64,
+    pub end_time_ms: u64,
+    /// False for the open tail of a live (or crashed) agent.
+    pub sealed: bool,
+}
+
+impl SegmentRef {
+    pub fn sealed_mode(&self) -> Sealed {
+        if self.sealed {
+            Sealed::Yes
+        } else {
+            Sealed::No
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestorePlan {
+    pub source: String,
+    pub target: Target,
+    pub generation: String,
+    pub manifest: GenerationManifest,
+    pub window: Window,
+    pub base_key: Path,
+    /// `base_offset <= stop_offset`; every record the reader yields ends in
+    /// `(base_offset, stop_offset]`.
+    pub base_offset: u64,
+    pub base_size: u64,
+    /// The selected db at `base_offset` when known (the generation's first base); the engine
+    /// re-selects from each record's own db anyway.
+    pub base_db: Option<u32>,
+    /// In offset order, chaining without holes from `base_offset` past `stop_offset`.
+    pub segments: Vec<SegmentRef>,
+    pub stop_offset: u64,
+    /// Arrival time of the last record restored (the base's time when none), when known.
+    pub stop_time_ms: Option<u64>,
+    /// Things the user should know: catch-up intervals, ambiguous offsets, a hole in the log.
+    pub notes: Vec<String>,
+}
+
+impl RestorePlan {
+    /// The plan in a few lines, for the final report.
+    pub fn summary(&self) -> String {
+        let at = match self.stop_time_ms {
+            Some(t) => format!(
+                "the state at {} (offset {})",
+                format_ms(t),
+                self.stop_offset
+            ),
+            None => format!("the state at offset {}", self.stop_offset),
+        };
+        format!(
+            "restored source '{}' generation {} to {at}",
+            self.source, self.generation
+        )
+    }
+}
+
+impl std::fmt::Display for RestorePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let w = &self.window;
+        writeln!(f, "source:     {}", self.source)?;
+        match self.target {
+            Target::At(t) => writeln!(f, "target:     at {}", format_ms(t))?,
+            Target::AtOffset(n) => writeln!(f, "target:     at offset {n}")?,
+            Target::Latest => writeln!(f, "target:     latest")?,
+        }
+        writeln!(
+            f,
+            "generation: {} (window {} .. {}, offsets {}..{})",
+            self.generation,
+            format_ms(w.from_ms),
+            format_ms(w.to_ms),
+            w.from_offset,
+            w.to_offset
+        )?;
+        writeln!(
+            f,
+            "base:       {} ({} bytes, offset {}, RDB v{}, {})",
+            self.base_key,
+            self.base_size,
+            self.base_offset,
+            self.manifest.rdb_version,
+            self.manifest.server
+        )?;
+        for s in &self.segments {
+            writeln!(
+                f,
+                "segment:    {} ({} bytes, offsets {}..{}{})",
+                s.key,
+                s.size,
+                s.start_offset,
+                s.end_offset,
+                if s.sealed { "" } else { ", open tail" }
+            )?;
+        }
+        match self.stop_time_ms {
+            Some(t) => writeln!(
+                f,
+                "stop:       offset {} (last record restored arrived {})",
+                self.stop_offset,
+                format_ms(t)
+            )?,
+            None => writeln!(f, "stop:       offset {}", self.stop_offset)?,
+        }
+        for n in &self.notes {
+            writeln!(f, "note:       {n}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Time(u64),
+    Offset(u64),
+}
+
+impl Limit {
+    fn admits(&self, end_offset: u64, time_ms: u64) -> bool {
+        match *self {
+            Limit::Time(t) => time_ms <= t,
+            Limit::Offset(n) => end_offset <= n,
+        }
+    }
+}
+
+/// The end of the last boundary record within the limit.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    end_offset: u64,
+    time_ms: u64,
+}
+
+pub async fn plan(
+    store: &Store,
+    source: &str,
+    target: Target,
+) -> Result<RestorePlan, RestoreError> {
+    let gens = catalog::load_generations(store, source).await?;
+    let windows: Vec<(&Generation, Window)> = gens
+        .iter()
+        .filter_map(|g| g.window().map(|w| (g, w)))
+        .filter(|(g, _)| !g.bases.is_empty())
+        .collect();
+    if windows.is_empty() {
+        let why = if gens.is_empty() {
+            "no generation has been captured".to_string()
+        } else {
+            "its first base snapshot has not been stored yet (no generation.meta); wait for capture to finish the initial sync".to_string()
+        };
+        return Err(RestoreError::NothingRestorable {
+            name: source.to_string(),
+            why,
+        });
+    }
+    let mut notes = Vec::new();
+    let outside = |requested| {
+        RestoreError::OutsideWindow(Box::new(OutsideWindow {
+            source: source.to_string(),
+            requested,
+            windows: windows.iter().map(|(g, w)| (g.id.clone(), *w)).collect(),
+        }))
+    };
+    let (g, w, limit) = match target {
+        Target::At(t) => {
+            // Windows of successive generations do not overlap in time; if they ever touch, the
+            // later one wins, as it holds the later history.
+            let (g, w) = windows
+                .iter()
+                .rev()
+                .find(|(_, w)| w.from_ms <= t && t <= w.to_ms)
+                .ok_or_else(|| outside(Requested::Time(t)))?;
+            (*g, *w, Limit::Time(t))
+        }
+        Target::AtOffset(n) => {
+            let hits: Vec<_> = windows
+                .iter()
+                .filter(|(_, w)| w.from_offset <= n && n <= w.to_offset)
+                .collect();
+            let (g, w) = hits.last().ok_or_else(|| outside(Requested::Offset(n)))?;
+            if hits.len() > 1 {
+                notes.push(format!(
+                    "offset {n} exists in {} generations ({}) because offsets restart with a new replication history; using the latest, {}",
+                    hits.len(),
+                    hits.iter().map(|(g, _)| g.id.as_str()).collect::<Vec<_>>().join(", "),
+                    g.id
+                ));
+            }
+            (*g, *w, Limit::Offset(n))
+        }
+        Target::Latest => {
+            let (g, w) = windows
+                .last()
+                .ok_or_else(|| outside(Requested::Offset(0)))?;
+            (*g, *w, Limit::Offset(w.to_offset))
+        }
+    };
+    let m = g
+        .manifest
+        .clone()
+        .ok_or_else(|| RestoreError::NothingRestorable {
+            name: source.to_string(),
+            why: "no manifest".into(),
+        })?;
+    let (chain, reaches_all) = chain(g, m.base_offset);
+    if !reaches_all {
+        notes.push(format!(
+            "the log of generation {} has a hole after offset {}: later segments cannot be reached from its base and are not restorable",
+            g.id, w.to_offset
+        ));
+    }
+    if g.tails.iter().any(|t| t.torn) {
+        notes.push("the open tail ends in a torn write (the agent stopped mid-write); the incomplete bytes are ignored".into());
+    }
+
+    let cut = find_cut(store, &chain, limit, w.to_offset).await?;
+    let stop_offset = cut.map(|c| c.end_offset).unwrap_or(m.base_offset);
+    let (base_offset, base_key, base_size) = g
+        .bases
+        .iter()
+        .rev()
+        .find(|b| b.0 <= stop_offset && b.0 >= m.base_offset)
+        .cloned()
+        .ok_or_else(|| RestoreError::Log {
+            key: g.id.clone(),
+            what: format!("no base snapshot at or before offset {stop_offset} (expected base/{:016x}.rdb): the generation is damaged", m.base_offset),
+        })?;
+    let is_first_base = base_offset == m.base_offset;
+    let stop_time_ms = match cut {
+        Some(c) if c.end_offset > base_offset => Some(c.time_ms),
+        _ if is_first_base => Some(m.base_time_ms),
+        _ => None,
+    };
+    if cut.is_none() {
+        if let Target::At(t) = target {
+            notes.push(format!(
+                "no complete transaction arrived between the base ({}) and {}: the restore is the base snapshot itself",
+                format_ms(m.base_time_ms),
+                format_ms(t)
+            ));
+        }
+    }
+    if let Target::At(t) = target {
+        if let Some(n) = catchup_note(store, &chain, m.base_time_ms, t).await? {
+            notes.push(n);
+        }
+    }
+    let segments: Vec<SegmentRef> = chain
+        .into_iter()
+        .filter(|s| s.end_offset > base_offset && s.start_offset < stop_offset)
+        .collect();
+    Ok(RestorePlan {
+        source: source.to_string(),
+        target,
+        generation: g.id.clone(),
+        base_db: is_first_base.then_some(m.base_db),
+        manifest: m,
+        window: w,
+        base_key,
+        base_offset,
+        base_size,
+        segments,
+        stop_offset,
+        stop_time_ms,
+        notes,
+    })
+}
+
+/// The segments that chain from `from` without a hole (sealed ones, then open tails, as
+/// `Generation::window` walks them), and whether every segment of the generation was reached.
+fn chain(g: &Generation, from: u64) -> (Vec<SegmentRef>, bool) {
+    let mut at = from;
+    let mut out = Vec::new();
+    for s in &g.sealed {
+        if s.name.start_offset != at {
+            return (out, false);
+        }
+        out.push(SegmentRef {
+            key: s.key.clone(),
+            size: s.size,
+            start_offset: s.name.start_offset,
+            end_offset: s.name.end_offset,
+            first_time_ms: s.name.first_time_ms,
+            end_time_ms: s.name.end_time_ms,
+            sealed: true,
+        });
+        at = s.name.end_offset;
+    }
+    for t in &g.tails {
+        if t.start_offset != at {
+            return (out, false);
+        }
+        out.push(SegmentRef {
+            key: t.key.clone(),
+            size: t.size,
+            start_offset: t.start_offset,
+            end_offset: t.end_offset,
+            first_time_ms: t.first_time_ms,
+            end_time_ms: t.covered_through_ms,
+            sealed: false,
+        });
+        at = t.end_offset;
+    }
+    (out, true)
+}
+
+pub(crate) async fn fetch(store: &Store, key: &Path) -> Result<Bytes, RestoreError> {
+    match store.os.get(key).await {
+        Ok(r) => Ok(r.bytes().await.map_err(crate::store::StoreError::from)?),
+        Err(object_store::Error::NotFound { .. }) => Err(RestoreError::Log {
+            key: key.to_string(),
+            what: "disappeared since the listing (a live agent sealed or pruned it): run the restore again".into(),
+        }),
+        Err(e) => Err(crate::store::StoreError::from(e).into()),
+    }
+}
+
+/// Searches backwards from the last segment that can hold a record within `limit` for the last
+/// boundary record within it. A segment (or block) starting after the limit is skipped unread;
+/// when a candidate holds no boundary (it starts inside a transaction that ends after the
+/// limit), the search continues in the one before.
+async fn find_cut(
+    store: &Store,
+    chain: &[SegmentRef],
+    limit: Limit,
+    max_offset: u64,
+) -> Result<Option<Cut>, RestoreError> {
+    for seg in chain.iter().rev() {
+        let beyond = match limit {
+            Limit::Time(t) => seg.first_time_ms > t,
+            Limit::Offset(n) => seg.start_offset >= n,
+        };
+        if seg.end_offset == seg.start_offset || beyond {
+            continue;
+        }
+        let bytes = fetch(store, &seg.key).await?;
+        let file = SegmentFile::parse(seg.key.as_ref(), &bytes, seg.sealed_mode())?;
+        for (i, b) in file.blocks.iter().enumerate().rev() {
+            let beyond = match limit {
+                Limit::Time(t) => b.first_time_ms > t,
+                Limit::Offset(n) => b.start_offset >= n,
+            };
+            if b.record_count == 0 || beyond || b.start_offset >= max_offset {
+                continue;
+            }
+            let recs = file.records(i)?;
+            // `max_offset` bounds an open tail that grew after the listing was taken.
+            if let Some(r) = recs.iter().rev().find(|r| {
+                r.boundary && r.end_offset <= max_offset && limit.admits(r.end_offset, r.time_ms)
+            }) {
+                return Ok(Some(Cut {
+                    end_offset: r.end_offset,
+                    time_ms: r.time_ms,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A run of consecutive catch-up blocks: writes made while the agent was away.
+struct CatchupRun {
+    /// Time through which the log was complete before the run (the agent's departure).
+    from_ms: u64,
+    from_offset: u64,
+    last_ms: u64,
+    end_offset: u64,
+    records: u64,
+}
+
+/// A note when `t` falls inside a catch-up interval: between the end of the log before a
+/// catch-up burst and the last catch-up record's arrival. There, the time of a write says when
+/// it reached the agent, not when it was made, so a cut by time is not exact.
+async fn catchup_note(
+    store: &Store,
+    chain: &[SegmentRef],
+    base_time_ms: u64,
+    t: u64,
+) -> Result<Option<String>, RestoreError> {
+    // Start at the segment holding the cut; a burst relevant to `t` starts at or after it.
+    let start = chain
+        .iter()
+        .rposition(|s| s.first_time_ms != 0 && s.first_time_ms <= t)
+        .unwrap_or(0);
+    let mut prev_covered = if start == 0 {
+        base_time_ms
+    } else {
+        chain[start - 1].end_time_ms
+    };
+    let mut prev_end_offset = chain.get(start).map(|s| s.start_offset).unwrap_or(0);
+    let mut run: Option<CatchupRun> = None;
+    let verdict = |r: &CatchupRun| {
+        (r.from_ms <= t && t < r.last_ms).then(|| {
+            format!(
+                "{} writes made while the agent was away arrived late, between {} and {}: their times are arrival times, so a restore by time inside this interval is not exact; use --at-offset N with N between {} and {} to pick an exact point",
+                r.records,
+                format_ms(r.from_ms),
+                format_ms(r.last_ms),
+                r.from_offset,
+                r.end_offset
+            )
+        })
+    };
+    for seg in &chain[start..] {
+        if prev_covered > t && run.is_none() {
+            break;
+        }
+        let bytes = fetch(store, &seg.key).await?;
+        let file = SegmentFile::parse(seg.key.as_ref(), &bytes, seg.sealed_mode())?;
+        for b in &file.blocks {
+            if b.flags & block_flags::CATCHUP != 0 {
+                let r = run.get_or_insert(CatchupRun {
+                    from_ms: prev_covered,
+                    from_offset: prev_end_offset,
+                    last_ms: 0,
+                    end_offset: 0,
+                    records: 0,
+                });
+                extend(r, b);
+            } else if let Some(r) = run.take() {
+                if let Some(note) = verdict(&r) {
+                    return Ok(Some(note));
+                }
+            }
+            prev_covered = prev_covered.max(b.covered_through_ms);
+            prev_end_offset = b.end_offset;
+            if prev_covered > t && run.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(run.as_ref().and_then(verdict))
+}
+
+fn extend(r: &mut CatchupRun, b: &BlockInfo) {
+    r.records += b.record_count as u64;
+    if b.record_count > 0 {
+        r.last_ms = r.last_ms.max(b.last_time_ms);
+        r.end_offset = b.end_offset;
+    }
+}

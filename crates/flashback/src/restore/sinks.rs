@@ -1,0 +1,487 @@
+//! Where a restored dataset goes once the engine has built it in its private server:
+//! an RDB file (`--rdb`), a live instance (`--to`), or the server itself (`--serve`). Also the
+//! post-processing every sink shares: `--keys` (drop the keys that do not match) and
+//! `--ttl persist`.
+//!
+//! `--to` copies with DUMP/RESTORE rather than by pointing the target at a master: the target
+//! keeps its other keys, and existing keys are left alone unless `--replace` (DESIGN.md).
+
+use super::RestoreError;
+use crate::redis_server::RedisServer;
+use crate::resp::Frame;
+use crate::source::{Client, RedisUrl};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Keys per SCAN page and per pipelined batch.
+const BATCH: usize = 500;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyCounts {
+    pub target: String,
+    pub written: u64,
+    /// Already present on the target (BUSYKEY) and left untouched.
+    pub skipped: u64,
+    pub failed: u64,
+    pub first_failure: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkOutcome {
+    Rdb {
+        path: PathBuf,
+        bytes: u64,
+    },
+    To(CopyCounts),
+    Serve {
+        port: u16,
+        pid: Option<u32>,
+        dir: PathBuf,
+        log: PathBuf,
+    },
+}
+
+impl std::fmt::Display for SinkOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkOutcome::Rdb { path, bytes } => {
+                writeln!(f, "wrote {} ({bytes} bytes)", path.display())
+            }
+            SinkOutcome::To(c) => {
+                writeln!(
+                    f,
+                    "{}: {} keys written, {} skipped, {} failed",
+                    c.target, c.written, c.skipped, c.failed
+                )?;
+                if c.skipped > 0 {
+                    writeln!(f, "  skipped keys already existed on the target; pass --replace to overwrite them")?;
+                }
+                if let Some(m) = &c.first_failure {
+                    writeln!(f, "  first failure: {m}")?;
+                }
+                Ok(())
+            }
+            SinkOutcome::Serve {
+                port,
+                pid,
+                dir,
+                log,
+            } => {
+                let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+                writeln!(
+                    f,
+                    "serving the restored dataset on 127.0.0.1:{port} (pid {pid})"
+                )?;
+                writeln!(f, "  connect: redis-cli -p {port}")?;
+                writeln!(
+                    f,
+                    "  stop:    redis-cli -p {port} shutdown nosave   (or: kill {pid})"
+                )?;
+                writeln!(
+                    f,
+                    "  data dir: {} (log: {}); remove it after stopping the server",
+                    dir.display(),
+                    log.display()
+                )
+            }
+        }
+    }
+}
+
+/// Redis glob matching (`*`, `?`, `[abc]`, `[^a-z]`, `\x`) over bytes, as `KEYS`/`SCAN MATCH`.
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    // Backtracking point of the last `*`: (pattern index after it, string index it matched to).
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        let step = match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p + 1, i));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => match_class(pattern, p, s[i]),
+            Some(b'\\') if p + 1 < pattern.len() => (pattern[p + 1] == s[i]).then_some(p + 2),
+            Some(&c) => (c == s[i]).then_some(p + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(np), _) => {
+                p = np;
+                i += 1;
+            }
+            (None, Some((sp, si))) => {
+                p = sp;
+                i = si + 1;
+                star = Some((sp, si + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class starting at `pattern[p] == b'['`; returns the index after it.
+fn match_class(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
+    let mut j = p + 1;
+    let negate = pattern.get(j) == Some(&b'^');
+    if negate {
+        j += 1;
+    }
+    let mut hit = false;
+    while j < pattern.len() && pattern[j] != b']' {
+        if pattern[j] == b'\\' && j + 1 < pattern.len() {
+            hit |= pattern[j + 1] == c;
+            j += 2;
+        } else if j + 2 < pattern.len() && pattern[j + 1] == b'-' && pattern[j + 2] != b']' {
+            let (lo, hi) = if pattern[j] <= pattern[j + 2] {
+                (pattern[j], pattern[j + 2])
+            } else {
+                (pattern[j + 2], pattern[j])
+            };
+            hit |= lo <= c && c <= hi;
+            j += 3;
+        } else {
+            hit |= pattern[j] == c;
+            j += 1;
+        }
+    }
+    // An unterminated class matches like Redis does: up to the end of the pattern.
+    (hit != negate).then_some((j + 1).min(pattern.len()))
+}
+
+/// The dbs that hold keys, from `INFO keyspace` (`db3:keys=…`).
+async fn dbs_with_keys(c: &mut Client) -> Result<Vec<u32>, RestoreError> {
+    let info = c.info("keyspace").await?;
+    let mut dbs: Vec<u32> = info
+        .iter()
+        .filter_map(|(k, _)| k.strip_prefix("db")?.parse().ok())
+        .collect();
+    dbs.sort_unstable();
+    Ok(dbs)
+}
+
+/// One SCAN page: (next cursor, keys).
+async fn scan_page(c: &mut Client, cursor: &[u8]) -> Result<(Bytes, Vec<Bytes>), RestoreError> {
+    let addr = c.addr.clone();
+    let bad = || RestoreError::Sink(format!("{addr}: SCAN returned an unexpected reply"));
+    let count = BATCH.to_string();
+    let f = c
+        .ok(&[&b"SCAN"[..], cursor, b"COUNT", count.as_bytes()])
+        .await?;
+    let Frame::Array(mut parts) = f else {
+        return Err(bad());
+    };
+    if parts.len() != 2 {
+        return Err(bad());
+    }
+    let keys = match parts.pop() {
+        Some(Frame::Array(ks)) => ks
+            .into_iter()
+            .filter_map(|k| {
+                if let Frame::Bulk(b) = k {
+                    Some(b)
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        _ => return Err(bad()),
+    };
+    let Some(Frame::Bulk(next)) = parts.pop() else {
+        return Err(bad());
+    };
+    Ok((next, keys))
+}
+
+/// Every key of every db, a SCAN page at a time, in a pull style so that callers can use
+/// their own state between pages. Leaves `c` on the db of the page it returned.
+struct KeyScan {
+    dbs: Vec<u32>,
+    /// Index into `dbs` of the db being scanned, and its cursor (None: not started).
+    at: usize,
+    cursor: Option<Bytes>,
+}
+
+impl KeyScan {
+    async fn new(c: &mut Client) -> Result<KeyScan, RestoreError> {
+        Ok(KeyScan {
+            dbs: dbs_with_keys(c).await?,
+            at: 0,
+            cursor: None,
+        })
+    }
+
+    /// The next non-empty page as (db, keys), or None when every db is done.
+    async fn next_page(
+        &mut self,
+        c: &mut Client,
+    ) -> Result<Option<(u32, Vec<Bytes>)>, RestoreError> {
+        while let Some(&db) = self.dbs.get(self.at) {
+            let cursor = match self.cursor.take() {
+                Some(cur) => cur,
+                None => {
+                    c.ok(&["SELECT", &db.to_string()]).await?;
+                    Bytes::from_static(b"0")
+                }
+            };
+            let (next, keys) = scan_page(c, &cursor).await?;
+            if &next[..] == b"0" {
+                self.at += 1;
+            } else {
+                self.cursor = Some(next);
+            }
+            if !keys.is_empty() {
+                return Ok(Some((db, keys)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Sends one command per key, pipelined, and returns the replies in order.
+async fn pipeline(c: &mut Client, cmd: &[u8], keys: &[Bytes]) -> Result<Vec<Frame>, RestoreError> {
+    for k in keys {
+        c.send(&[cmd, &k[..]]).await?;
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for _ in keys {
+        out.push(c.read().await?);
+    }
+    Ok(out)
+}
+
+/// `--keys`: deletes every key that matches none of `patterns`. Returns (kept, deleted).
+///
+/// Deleting on the private server, rather than filtering in each sink, keeps one definition of
+/// "the restored keys" for `--rdb`, `--to` and `--serve`.
+pub async fn keep_only(
+    server: &RedisServer,
+    patterns: &[Vec<u8>],
+) -> Result<(u64, u64), RestoreError> {
+    let mut c = server.client().await?;
+    let (mut kept, mut deleted) = (0u64, 0u64);
+    let mut scan = KeyScan::new(&mut c).await?;
+    while let Some((_, keys)) = scan.next_page(&mut c).await? {
+        let (keep, drop): (Vec<Bytes>, Vec<Bytes>) = keys
+            .into_iter()
+            .partition(|k| patterns.iter().any(|p| glob_match(p, k)));
+        kept += keep.len() as u64;
+        deleted += drop.len() as u64;
+        for r in pipeline(&mut c, b"UNLINK", &drop).await? {
+            if let Frame::Error(e) = r {
+                return Err(RestoreError::Sink(format!(
+                    "--keys: UNLINK failed: {}",
+                    String::from_utf8_lossy(&e)
+                )));
+            }
+        }
+    }
+    Ok((kept, deleted))
+}
+
+/// `--ttl persist`: removes every TTL. Returns how many keys had one.
+pub async fn persist_all(server: &RedisServer) -> Result<u64, RestoreError> {
+    let mut c = server.client().await?;
+    let mut n = 0u64;
+    let mut scan = KeyScan::new(&mut c).await?;
+    while let Some((_, keys)) = scan.next_page(&mut c).await? {
+        for r in pipeline(&mut c, b"PERSIST", &keys).await? {
+            match r {
+                Frame::Integer(1) => n += 1,
+                Frame::Error(e) => {
+                    return Err(RestoreError::Sink(format!(
+                        "--ttl persist: PERSIST failed: {}",
+                        String::from_utf8_lossy(&e)
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// `--rdb FILE`: SAVE on the restore server, then copy its dump next to FILE and rename it into
+/// place, so FILE is either absent, the old file, or the complete new one.
+pub async fn to_rdb(
+    server: &RedisServer,
+    path: &Path,
+    force: bool,
+) -> Result<SinkOutcome, RestoreError> {
+    let mut c = server.client().await?;
+    c.ok(&["SAVE"]).await?;
+    let dump = server.dir.join("dump.rdb");
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| RestoreError::Io { path: p, source }
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| RestoreError::Sink(format!("--rdb {}: not a file name", path.display())))?;
+    let tmp = parent.join(format!(
+        ".{}.flashback-{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let bytes = tokio::fs::copy(&dump, &tmp).await.map_err(io(&tmp))?;
+    let f = tokio::fs::File::open(&tmp).await.map_err(io(&tmp))?;
+    f.sync_all().await.map_err(io(&tmp))?;
+    // Checked again here: the file may have appeared while the restore ran.
+    if !force && path.exists() {
+        tokio::fs::remove_file(&tmp).await.ok();
+        return Err(RestoreError::Exists(path.to_path_buf()));
+    }
+    if let Err(e) = tokio::fs::rename(&tmp, path).await {
+        tokio::fs::remove_file(&tmp).await.ok();
+        return Err(RestoreError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        });
+    }
+    if let Ok(d) = tokio::fs::File::open(&parent).await {
+        d.sync_all().await.ok();
+    }
+    Ok(SinkOutcome::Rdb {
+        path: path.to_path_buf(),
+        bytes,
+    })
+}
+
+/// `--to redis://…`: copies every key of every db into the same db on the target with
+/// `RESTORE key <abs expiry> <payload> ABSTTL [REPLACE]`.
+pub async fn to_live(
+    server: &RedisServer,
+    url: &RedisUrl,
+    replace: bool,
+) -> Result<SinkOutcome, RestoreError> {
+    let mut target = Client::connect(url, Duration::from_secs(30)).await?;
+    let mut c = server.client().await?;
+    let mut counts = CopyCounts {
+        target: url.to_string(),
+        written: 0,
+        skipped: 0,
+        failed: 0,
+        first_failure: None,
+    };
+    let engine = server.binary.to_string();
+    let mut target_db = 0u32;
+    let mut scan = KeyScan::new(&mut c).await?;
+    while let Some((db, keys)) = scan.next_page(&mut c).await? {
+        if target_db != db {
+            target.ok(&["SELECT", &db.to_string()]).await?;
+            target_db = db;
+        }
+        copy_batch(&mut c, &mut target, &keys, replace, &mut counts, &engine).await?;
+    }
+    Ok(SinkOutcome::To(counts))
+}
+
+async fn copy_batch(
+    src: &mut Client,
+    dst: &mut Client,
+    keys: &[Bytes],
+    replace: bool,
+    counts: &mut CopyCounts,
+    engine: &str,
+) -> Result<(), RestoreError> {
+    for k in keys {
+        src.send(&[&b"DUMP"[..], &k[..]]).await?;
+        src.send(&[&b"PEXPIRETIME"[..], &k[..]]).await?;
+    }
+    let mut sent = Vec::with_capacity(keys.len());
+    for k in keys {
+        let dump = src.read().await?;
+        let ttl = src.read().await?;
+        let payload = match dump {
+            Frame::Bulk(p) => p,
+            // Expired or deleted since the SCAN: there is nothing to copy.
+            Frame::Null => continue,
+            other => {
+                return Err(RestoreError::Sink(format!(
+                    "DUMP {}: unexpected reply {}",
+                    String::from_utf8_lossy(k),
+                    other.text()
+                )))
+            }
+        };
+        let abs = match ttl {
+            Frame::Integer(t) if t > 0 => t.to_string(),
+            Frame::Integer(-2) => continue,
+            Frame::Integer(_) => "0".to_string(),
+            other => {
+                return Err(RestoreError::Sink(format!(
+                    "PEXPIRETIME: unexpected reply {}",
+                    other.text()
+                )))
+            }
+        };
+        let mut args: Vec<&[u8]> = vec![b"RESTORE", k, abs.as_bytes(), &payload, b"ABSTTL"];
+        if replace {
+            args.push(b"REPLACE");
+        }
+        dst.send(&args).await?;
+        sent.push(k);
+    }
+    for k in sent {
+        match dst.read().await? {
+            Frame::Error(e) if e.starts_with(b"BUSYKEY") => counts.skipped += 1,
+            Frame::Error(e) => {
+                counts.failed += 1;
+                if counts.first_failure.is_none() {
+                    let msg = String::from_utf8_lossy(&e).into_owned();
+                    let hint = if msg.contains("payload version") {
+                        format!(
+                            "; the target runs an older server than the restore engine ({engine}) and refuses its DUMP format: pass --redis-server PATH to a server of the target's version"
+                        )
+                    } else {
+                        String::new()
+                    };
+                    counts.first_failure = Some(format!(
+                        "RESTORE {}: {msg}{hint}",
+                        String::from_utf8_lossy(k)
+                    ));
+                }
+            }
+            _ => counts.written += 1,
+        }
+    }
+    Ok(())
+}
+
+/// `--serve PORT`: the engine already runs on PORT; let it outlive this process.
+pub fn serve(server: RedisServer) -> SinkOutcome {
+    let (port, dir, log) = (server.port, server.dir.clone(), server.log_path.clone());
+    let pid = server.detach();
+    SinkOutcome::Serve {
+        port,
+        pid,
+        dir,
+        log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_like_redis() {
+        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
+        assert!(m("*", "") && m("*", "abc") && m("user:*", "user:1") && !m("user:*", "users"));
+        assert!(m("h?llo", "hello") && !m("h?llo", "hllo"));
+        assert!(m("h[ae]llo", "hallo") && !m("h[ae]llo", "hillo"));
+        assert!(m("h[^e]llo", "hallo") && !m("h[^e]llo", "hello"));
+        assert!(m("h[a-c]llo", "hbllo") && !m("h[a-c]llo", "hdllo"));
+        assert!(m("a\\*b", "a*b") && !m("a\\*b", "axb"));
+        assert!(m("*:*:x", "a:b:c:x") && !m("*:*:x", "a:b:c:y"));
+        assert!(m("a*b*c", "aXXbYYc") && !m("a*b*c", "aXXbYY"));
+        assert!(glob_match(b"\xff*", b"\xff\x00\x01"));
+    }
+}
