@@ -477,3 +477,328 @@ fn extend(r: &mut CatchupRun, b: &BlockInfo) {
         r.end_offset = b.end_offset;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::layout::{self, SealedName};
+    use flashback_format::segment::Origin;
+    use flashback_format::spec::SegmentSpec;
+    use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    const REPLID: &str = "8f0c2a5b6e1d4c3b9a7f8e6d5c4b3a2918273645";
+    const T0: u64 = 1_790_000_000_000;
+
+    fn store() -> Store {
+        Store {
+            os: Arc::new(InMemory::new()),
+            local_root: None,
+            url: "memory://".into(),
+        }
+    }
+
+    async fn put(s: &Store, key: Path, bytes: Vec<u8>) {
+        s.os.put(&key, bytes.into()).await.unwrap();
+    }
+
+    /// A generation `gen` whose base is at `base_offset`, arrived at `base_time`.
+    async fn generation(s: &Store, gen: &str, base_offset: u64, base_time: u64) {
+        let m = GenerationManifest {
+            source: "src".into(),
+            generation: gen.into(),
+            replid: REPLID.into(),
+            base_offset,
+            base_time_ms: base_time,
+            base_db: 0,
+            base_size: 18,
+            rdb_version: 10,
+            server: "redis 7.0.15".into(),
+            reason: "test".into(),
+            previous: None,
+            agent_version: "test".into(),
+        };
+        put(s, layout::manifest_key("src", gen), m.encode()).await;
+        put(
+            s,
+            layout::base_key("src", gen, base_offset),
+            b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec(),
+        )
+        .await;
+    }
+
+    async fn seal(s: &Store, gen: &str, spec: &SegmentSpec, end_time: u64) {
+        let (bytes, sum) = spec.build_sealed_with_summary(end_time).unwrap();
+        let name = SealedName {
+            start_offset: sum.start_offset,
+            end_offset: sum.end_offset,
+            first_time_ms: sum.first_time_ms,
+            end_time_ms: sum.end_time_ms,
+        };
+        put(s, layout::segment_key("src", gen, &name), bytes).await;
+    }
+
+    async fn tail(s: &Store, gen: &str, spec: &SegmentSpec) {
+        put(
+            s,
+            layout::tail_key("src", gen, spec.header.start_offset),
+            spec.build_tail().unwrap(),
+        )
+        .await;
+    }
+
+    fn spec(start: u64, created: u64, origin: Origin) -> SegmentSpec {
+        SegmentSpec::new(REPLID, start, created, origin)
+    }
+
+    /// gen A: base at offset 100 (T0); seg1: SET a @+1000, MULTI..EXEC @+2000, SET d @+3000;
+    /// seg2: SET e @+4000, then MULTI, SET f (no EXEC yet) @+5000 in an open tail.
+    async fn fixture() -> (Store, Vec<u64>) {
+        let s = store();
+        let gen = layout::generation_id(T0);
+        generation(&s, &gen, 100, T0).await;
+        let mut a = spec(100, T0, Origin::NewGeneration);
+        a.command(T0 + 1000, 0, &["SET", "a", "1"]);
+        let e_a = a.end_offset();
+        a.transaction(T0 + 2000, 0, &[&["SET", "b", "1"], &["SET", "c", "1"]]);
+        let e_tx = a.end_offset();
+        a.cut(T0 + 2000).command(T0 + 3000, 0, &["SET", "d", "1"]);
+        let e_d = a.end_offset();
+        seal(&s, &gen, &a, T0 + 3500).await;
+        let mut b = spec(e_d, T0 + 3500, Origin::Roll);
+        b.command(T0 + 4000, 0, &["SET", "e", "1"]);
+        let e_e = b.end_offset();
+        b.record(T0 + 5000, 0, false, resp::encode_command(&["MULTI"]))
+            .record(
+                T0 + 5000,
+                0,
+                false,
+                resp::encode_command(&["SET", "f", "1"]),
+            );
+        tail(&s, &gen, &b).await;
+        (s, vec![e_a, e_tx, e_d, e_e])
+    }
+
+    use crate::resp;
+
+    #[tokio::test]
+    async fn at_time_cuts_at_the_last_boundary_at_or_before_it() {
+        let (s, ends) = fixture().await;
+        let p = plan(&s, "src", Target::At(T0 + 2500)).await.unwrap();
+        assert_eq!(
+            (p.base_offset, p.stop_offset, p.stop_time_ms),
+            (100, ends[1], Some(T0 + 2000))
+        );
+        assert_eq!(p.segments.len(), 1);
+        // T inclusive; one ms earlier leaves the whole transaction out.
+        assert_eq!(
+            plan(&s, "src", Target::At(T0 + 2000))
+                .await
+                .unwrap()
+                .stop_offset,
+            ends[1]
+        );
+        assert_eq!(
+            plan(&s, "src", Target::At(T0 + 1999))
+                .await
+                .unwrap()
+                .stop_offset,
+            ends[0]
+        );
+        let p = plan(&s, "src", Target::At(T0 + 4500)).await.unwrap();
+        assert_eq!((p.stop_offset, p.segments.len()), (ends[3], 2));
+        assert!(!p.segments[1].sealed);
+        // The open MULTI at +5000 is never split: the cut stays after SET e.
+        assert_eq!(
+            plan(&s, "src", Target::At(T0 + 5000))
+                .await
+                .unwrap()
+                .stop_offset,
+            ends[3]
+        );
+        assert_eq!(
+            plan(&s, "src", Target::Latest).await.unwrap().stop_offset,
+            ends[3]
+        );
+        let p = plan(&s, "src", Target::At(T0 + 500)).await.unwrap();
+        assert_eq!((p.stop_offset, p.segments.len()), (100, 0));
+        assert!(
+            p.notes.iter().any(|n| n.contains("base snapshot itself")),
+            "{:?}",
+            p.notes
+        );
+        let shown = p.to_string();
+        assert!(
+            shown.contains("base:") && shown.contains("stop:       offset 100"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn at_offset_rounds_down_to_a_boundary() {
+        let (s, ends) = fixture().await;
+        assert_eq!(
+            plan(&s, "src", Target::AtOffset(ends[1]))
+                .await
+                .unwrap()
+                .stop_offset,
+            ends[1]
+        );
+        assert_eq!(
+            plan(&s, "src", Target::AtOffset(ends[1] - 1))
+                .await
+                .unwrap()
+                .stop_offset,
+            ends[0]
+        );
+        assert_eq!(
+            plan(&s, "src", Target::AtOffset(ends[3] + 20))
+                .await
+                .unwrap()
+                .stop_offset,
+            ends[3]
+        );
+        assert_eq!(
+            plan(&s, "src", Target::AtOffset(100))
+                .await
+                .unwrap()
+                .stop_offset,
+            100
+        );
+    }
+
+    #[tokio::test]
+    async fn outside_the_window_prints_every_window() {
+        let (s, _) = fixture().await;
+        for t in [
+            Target::At(T0 - 1),
+            Target::At(T0 + 10_000),
+            Target::AtOffset(99),
+            Target::AtOffset(1_000_000),
+        ] {
+            let e = plan(&s, "src", t).await.unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, RestoreError::OutsideWindow(_)), "{msg}");
+            assert!(
+                msg.contains("outside the restorable window") && msg.contains("pick"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&format_ms(T0)) && msg.contains("offsets 100.."),
+                "{msg}"
+            );
+        }
+        let e = plan(&store(), "src", Target::Latest).await.unwrap_err();
+        assert!(matches!(e, RestoreError::NothingRestorable { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_transaction_split_across_segments_is_cut_before_its_multi() {
+        let s = store();
+        let gen = layout::generation_id(T0);
+        generation(&s, &gen, 0, T0).await;
+        let mut a = spec(0, T0, Origin::NewGeneration);
+        a.command(T0 + 10, 0, &["SET", "x", "1"]);
+        let before = a.end_offset();
+        a.record(T0 + 20, 0, false, resp::encode_command(&["MULTI"]))
+            .record(T0 + 20, 0, false, resp::encode_command(&["INCR", "x"]));
+        seal(&s, &gen, &a, T0 + 25).await;
+        let mut b = spec(a.end_offset(), T0 + 25, Origin::Roll);
+        b.record(T0 + 30, 0, true, resp::encode_command(&["EXEC"]));
+        seal(&s, &gen, &b, T0 + 40).await;
+        // T after the EXEC's segment began, but before the EXEC: search falls back to segment 1.
+        assert_eq!(
+            plan(&s, "src", Target::At(T0 + 29))
+                .await
+                .unwrap()
+                .stop_offset,
+            before
+        );
+        assert_eq!(
+            plan(&s, "src", Target::At(T0 + 30))
+                .await
+                .unwrap()
+                .stop_offset,
+            b.end_offset()
+        );
+    }
+
+    #[tokio::test]
+    async fn catch_up_intervals_are_noted_and_point_to_at_offset() {
+        let s = store();
+        let gen = layout::generation_id(T0);
+        generation(&s, &gen, 0, T0).await;
+        let mut a = spec(0, T0, Origin::NewGeneration);
+        a.command(T0 + 1000, 0, &["SET", "a", "1"]).cut(T0 + 2000);
+        seal(&s, &gen, &a, T0 + 2000).await;
+        // The agent was away from +2000 to +9000; two writes made meanwhile arrive at +9000.
+        let mut b = spec(a.end_offset(), T0 + 9000, Origin::Resume);
+        b.command(T0 + 9000, 0, &["SET", "b", "1"])
+            .command(T0 + 9001, 0, &["SET", "c", "1"])
+            .cut_with_flags(T0 + 9001, block_flags::CATCHUP);
+        b.command(T0 + 9500, 0, &["SET", "d", "1"]).cut(T0 + 9600);
+        seal(&s, &gen, &b, T0 + 9600).await;
+        let p = plan(&s, "src", Target::At(T0 + 5000)).await.unwrap();
+        assert_eq!(p.stop_offset, a.end_offset());
+        let note = p
+            .notes
+            .iter()
+            .find(|n| n.contains("arrived late"))
+            .expect("a catch-up note");
+        assert!(
+            note.starts_with("2 writes")
+                && note.contains(&format_ms(T0 + 2000))
+                && note.contains(&format_ms(T0 + 9001)),
+            "{note}"
+        );
+        assert!(note.contains("--at-offset"), "{note}");
+        assert!(plan(&s, "src", Target::At(T0 + 9550))
+            .await
+            .unwrap()
+            .notes
+            .is_empty());
+        assert!(plan(&s, "src", Target::At(T0 + 1500))
+            .await
+            .unwrap()
+            .notes
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn offsets_in_two_generations_pick_the_latest_and_a_hole_ends_the_window() {
+        let s = store();
+        let g1 = layout::generation_id(T0);
+        generation(&s, &g1, 0, T0).await;
+        let mut a = spec(0, T0, Origin::NewGeneration);
+        a.command(T0 + 10, 0, &["SET", "a", "1"]);
+        seal(&s, &g1, &a, T0 + 20).await;
+        // A hole: this segment does not start where the last one ended.
+        let mut h = spec(a.end_offset() + 5, T0 + 30, Origin::Roll);
+        h.command(T0 + 40, 0, &["SET", "h", "1"]);
+        seal(&s, &g1, &h, T0 + 50).await;
+        let g2 = layout::generation_id(T0 + 100);
+        generation(&s, &g2, 0, T0 + 100).await;
+        let mut b = spec(0, T0 + 100, Origin::NewGeneration);
+        b.command(T0 + 110, 0, &["SET", "bb", "1"]);
+        seal(&s, &g2, &b, T0 + 120).await;
+        let p = plan(&s, "src", Target::AtOffset(a.end_offset()))
+            .await
+            .unwrap();
+        assert_eq!(p.generation, g2);
+        assert!(
+            p.notes.iter().any(|n| n.contains("2 generations")),
+            "{:?}",
+            p.notes
+        );
+        assert!(matches!(
+            plan(&s, "src", Target::At(T0 + 45)).await,
+            Err(RestoreError::OutsideWindow(_))
+        ));
+        let p = plan(&s, "src", Target::At(T0 + 15)).await.unwrap();
+        assert_eq!(
+            (p.generation.as_str(), p.stop_offset),
+            (g1.as_str(), a.end_offset())
+        );
+        assert!(p.notes.iter().any(|n| n.contains("hole")), "{:?}", p.notes);
+    }
+}
