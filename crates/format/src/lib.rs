@@ -10,6 +10,8 @@
 //! - [`rdb`]: just enough of Redis' RDB format to read a file's version and AUX fields, and the
 //!   CRC-64 Redis puts in its trailer.
 //! - [`varint`]: LEB128 integers used inside blocks.
+//! - [`spec`]: builds segments from a description of commands and block cuts, for tests and
+//!   fixtures in this crate and others.
 //!
 //! Every reader names the file and the byte offset of any corruption ([`Error::Corrupt`]).
 
@@ -17,6 +19,7 @@ pub mod envelope;
 pub mod error;
 pub mod rdb;
 pub mod segment;
+pub mod spec;
 pub mod varint;
 
 pub use error::Error;

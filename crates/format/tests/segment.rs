@@ -1,0 +1,674 @@
+//! Segment format v1: round trips, golden file, torn tails, corruption.
+
+use flashback_format::segment::{
+    block_flags, Origin, Record, Sealed, SegmentFile, SegmentHeader, SegmentWriter, WriterOptions,
+    BLOCK_HEADER_LEN, HEADER_LEN, SUGGESTED_BLOCK_RAW_BYTES,
+};
+use flashback_format::spec::{resp_command, SegmentSpec};
+use flashback_format::Error;
+use std::io::ErrorKind;
+
+const REPLID: &str = "5e2f7c9a1b3d4e6f80912a3b4c5d6e7f8091a2b3";
+
+/// Deterministic xorshift: tests need varied bytes, not a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn header(start_offset: u64) -> SegmentHeader {
+    SegmentHeader {
+        replid: REPLID.into(),
+        start_offset,
+        start_db: 0,
+        start_in_multi: false,
+        created_ms: 1_790_000_000_000,
+        origin: Origin::NewGeneration,
+    }
+}
+
+fn all_records(f: &SegmentFile) -> Vec<Record> {
+    (0..f.blocks.len())
+        .flat_map(|i| f.records(i).unwrap())
+        .collect()
+}
+
+/// A spec with binary argv, transactions, db switches, a heartbeat and a catch-up block.
+fn varied_spec(rng: &mut Rng, records: usize, per_block: usize) -> SegmentSpec {
+    let mut s = SegmentSpec::new(REPLID, 1_000_000, 1_790_000_000_000, Origin::Resume);
+    s.header.start_db = 3;
+    let mut t = 1_790_000_000_100;
+    let mut db = 3;
+    for i in 0..records {
+        t += rng.next() % 3;
+        match i % 50 {
+            7 => {
+                db = (rng.next() % 16) as u32;
+                s.command(t, db, &[b"SELECT".to_vec(), db.to_string().into_bytes()]);
+            }
+            13 => {
+                let k = rng.bytes(5);
+                s.transaction(
+                    t,
+                    db,
+                    &[
+                        &[&b"INCR"[..], &k[..]][..],
+                        &[&b"DEL"[..], &b"x\r\ny"[..]][..],
+                    ],
+                );
+            }
+            _ => {
+                let klen = 1 + (rng.next() % 40) as usize;
+                let key = rng.bytes(klen);
+                let vlen = (rng.next() % 200) as usize;
+                let val = rng.bytes(vlen);
+                s.command(t, db, &[b"SET".to_vec(), key, val]);
+            }
+        }
+        if i % per_block == per_block - 1 {
+            if i % (3 * per_block) == 2 * per_block - 1 {
+                s.cut_with_flags(t + 5, block_flags::CATCHUP);
+            } else {
+                s.cut(t + 1);
+            }
+            if i % (4 * per_block) == per_block - 1 {
+                t += 1000;
+                s.cut(t); // heartbeat
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn round_trip_many_records_sealed_and_tail() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let spec = varied_spec(&mut rng, 5000, 300);
+    let expected = spec.records();
+    let (sealed, summary) = spec.build_sealed_with_summary(1_790_000_100_000).unwrap();
+    let f = SegmentFile::parse("a.seg", &sealed, Sealed::Yes).unwrap();
+    assert_eq!(f.header, spec.header);
+    assert_eq!(all_records(&f), expected);
+    assert_eq!(f.summary(), summary);
+    assert_eq!(summary.record_count, expected.len() as u64);
+    assert_eq!(summary.end_offset, expected.last().unwrap().end_offset);
+    assert_eq!(summary.end_time_ms, 1_790_000_100_000);
+    assert_eq!(summary.end_db, expected.last().unwrap().db);
+    assert!(
+        f.blocks.iter().any(|b| b.record_count == 0),
+        "has heartbeats"
+    );
+    assert!(f.blocks.iter().any(|b| b.flags == block_flags::CATCHUP));
+    assert_eq!(f.valid_len, sealed.len() as u64);
+
+    // A sealed file read as a tail (crash after the footer, before the rename) is read whole.
+    let g = SegmentFile::parse("a.seg", &sealed, Sealed::No).unwrap();
+    assert!(!g.torn_tail);
+    assert_eq!(g.summary(), summary);
+    assert_eq!(g.blocks, f.blocks);
+
+    let tail = spec.build_tail().unwrap();
+    assert_eq!(
+        &sealed[..tail.len()],
+        &tail[..],
+        "the footer is appended to the tail bytes"
+    );
+    let t = SegmentFile::parse("a.tail", &tail, Sealed::No).unwrap();
+    assert!(!t.torn_tail && t.torn_reason().is_none());
+    assert_eq!(t.valid_len, tail.len() as u64);
+    assert_eq!(t.blocks, f.blocks);
+    assert_eq!(all_records(&t), expected);
+    let ts = t.summary();
+    assert_eq!(ts.end_time_ms, f.blocks.last().unwrap().covered_through_ms);
+    assert_eq!(
+        SegmentSummary {
+            end_time_ms: summary.end_time_ms,
+            ..ts
+        },
+        summary
+    );
+
+    // A tail is not a sealed segment.
+    let e = SegmentFile::parse("a.tail", &tail, Sealed::Yes)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("footer"), "{e}");
+}
+
+use flashback_format::segment::SegmentSummary;
+
+#[test]
+fn empty_segments_and_heartbeats() {
+    let mut w = SegmentWriter::new(Vec::new(), &header(500), WriterOptions::default()).unwrap();
+    let b = w.flush_block(1_790_000_000_500, 0).unwrap();
+    assert_eq!(
+        (
+            b.record_count,
+            b.start_offset,
+            b.end_offset,
+            b.first_time_ms,
+            b.len
+        ),
+        (0, 500, 500, 0, BLOCK_HEADER_LEN as u32)
+    );
+    // A covered-through time going back is raised, not written backwards.
+    let b2 = w.flush_block(1_790_000_000_400, 0).unwrap();
+    assert_eq!(b2.covered_through_ms, 1_790_000_000_500);
+    let t = SegmentFile::parse("h.tail", w.get_ref(), Sealed::No).unwrap();
+    let s = t.summary();
+    assert_eq!(
+        (
+            s.start_offset,
+            s.end_offset,
+            s.first_time_ms,
+            s.end_time_ms,
+            s.record_count,
+            s.block_count
+        ),
+        (500, 500, 0, 1_790_000_000_500, 0, 2)
+    );
+    assert!(t.records(0).unwrap().is_empty());
+
+    // Header only: end time is the creation time.
+    let w = SegmentWriter::new(Vec::new(), &header(500), WriterOptions::default()).unwrap();
+    assert_eq!(w.bytes_written(), HEADER_LEN as u64);
+    let t = SegmentFile::parse("h.tail", w.get_ref(), Sealed::No).unwrap();
+    assert_eq!(t.summary().end_time_ms, 1_790_000_000_000);
+    assert!(t.blocks.is_empty() && !t.torn_tail);
+    let (bytes, s) = w.finish(1_790_000_000_900).unwrap();
+    assert_eq!(
+        (s.block_count, s.end_time_ms, s.first_time_ms),
+        (0, 1_790_000_000_900, 0)
+    );
+    assert_eq!(
+        SegmentFile::parse("h.seg", &bytes, Sealed::Yes)
+            .unwrap()
+            .summary(),
+        s
+    );
+}
+
+#[test]
+fn big_record() {
+    let mut rng = Rng(42);
+    let value = rng.bytes(5 << 20);
+    let resp = resp_command(&[&b"SET"[..], b"big", &value]);
+    let mut spec = SegmentSpec::new(REPLID, 0, 1, Origin::Roll);
+    spec.command(10, 0, &["SET", "a", "1"])
+        .record(11, 0, true, resp.clone())
+        .command(12, 0, &["DEL", "a"]);
+    let bytes = spec.build_sealed(20).unwrap();
+    let f = SegmentFile::parse("big.seg", &bytes, Sealed::Yes).unwrap();
+    let recs = all_records(&f);
+    assert_eq!(recs, spec.records());
+    assert_eq!(recs[1].resp, resp);
+}
+
+#[test]
+fn writer_refuses_bad_records_and_stays_usable() {
+    let mut w = SegmentWriter::new(Vec::new(), &header(100), WriterOptions::default()).unwrap();
+    let r = resp_command(&["SET", "k", "v"]);
+    let n = r.len() as u64;
+    let rec = |end, t| Record {
+        end_offset: end,
+        time_ms: t,
+        db: 0,
+        boundary: true,
+        resp: r.clone(),
+    };
+    w.append(&rec(100 + n, 5)).unwrap();
+    for bad in [
+        rec(100 + n, 6),
+        rec(100 + 2 * n + 1, 6),
+        rec(100 + 2 * n, 4),
+        Record {
+            resp: Vec::new(),
+            ..rec(100 + n, 6)
+        },
+    ] {
+        let e = w.append(&bad).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+    let e = w.append(&rec(100 + 2 * n - 1, 6)).unwrap_err();
+    assert!(e.to_string().contains("contiguous"), "{e}");
+    assert!(SegmentWriter::new(
+        Vec::new(),
+        &SegmentHeader {
+            replid: "abc".into(),
+            ..header(0)
+        },
+        WriterOptions::default()
+    )
+    .is_err());
+    assert_eq!(
+        w.flush_block(0, 0x8000).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    w.append(&rec(100 + 2 * n, 5)).unwrap();
+    assert_eq!(w.pending().0, 2);
+    assert_eq!(w.end_offset(), 100 + 2 * n);
+    let b = w.flush_block(3, 0).unwrap();
+    assert_eq!(
+        b.covered_through_ms, 5,
+        "covered-through is at least the last record's time"
+    );
+    let (bytes, s) = w.finish(9).unwrap();
+    assert_eq!(s.record_count, 2);
+    assert_eq!(
+        all_records(&SegmentFile::parse("w.seg", &bytes, Sealed::Yes).unwrap()),
+        vec![rec(100 + n, 5), rec(100 + 2 * n, 5)]
+    );
+}
+
+/// A writer over a sink that fails refuses every later call.
+#[test]
+fn writer_after_io_error_refuses() {
+    struct Failing(usize);
+    impl std::io::Write for Failing {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.0 < b.len() {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.0 -= b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = SegmentWriter::new(
+        Failing(HEADER_LEN + 10),
+        &header(0),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let r = resp_command(&["PING"]);
+    w.append(&Record {
+        end_offset: r.len() as u64,
+        time_ms: 1,
+        db: 0,
+        boundary: true,
+        resp: r.clone(),
+    })
+    .unwrap();
+    assert!(w.flush_block(1, 0).is_err());
+    assert!(w
+        .append(&Record {
+            end_offset: 2 * r.len() as u64,
+            time_ms: 1,
+            db: 0,
+            boundary: true,
+            resp: r
+        })
+        .is_err());
+    assert!(w.finish(2).is_err());
+}
+
+// ---- golden file ----
+
+/// The golden segment's description. Changing it, or the format, changes the file: bless it
+/// with `FLASHBACK_BLESS=1 cargo test -p flashback-format golden` and review the diff.
+fn golden_spec() -> SegmentSpec {
+    let mut s = SegmentSpec::new(
+        "0123456789abcdef0123456789abcdef01234567",
+        0x1000,
+        1_790_000_000_000,
+        Origin::NewGeneration,
+    );
+    s.opts = WriterOptions { zstd_level: 3 };
+    s.command(1_790_000_000_010, 0, &["SET", "greeting", "hello"])
+        .command(
+            1_790_000_000_010,
+            0,
+            &[&b"SET"[..], b"bin\x00\r\n", b"\xff\xfe\r\n$3\r\n"],
+        )
+        .command(1_790_000_000_250, 2, &["SELECT", "2"])
+        .transaction(
+            1_790_000_000_260,
+            2,
+            &[&["INCR", "counter"][..], &["EXPIRE", "counter", "100"][..]],
+        )
+        .cut(1_790_000_000_300)
+        .cut(1_790_000_001_300)
+        .command(1_790_000_005_000, 2, &["HSET", "userprofile", "field", "v"])
+        .cut_with_flags(
+            1_790_000_005_100,
+            flashback_format::segment::block_flags::CATCHUP,
+        )
+        .command(1_790_000_006_000, 2, &["FLUSHALL"]);
+    s
+}
+
+#[test]
+fn golden_v1_small() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1-small.seg");
+    let spec = golden_spec();
+    let written = spec.build_sealed(1_790_000_007_000).unwrap();
+    if std::env::var_os("FLASHBACK_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &written).unwrap();
+    }
+    let golden = std::fs::read(&path)
+        .expect("tests/golden/v1-small.seg (regenerate with FLASHBACK_BLESS=1)");
+
+    // Reading: the committed bytes decode to exactly these records.
+    let f = SegmentFile::parse("v1-small.seg", &golden, Sealed::Yes).unwrap();
+    assert_eq!(f.header, spec.header);
+    assert_eq!(f.blocks.len(), 4);
+    assert_eq!(
+        f.blocks
+            .iter()
+            .map(|b| (b.record_count, b.flags))
+            .collect::<Vec<_>>(),
+        vec![(7, 0), (0, 0), (1, 1), (1, 0)]
+    );
+    let recs = all_records(&f);
+    assert_eq!(recs, spec.records());
+    // Spelled out, so that a change to the spec builder cannot move both sides at once.
+    assert_eq!(
+        recs[0],
+        Record {
+            end_offset: 0x1000 + 38,
+            time_ms: 1_790_000_000_010,
+            db: 0,
+            boundary: true,
+            resp: b"*3\r\n$3\r\nSET\r\n$8\r\ngreeting\r\n$5\r\nhello\r\n".to_vec()
+        }
+    );
+    assert_eq!(
+        recs[1].resp,
+        b"*3\r\n$3\r\nSET\r\n$6\r\nbin\x00\r\n\r\n$8\r\n\xff\xfe\r\n$3\r\n\r\n"
+    );
+    assert_eq!(
+        (
+            recs[3].boundary,
+            recs[4].boundary,
+            recs[6].boundary,
+            recs[6].db
+        ),
+        (false, false, true, 2)
+    );
+    let s = f.summary();
+    assert_eq!(
+        (s.start_offset, s.end_offset, s.record_count, s.block_count),
+        (0x1000, recs[8].end_offset, 9, 4)
+    );
+    assert_eq!(
+        (s.first_time_ms, s.end_time_ms, s.end_db, s.end_in_multi),
+        (1_790_000_000_010, 1_790_000_007_000, 2, false)
+    );
+
+    // Writing: the same records give the same bytes. A zstd library upgrade alone may change
+    // the compressed bytes; if only this half fails, reading still works, and re-blessing is safe.
+    assert!(written == golden, "writer output differs from tests/golden/v1-small.seg: the format changed (bless with FLASHBACK_BLESS=1 if intended, and bump VERSION if old files no longer read)");
+}
+
+// ---- torn tails and corruption ----
+
+fn three_block_spec() -> SegmentSpec {
+    let mut s = SegmentSpec::new(REPLID, 77, 1_790_000_000_000, Origin::Roll);
+    let mut rng = Rng(7);
+    for b in 0..3u64 {
+        for i in 0..(3 + b) {
+            let v = rng.bytes(20 + i as usize);
+            s.command(
+                1_790_000_000_100 + b * 100 + i,
+                b as u32,
+                &[b"SET".to_vec(), format!("k{b}:{i}").into_bytes(), v],
+            );
+        }
+        s.cut(1_790_000_000_150 + b * 100);
+    }
+    s
+}
+
+#[test]
+fn every_truncation_of_a_tail_keeps_only_whole_blocks() {
+    let spec = three_block_spec();
+    let tail = spec.build_tail().unwrap();
+    let full = SegmentFile::parse("t.tail", &tail, Sealed::No).unwrap();
+    assert_eq!(full.blocks.len(), 3);
+    let per_block: Vec<Vec<Record>> = (0..3).map(|i| full.records(i).unwrap()).collect();
+    let ends: Vec<u64> = full
+        .blocks
+        .iter()
+        .map(|b| b.file_pos + u64::from(b.len))
+        .collect();
+    for cut in 0..=tail.len() {
+        let r = SegmentFile::parse("t.tail", &tail[..cut], Sealed::No);
+        if cut < HEADER_LEN {
+            assert!(
+                matches!(r, Err(Error::Corrupt { .. })),
+                "cut {cut}: a short header is corruption"
+            );
+            continue;
+        }
+        let f = r.unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let whole = ends.iter().filter(|&&e| e <= cut as u64).count();
+        assert_eq!(f.blocks.len(), whole, "cut {cut}");
+        let valid = if whole == 0 {
+            HEADER_LEN as u64
+        } else {
+            ends[whole - 1]
+        };
+        assert_eq!(f.valid_len, valid, "cut {cut}");
+        assert_eq!(f.torn_tail, valid != cut as u64, "cut {cut}");
+        for (i, expected) in per_block.iter().enumerate().take(whole) {
+            assert_eq!(&f.records(i).unwrap(), expected, "cut {cut} block {i}");
+        }
+        assert_eq!(
+            f.summary().end_offset,
+            if whole == 0 {
+                77
+            } else {
+                full.blocks[whole - 1].end_offset
+            }
+        );
+    }
+}
+
+#[test]
+fn tail_stops_at_the_first_bad_block_even_if_good_ones_follow() {
+    let spec = three_block_spec();
+    let tail = spec.build_tail().unwrap();
+    let full = SegmentFile::parse("t.tail", &tail, Sealed::No).unwrap();
+    let b1 = full.blocks[1].clone();
+    // Zeros where block 1 was (the page cache lost it), block 2 intact after it.
+    let mut zeroed = tail.clone();
+    zeroed[b1.file_pos as usize..(b1.file_pos + u64::from(b1.len)) as usize].fill(0);
+    let f = SegmentFile::parse("t.tail", &zeroed, Sealed::No).unwrap();
+    assert_eq!(
+        (f.blocks.len(), f.valid_len, f.torn_tail),
+        (1, b1.file_pos, true)
+    );
+    assert!(
+        f.torn_reason().unwrap().contains("magic"),
+        "{:?}",
+        f.torn_reason()
+    );
+    // A flipped payload byte in block 1: torn there too, by checksum.
+    let mut flipped = tail.clone();
+    flipped[b1.file_pos as usize + BLOCK_HEADER_LEN + 3] ^= 0x40;
+    let f = SegmentFile::parse("t.tail", &flipped, Sealed::No).unwrap();
+    assert_eq!((f.blocks.len(), f.valid_len), (1, b1.file_pos));
+    assert!(f.torn_reason().unwrap().contains("checksum"));
+    // Garbage after the last block.
+    let mut junk = tail.clone();
+    junk.extend_from_slice(b"FBBK\x00\x00partial");
+    let f = SegmentFile::parse("t.tail", &junk, Sealed::No).unwrap();
+    assert_eq!(
+        (f.blocks.len(), f.valid_len, f.torn_tail),
+        (3, tail.len() as u64, true)
+    );
+}
+
+/// Rewrites block `pos`'s header field at `at` and re-seals its checksum, as a buggy writer would.
+fn patch_block(bytes: &mut [u8], pos: usize, at: usize, val: &[u8]) {
+    bytes[pos + at..pos + at + val.len()].copy_from_slice(val);
+    let comp = u32::from_le_bytes(bytes[pos + 16..pos + 20].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&bytes[pos..pos + 64]),
+        &bytes[pos + BLOCK_HEADER_LEN..pos + BLOCK_HEADER_LEN + comp],
+    );
+    bytes[pos + 64..pos + 68].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn a_checksummed_block_that_does_not_chain_is_corruption_not_a_torn_tail() {
+    let spec = three_block_spec();
+    let tail = spec.build_tail().unwrap();
+    let full = SegmentFile::parse("t.tail", &tail, Sealed::No).unwrap();
+    let p2 = full.blocks[2].file_pos as usize;
+    let mut gap = tail.clone();
+    let start = full.blocks[2].start_offset + 1;
+    patch_block(&mut gap, p2, 24, &start.to_le_bytes());
+    match SegmentFile::parse("t.tail", &gap, Sealed::No) {
+        Err(Error::Corrupt { file, offset, what }) => {
+            assert_eq!((file.as_str(), offset), ("t.tail", p2 as u64));
+            assert!(what.contains("previous data ends"), "{what}");
+        }
+        other => panic!("{:?}", other.map(|f| f.blocks.len())),
+    }
+    // A header end offset that disagrees with the records' lengths is found when decoding.
+    let mut wrong_end = tail.clone();
+    let end = full.blocks[2].end_offset + 1;
+    patch_block(&mut wrong_end, p2, 32, &end.to_le_bytes());
+    let f = SegmentFile::parse("t.tail", &wrong_end, Sealed::No).unwrap();
+    let e = f.records(2).unwrap_err();
+    assert!(
+        matches!(&e, Error::Corrupt { offset, .. } if *offset == (p2 + BLOCK_HEADER_LEN) as u64),
+        "{e}"
+    );
+    assert!(e.to_string().contains("records end at offset"), "{e}");
+}
+
+#[test]
+fn every_byte_flip_in_a_sealed_segment_is_detected() {
+    let spec = three_block_spec();
+    let sealed = spec.build_sealed(1_790_000_001_000).unwrap();
+    let expected = spec.records();
+    for i in 0..sealed.len() {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let mut c = sealed.clone();
+            c[i] ^= mask;
+            let ok = SegmentFile::parse("s.seg", &c, Sealed::Yes).and_then(|f| {
+                (0..f.blocks.len())
+                    .map(|b| f.records(b))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            assert!(
+                ok.is_err(),
+                "flip {mask:#x} at byte {i} of {} went unnoticed",
+                sealed.len()
+            );
+            // Read as an open tail, a flip never yields a wrong record: an error, or a prefix.
+            if let Ok(f) = SegmentFile::parse("s.seg", &c, Sealed::No) {
+                let mut got = Vec::new();
+                for b in 0..f.blocks.len() {
+                    match f.records(b) {
+                        Ok(r) => got.extend(r),
+                        Err(_) => break,
+                    }
+                }
+                assert_eq!(got[..], expected[..got.len()], "flip {mask:#x} at byte {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn header_errors() {
+    let spec = three_block_spec();
+    let sealed = spec.build_sealed(1_790_000_001_000).unwrap();
+    let mut v2 = sealed.clone();
+    v2[8] = 2;
+    for mode in [Sealed::Yes, Sealed::No] {
+        match SegmentFile::parse("new.seg", &v2, mode) {
+            Err(
+                e @ Error::Version {
+                    found: 2,
+                    supported: 1,
+                    ..
+                },
+            ) => assert!(e.to_string().contains("new.seg")),
+            other => panic!("{:?}", other.err()),
+        }
+        let e = SegmentFile::parse(
+            "x.seg",
+            b"not a segment at all, just some text that is long enough to be a header......",
+            mode,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("not a flashback segment"), "{e}");
+        let mut bad = sealed.clone();
+        bad[40] ^= 1;
+        let e = SegmentFile::parse("x.seg", &bad, mode).err().unwrap();
+        assert!(matches!(e, Error::Corrupt { offset: 76, .. }), "{e}");
+    }
+}
+
+#[test]
+fn footer_torn_after_blocks_reads_as_tail() {
+    let spec = three_block_spec();
+    let tail = spec.build_tail().unwrap();
+    let sealed = spec.build_sealed(1_790_000_001_000).unwrap();
+    for cut in tail.len() + 1..sealed.len() {
+        let f = SegmentFile::parse("s.seg", &sealed[..cut], Sealed::No).unwrap();
+        assert_eq!(
+            (f.blocks.len(), f.valid_len, f.torn_tail),
+            (3, tail.len() as u64, true),
+            "cut {cut}"
+        );
+        assert!(SegmentFile::parse("s.seg", &sealed[..cut], Sealed::Yes).is_err());
+    }
+}
+
+#[test]
+fn stored_size_is_a_quarter_of_the_aof_or_less() {
+    for (name, random) in [("sequential keys", false), ("random keys", true)] {
+        let mut rng = Rng(99);
+        let mut w = SegmentWriter::new(Vec::new(), &header(0), WriterOptions::default()).unwrap();
+        let mut aof = 0u64;
+        let mut t = 1_790_000_000_000;
+        for i in 0..200_000u64 {
+            let n = if random {
+                rng.next() % 1_000_000_000_000
+            } else {
+                i
+            };
+            let resp = resp_command(&[
+                b"SET".to_vec(),
+                format!("key:{n:012}").into_bytes(),
+                b"xxx".to_vec(),
+            ]);
+            aof += resp.len() as u64;
+            t += u64::from(i % 10 == 0);
+            w.append(&Record {
+                end_offset: w.end_offset() + resp.len() as u64,
+                time_ms: t,
+                db: 0,
+                boundary: true,
+                resp,
+            })
+            .unwrap();
+            if w.pending().1 >= SUGGESTED_BLOCK_RAW_BYTES {
+                w.flush_block(t, 0).unwrap();
+            }
+        }
+        let (bytes, _) = w.finish(t).unwrap();
+        let ratio = bytes.len() as f64 / aof as f64;
+        eprintln!(
+            "{name}: {} bytes for {aof} bytes of AOF: {ratio:.3}",
+            bytes.len()
+        );
+        assert!(ratio <= 0.25, "{name}: ratio {ratio:.3}");
+    }
+}
