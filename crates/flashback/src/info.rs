@@ -598,4 +598,170 @@ mod tests {
         assert_eq!(format_bytes(4_200), "4.1 KiB");
         assert_eq!(format_bytes(12_900_000), "12.3 MiB");
     }
+
+    /// A store built by hand on disk, read back through [`gather`]: real manifest envelopes and
+    /// real segment files, so the window and byte counts come from what the catalog parses.
+    mod on_disk {
+        use super::*;
+        use crate::store::Access;
+        use flashback_format::segment::{
+            Origin, Record, SegmentHeader, SegmentWriter, WriterOptions,
+        };
+        use object_store::{ObjectStoreExt, PutPayload};
+
+        const REPLID: &str = "8f3c1e1a9a0b4c2d8e7f6a5b4c3d2e1f0a9b8c7d";
+
+        fn set_cmd(key: &str, value: &str) -> Vec<u8> {
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                key.len(),
+                value.len()
+            )
+            .into_bytes()
+        }
+
+        /// A segment writer from `start`, with one block of `n` SETs arriving one second apart
+        /// from `t`, covered through `t + n s`.
+        fn writer(start: u64, t: u64, n: u64) -> SegmentWriter<Vec<u8>> {
+            let header = SegmentHeader {
+                replid: REPLID.into(),
+                start_offset: start,
+                start_db: 0,
+                start_in_multi: false,
+                created_ms: t,
+                origin: Origin::NewGeneration,
+            };
+            let mut w = SegmentWriter::new(Vec::new(), &header, WriterOptions::default()).unwrap();
+            for i in 0..n {
+                let resp = set_cmd(&format!("k{i}"), "v");
+                let rec = Record {
+                    end_offset: w.end_offset() + resp.len() as u64,
+                    time_ms: t + i * 1000,
+                    db: 0,
+                    boundary: true,
+                    resp,
+                };
+                w.append(&rec).unwrap();
+            }
+            w.flush_block(t + n * 1000, 0).unwrap();
+            w
+        }
+
+        async fn put(store: &Store, key: &object_store::path::Path, bytes: Vec<u8>) -> u64 {
+            let n = bytes.len() as u64;
+            store.os.put(key, PutPayload::from(bytes)).await.unwrap();
+            n
+        }
+
+        #[tokio::test]
+        async fn gather_reads_windows_bytes_and_torn_tails_from_files() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path().to_str().unwrap(), Access::Write).unwrap();
+            let g1 = layout::generation_id(T0);
+            let base_time = T0 + 2_000;
+            let mut stored = 0;
+
+            let m = manifest(&g1, 14, base_time, None);
+            stored += put(&store, &layout::base_key(SRC, &g1, 14), vec![b'R'; 1000]).await;
+            put(&store, &layout::manifest_key(SRC, &g1), m.encode()).await;
+
+            // One sealed segment of 5 records, then an open tail with 3 records and then a
+            // second block cut short, as if the agent died while writing it.
+            let (bytes, sum) = writer(14, base_time + 1_000, 5)
+                .finish(base_time + 10_000)
+                .unwrap();
+            let name = SealedName {
+                start_offset: sum.start_offset,
+                end_offset: sum.end_offset,
+                first_time_ms: sum.first_time_ms,
+                end_time_ms: sum.end_time_ms,
+            };
+            stored += put(&store, &layout::segment_key(SRC, &g1, &name), bytes).await;
+            let mut tail = writer(sum.end_offset, base_time + 11_000, 3);
+            let tail_end = tail.end_offset();
+            let intact = tail.bytes_written() as usize;
+            let resp = set_cmd("late", "x");
+            tail.append(&Record {
+                end_offset: tail_end + resp.len() as u64,
+                time_ms: base_time + 20_000,
+                db: 0,
+                boundary: true,
+                resp,
+            })
+            .unwrap();
+            tail.flush_block(base_time + 21_000, 0).unwrap();
+            let mut tail_bytes = tail.get_ref().clone();
+            tail_bytes.truncate(intact + (tail_bytes.len() - intact) / 2);
+            stored += put(
+                &store,
+                &layout::tail_key(SRC, &g1, sum.end_offset),
+                tail_bytes,
+            )
+            .await;
+
+            // A later generation whose base never finished: only its tail exists.
+            let g2 = layout::generation_id(T0 + 600_000);
+            let (bytes2, _) = writer(50_000, T0 + 601_000, 1)
+                .finish(T0 + 602_000)
+                .unwrap();
+            let stored2 = put(&store, &layout::tail_key(SRC, &g2, 50_000), bytes2).await;
+
+            let now = base_time + 15_000;
+            let info = gather(&store, now).await.unwrap();
+            assert_eq!(info.schema, SCHEMA_VERSION);
+            assert_eq!(info.sources.len(), 1);
+            let s = &info.sources[0];
+            assert_eq!(s.bytes, stored + stored2);
+            assert_eq!(info.bytes, s.bytes);
+            assert_eq!(s.windows.len(), 1, "{s:#?}");
+            let w = &s.windows[0];
+            assert_eq!(
+                (w.generation.as_str(), w.from_ms, w.from_offset),
+                (g1.as_str(), base_time, 14)
+            );
+            assert_eq!(
+                (w.to_offset, w.to_ms),
+                (tail_end, base_time + 14_000),
+                "the torn block adds nothing"
+            );
+            assert_eq!(s.lag_ms, Some(1_000));
+
+            let gi = &s.generations[0];
+            assert_eq!(
+                (gi.status, gi.sealed_segments, gi.tail_segments, gi.bytes),
+                (GenerationStatus::Complete, 1, 1, stored)
+            );
+            assert!(gi.torn_tail);
+            assert_eq!(gi.replid.as_deref(), Some(m.replid.as_str()));
+            assert_eq!(gi.chain_break, None);
+            let g2i = &s.generations[1];
+            assert_eq!(
+                (g2i.status, g2i.problem.as_deref(), g2i.window.is_none()),
+                (
+                    GenerationStatus::Incomplete,
+                    Some(BASE_NEVER_FINISHED),
+                    true
+                )
+            );
+
+            let v = serde_json::to_value(&info).unwrap();
+            assert_eq!(v["sources"][0]["windows"][0]["to_offset"], tail_end);
+            assert_eq!(
+                v["sources"][0]["generations"][1]["problem"],
+                BASE_NEVER_FINISHED
+            );
+        }
+
+        #[tokio::test]
+        async fn an_empty_store_has_no_sources() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path().to_str().unwrap(), Access::Write).unwrap();
+            let info = gather(&store, T0).await.unwrap();
+            assert!(info.sources.is_empty());
+            assert_eq!(
+                serde_json::to_value(&info).unwrap()["sources"],
+                serde_json::json!([])
+            );
+        }
+    }
 }
