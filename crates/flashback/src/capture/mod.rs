@@ -323,7 +323,34 @@ async fn stream_loop(
         }
     };
     report(log);
+    // Bytes that came in the same read as +CONTINUE (or right after a sized snapshot) are
+    // already buffered: drain them before waiting for more.
+    let mut arrived = stream.reader.buffered();
     loop {
+        if arrived > 0 {
+            let now = crate::now_ms();
+            let flags = if catchup { block_flags::CATCHUP } else { 0 };
+            while let Some(cmd) = stream.reader.try_next()? {
+                let state = log
+                    .state
+                    .as_mut()
+                    .expect("a synced session has a stream state");
+                let (rec, reply) = state.on_command(&cmd.raw, &cmd.argv, now)?;
+                log.append(&rec, flags, now)?;
+                if let Reply::AckNow(offset) = reply {
+                    log.make_durable(now, None)?;
+                    stream.acker.ack(offset).await?;
+                }
+            }
+            // The backlog burst after a resume arrives in full reads; the first short read
+            // means the agent has caught up with the primary. Erring long only makes the
+            // "arrived late" warning of a restore by time more cautious.
+            if catchup && arrived < 16 * 1024 {
+                catchup = false;
+                log.make_durable(now, None)?;
+            }
+            arrived = 0;
+        }
         tokio::select! {
             biased;
             _ = shutdown.as_mut() => {
@@ -332,26 +359,8 @@ async fn stream_loop(
                 return Ok(());
             }
             n = stream.reader.fill() => {
-                let n = n?;
+                arrived = n?;
                 last_rx = Instant::now();
-                let now = crate::now_ms();
-                let flags = if catchup { block_flags::CATCHUP } else { 0 };
-                while let Some(cmd) = stream.reader.try_next()? {
-                    let state = log.state.as_mut().expect("a synced session has a stream state");
-                    let (rec, reply) = state.on_command(&cmd.raw, &cmd.argv, now)?;
-                    log.append(&rec, flags, now)?;
-                    if let Reply::AckNow(offset) = reply {
-                        log.make_durable(now, None)?;
-                        stream.acker.ack(offset).await?;
-                    }
-                }
-                // The backlog burst after a resume arrives in full reads; the first short read
-                // means the agent has caught up with the primary. Erring long only makes the
-                // "arrived late" warning of a restore by time more cautious.
-                if catchup && n < 16 * 1024 {
-                    catchup = false;
-                    log.make_durable(now, None)?;
-                }
             }
             _ = tick.tick() => {
                 let now = crate::now_ms();
