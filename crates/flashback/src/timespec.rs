@@ -103,6 +103,13 @@ where
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return utc_ms(s, dt.timestamp_millis());
     }
+    // What `format_ms` prints (`2026-11-23 17:40:01.123 +00:00`), so a time copied from
+    // `flashback info` pastes straight into `--at`.
+    for f in ["%Y-%m-%d %H:%M:%S%.f %:z", "%Y-%m-%dT%H:%M:%S%.f %:z"] {
+        if let Ok(dt) = DateTime::parse_from_str(t, f) {
+            return utc_ms(s, dt.timestamp_millis());
+        }
+    }
     let naive = parse_wall_time(t)
         .ok_or_else(|| time_err(s, "not a date and time in any accepted form"))?;
     match tz.from_local_datetime(&naive) {
@@ -259,7 +266,7 @@ fn unit_ms(unit: &str) -> Option<u64> {
 }
 
 /// Local time with its offset and milliseconds, e.g. `2026-11-23 17:40:01.123 +00:00`: what a
-/// person compares with their own clock, and, pasted back, what `--at` accepts (offset aside).
+/// person compares with their own clock, and, pasted back as is, an exact `--at`.
 pub fn format_ms(ms: u64) -> String {
     format_ms_in(ms, &Local)
 }
@@ -629,12 +636,16 @@ mod tests {
         );
         assert!(format_ms(u64::MAX).contains("out of range"));
         assert!(format_rfc3339_ms(u64::MAX).contains("out of range"));
-        // What format_ms prints parses back to the same instant.
-        let shown = format_ms(1_795_455_601_123);
-        let (wall, offset) = shown.rsplit_once(' ').unwrap();
+        // What format_ms prints parses back, as is, to the same instant.
         assert_eq!(
-            parse_time(&format!("{}{}", wall.replace(' ', "T"), offset), NOW),
+            parse_time(&format_ms(1_795_455_601_123), NOW),
             Ok(1_795_455_601_123)
+        );
+        let shown = format_ms_in(1_795_455_601_005, &plus8);
+        assert_eq!(parse_time(&shown, NOW), Ok(1_795_455_601_005));
+        assert_eq!(
+            parse_time("2026-11-24 01:40:01 +08:00", NOW),
+            Ok(1_795_455_601_000)
         );
         assert_eq!(
             parse_time(&format_rfc3339_ms(1_795_455_601_123), NOW),

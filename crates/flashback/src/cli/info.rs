@@ -93,6 +93,12 @@ fn render_source(o: &mut String, r: &StoreInfo, s: &SourceInfo) {
                 format_duration_ms(lag)
             );
         }
+        _ if s.generations.is_empty() => {
+            // The agent has claimed the name but the primary has not started sending its
+            // snapshot (Redis waits `repl-diskless-sync-delay`, 5 s by default).
+            let _ = writeln!(o, "  nothing restorable yet: no generation started (capture starting, waiting for the primary's snapshot?)");
+            return;
+        }
         _ => {
             let _ = writeln!(
                 o,
@@ -385,6 +391,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("partly written block"), "{text}");
+    }
+
+    #[test]
+    fn a_source_without_generations() {
+        let text = render(&report(vec![source(vec![], T0)], T0));
+        assert!(text.contains("no generation started"), "{text}");
+        assert!(!text.contains("generations, oldest first"), "{text}");
     }
 
     #[test]
