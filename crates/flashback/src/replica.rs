@@ -123,6 +123,8 @@ pub struct ReplicaConn {
     stream: TcpStream,
     buf: BytesMut,
     addr: String,
+    /// The ACL user, for naming it in a permission error.
+    user: String,
     opts: HandshakeOptions,
 }
 
@@ -148,13 +150,14 @@ impl ReplicaConn {
             Ok(Ok(s)) => s,
         };
         stream.set_nodelay(true).ok();
+        let user = url.user.clone().unwrap_or_else(|| "default".into());
         let mut c = ReplicaConn {
             stream,
             buf: BytesMut::with_capacity(256 * 1024),
             addr,
+            user: user.clone(),
             opts,
         };
-        let user = url.user.clone().unwrap_or_else(|| "default".into());
 
         // PING may be denied (NOAUTH before AUTH, NOPERM by ACL): real replicas accept that.
         c.write(&resp::encode_command(&["PING"])).await?;
@@ -241,8 +244,11 @@ impl ReplicaConn {
             Frame::Error(_) => {
                 let msg = text;
                 Err(if msg.starts_with("NOPERM") {
-                    let user = "<user>".to_string();
-                    ReplicaError::Permission { addr, user, msg }
+                    ReplicaError::Permission {
+                        addr,
+                        user: self.user.clone(),
+                        msg,
+                    }
                 } else if msg.starts_with("NOAUTH") {
                     ReplicaError::NoAuth { addr, msg }
                 } else if msg.starts_with("LOADING")

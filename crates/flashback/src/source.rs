@@ -54,34 +54,61 @@ impl std::str::FromStr for RedisUrl {
         if u.scheme() != "redis" {
             return Err(bad());
         }
-        let host = u.host_str().ok_or_else(bad)?.trim_start_matches('[').trim_end_matches(']').to_string();
-        let decode = |x: &str| url::form_urlencoded::parse(format!("x={x}").as_bytes()).next().map(|(_, v)| v.into_owned());
-        let user = (!u.username().is_empty()).then(|| decode(u.username())).flatten();
+        let host = u
+            .host_str()
+            .ok_or_else(bad)?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let decode = |x: &str| {
+            url::form_urlencoded::parse(format!("x={x}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
+        let user = (!u.username().is_empty())
+            .then(|| decode(u.username()))
+            .flatten();
         let password = u.password().and_then(decode);
         let db = match u.path().trim_start_matches('/') {
             "" => 0,
             d => d.parse().map_err(|_| bad())?,
         };
-        Ok(RedisUrl { host, port: u.port().unwrap_or(6379), user, password, db })
+        Ok(RedisUrl {
+            host,
+            port: u.port().unwrap_or(6379),
+            user,
+            password,
+            db,
+        })
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {addr}: {source}; check the host and port, and that the server is running")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{addr}: timed out after {secs} s")]
     Timeout { addr: String, secs: u64 },
     #[error("{addr}: authentication failed ({msg}); check the user and password in the URL")]
     Auth { addr: String, msg: String },
     #[error("{addr}: {source}")]
-    Io { addr: String, source: std::io::Error },
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{addr}: connection closed by the server")]
     Closed { addr: String },
     #[error("{addr}: {0}", addr = .1)]
     Protocol(FrameError, String),
     #[error("{addr}: {cmd}: {msg}")]
-    Server { addr: String, cmd: String, msg: String },
+    Server {
+        addr: String,
+        cmd: String,
+        msg: String,
+    },
 }
 
 /// A plain request/response connection.
@@ -96,28 +123,42 @@ impl Client {
     /// Connects, authenticates and selects the URL's db.
     pub async fn connect(url: &RedisUrl, timeout: Duration) -> Result<Client, ClientError> {
         let addr = format!("{}:{}", url.host, url.port);
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect((url.host.as_str(), url.port))).await {
-            Err(_) => return Err(ClientError::Timeout { addr, secs: timeout.as_secs() }),
-            Ok(Err(source)) => return Err(ClientError::Connect { addr, source }),
-            Ok(Ok(s)) => s,
-        };
+        let stream =
+            match tokio::time::timeout(timeout, TcpStream::connect((url.host.as_str(), url.port)))
+                .await
+            {
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        addr,
+                        secs: timeout.as_secs(),
+                    })
+                }
+                Ok(Err(source)) => return Err(ClientError::Connect { addr, source }),
+                Ok(Ok(s)) => s,
+            };
         stream.set_nodelay(true).ok();
-        let mut c = Client { stream, buf: BytesMut::with_capacity(64 * 1024), addr, timeout };
+        let mut c = Client {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            addr,
+            timeout,
+        };
         if let Some(pass) = &url.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(u) = &url.user {
                 args.push(u.as_bytes());
             }
             args.push(pass.as_bytes());
-            match c.call(&args).await? {
-                Frame::Error(e) => {
-                    return Err(ClientError::Auth { addr: c.addr.clone(), msg: String::from_utf8_lossy(&e).into_owned() })
-                }
-                _ => {}
+            if let Frame::Error(e) = c.call(&args).await? {
+                return Err(ClientError::Auth {
+                    addr: c.addr.clone(),
+                    msg: String::from_utf8_lossy(&e).into_owned(),
+                });
             }
         }
         if url.db != 0 {
-            c.ok(&["SELECT".as_bytes(), url.db.to_string().as_bytes()]).await?;
+            c.ok(&["SELECT".as_bytes(), url.db.to_string().as_bytes()])
+                .await?;
         }
         Ok(c)
     }
@@ -133,7 +174,10 @@ impl Client {
         match self.call(args).await? {
             Frame::Error(e) => Err(ClientError::Server {
                 addr: self.addr.clone(),
-                cmd: args.first().map(|a| String::from_utf8_lossy(a.as_ref()).into_owned()).unwrap_or_default(),
+                cmd: args
+                    .first()
+                    .map(|a| String::from_utf8_lossy(a.as_ref()).into_owned())
+                    .unwrap_or_default(),
                 msg: String::from_utf8_lossy(&e).into_owned(),
             }),
             f => Ok(f),
@@ -147,7 +191,13 @@ impl Client {
     }
 
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).await.map_err(|source| ClientError::Io { addr: self.addr.clone(), source })
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|source| ClientError::Io {
+                addr: self.addr.clone(),
+                source,
+            })
     }
 
     /// Reads one reply.
@@ -156,19 +206,34 @@ impl Client {
             match resp::check(&self.buf) {
                 Ok(n) => {
                     let frame = self.buf.split_to(n).freeze();
-                    return resp::parse(&frame).map_err(|e| ClientError::Protocol(e, self.addr.clone()));
+                    return resp::parse(&frame)
+                        .map_err(|e| ClientError::Protocol(e, self.addr.clone()));
                 }
                 Err(FrameError::Incomplete) => {}
                 Err(e) => return Err(ClientError::Protocol(e, self.addr.clone())),
             }
             self.buf.reserve(64 * 1024);
-            let n = match tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf)).await {
-                Err(_) => return Err(ClientError::Timeout { addr: self.addr.clone(), secs: self.timeout.as_secs() }),
-                Ok(Err(source)) => return Err(ClientError::Io { addr: self.addr.clone(), source }),
+            let n = match tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf))
+                .await
+            {
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        addr: self.addr.clone(),
+                        secs: self.timeout.as_secs(),
+                    })
+                }
+                Ok(Err(source)) => {
+                    return Err(ClientError::Io {
+                        addr: self.addr.clone(),
+                        source,
+                    })
+                }
                 Ok(Ok(n)) => n,
             };
             if n == 0 {
-                return Err(ClientError::Closed { addr: self.addr.clone() });
+                return Err(ClientError::Closed {
+                    addr: self.addr.clone(),
+                });
             }
         }
     }
@@ -204,10 +269,16 @@ mod tests {
     #[test]
     fn urls() {
         let u: RedisUrl = "redis://repl:p%40ss@127.0.0.1:7000/3".parse().unwrap();
-        assert_eq!((u.user.as_deref(), u.password.as_deref(), u.port, u.db), (Some("repl"), Some("p@ss"), 7000, 3));
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref(), u.port, u.db),
+            (Some("repl"), Some("p@ss"), 7000, 3)
+        );
         assert_eq!(u.to_string(), "redis://repl:***@127.0.0.1:7000/3");
         let u: RedisUrl = "redis://:secret@localhost".parse().unwrap();
-        assert_eq!((u.user, u.password.as_deref(), u.port), (None, Some("secret"), 6379));
+        assert_eq!(
+            (u.user, u.password.as_deref(), u.port),
+            (None, Some("secret"), 6379)
+        );
         assert!("http://x:1".parse::<RedisUrl>().is_err());
         assert!("127.0.0.1:6379".parse::<RedisUrl>().is_err());
     }

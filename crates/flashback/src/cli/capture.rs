@@ -60,23 +60,25 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     opts.handshake.listening_port = a.listening_port;
     opts.roll_bytes = a.segment_mib.max(1) << 20;
     tracing::info!("capturing {url} as source '{name}' into {}", a.store);
-    capture::run(store, opts, shutdown_signal(), None)
+    // Installed before any work: a SIGTERM during start-up must still mean "stop cleanly, exit 0".
+    let stop = shutdown_signal()?;
+    capture::run(store, opts, stop, None)
         .await
         .with_context(|| format!("capture of {url}"))?;
     Ok(())
 }
 
-/// SIGINT or SIGTERM. If the handlers cannot be installed the agent still runs, and kill -9
-/// stays safe: nothing acknowledged depends on a clean stop.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is called, not when
+/// the future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("stopping: making everything received durable");
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping: making everything received durable");
+    })
 }

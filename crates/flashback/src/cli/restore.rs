@@ -31,7 +31,7 @@ pub struct Args {
     name: Option<String>,
     /// Restore the state as of TIME: '2026-08-03 20:28:10[.123]' (local), RFC 3339,
     /// '@<unix seconds>', or relative ('-10m', '2h ago')
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     at: Option<String>,
     /// Restore the state at replication offset N (master_repl_offset), rounded down to a
     /// transaction boundary

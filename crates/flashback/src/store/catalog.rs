@@ -4,7 +4,7 @@
 use super::layout::{self, Entry, SealedName};
 use super::manifest::GenerationManifest;
 use super::{Store, StoreError};
-use flashback_format::segment::{SegmentFile, Sealed};
+use flashback_format::segment::{Sealed, SegmentFile};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -55,7 +55,12 @@ impl Generation {
     /// generation has no manifest. A hole in the segment chain ends the window at the hole.
     pub fn window(&self) -> Option<Window> {
         let m = self.manifest.as_ref()?;
-        let mut w = Window { from_ms: m.base_time_ms, to_ms: m.base_time_ms, from_offset: m.base_offset, to_offset: m.base_offset };
+        let mut w = Window {
+            from_ms: m.base_time_ms,
+            to_ms: m.base_time_ms,
+            from_offset: m.base_offset,
+            to_offset: m.base_offset,
+        };
         for s in &self.sealed {
             if s.name.start_offset != w.to_offset {
                 return Some(w);
@@ -82,11 +87,14 @@ impl Generation {
 
 /// Source names in the store, sorted.
 pub async fn list_sources(store: &Store) -> Result<Vec<String>, StoreError> {
-    let listing = store.os.list_with_delimiter(Some(&layout::sources_prefix())).await?;
+    let listing = store
+        .os
+        .list_with_delimiter(Some(&layout::sources_prefix()))
+        .await?;
     let mut names: Vec<String> = listing
         .common_prefixes
         .iter()
-        .filter_map(|p| p.parts().last().map(|s| s.as_ref().to_string()))
+        .filter_map(|p| p.parts().next_back().map(|s| s.as_ref().to_string()))
         .filter(|n| layout::valid_source_name(n))
         .collect();
     names.sort();
@@ -95,16 +103,32 @@ pub async fn list_sources(store: &Store) -> Result<Vec<String>, StoreError> {
 
 /// Every generation of `source`, oldest first, with manifests read and tails scanned.
 pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generation>, StoreError> {
-    let objects: Vec<_> = store.os.list(Some(&layout::generations_prefix(source))).try_collect().await?;
+    let objects: Vec<_> = store
+        .os
+        .list(Some(&layout::generations_prefix(source)))
+        .try_collect()
+        .await?;
     let mut gens: BTreeMap<String, Generation> = BTreeMap::new();
     let mut manifests = Vec::new();
     for o in objects {
-        let Some((gen, entry)) = layout::parse_key(source, &o.location) else { continue };
-        let g = gens.entry(gen.clone()).or_insert_with(|| Generation { id: gen.clone(), manifest: None, bases: vec![], sealed: vec![], tails: vec![] });
+        let Some((gen, entry)) = layout::parse_key(source, &o.location) else {
+            continue;
+        };
+        let g = gens.entry(gen.clone()).or_insert_with(|| Generation {
+            id: gen.clone(),
+            manifest: None,
+            bases: vec![],
+            sealed: vec![],
+            tails: vec![],
+        });
         match entry {
             Entry::Manifest => manifests.push((gen, o.location)),
             Entry::Base { offset } => g.bases.push((offset, o.location, o.size)),
-            Entry::Sealed(name) => g.sealed.push(SealedSegment { name, key: o.location, size: o.size }),
+            Entry::Sealed(name) => g.sealed.push(SealedSegment {
+                name,
+                key: o.location,
+                size: o.size,
+            }),
             Entry::Tail { start_offset } => g.tails.push(TailSegment {
                 key: o.location,
                 size: o.size,
