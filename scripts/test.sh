@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, the format tests and the end-to-end tests that run real
+# redis-server processes (installed first if missing). Release mode: the end-to-end tests move
+# megabytes through the agent and restore, and the debug build makes their timing needlessly
+# slow. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p flashback --test differential`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+if [[ $# -gt 0 ]]; then
+    exec cargo test --release "$@"
+fi
+exec cargo test --release --workspace
