@@ -220,21 +220,17 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         .max()
         .unwrap_or(0)
         .max(28);
+    let row = |l: &str, r: &str| format!("{l:<width$}   {r}");
     say(
         out,
-        format!(
-            "{:<width$}   {}",
-            format!("DAMAGED production :{}", prod.port),
-            format!("RESTORED new instance :{port}")
+        row(
+            &format!("DAMAGED production :{}", prod.port),
+            &format!("RESTORED new instance :{port}"),
         ),
     );
     say(
         out,
-        format!(
-            "{:<width$}   {}",
-            format!("HGETALL {KEY}"),
-            format!("HGETALL {KEY}")
-        ),
+        row(&format!("HGETALL {KEY}"), &format!("HGETALL {KEY}")),
     );
     for i in 0..damaged.len().max(good.len()) {
         let l = damaged.get(i).map(String::as_str).unwrap_or("");
@@ -243,11 +239,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
     }
     say(
         out,
-        format!(
-            "{:<width$}   {}",
-            format!("GET visits = {dv}"),
-            format!("GET visits = {gv}")
-        ),
+        row(&format!("GET visits = {dv}"), &format!("GET visits = {gv}")),
     );
     say(out, String::new());
     let complete = good.len() == opts.seconds as usize + 2 && gv == opts.seconds.to_string();
