@@ -113,6 +113,11 @@ impl Default for HandshakeOptions {
 pub enum PsyncReply {
     /// A full snapshot at `offset` follows.
     FullResync { replid: String, offset: u64 },
+    /// The server answered like the legacy `SYNC`: a snapshot with no `+FULLRESYNC` line. Stock
+    /// redis-server does this when PSYNC is renamed (it recognises PSYNC by the name the client
+    /// typed). The position is then only in the snapshot's `repl-id`/`repl-offset` AUX fields,
+    /// and the server will never answer +CONTINUE on this link.
+    Sync,
     /// The backlog continues from the requested offset; `replid` is the primary's current id
     /// (psync2), which differs from the requested one after a failover or restart.
     Continue { replid: Option<String> },
@@ -215,6 +220,21 @@ impl ReplicaConn {
         let cmd = self.opts.psync_command.clone();
         self.write(&resp::encode_command(&[cmd.as_str(), &id, &off]))
             .await?;
+        loop {
+            skip_newlines(&mut self.buf);
+            match self.buf.first() {
+                Some(b'$') => {
+                    return Ok(Synced::Full {
+                        reply: PsyncReply::Sync,
+                        rdb: RdbTransfer { conn: self },
+                    })
+                }
+                Some(_) => break,
+                None => {
+                    self.fill().await?;
+                }
+            }
+        }
         let reply = self.read_reply().await?;
         let text = reply.text();
         let addr = self.addr.clone();

@@ -195,14 +195,13 @@ impl Log {
         Ok(())
     }
 
-    /// Starts a new generation: streams the base into place (the caller writes the bytes into
-    /// the file this returns), then [`commit_generation`](Self::commit_generation).
-    pub fn base_file(&self, gen: &str, offset: u64) -> Result<(File, PathBuf), CaptureError> {
-        let path = self.local(&layout::base_key(&self.source, gen, offset));
-        let partial = path.with_extension("rdb.partial");
-        if let Some(dir) = partial.parent() {
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
-        }
+    /// Starts a new generation: the caller streams the base into the file this returns, then
+    /// calls [`commit_generation`](Self::commit_generation). Its final name needs the offset,
+    /// which a legacy SYNC answer only reveals inside the snapshot, hence a neutral name first.
+    pub fn base_file(&self, gen: &str) -> Result<(File, PathBuf), CaptureError> {
+        let dir = self.local(&layout::base_prefix(&self.source, gen));
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let partial = dir.join("incoming.rdb.partial");
         let f = File::create(&partial).map_err(io_err(&partial))?;
         Ok((f, partial))
     }

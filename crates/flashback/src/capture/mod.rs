@@ -204,27 +204,20 @@ async fn session(
         _ = shutdown.as_mut() => return Ok(()),
     };
     let (mut stream, catchup) = match synced {
-        Synced::Full {
-            reply: PsyncReply::FullResync { replid, offset },
-            rdb,
-        } => {
-            let reason = match continuity(
-                resume.as_ref(),
-                &PsyncReply::FullResync {
-                    replid: replid.clone(),
-                    offset,
-                },
-            ) {
-                Continuity::NewGeneration(r) => r,
-                Continuity::Continue { .. } => GapReason::FirstCapture,
-            };
-            if !matches!(reason, GapReason::FirstCapture) {
-                warn!("{reason}");
-            }
+        Synced::Full { reply, rdb } => {
             let now = crate::now_ms();
             let gen = crate::store::layout::generation_id(now);
-            info!("full resync: receiving the snapshot at offset {offset} (replid {replid}) into generation {gen}");
-            let (mut file, partial) = log.base_file(&gen, offset)?;
+            match &reply {
+                PsyncReply::FullResync { replid, offset } => info!(
+                    "full resync: receiving the snapshot at offset {offset} (replid {replid}) into generation {gen}"
+                ),
+                _ => warn!(
+                    "the server answered {} like the legacy SYNC (stock redis-server does so when PSYNC is renamed): \
+                     capture works, but every reconnect will need a full snapshot and start a new generation",
+                    opts.handshake.psync_command
+                ),
+            }
+            let (mut file, partial) = log.base_file(&gen)?;
             let (stream, received) = tokio::select! {
                 r = rdb.save(&mut file) => r?,
                 _ = shutdown.as_mut() => {
@@ -232,9 +225,32 @@ async fn session(
                     return Ok(());
                 }
             };
-            let db = received
-                .info
-                .aux_str("repl-stream-db")
+            let aux = |k: &str| received.info.aux_str(k);
+            let (replid, offset) = match reply {
+                PsyncReply::FullResync { replid, offset } => (replid, offset),
+                _ => match (aux("repl-id"), aux("repl-offset").and_then(|o| o.parse::<u64>().ok())) {
+                    (Some(id), Some(off)) => (id, off),
+                    _ => {
+                        return Err(CaptureError::Unsupported(
+                            "the server sent a snapshot without replication id and offset, so the stream cannot be \
+                             placed; use a server that answers PSYNC (check --psync-command)"
+                                .into(),
+                        ))
+                    }
+                },
+            };
+            let full = PsyncReply::FullResync {
+                replid: replid.clone(),
+                offset,
+            };
+            let reason = match continuity(resume.as_ref(), &full) {
+                Continuity::NewGeneration(r) => r,
+                Continuity::Continue { .. } => GapReason::FirstCapture,
+            };
+            if !matches!(reason, GapReason::FirstCapture) {
+                warn!("{reason}");
+            }
+            let db = aux("repl-stream-db")
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(0);
             log.commit_generation(
@@ -249,7 +265,7 @@ async fn session(
             )
             .await?;
             info!(
-                "snapshot stored: {} bytes, RDB v{} ({} transfer)",
+                "snapshot stored: {} bytes at offset {offset}, RDB v{} ({} transfer)",
                 received.len,
                 received.info.version,
                 if received.diskless {
@@ -260,7 +276,6 @@ async fn session(
             );
             (stream, false)
         }
-        Synced::Full { .. } => unreachable!("psync pairs Full with FullResync"),
         Synced::Continue {
             reply: PsyncReply::Continue { replid },
             stream,

@@ -155,6 +155,13 @@ pub fn continuity(saved: Option<&Resume>, reply: &PsyncReply) -> Continuity {
             let new_replid = replid.as_ref().filter(|id| **id != r.state.replid).cloned();
             Continuity::Continue { new_replid }
         }
+        (Some(r), PsyncReply::Sync) => Continuity::NewGeneration(GapReason::FullResync {
+            asked_replid: r.state.replid.clone(),
+            asked_offset: r.state.offset + 1,
+            new_replid: String::from("(unknown)"),
+            new_offset: 0,
+            since_ms: r.covered_through_ms,
+        }),
         (Some(r), PsyncReply::FullResync { replid, offset }) => {
             Continuity::NewGeneration(GapReason::FullResync {
                 asked_replid: r.state.replid.clone(),
