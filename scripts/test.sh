@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 if [[ $# -gt 0 ]]; then
-    exec cargo test --release "$@"
+    exec cargo test --release --no-fail-fast "$@"
 fi
-exec cargo test --release --workspace
+exec cargo test --release --workspace --no-fail-fast
