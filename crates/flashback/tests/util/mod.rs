@@ -18,6 +18,25 @@ pub fn flashback_bin() -> &'static str {
     env!("CARGO_BIN_EXE_flashback")
 }
 
+/// Children die with the test: Drop kills them on success and on panic. On Linux the kernel is
+/// also asked (PR_SET_PDEATHSIG) to kill them if the test process itself is killed, e.g. by a
+/// CI timeout, which Drop cannot see. Best effort only: in a kill -9 of a test binary the agent
+/// died this way but a redis-server child survived, reparented to init (not understood yet).
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    cmd
+}
+
 pub fn redis_server_bin() -> String {
     std::env::var("FLASHBACK_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
 }
@@ -502,7 +521,7 @@ impl Agent {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(flashback_bin())
+        let child = die_with_parent(&mut Command::new(flashback_bin()))
             .args(["capture", "--source", url, "--store"])
             .arg(store)
             .args(extra)
@@ -670,7 +689,7 @@ impl Output {
 pub fn run_flashback<A: AsRef<std::ffi::OsStr>>(args: &[A], timeout: Duration) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let (out_p, err_p) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = Command::new(flashback_bin())
+    let mut child = die_with_parent(&mut Command::new(flashback_bin()))
         .args(args)
         .stdin(Stdio::null())
         .stdout(File::create(&out_p).unwrap())
