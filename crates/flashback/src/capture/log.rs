@@ -120,6 +120,18 @@ impl Log {
         Ok(Some(r))
     }
 
+    /// Where this process stands, if it has captured anything since it started: the stream
+    /// position after the last record appended (durable or about to be; the open tail keeps
+    /// its pending block across a reconnect). Re-reading the store instead would miss the open
+    /// tail and ask the primary for bytes we already have.
+    pub fn current_resume(&self) -> Option<Resume> {
+        Some(Resume {
+            generation: self.generation.clone()?,
+            state: self.state.clone()?,
+            covered_through_ms: self.covered_through_ms,
+        })
+    }
+
     fn resume_of(&self, g: &Generation) -> Result<Resume, CaptureError> {
         let m = g
             .manifest

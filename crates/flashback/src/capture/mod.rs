@@ -191,7 +191,10 @@ async fn session(
     progress: &Option<watch::Sender<Progress>>,
     synced_once: &mut bool,
 ) -> Result<(), CaptureError> {
-    let resume = log.resume_point().await?;
+    let resume = match log.current_resume() {
+        Some(r) => Some(r),
+        None => log.resume_point().await?,
+    };
     let conn = tokio::select! {
         c = ReplicaConn::connect(&opts.source, opts.handshake.clone()) => c?,
         _ = shutdown.as_mut() => return Ok(()),
