@@ -11,6 +11,9 @@ pub enum Error {
     /// A newer (or unknown) format version than this build reads.
     #[error("{file}: format version {found} is not supported (this build reads up to {supported}); upgrade flashback")]
     Version { file: String, found: u32, supported: u32 },
+    /// `records()` was asked for a block that holds a slice of a large record.
+    #[error("{file}: block {block} holds a slice of a record stored in fragments; read it with items()")]
+    Fragmented { file: String, block: usize },
     #[error("{file}: {source}")]
     Io { file: String, #[source] source: std::io::Error },
 }

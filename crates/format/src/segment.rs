@@ -88,6 +88,41 @@ pub mod block_flags {
     /// Records that arrived in a catch-up burst right after a resume: they were written on the
     /// primary earlier than their arrival time says.
     pub const CATCHUP: u16 = 1;
+    /// The block holds one slice of a single record too large to hold in memory whole (a
+    /// 512 MB value). Its payload is the slice's raw RESP bytes; the record's metadata is in
+    /// the header of its final fragment (`record_count = 1`). See [`super::Item::Fragment`].
+    pub const FRAGMENT: u16 = 2;
+}
+
+/// A record's metadata without its bytes: what the final fragment of a fragmented record
+/// carries, and what a writer is given to finish one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMeta {
+    pub end_offset: u64,
+    pub time_ms: u64,
+    pub db: u32,
+    pub boundary: bool,
+}
+
+/// One slice of a record stored over several blocks (flag [`block_flags::FRAGMENT`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    /// Replication offset of `bytes[0]`.
+    pub start_offset: u64,
+    /// The database selected while the record's bytes arrive; for the final fragment, the
+    /// record's own db (they differ only for a SELECT).
+    pub db: u32,
+    /// Raw RESP bytes of the record, `start_offset .. start_offset + bytes.len()`.
+    pub bytes: Vec<u8>,
+    /// Set on the final fragment: the record is complete.
+    pub end: Option<RecordMeta>,
+}
+
+/// What a block decodes to: whole records, or a fragment of one large record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Record(Record),
+    Fragment(Fragment),
 }
 
 /// What the footer index (and a scan of an open tail) knows of each block, without decoding it.
@@ -170,6 +205,19 @@ pub struct SegmentWriter<W: Write> {
     covered_ms: u64,
     start_offset: u64,
     poisoned: bool,
+    /// The fragmented record being written, if any.
+    run: Option<WriterRun>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct WriterRun {
+    /// Offset where the fragments written so far end.
+    data_end: u64,
+    /// File position and block count before its first fragment, and the covered-through time
+    /// then: where [`SegmentWriter::abandon_fragments`] rewinds to.
+    file_pos: u64,
+    blocks: usize,
+    covered_ms: u64,
 }
 
 /// Where the stream stands at a point of the log; both the writer and the readers walk it
@@ -182,6 +230,9 @@ struct ChainState {
     covered_ms: u64,
     db: u32,
     in_multi: bool,
+    /// Inside a fragmented record: (its start offset, file position of its first fragment
+    /// block). `end_offset` is then the end of the fragments so far, not a record end.
+    run: Option<(u64, u64)>,
 }
 
 impl ChainState {
@@ -192,6 +243,7 @@ impl ChainState {
             covered_ms: 0,
             db: h.start_db,
             in_multi: h.start_in_multi,
+            run: None,
         }
     }
 
@@ -216,7 +268,33 @@ impl ChainState {
                 b.covered_through_ms, self.covered_ms
             ));
         }
-        if b.record_count == 0 {
+        let fragment = b.flags & block_flags::FRAGMENT != 0;
+        if !fragment {
+            if let Some((start, _)) = self.run {
+                return Err(format!(
+                    "a block without the FRAGMENT flag inside the record stored in fragments from offset {start}"
+                ));
+            }
+        } else if b.end_offset <= b.start_offset || b.record_count > 1 {
+            return Err(format!(
+                "fragment block spans offsets {}..{} with {} records (must be non-empty, 0 or 1 record)",
+                b.start_offset, b.end_offset, b.record_count
+            ));
+        }
+        if fragment && b.record_count == 0 {
+            // A non-final fragment: no record ends here, so no time, and the db state is the
+            // one at the record's start, as for a heartbeat.
+            if b.first_time_ms != 0 || b.last_time_ms != 0 {
+                return Err("non-final fragment with a record time".into());
+            }
+            if b.end_db != self.db || b.end_in_multi != self.in_multi {
+                return Err(format!(
+                    "non-final fragment says db {} multi {} but the stream is at db {} multi {}",
+                    b.end_db, b.end_in_multi, self.db, self.in_multi
+                ));
+            }
+            self.run.get_or_insert((b.start_offset, b.file_pos));
+        } else if b.record_count == 0 {
             if b.end_offset != b.start_offset || b.first_time_ms != 0 || b.last_time_ms != 0 {
                 return Err("empty block with a non-empty offset or time range".into());
             }
@@ -247,7 +325,11 @@ impl ChainState {
                     b.first_time_ms, b.last_time_ms, b.covered_through_ms
                 ));
             }
+            if fragment && b.first_time_ms != b.last_time_ms {
+                return Err("final fragment with two record times".into());
+            }
             self.last_time_ms = b.last_time_ms;
+            self.run = None;
         }
         self.end_offset = b.end_offset;
         self.covered_ms = b.covered_through_ms;
@@ -257,7 +339,7 @@ impl ChainState {
     }
 }
 
-const KNOWN_FLAGS: u16 = block_flags::CATCHUP;
+const KNOWN_FLAGS: u16 = block_flags::CATCHUP | block_flags::FRAGMENT;
 
 fn invalid(msg: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)
@@ -284,7 +366,18 @@ impl<W: Write> SegmentWriter<W> {
             covered_ms: 0,
             start_offset: header.start_offset,
             poisoned: false,
+            run: None,
         })
+    }
+
+    fn check_no_run(&self) -> std::io::Result<()> {
+        match &self.run {
+            Some(r) => Err(invalid(format!(
+                "a record stored in fragments is open (its fragments end at offset {}); finish it with append_fragment(.., Some(meta)) or abandon_fragments first",
+                r.data_end
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn check_usable(&self) -> std::io::Result<()> {
@@ -303,6 +396,7 @@ impl<W: Write> SegmentWriter<W> {
     /// the refusal and a release build cannot write a log with a hole.
     pub fn append(&mut self, rec: &Record) -> std::io::Result<()> {
         self.check_usable()?;
+        self.check_no_run()?;
         let len = rec.resp.len() as u64;
         if len == 0 {
             return Err(invalid(format!(
@@ -367,8 +461,11 @@ impl<W: Write> SegmentWriter<W> {
         flags: u16,
     ) -> std::io::Result<BlockInfo> {
         self.check_usable()?;
-        if flags & !KNOWN_FLAGS != 0 {
-            return Err(invalid(format!("unknown block flags {flags:#06x}")));
+        self.check_no_run()?;
+        if flags & !KNOWN_FLAGS != 0 || flags & block_flags::FRAGMENT != 0 {
+            return Err(invalid(format!(
+                "block flags {flags:#06x} are unknown or FRAGMENT (use append_fragment)"
+            )));
         }
         let covered = covered_through_ms
             .max(self.covered_ms)
@@ -429,6 +526,135 @@ impl<W: Write> SegmentWriter<W> {
         &self.w
     }
 
+    /// The sink, for truncating it after [`abandon_fragments`](Self::abandon_fragments).
+    /// Writing through it makes the file unreadable.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.w
+    }
+
+    /// Writes one slice of a record too large to hold whole (flag `FRAGMENT`), as its own
+    /// block, at once. Slices follow each other from the previous record's end; `end` is given
+    /// with the last slice and finishes the record, which then counts like any other (its
+    /// `end_offset` must be where the slices end). Pending records must be flushed first, and
+    /// until the record is finished `append`, `flush_block` and `finish` are refused: a
+    /// fragmented record is never interleaved with anything, so a reader can pass its bytes on
+    /// as they come. `flags` may add `CATCHUP`; `covered_through_ms` is raised as in
+    /// [`flush_block`](Self::flush_block).
+    ///
+    /// Keep slices to a few MiB: each is compressed and held in memory once.
+    pub fn append_fragment(
+        &mut self,
+        chunk: &[u8],
+        end: Option<&RecordMeta>,
+        covered_through_ms: u64,
+        flags: u16,
+    ) -> std::io::Result<BlockInfo> {
+        self.check_usable()?;
+        if self.pending_count > 0 {
+            return Err(invalid(
+                "records are pending in the current block; call flush_block before append_fragment"
+                    .into(),
+            ));
+        }
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(invalid(format!("unknown block flags {flags:#06x}")));
+        }
+        if chunk.is_empty() || chunk.len() as u64 > u64::from(u32::MAX) {
+            return Err(invalid(format!(
+                "a fragment of {} bytes: it must hold 1 byte to 4 GiB",
+                chunk.len()
+            )));
+        }
+        let start = self.run.map_or(self.appended.end_offset, |r| r.data_end);
+        let data_end = start + chunk.len() as u64;
+        if let Some(m) = end {
+            if m.end_offset != data_end {
+                return Err(invalid(format!(
+                    "the record's end offset {} is not where its fragments end ({data_end})",
+                    m.end_offset
+                )));
+            }
+            if m.time_ms < self.appended.last_time_ms {
+                return Err(invalid(format!(
+                    "record time {} ms is before the previous record's {} ms; arrival times must not decrease",
+                    m.time_ms, self.appended.last_time_ms
+                )));
+            }
+        }
+        let covered = covered_through_ms
+            .max(self.covered_ms)
+            .max(end.map_or(0, |m| m.time_ms));
+        let payload = zstd::bulk::compress(chunk, self.opts.zstd_level)?;
+        let len = BLOCK_HEADER_LEN as u64 + payload.len() as u64;
+        if len > u64::from(u32::MAX) {
+            return Err(invalid(
+                "compressed fragment exceeds 4 GiB; write smaller ones".into(),
+            ));
+        }
+        let info = BlockInfo {
+            file_pos: self.pos,
+            len: len as u32,
+            flags: flags | block_flags::FRAGMENT,
+            record_count: u32::from(end.is_some()),
+            start_offset: start,
+            end_offset: data_end,
+            first_time_ms: end.map_or(0, |m| m.time_ms),
+            last_time_ms: end.map_or(0, |m| m.time_ms),
+            covered_through_ms: covered,
+            end_db: end.map_or(self.appended.db, |m| m.db),
+            end_in_multi: end.map_or(self.appended.in_multi, |m| !m.boundary),
+        };
+        let header = encode_block_header(&info, chunk.len() as u32, payload.len() as u32, &payload);
+        let run = self.run.unwrap_or(WriterRun {
+            data_end: start,
+            file_pos: self.pos,
+            blocks: self.blocks.len(),
+            covered_ms: self.covered_ms,
+        });
+        self.poisoned = true;
+        self.w.write_all(&header)?;
+        self.w.write_all(&payload)?;
+        self.w.flush()?;
+        self.poisoned = false;
+        self.pos += len;
+        self.covered_ms = covered;
+        self.blocks.push(info.clone());
+        match end {
+            Some(m) => {
+                self.run = None;
+                self.appended = ChainState {
+                    end_offset: m.end_offset,
+                    last_time_ms: m.time_ms,
+                    covered_ms: covered,
+                    db: m.db,
+                    in_multi: !m.boundary,
+                    run: None,
+                };
+                self.flushed = self.appended;
+            }
+            None => self.run = Some(WriterRun { data_end, ..run }),
+        }
+        Ok(info)
+    }
+
+    /// True between the first and the final fragment of a record.
+    pub fn in_fragments(&self) -> bool {
+        self.run.is_some()
+    }
+
+    /// Forgets an unfinished fragmented record (the link dropped mid-command; the primary
+    /// will send it again whole). Returns the file length to truncate the sink to, and seek
+    /// to, before anything else is written; `None` when no record was open. If the caller
+    /// cannot truncate, it must drop the writer and re-parse the file, which reads the
+    /// unfinished fragments as a torn tail.
+    pub fn abandon_fragments(&mut self) -> Option<u64> {
+        let r = self.run.take()?;
+        self.pos = r.file_pos;
+        self.blocks.truncate(r.blocks);
+        self.covered_ms = r.covered_ms;
+        Some(r.file_pos)
+    }
+
     /// The blocks written so far.
     pub fn blocks(&self) -> &[BlockInfo] {
         &self.blocks
@@ -439,6 +665,7 @@ impl<W: Write> SegmentWriter<W> {
     /// is `end_time_ms`, raised to the last block's covered-through time if it is below it.
     pub fn finish(mut self, end_time_ms: u64) -> std::io::Result<(W, SegmentSummary)> {
         self.check_usable()?;
+        self.check_no_run()?;
         if self.pending_count > 0 {
             self.flush_block(end_time_ms, 0)?;
         }
@@ -653,6 +880,14 @@ impl<'a> SegmentFile<'a> {
                 ),
             ));
         }
+        if let Some((start, pos)) = chain.run {
+            return Err(self.corrupt(
+                pos,
+                format!(
+                    "the segment ends inside the record stored in fragments from offset {start}"
+                ),
+            ));
+        }
         let computed = summarize(&self.header, &blocks, chain.covered_ms);
         let consistent = trailer.start_offset == computed.start_offset
             && trailer.end_offset == computed.end_offset
@@ -701,14 +936,49 @@ impl<'a> SegmentFile<'a> {
         }
         self.valid_len = pos as u64;
         self.torn_tail = pos < bytes.len();
+        if let Some((start, run_pos)) = chain.run {
+            // The agent died (or is still writing) between the first and the final fragment
+            // of a record: nothing of that record was acknowledged, so all of it goes.
+            self.blocks.retain(|b| b.file_pos < run_pos);
+            if self.torn_reason.is_none() {
+                self.torn_reason = Some(format!(
+                    "byte {run_pos}: the record stored in fragments from offset {start} has no final fragment"
+                ));
+            }
+            self.valid_len = run_pos;
+            self.torn_tail = true;
+        }
         Ok(())
     }
 
     /// Decodes block `i` (index into `blocks`), checking its checksum and record contiguity.
+    /// A block holding a fragment of a large record is refused (`Error::Fragmented`): read it
+    /// with [`items`](Self::items).
     ///
     /// # Panics
     /// When `i >= self.blocks.len()`, like slice indexing.
     pub fn records(&self, i: usize) -> Result<Vec<Record>> {
+        if self.blocks[i].flags & block_flags::FRAGMENT != 0 {
+            return Err(Error::Fragmented {
+                file: self.name.clone(),
+                block: i,
+            });
+        }
+        let items = self.items(i)?;
+        Ok(items
+            .into_iter()
+            .filter_map(|it| match it {
+                Item::Record(r) => Some(r),
+                Item::Fragment(_) => None,
+            })
+            .collect())
+    }
+
+    /// Decodes block `i`: its records, or its fragment of a large record.
+    ///
+    /// # Panics
+    /// When `i >= self.blocks.len()`, like slice indexing.
+    pub fn items(&self, i: usize) -> Result<Vec<Item>> {
         let b = &self.blocks[i];
         let pos = b.file_pos as usize;
         // parse() checked that the block lies inside the file.
@@ -722,35 +992,7 @@ impl<'a> SegmentFile<'a> {
         }
         check_block_crc(&h, self.bytes, pos, payload)
             .map_err(|m| self.corrupt(b.file_pos + 64, format!("block {i}: {m}")))?;
-        if b.record_count == 0 {
-            return Ok(Vec::new());
-        }
-        let ppos = b.file_pos + BLOCK_HEADER_LEN as u64;
-        match zstd::zstd_safe::get_frame_content_size(payload) {
-            Ok(Some(n)) if n == u64::from(h.raw_len) => {}
-            other => {
-                return Err(self.corrupt(
-                    ppos,
-                    format!(
-                        "block {i}: zstd frame size {other:?} is not the header's raw length {}",
-                        h.raw_len
-                    ),
-                ));
-            }
-        }
-        let raw = zstd::bulk::decompress(payload, h.raw_len as usize)
-            .map_err(|e| self.corrupt(ppos, format!("block {i}: zstd: {e}")))?;
-        if raw.len() != h.raw_len as usize {
-            return Err(self.corrupt(
-                ppos,
-                format!(
-                    "block {i}: decompressed to {} bytes, header says {}",
-                    raw.len(),
-                    h.raw_len
-                ),
-            ));
-        }
-        decode_records(&raw, b).map_err(|m| self.corrupt(ppos, format!("block {i}: {m}")))
+        decode_block(&self.name, i, b, h.raw_len, payload)
     }
 
     /// Summary of what the file holds (from the footer, or computed from the scanned blocks:
@@ -765,6 +1007,329 @@ impl<'a> SegmentFile<'a> {
             .last()
             .map_or(self.header.created_ms, |b| b.covered_through_ms);
         summarize(&self.header, &self.blocks, end_time)
+    }
+}
+
+/// A block read by [`SegmentScanner`]: its index entry and its still-compressed payload.
+#[derive(Debug, Clone)]
+pub struct ScannedBlock {
+    pub index: usize,
+    pub info: BlockInfo,
+    raw_len: u32,
+    payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Next {
+    Header,
+    BlockHeader,
+    Payload(Box<([u8; BLOCK_HEADER_LEN], BlockHeader)>),
+    /// The footer, of which these first bytes were read as a would-be block header.
+    Footer(Vec<u8>),
+    Done,
+}
+
+/// Reads a segment front to back holding one block at a time, for segments too large to hold
+/// whole (a fragmented 512 MB record). It does no I/O itself, so that a blocking file and an
+/// async object store can drive it alike: ask [`next_need`](Self::next_need) how many bytes
+/// come next, [`feed`](Self::feed) exactly those, and get each block as it completes.
+/// [`SegmentReader`] drives it over `std::io::Read`.
+///
+/// It checks what [`SegmentFile::parse`] checks, in the same two modes, knowing the file's
+/// length up front (a store lists it): in a sealed segment the footer must follow the last
+/// block and equal, byte for byte, the index of the blocks read; in an open tail the scan stops
+/// at the first torn block. One difference follows from streaming: the fragments of a record
+/// whose final fragment never comes (the end of an open tail) have already been handed out
+/// when the scan ends; the scan then reports them torn ([`torn_reason`](Self::torn_reason))
+/// and leaves them out of [`summary`](Self::summary) and [`valid_len`](Self::valid_len). A
+/// consumer that acts on fragments before the final one must stop at an offset the summary
+/// covers, as restore does.
+#[derive(Debug)]
+pub struct SegmentScanner {
+    name: String,
+    len: u64,
+    sealed: Sealed,
+    pos: u64,
+    next: Next,
+    header: Option<SegmentHeader>,
+    chain: Option<ChainState>,
+    blocks: Vec<BlockInfo>,
+    footer: Option<SegmentSummary>,
+    torn_reason: Option<String>,
+    valid_len: u64,
+}
+
+impl SegmentScanner {
+    /// `len` is the file's length; bytes beyond it (a tail that grew since) are not read.
+    pub fn new(name: &str, len: u64, sealed: Sealed) -> Self {
+        SegmentScanner {
+            name: name.to_string(),
+            len,
+            sealed,
+            pos: 0,
+            next: Next::Header,
+            header: None,
+            chain: None,
+            blocks: Vec::new(),
+            footer: None,
+            torn_reason: None,
+            valid_len: 0,
+        }
+    }
+
+    fn corrupt(&self, offset: u64, what: impl Into<String>) -> Error {
+        Error::corrupt(&self.name, offset, what)
+    }
+
+    /// In a tail: the bytes from here on are dropped. In a sealed segment: corruption.
+    fn torn(&mut self, what: String) -> Result<()> {
+        if self.sealed == Sealed::Yes {
+            return Err(self.corrupt(self.pos, what));
+        }
+        self.torn_reason = Some(format!("byte {}: {what}", self.pos));
+        self.finish();
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        self.next = Next::Done;
+        self.valid_len = self.pos;
+        if let Some((start, run_pos)) = self.chain.as_mut().and_then(|c| c.run.take()) {
+            self.blocks.retain(|b| b.file_pos < run_pos);
+            self.valid_len = run_pos;
+            if self.torn_reason.is_none() {
+                self.torn_reason = Some(format!(
+                    "byte {run_pos}: the record stored in fragments from offset {start} has no final fragment"
+                ));
+            }
+        }
+    }
+
+    /// How many bytes [`feed`](Self::feed) takes next; 0 when the scan is over. Errors when
+    /// a sealed segment ends where a block or the footer should be.
+    pub fn next_need(&mut self) -> Result<usize> {
+        let rem = self.len - self.pos;
+        let footer_len = (self.blocks.len() * INDEX_ENTRY_LEN + TRAILER_LEN) as u64;
+        match &self.next {
+            Next::Done => Ok(0),
+            Next::Header => Ok(rem.min(HEADER_LEN as u64) as usize),
+            Next::BlockHeader if rem == 0 => {
+                if self.sealed == Sealed::Yes {
+                    return Err(self.corrupt(
+                        self.pos,
+                        "no footer: the segment is truncated or was never sealed",
+                    ));
+                }
+                self.finish();
+                Ok(0)
+            }
+            // Only a footer can start there in a sealed segment; in a tail a block may too, and
+            // its magic tells them apart (`feed`).
+            Next::BlockHeader if rem == footer_len && self.sealed == Sealed::Yes => {
+                self.next = Next::Footer(Vec::new());
+                Ok(rem as usize)
+            }
+            Next::BlockHeader if rem < BLOCK_HEADER_LEN as u64 => {
+                self.torn(format!(
+                    "truncated block header ({rem} of {BLOCK_HEADER_LEN} bytes)"
+                ))?;
+                Ok(0)
+            }
+            Next::BlockHeader => Ok(BLOCK_HEADER_LEN),
+            Next::Payload(h) if u64::from(h.1.comp_len) > rem => {
+                let what = format!("truncated block payload ({rem} of {} bytes)", h.1.comp_len);
+                self.pos -= BLOCK_HEADER_LEN as u64;
+                self.torn(what)?;
+                Ok(0)
+            }
+            Next::Payload(h) => Ok(h.1.comp_len as usize),
+            Next::Footer(prefix) => Ok(rem as usize - prefix.len()),
+        }
+    }
+
+    /// Takes exactly the bytes [`next_need`](Self::next_need) asked for; returns the block
+    /// they complete, if any.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<ScannedBlock>> {
+        match std::mem::replace(&mut self.next, Next::Done) {
+            Next::Done => Ok(None),
+            Next::Header => {
+                let h = decode_header(&self.name, bytes)?;
+                self.chain = Some(ChainState::start(&h));
+                self.header = Some(h);
+                self.pos = HEADER_LEN as u64;
+                self.next = Next::BlockHeader;
+                Ok(None)
+            }
+            Next::BlockHeader => {
+                let footer_len = (self.blocks.len() * INDEX_ENTRY_LEN + TRAILER_LEN) as u64;
+                if self.len - self.pos == footer_len && !bytes.starts_with(&BLOCK_MAGIC) {
+                    self.next = Next::Footer(bytes.to_vec());
+                    return Ok(None);
+                }
+                let h = match parse_block_header(bytes) {
+                    Ok(h) => h,
+                    Err(m) => {
+                        self.torn(m)?;
+                        return Ok(None);
+                    }
+                };
+                let mut raw = [0u8; BLOCK_HEADER_LEN];
+                raw.copy_from_slice(bytes);
+                self.pos += BLOCK_HEADER_LEN as u64;
+                self.next = Next::Payload(Box::new((raw, h)));
+                if self.next_need()? == 0 && matches!(self.next, Next::Payload(_)) {
+                    // An empty payload (a heartbeat) completes the block now.
+                    return self.feed(&[]);
+                }
+                Ok(None)
+            }
+            Next::Payload(b) => {
+                let (raw, h) = *b;
+                let block_pos = self.pos - BLOCK_HEADER_LEN as u64;
+                // Checksum before the chain: a torn write is not corruption (SegmentFile::scan).
+                let crc = crc32c::crc32c_append(crc32c::crc32c(&raw[..64]), bytes);
+                if crc != h.crc {
+                    self.pos = block_pos;
+                    self.torn(format!(
+                        "block checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+                        h.crc
+                    ))?;
+                    return Ok(None);
+                }
+                let info = h.info(block_pos);
+                let index = self.blocks.len();
+                let chain = self.chain.as_mut().expect("header read first");
+                if let Err(m) = chain.step(&info) {
+                    return Err(self.corrupt(block_pos, format!("block {index}: {m}")));
+                }
+                self.pos += bytes.len() as u64;
+                self.blocks.push(info.clone());
+                self.next = Next::BlockHeader;
+                Ok(Some(ScannedBlock {
+                    index,
+                    info,
+                    raw_len: h.raw_len,
+                    payload: bytes.to_vec(),
+                }))
+            }
+            Next::Footer(mut prefix) => {
+                prefix.extend_from_slice(bytes);
+                self.check_footer(&prefix)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn check_footer(&mut self, bytes: &[u8]) -> Result<()> {
+        let header = self.header.as_ref().expect("header read first");
+        let chain = self.chain.as_ref().expect("header read first");
+        let end_time = le64(bytes, bytes.len() - TRAILER_LEN + 40);
+        let summary = summarize(header, &self.blocks, end_time);
+        // The writer's own encoding of the blocks read: equal bytes check the index entries,
+        // the trailer, its checksum and the reserved bytes in one comparison.
+        let expected = encode_footer(self.pos, &self.blocks, &summary);
+        let bad = if chain.run.is_some() {
+            Some("the segment ends inside a record stored in fragments".to_string())
+        } else if end_time < chain.covered_ms {
+            Some(format!(
+                "footer end time {end_time} is before the last block's covered-through {}",
+                chain.covered_ms
+            ))
+        } else if bytes != expected.as_slice() {
+            Some("footer does not match the blocks before it (index, summary or checksum)".into())
+        } else {
+            None
+        };
+        match bad {
+            Some(m) => self.torn(m),
+            None => {
+                self.footer = Some(summary);
+                self.pos = self.len;
+                self.next = Next::Done;
+                self.valid_len = self.len;
+                Ok(())
+            }
+        }
+    }
+
+    /// Decodes a block this scanner returned.
+    pub fn decode(&self, b: &ScannedBlock) -> Result<Vec<Item>> {
+        decode_block(&self.name, b.index, &b.info, b.raw_len, &b.payload)
+    }
+
+    /// The header, once the first bytes were fed.
+    pub fn header(&self) -> Option<&SegmentHeader> {
+        self.header.as_ref()
+    }
+
+    /// Why the scan dropped the bytes after [`valid_len`](Self::valid_len) (an open tail).
+    pub fn torn_reason(&self) -> Option<&str> {
+        self.torn_reason.as_deref()
+    }
+
+    /// Once the scan is over: the length of the valid prefix (see [`SegmentFile::valid_len`]).
+    pub fn valid_len(&self) -> u64 {
+        self.valid_len
+    }
+
+    /// The blocks read so far (once the scan is over: the whole records' blocks).
+    pub fn blocks(&self) -> &[BlockInfo] {
+        &self.blocks
+    }
+
+    /// Once the scan is over: as [`SegmentFile::summary`].
+    pub fn summary(&self) -> Option<SegmentSummary> {
+        if let Some(s) = &self.footer {
+            return Some(s.clone());
+        }
+        let h = self.header.as_ref()?;
+        let end_time = self
+            .blocks
+            .last()
+            .map_or(h.created_ms, |b| b.covered_through_ms);
+        Some(summarize(h, &self.blocks, end_time))
+    }
+}
+
+/// [`SegmentScanner`] over a blocking reader (a file).
+pub struct SegmentReader<R> {
+    r: R,
+    scanner: SegmentScanner,
+    buf: Vec<u8>,
+}
+
+impl<R: std::io::Read> SegmentReader<R> {
+    /// `len` is the file's length (its metadata); `r` must yield at least that many bytes.
+    pub fn new(name: &str, r: R, len: u64, sealed: Sealed) -> Self {
+        SegmentReader {
+            r,
+            scanner: SegmentScanner::new(name, len, sealed),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next block, or `None` at the end (see [`SegmentScanner`] for what the end means).
+    pub fn next_block(&mut self) -> Result<Option<ScannedBlock>> {
+        loop {
+            let n = self.scanner.next_need()?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.resize(n, 0);
+            self.r
+                .read_exact(&mut self.buf)
+                .map_err(|source| Error::Io {
+                    file: self.scanner.name.clone(),
+                    source,
+                })?;
+            if let Some(b) = self.scanner.feed(&self.buf)? {
+                return Ok(Some(b));
+            }
+        }
+    }
+
+    pub fn scanner(&self) -> &SegmentScanner {
+        &self.scanner
     }
 }
 
@@ -783,6 +1348,54 @@ fn summarize(h: &SegmentHeader, blocks: &[BlockInfo], end_time_ms: u64) -> Segme
         end_db: last.map_or(h.start_db, |b| b.end_db),
         end_in_multi: last.map_or(h.start_in_multi, |b| b.end_in_multi),
     }
+}
+
+/// Decompresses a block whose header and checksum were checked, and decodes it.
+fn decode_block(
+    name: &str,
+    i: usize,
+    b: &BlockInfo,
+    raw_len: u32,
+    payload: &[u8],
+) -> Result<Vec<Item>> {
+    if payload.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ppos = b.file_pos + BLOCK_HEADER_LEN as u64;
+    let corrupt = |what: String| Error::corrupt(name, ppos, format!("block {i}: {what}"));
+    match zstd::zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(n)) if n == u64::from(raw_len) => {}
+        other => {
+            return Err(corrupt(format!(
+                "zstd frame size {other:?} is not the header's raw length {raw_len}"
+            )));
+        }
+    }
+    let raw = zstd::bulk::decompress(payload, raw_len as usize)
+        .map_err(|e| corrupt(format!("zstd: {e}")))?;
+    if raw.len() != raw_len as usize {
+        return Err(corrupt(format!(
+            "decompressed to {} bytes, header says {raw_len}",
+            raw.len()
+        )));
+    }
+    if b.flags & block_flags::FRAGMENT != 0 {
+        // The header check made raw_len the slice's length; the metadata is the header's.
+        let end = (b.record_count == 1).then_some(RecordMeta {
+            end_offset: b.end_offset,
+            time_ms: b.last_time_ms,
+            db: b.end_db,
+            boundary: !b.end_in_multi,
+        });
+        return Ok(vec![Item::Fragment(Fragment {
+            start_offset: b.start_offset,
+            db: b.end_db,
+            bytes: raw,
+            end,
+        })]);
+    }
+    let recs = decode_records(&raw, b).map_err(corrupt)?;
+    Ok(recs.into_iter().map(Item::Record).collect())
 }
 
 fn decode_records(raw: &[u8], b: &BlockInfo) -> std::result::Result<Vec<Record>, String> {
@@ -968,6 +1581,7 @@ fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
 }
 
 /// A block header as stored.
+#[derive(Debug)]
 struct BlockHeader {
     flags: u16,
     end_in_multi: bool,
@@ -1038,6 +1652,21 @@ fn read_block_header(
             bytes.len().saturating_sub(pos)
         ));
     };
+    let bh = parse_block_header(h)?;
+    let start = pos + BLOCK_HEADER_LEN;
+    let Some(payload) = bytes.get(start..start.saturating_add(bh.comp_len as usize)) else {
+        return Err(format!(
+            "truncated block payload ({} of {} bytes)",
+            bytes.len() - start,
+            bh.comp_len
+        ));
+    };
+    Ok((bh, payload))
+}
+
+/// Decodes and checks the fields of a 68-byte block header (not its checksum, which covers
+/// the payload too).
+fn parse_block_header(h: &[u8]) -> std::result::Result<BlockHeader, String> {
     if h[0..4] != BLOCK_MAGIC {
         return Err("no block magic".into());
     }
@@ -1058,17 +1687,14 @@ fn read_block_header(
     if h[6] > 1 || h[7] != 0 {
         return Err("bad multi flag or reserved byte in block header".into());
     }
-    let start = pos + BLOCK_HEADER_LEN;
-    let Some(payload) = bytes.get(start..start.saturating_add(bh.comp_len as usize)) else {
-        return Err(format!(
-            "truncated block payload ({} of {} bytes)",
-            bytes.len() - start,
-            bh.comp_len
-        ));
-    };
     // Each record takes at least 4 raw bytes (three varints and one RESP byte); an empty block
-    // has no payload at all.
-    let lens_ok = if bh.record_count == 0 {
+    // has no payload at all; a fragment's raw bytes are exactly its slice of the record.
+    let lens_ok = if bh.flags & block_flags::FRAGMENT != 0 {
+        bh.comp_len > 0
+            && bh.raw_len > 0
+            && bh.record_count <= 1
+            && Some(u64::from(bh.raw_len)) == bh.end_offset.checked_sub(bh.start_offset)
+    } else if bh.record_count == 0 {
         bh.raw_len == 0 && bh.comp_len == 0
     } else {
         bh.comp_len > 0 && u64::from(bh.raw_len) >= 4 * u64::from(bh.record_count)
@@ -1079,7 +1705,7 @@ fn read_block_header(
             bh.record_count, bh.raw_len, bh.comp_len
         ));
     }
-    Ok((bh, payload))
+    Ok(bh)
 }
 
 fn check_block_crc(

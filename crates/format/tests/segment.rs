@@ -672,3 +672,351 @@ fn stored_size_is_a_quarter_of_the_aof_or_less() {
         assert!(ratio <= 0.25, "{name}: ratio {ratio:.3}");
     }
 }
+
+// ---- Records stored in fragments (flag FRAGMENT) ----
+
+use flashback_format::segment::{Item, RecordMeta, SegmentReader};
+type Res<T> = std::result::Result<T, Error>;
+
+/// A segment with two records, a record of `big.len()` bytes in fragments of `frag` bytes,
+/// then one more record; returns the writer (not finished) and the big record's meta.
+fn fragmented_writer(big: &[u8], frag: usize) -> (SegmentWriter<Vec<u8>>, Vec<Record>, RecordMeta) {
+    let t = 1_790_000_000_000;
+    let mut w = SegmentWriter::new(Vec::new(), &header(100), WriterOptions::default()).unwrap();
+    let mut end = 100;
+    let mut rec = |argv: &[&str], time_ms: u64, db: u32| {
+        let resp = resp_command(argv);
+        end += resp.len() as u64;
+        Record {
+            end_offset: end,
+            time_ms,
+            db,
+            boundary: true,
+            resp,
+        }
+    };
+    let a = rec(&["SELECT", "2"], t + 1, 2);
+    let b = rec(&["SET", "k", "v"], t + 2, 2);
+    w.append(&a).unwrap();
+    w.append(&b).unwrap();
+    w.flush_block(t + 2, 0).unwrap();
+    let meta = RecordMeta {
+        end_offset: b.end_offset + big.len() as u64,
+        time_ms: t + 9,
+        db: 2,
+        boundary: true,
+    };
+    let chunks: Vec<&[u8]> = big.chunks(frag).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        let fin = (i + 1 == chunks.len()).then_some(&meta);
+        let flags = if i == 0 { block_flags::CATCHUP } else { 0 };
+        w.append_fragment(c, fin, t + 3 + i as u64, flags).unwrap();
+    }
+    let del = resp_command(&["DEL", "kk"]);
+    let c = Record {
+        end_offset: meta.end_offset + del.len() as u64,
+        time_ms: t + 10,
+        db: 2,
+        boundary: true,
+        resp: del,
+    };
+    w.append(&c).unwrap();
+    w.flush_block(t + 10, 0).unwrap();
+    let big_rec = Record {
+        end_offset: meta.end_offset,
+        time_ms: meta.time_ms,
+        db: 2,
+        boundary: true,
+        resp: big.to_vec(),
+    };
+    (w, vec![a, b, big_rec, c], meta)
+}
+
+/// Records from items, assembling fragments (tests only: real readers stream them).
+fn assemble(items: impl IntoIterator<Item = Item>) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut acc: Vec<u8> = Vec::new();
+    for it in items {
+        match it {
+            Item::Record(r) => {
+                assert!(acc.is_empty(), "a record inside a fragmented one");
+                out.push(r)
+            }
+            Item::Fragment(f) => {
+                acc.extend_from_slice(&f.bytes);
+                if let Some(m) = f.end {
+                    out.push(Record {
+                        end_offset: m.end_offset,
+                        time_ms: m.time_ms,
+                        db: m.db,
+                        boundary: m.boundary,
+                        resp: std::mem::take(&mut acc),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn file_items(f: &SegmentFile) -> Vec<Item> {
+    (0..f.blocks.len())
+        .flat_map(|i| f.items(i).unwrap())
+        .collect()
+}
+
+/// Everything a SegmentReader yields, and its end state.
+fn stream_items(
+    name: &str,
+    bytes: &[u8],
+    sealed: Sealed,
+) -> Res<(
+    Vec<Item>,
+    Option<flashback_format::segment::SegmentSummary>,
+    u64,
+    bool,
+)> {
+    let mut r = SegmentReader::new(name, bytes, bytes.len() as u64, sealed);
+    let mut items = Vec::new();
+    while let Some(b) = r.next_block()? {
+        items.extend(r.scanner().decode(&b)?);
+    }
+    let s = r.scanner();
+    Ok((items, s.summary(), s.valid_len(), s.torn_reason().is_some()))
+}
+
+#[test]
+fn fragmented_record_round_trip() {
+    let big = Rng(7).bytes(100_000);
+    let (w, expected, meta) = fragmented_writer(&big, 30_000);
+    let tail = w.get_ref().clone();
+    let (sealed, summary) = w.finish(1_790_000_000_020).unwrap();
+    let f = SegmentFile::parse("f.seg", &sealed, Sealed::Yes).unwrap();
+    assert_eq!(f.blocks.len(), 1 + 4 + 1);
+    assert_eq!(summary, f.summary());
+    assert_eq!(summary.record_count, 4);
+    let frags: Vec<_> = f.blocks[1..5].iter().collect();
+    assert!(frags.iter().all(|b| b.flags & block_flags::FRAGMENT != 0));
+    assert_eq!(frags[0].flags & block_flags::CATCHUP, block_flags::CATCHUP);
+    assert_eq!(
+        frags.iter().map(|b| b.record_count).collect::<Vec<_>>(),
+        [0, 0, 0, 1]
+    );
+    assert_eq!(
+        (frags[3].end_offset, frags[3].last_time_ms),
+        (meta.end_offset, meta.time_ms)
+    );
+    assert!(matches!(
+        f.records(1),
+        Err(Error::Fragmented { block: 1, .. })
+    ));
+    let items = file_items(&f);
+    // Each fragment says where it starts and which db the record applies to.
+    let mut at = expected[1].end_offset;
+    for it in &items[2..6] {
+        let Item::Fragment(fr) = it else {
+            panic!("{it:?}")
+        };
+        assert_eq!((fr.start_offset, fr.db), (at, 2));
+        at += fr.bytes.len() as u64;
+    }
+    assert_eq!(assemble(items.clone()), expected);
+    // The streaming reader agrees, sealed and as a tail.
+    let (s_items, s_sum, s_valid, torn) = stream_items("f.seg", &sealed, Sealed::Yes).unwrap();
+    assert_eq!(
+        (s_items, s_sum, s_valid, torn),
+        (
+            items.clone(),
+            Some(summary.clone()),
+            sealed.len() as u64,
+            false
+        )
+    );
+    let (t_items, t_sum, t_valid, torn) = stream_items("f.tail", &tail, Sealed::No).unwrap();
+    assert_eq!((t_items, t_valid, torn), (items, tail.len() as u64, false));
+    assert_eq!(t_sum.unwrap().end_offset, summary.end_offset);
+    // A sealed file read in tail mode (crash after sealing, before the rename).
+    let (_, s2, v2, torn) = stream_items("f.tail", &sealed, Sealed::No).unwrap();
+    assert_eq!((s2, v2, torn), (Some(summary), sealed.len() as u64, false));
+}
+
+#[test]
+fn writer_guards_fragmented_records() {
+    let t = 1_790_000_000_000;
+    let mut w = SegmentWriter::new(Vec::new(), &header(0), WriterOptions::default()).unwrap();
+    let r = Record {
+        end_offset: 14,
+        time_ms: t,
+        db: 0,
+        boundary: true,
+        resp: resp_command(&["PING"]),
+    };
+    w.append(&r).unwrap();
+    let e = w.append_fragment(b"*3\r\n", None, t, 0).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::InvalidInput,
+        "pending records first: {e}"
+    );
+    w.flush_block(t, 0).unwrap();
+    let before = w.bytes_written();
+    w.append_fragment(b"*3\r\n$3\r\nSET", None, t, 0).unwrap();
+    assert!(w.in_fragments());
+    assert_eq!(w.end_offset(), 14, "an unfinished record is not appended");
+    for e in [
+        w.append(&Record {
+            end_offset: 28,
+            ..r.clone()
+        })
+        .unwrap_err(),
+        w.flush_block(t, 0).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+    let bad = RecordMeta {
+        end_offset: 999,
+        time_ms: t,
+        db: 0,
+        boundary: true,
+    };
+    assert_eq!(
+        w.append_fragment(b"\r\n", Some(&bad), t, 0)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    let early = RecordMeta {
+        end_offset: 14 + 13,
+        time_ms: t - 1,
+        db: 0,
+        boundary: true,
+    };
+    assert_eq!(
+        w.append_fragment(b"\r\n", Some(&early), t, 0)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    // Abandon: the writer rewinds to before the first fragment; the caller truncates.
+    assert_eq!(w.abandon_fragments(), Some(before));
+    w.get_mut().truncate(before as usize);
+    assert_eq!(w.abandon_fragments(), None);
+    let whole = resp_command(&["SET", "k", "v"]);
+    let m = RecordMeta {
+        end_offset: 14 + whole.len() as u64,
+        time_ms: t + 1,
+        db: 0,
+        boundary: true,
+    };
+    w.append_fragment(&whole[..5], None, t, 0).unwrap();
+    w.append_fragment(&whole[5..], Some(&m), t, 0).unwrap();
+    assert!(!w.in_fragments());
+    assert_eq!(w.end_offset(), m.end_offset);
+    let (bytes, s) = w.finish(t + 2).unwrap();
+    let f = SegmentFile::parse("g.seg", &bytes, Sealed::Yes).unwrap();
+    assert_eq!((s.record_count, s.end_offset), (2, m.end_offset));
+    assert_eq!(assemble(file_items(&f))[1].resp, whole);
+    // finish() refuses an open record.
+    let mut w = SegmentWriter::new(Vec::new(), &header(0), WriterOptions::default()).unwrap();
+    w.append_fragment(b"*1\r\n", None, t, 0).unwrap();
+    assert_eq!(w.finish(t).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn a_tail_ending_inside_a_fragmented_record_drops_all_of_it() {
+    let big = Rng(9).bytes(20_000);
+    let (w, expected, _) = fragmented_writer(&big, 6_000);
+    let tail = w.get_ref().clone();
+    let full = SegmentFile::parse("t.tail", &tail, Sealed::No).unwrap();
+    let first_frag = full.blocks[1].file_pos;
+    let after_frags = full.blocks[5].file_pos;
+    let ends: Vec<u64> = full
+        .blocks
+        .iter()
+        .map(|b| b.file_pos + u64::from(b.len))
+        .collect();
+    for cut in HEADER_LEN..=tail.len() {
+        let bytes = &tail[..cut];
+        let f = SegmentFile::parse("t.tail", bytes, Sealed::No)
+            .unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let (s_items, s_sum, s_valid, s_torn) =
+            stream_items("t.tail", bytes, Sealed::No).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let whole = ends.iter().filter(|&&e| e <= cut as u64).count();
+        // Only whole records survive: a cut anywhere in the run keeps the blocks before it.
+        let (blocks, valid) = if (first_frag as usize) < cut && cut < after_frags as usize {
+            (1, first_frag)
+        } else if whole == 0 {
+            (0, HEADER_LEN as u64)
+        } else {
+            (whole, ends[whole - 1])
+        };
+        assert_eq!(
+            (f.blocks.len(), f.valid_len, f.torn_tail),
+            (blocks, valid, valid != cut as u64),
+            "cut {cut}"
+        );
+        assert_eq!((s_valid, s_torn), (valid, valid != cut as u64), "cut {cut}");
+        assert_eq!(s_sum.unwrap(), f.summary(), "cut {cut}");
+        let recs = assemble(file_items(&f));
+        assert_eq!(recs[..], expected[..recs.len()], "cut {cut}");
+        // The stream hands out the unfinished fragments too, but never a wrong record.
+        let s_recs = assemble(s_items);
+        assert_eq!(s_recs, recs, "cut {cut}");
+        if (first_frag as usize) < cut && cut < after_frags as usize {
+            assert!(f.torn_reason().is_some());
+            assert_eq!(f.summary().end_offset, expected[1].end_offset, "cut {cut}");
+        }
+    }
+}
+
+#[test]
+fn fragment_corruption_is_detected() {
+    let big = Rng(11).bytes(20_000);
+    let (w, expected, _) = fragmented_writer(&big, 8_000);
+    let (sealed, _) = w.finish(1_790_000_000_020).unwrap();
+    let f = SegmentFile::parse("c.seg", &sealed, Sealed::Yes).unwrap();
+    // The final fragment without its FRAGMENT flag, checksum re-sealed: a record block inside
+    // the run, which is corruption (a non-final one would fail its length check, a torn write).
+    let p3 = f.blocks[3].file_pos as usize;
+    let mut plain = sealed.clone();
+    patch_block(&mut plain, p3, 4, &0u16.to_le_bytes());
+    let tail_mode = &plain[..f.blocks[4].file_pos as usize];
+    for (bytes, sealed_mode) in [(&plain[..], Sealed::Yes), (tail_mode, Sealed::No)] {
+        let e = match SegmentFile::parse("c.seg", bytes, sealed_mode) {
+            Err(e) => e,
+            Ok(f) => (0..f.blocks.len())
+                .find_map(|i| f.items(i).err())
+                .expect("detected"),
+        };
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert!(matches!(
+            stream_items("c.seg", bytes, sealed_mode),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+    // Every byte flip is detected by both readers.
+    for i in 0..sealed.len() {
+        for mask in [0x01u8, 0x80] {
+            let mut c = sealed.clone();
+            c[i] ^= mask;
+            let whole = SegmentFile::parse("c.seg", &c, Sealed::Yes).and_then(|f| {
+                (0..f.blocks.len())
+                    .map(|b| f.items(b))
+                    .collect::<Res<Vec<_>>>()
+            });
+            let streamed = stream_items("c.seg", &c, Sealed::Yes);
+            match (whole, streamed) {
+                (Err(_), Err(_)) => {}
+                (w, s) => {
+                    let w = w.map(|v| assemble(v.into_iter().flatten()));
+                    let s = s.map(|v| assemble(v.0));
+                    panic!(
+                        "flip {mask:#x} at byte {i} undetected: {:?} {:?}",
+                        w.map(|r| r == expected),
+                        s.map(|r| r == expected)
+                    );
+                }
+            }
+        }
+    }
+}
