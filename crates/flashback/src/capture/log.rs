@@ -13,10 +13,12 @@ use crate::store::layout::{self, SealedName};
 use crate::store::manifest::{GenerationManifest, PreviousGeneration};
 use crate::store::Store;
 use flashback_format::segment::{
-    Origin, Record, Sealed, SegmentFile, SegmentHeader, SegmentWriter, WriterOptions,
+    block_flags, Item, Origin, Record, RecordMeta, Sealed, SegmentHeader, SegmentReader,
+    SegmentWriter, WriterOptions,
 };
 use object_store::{PutMode, PutOptions};
 use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -151,11 +153,17 @@ impl Log {
             }),
             Some(last) => {
                 let path = self.local(&last.key);
-                let bytes = fs::read(&path).map_err(io_err(&path))?;
-                let f = SegmentFile::parse(last.key.as_ref(), &bytes, Sealed::Yes)?;
-                let s = f.summary();
+                // Streamed, not read whole: the segment may hold a 512 MB record.
+                let file = File::open(&path).map_err(io_err(&path))?;
+                let len = file.metadata().map_err(io_err(&path))?.len();
+                let mut r =
+                    SegmentReader::new(last.key.as_ref(), BufReader::new(file), len, Sealed::Yes);
+                while r.next_block()?.is_some() {}
+                let (Some(header), Some(s)) = (r.scanner().header(), r.scanner().summary()) else {
+                    unreachable!("a scan that ended without error read the header");
+                };
                 let state = StreamState::new(
-                    f.header.replid.clone(),
+                    header.replid.clone(),
                     s.end_offset,
                     s.end_db,
                     s.end_in_multi,
@@ -173,32 +181,59 @@ impl Log {
     /// Seals the open tail a crashed agent left: its intact blocks are rewritten into a sealed
     /// segment (same blocks, same flags and times) and the tail is removed. A torn last block
     /// was never fsync'd, so never acknowledged: dropping it loses nothing that was promised.
+    /// Neither was a record whose final fragment is missing: all its fragments go too. The
+    /// tail is streamed block by block, never read whole.
     fn recover_tail(
         &mut self,
         gen: &str,
         key: &object_store::path::Path,
     ) -> Result<(), CaptureError> {
         let path = self.local(key);
-        let bytes = fs::read(&path).map_err(io_err(&path))?;
-        let f = SegmentFile::parse(key.as_ref(), &bytes, Sealed::No)?;
-        if f.torn_tail {
-            warn!("{}: dropped {} bytes of a torn last block (an interrupted write that was never acknowledged)", key, bytes.len() as u64 - f.valid_len);
-        }
+        let file = File::open(&path).map_err(io_err(&path))?;
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        let mut r = SegmentReader::new(key.as_ref(), BufReader::new(file), len, Sealed::No);
+        let mut next = r.next_block()?;
+        let header = r
+            .scanner()
+            .header()
+            .cloned()
+            .expect("the first read parsed the header or failed");
         let tmp = path.with_extension("recover");
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
         let mut w =
-            SegmentWriter::new(file, &f.header, WriterOptions::default()).map_err(io_err(&tmp))?;
-        for (i, b) in f.blocks.iter().enumerate() {
-            for rec in f.records(i)? {
-                w.append(&rec).map_err(io_err(&tmp))?;
-            }
-            w.flush_block(b.covered_through_ms, b.flags)
+            SegmentWriter::new(file, &header, WriterOptions::default()).map_err(io_err(&tmp))?;
+        while let Some(b) = next {
+            let flags = b.info.flags & !block_flags::FRAGMENT;
+            for item in r.scanner().decode(&b)? {
+                match item {
+                    Item::Record(rec) => w.append(&rec),
+                    Item::Fragment(f) => w
+                        .append_fragment(&f.bytes, f.end.as_ref(), b.info.covered_through_ms, flags)
+                        .map(|_| ()),
+                }
                 .map_err(io_err(&tmp))?;
+            }
+            if b.info.flags & block_flags::FRAGMENT == 0 {
+                w.flush_block(b.info.covered_through_ms, flags)
+                    .map_err(io_err(&tmp))?;
+            }
+            next = r.next_block()?;
         }
-        let end_time = f.summary().end_time_ms.max(f.header.created_ms);
+        // The scan hands out the fragments of an unfinished record before it knows.
+        if let Some(pos) = w.abandon_fragments() {
+            truncate(w.get_mut(), pos).map_err(io_err(&tmp))?;
+        }
+        let scan = r.scanner();
+        if let Some(why) = scan.torn_reason() {
+            warn!("{key}: dropped {} bytes after an interrupted write that was never acknowledged ({why})", len - scan.valid_len());
+        }
+        let end_time = scan
+            .summary()
+            .map_or(0, |s| s.end_time_ms)
+            .max(header.created_ms);
         let (file, summary) = w.finish(end_time).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
-        let name = sealed_name(&f.header, &summary);
+        let name = sealed_name(&header, &summary);
         let dest = self.local(&layout::segment_key(&self.source, gen, &name));
         fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
         fs::remove_file(&path).map_err(io_err(&path))?;
@@ -362,6 +397,42 @@ impl Log {
         Ok(())
     }
 
+    /// Writes the next part of a command too big to buffer (see `replica::StreamItem::Part`)
+    /// as its own block; `end` with the last part makes it a record. Not yet durable.
+    pub fn append_fragment(
+        &mut self,
+        chunk: &[u8],
+        end: Option<&RecordMeta>,
+        flags: u16,
+        now_ms: u64,
+    ) -> Result<(), CaptureError> {
+        let pending = self.tail.as_ref().is_some_and(|t| t.writer.pending().0 > 0);
+        if pending {
+            self.flush_block(now_ms)?;
+        }
+        let tail = self
+            .tail
+            .as_mut()
+            .ok_or_else(|| CaptureError::Unsupported("no open segment".into()))?;
+        tail.writer
+            .append_fragment(chunk, end, now_ms, flags)
+            .map_err(io_err(&tail.path))?;
+        tail.last_block = Instant::now();
+        Ok(())
+    }
+
+    /// Drops the fragments of a big command whose end never arrived (the link dropped): they
+    /// are cut off the tail, and the primary sends the command again whole after a resync.
+    pub fn abandon_partial(&mut self) -> Result<(), CaptureError> {
+        if let Some(t) = self.tail.as_mut() {
+            if let Some(pos) = t.writer.abandon_fragments() {
+                warn!("dropping the partly received big command after offset {}; it will be received again", t.writer.end_offset());
+                truncate(t.writer.get_mut(), pos).map_err(io_err(&t.path))?;
+            }
+        }
+        Ok(())
+    }
+
     fn flush_block(&mut self, now_ms: u64) -> Result<(), CaptureError> {
         if let Some(t) = self.tail.as_mut() {
             t.writer
@@ -386,7 +457,10 @@ impl Log {
         };
         let pending = t.writer.pending().0 > 0;
         let unsynced = t.writer.end_offset() > self.durable_offset;
-        let beat = heartbeat.is_some_and(|h| t.last_block.elapsed() >= h);
+        // No heartbeat between the fragments of a record: the format forbids it, and the
+        // fragments themselves show the link is alive.
+        let beat =
+            !t.writer.in_fragments() && heartbeat.is_some_and(|h| t.last_block.elapsed() >= h);
         if !(pending || unsynced || beat) {
             return Ok(false);
         }
@@ -403,7 +477,9 @@ impl Log {
     /// Seals the tail when it is big or old enough, at a transaction boundary.
     pub fn roll_if_due(&mut self, now_ms: u64) -> Result<(), CaptureError> {
         let due = self.tail.as_ref().is_some_and(|t| {
-            t.writer.bytes_written() >= self.roll_bytes || t.opened.elapsed() >= self.roll_age
+            !t.writer.in_fragments()
+                && (t.writer.bytes_written() >= self.roll_bytes
+                    || t.opened.elapsed() >= self.roll_age)
         });
         if due && self.state.as_ref().is_some_and(|s| !s.in_multi) {
             self.seal()?;
@@ -415,6 +491,7 @@ impl Log {
     /// Footer, fsync, rename to the sealed name. The rename is the commit point: a crash
     /// before it leaves a tail that the next start recovers.
     pub fn seal(&mut self) -> Result<(), CaptureError> {
+        self.abandon_partial()?;
         let Some(t) = self.tail.take() else {
             return Ok(());
         };
@@ -451,6 +528,12 @@ fn sealed_name(h: &SegmentHeader, s: &flashback_format::segment::SegmentSummary)
         first_time_ms: first,
         end_time_ms: s.end_time_ms.max(first),
     }
+}
+
+/// Cuts `f` back to `len` and moves its cursor there (after `abandon_fragments`).
+fn truncate(f: &mut File, len: u64) -> std::io::Result<()> {
+    f.set_len(len)?;
+    f.seek(SeekFrom::Start(len)).map(|_| ())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CaptureError> {

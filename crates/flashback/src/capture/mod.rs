@@ -12,7 +12,7 @@ pub mod log;
 pub mod state;
 
 use crate::replica::{
-    HandshakeOptions, PsyncReply, ReplicaConn, ReplicaError, ReplicationStream, Synced,
+    HandshakeOptions, PsyncReply, ReplicaConn, ReplicaError, ReplicationStream, StreamItem, Synced,
 };
 use crate::source::RedisUrl;
 use crate::store::{Store, StoreError};
@@ -136,6 +136,8 @@ pub async fn run(
             &mut synced_once,
         )
         .await;
+        // A big command cut off by the disconnect is sent again whole after the resync.
+        log.abandon_partial()?;
         if let Some(p) = &progress {
             p.send_modify(|p| p.online = false);
         }
@@ -348,13 +350,28 @@ async fn stream_loop(
         if arrived > 0 {
             let now = crate::now_ms();
             let flags = if catchup { block_flags::CATCHUP } else { 0 };
-            while let Some(cmd) = stream.reader.try_next()? {
+            while let Some(item) = stream.reader.try_next()? {
                 let state = log
                     .state
                     .as_mut()
                     .expect("a synced session has a stream state");
-                let (rec, reply) = state.on_command(&cmd.raw, &cmd.argv, now)?;
-                log.append(&rec, flags, now)?;
+                let reply = match item {
+                    StreamItem::Command(cmd) => {
+                        let (rec, reply) = state.on_command(&cmd.raw, &cmd.argv, now)?;
+                        log.append(&rec, flags, now)?;
+                        reply
+                    }
+                    // A big command goes to disk part by part as it arrives (bounded memory);
+                    // it becomes a record, and can be acknowledged, only with its last part.
+                    StreamItem::Part { bytes, end } => {
+                        let done = match end {
+                            Some(e) => Some(state.on_streamed_command(&e.head, e.len, now)?),
+                            None => None,
+                        };
+                        log.append_fragment(&bytes, done.as_ref().map(|d| &d.0), flags, now)?;
+                        done.map_or(Reply::None, |d| d.1)
+                    }
+                };
                 if let Reply::AckNow(offset) = reply {
                     log.make_durable(now, None)?;
                     stream.acker.ack(offset).await?;

@@ -5,7 +5,7 @@
 
 use crate::replica::PsyncReply;
 use bytes::Bytes;
-use flashback_format::segment::Record;
+use flashback_format::segment::{Record, RecordMeta};
 
 /// Where the stream stands. Invariant: `offset` is the end offset of the last record handed
 /// out, and `db`/`in_multi` are the state after it.
@@ -53,6 +53,36 @@ impl StreamState {
         argv: &[Bytes],
         now_ms: u64,
     ) -> Result<(Record, Reply), StateError> {
+        let (m, reply) = self.advance(argv, raw.len() as u64, now_ms)?;
+        let rec = Record {
+            end_offset: m.end_offset,
+            time_ms: m.time_ms,
+            db: m.db,
+            boundary: m.boundary,
+            resp: raw.to_vec(),
+        };
+        Ok((rec, reply))
+    }
+
+    /// A command too big to buffer, once its last part arrived at `now_ms`: `len` bytes, of
+    /// which `head` holds the leading arguments (see `replica::BigEnd`). Moves the state as
+    /// [`on_command`](Self::on_command) does for the same command; only argv[0] and argv[1]
+    /// ever matter.
+    pub fn on_streamed_command(
+        &mut self,
+        head: &[Bytes],
+        len: u64,
+        now_ms: u64,
+    ) -> Result<(RecordMeta, Reply), StateError> {
+        self.advance(head, len, now_ms)
+    }
+
+    fn advance(
+        &mut self,
+        argv: &[Bytes],
+        len: u64,
+        now_ms: u64,
+    ) -> Result<(RecordMeta, Reply), StateError> {
         let name = argv.first().map(|a| a.as_ref()).unwrap_or_default();
         let mut reply = Reply::None;
         if name.eq_ignore_ascii_case(b"SELECT") {
@@ -73,15 +103,14 @@ impl StreamState {
             reply = Reply::AckNow(self.offset);
         }
         self.last_time_ms = self.last_time_ms.max(now_ms);
-        self.offset += raw.len() as u64;
-        let rec = Record {
+        self.offset += len;
+        let meta = RecordMeta {
             end_offset: self.offset,
             time_ms: self.last_time_ms,
             db: self.db,
             boundary: !self.in_multi,
-            resp: raw.to_vec(),
         };
-        Ok((rec, reply))
+        Ok((meta, reply))
     }
 }
 
@@ -232,6 +261,43 @@ mod tests {
         let raw = encode_command(&["SELECT", "x"]);
         assert!(s
             .on_command(&raw, &[Bytes::from("SELECT"), Bytes::from("x")], 1)
+            .is_err());
+    }
+
+    #[test]
+    fn a_streamed_command_moves_the_state_as_a_whole_one() {
+        let cmds: [&[&str]; 7] = [
+            &["SET", "k", "v"],
+            &["SELECT", "4"],
+            &["MULTI"],
+            &["select", "2"],
+            &["REPLCONF", "GETACK", "*"],
+            &["exec"],
+            &["APPEND", "k", "xyz"],
+        ];
+        let mut whole = StreamState::new("a".repeat(40), 10, 0, false, 0);
+        let mut streamed = whole.clone();
+        for (i, args) in cmds.iter().enumerate() {
+            let (rec, r1) = feed(&mut whole, args, 100 + i as u64);
+            // The head holds at most the first two arguments.
+            let head: Vec<Bytes> = args
+                .iter()
+                .take(2)
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect();
+            let (meta, r2) = streamed
+                .on_streamed_command(&head, rec.resp.len() as u64, 100 + i as u64)
+                .unwrap();
+            assert_eq!(
+                (meta.end_offset, meta.time_ms, meta.db, meta.boundary, r2),
+                (rec.end_offset, rec.time_ms, rec.db, rec.boundary, r1),
+                "{args:?}"
+            );
+            assert_eq!(streamed, whole);
+        }
+        // A SELECT whose argument was too long to keep is refused, as its whole form would be.
+        assert!(streamed
+            .on_streamed_command(&[Bytes::from("SELECT")], 9 << 20, 200)
             .is_err());
     }
 

@@ -22,7 +22,7 @@ use crate::resp::{self, Frame, FrameError};
 use crate::store::{Store, StoreError};
 use bytes::BytesMut;
 use flashback_format::rdb;
-use flashback_format::segment::Record;
+use flashback_format::segment::{Fragment, Item, Record};
 use futures::StreamExt;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use std::hash::{BuildHasher, Hasher};
@@ -190,6 +190,7 @@ pub async fn replay(
         sent: 0,
         applied: 0,
         skipped: 0,
+        big: None,
         server,
     };
     if let Some(db) = plan.base_db {
@@ -434,6 +435,8 @@ struct MasterLink<'a> {
     sent: u64,
     applied: u64,
     skipped: u64,
+    /// Inside a record stored in fragments: whether it is skipped, and whether it is a SELECT.
+    big: Option<(bool, bool)>,
     server: &'a RedisServer,
 }
 
@@ -454,24 +457,71 @@ impl MasterLink<'_> {
     }
 }
 
-impl RecordSink for MasterLink<'_> {
-    async fn records(&mut self, records: Vec<Record>) -> Result<(), RestoreError> {
-        for r in records {
-            let name = command_name(&r.resp).unwrap_or_default();
-            if SKIPPED.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+impl MasterLink<'_> {
+    /// What to do before a record's first byte: skip it, or select its db first. Returns
+    /// (skipped, is_select).
+    async fn begin(&mut self, resp_head: &[u8], db: u32) -> Result<(bool, bool), RestoreError> {
+        let name = command_name(resp_head).unwrap_or_default();
+        if SKIPPED.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            return Ok((true, false));
+        }
+        let select = name.eq_ignore_ascii_case(b"SELECT");
+        if !select && self.current_db != Some(db) {
+            // Each record knows its db. Selecting it when our idea of the replica's db
+            // differs makes a later base (whose db at its offset is not recorded) and a
+            // resumed stream (which does not repeat SELECT) replay into the right db.
+            self.select(db).await?;
+        }
+        Ok((false, select))
+    }
+
+    async fn record(&mut self, r: Record) -> Result<(), RestoreError> {
+        let (skip, select) = self.begin(&r.resp, r.db).await?;
+        if skip {
+            self.skipped += 1;
+            return Ok(());
+        }
+        self.write(&r.resp).await?;
+        if select {
+            self.current_db = Some(r.db);
+        }
+        self.applied += 1;
+        Ok(())
+    }
+
+    /// A big record's bytes go out as they come; its name is in the first fragment, and the
+    /// db it applies to is the one selected as it starts (a SELECT's own db comes at its end).
+    async fn fragment(&mut self, f: Fragment) -> Result<(), RestoreError> {
+        let (skip, select) = match self.big {
+            Some(state) => state,
+            None => self.begin(&f.bytes, f.db).await?,
+        };
+        self.big = Some((skip, select));
+        if !skip {
+            self.write(&f.bytes).await?;
+        }
+        if let Some(end) = f.end {
+            self.big = None;
+            if skip {
                 self.skipped += 1;
-                continue;
+            } else {
+                if select {
+                    self.current_db = Some(end.db);
+                }
+                self.applied += 1;
             }
-            if name.eq_ignore_ascii_case(b"SELECT") {
-                self.current_db = Some(r.db);
-            } else if self.current_db != Some(r.db) {
-                // Each record knows its db. Selecting it when our idea of the replica's db
-                // differs makes a later base (whose db at its offset is not recorded) and a
-                // resumed stream (which does not repeat SELECT) replay into the right db.
-                self.select(r.db).await?;
+        }
+        Ok(())
+    }
+}
+
+impl RecordSink for MasterLink<'_> {
+    async fn items(&mut self, items: Vec<Item>) -> Result<(), RestoreError> {
+        for it in items {
+            match it {
+                Item::Record(r) => self.record(r).await?,
+                Item::Fragment(f) => self.fragment(f).await?,
             }
-            self.write(&r.resp).await?;
-            self.applied += 1;
         }
         Ok(())
     }

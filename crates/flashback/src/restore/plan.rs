@@ -11,8 +11,12 @@ use crate::store::catalog::{self, Generation, Window};
 use crate::store::manifest::GenerationManifest;
 use crate::store::Store;
 use crate::timespec::format_ms;
-use bytes::Bytes;
-use flashback_format::segment::{block_flags, BlockInfo, Sealed, SegmentFile};
+use bytes::{Bytes, BytesMut};
+use flashback_format::segment::{
+    block_flags, BlockInfo, Item, ScannedBlock, Sealed, SegmentHeader, SegmentScanner,
+};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
@@ -342,21 +346,86 @@ fn chain(g: &Generation, from: u64) -> (Vec<SegmentRef>, bool) {
     (out, true)
 }
 
-pub(crate) async fn fetch(store: &Store, key: &Path) -> Result<Bytes, RestoreError> {
-    match store.os.get(key).await {
-        Ok(r) => Ok(r.bytes().await.map_err(crate::store::StoreError::from)?),
-        Err(object_store::Error::NotFound { .. }) => Err(RestoreError::Log {
-            key: key.to_string(),
-            what: "disappeared since the listing (a live agent sealed or pruned it): run the restore again".into(),
-        }),
-        Err(e) => Err(crate::store::StoreError::from(e).into()),
+/// A segment streamed from the store one block at a time: a segment can hold a 512 MB
+/// record (in fragments), and neither planning nor replaying may need that much memory.
+pub(crate) struct SegmentStream {
+    key: String,
+    scanner: SegmentScanner,
+    body: BoxStream<'static, object_store::Result<Bytes>>,
+    buf: BytesMut,
+    /// Bytes taken from the store so far.
+    pub fetched: u64,
+}
+
+impl SegmentStream {
+    pub(crate) async fn open(store: &Store, seg: &SegmentRef) -> Result<Self, RestoreError> {
+        let got = match store.os.get(&seg.key).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(RestoreError::Log {
+                key: seg.key.to_string(),
+                what: "disappeared since the listing (a live agent sealed or pruned it): run the restore again".into(),
+            }),
+            Err(e) => return Err(crate::store::StoreError::from(e).into()),
+        };
+        // The object's size at this GET (an open tail may have grown since the listing).
+        let len = got.meta.size;
+        Ok(SegmentStream {
+            key: seg.key.to_string(),
+            scanner: SegmentScanner::new(seg.key.as_ref(), len, seg.sealed_mode()),
+            body: got.into_stream(),
+            buf: BytesMut::new(),
+            fetched: 0,
+        })
+    }
+
+    /// The next block, checked (its payload is decoded by [`decode`](Self::decode)).
+    pub(crate) async fn next_block(&mut self) -> Result<Option<ScannedBlock>, RestoreError> {
+        loop {
+            let n = self.scanner.next_need()?;
+            if n == 0 {
+                return Ok(None);
+            }
+            while self.buf.len() < n {
+                match self.body.next().await {
+                    Some(chunk) => self
+                        .buf
+                        .extend_from_slice(&chunk.map_err(crate::store::StoreError::from)?),
+                    None => {
+                        return Err(RestoreError::Log {
+                            key: self.key.clone(),
+                            what: format!(
+                                "the store returned {} bytes, fewer than the object's size",
+                                self.fetched + self.buf.len() as u64
+                            ),
+                        })
+                    }
+                }
+            }
+            let bytes = self.buf.split_to(n);
+            self.fetched += n as u64;
+            if let Some(b) = self.scanner.feed(&bytes)? {
+                return Ok(Some(b));
+            }
+        }
+    }
+
+    pub(crate) fn decode(&self, b: &ScannedBlock) -> Result<Vec<Item>, RestoreError> {
+        Ok(self.scanner.decode(b)?)
+    }
+
+    /// The segment's header, once a block (or the end) was read.
+    pub(crate) fn header(&self) -> Option<&SegmentHeader> {
+        self.scanner.header()
     }
 }
 
 /// Searches backwards from the last segment that can hold a record within `limit` for the last
-/// boundary record within it. A segment (or block) starting after the limit is skipped unread;
-/// when a candidate holds no boundary (it starts inside a transaction that ends after the
-/// limit), the search continues in the one before.
+/// boundary record within it. A segment starting after the limit is skipped unread; when a
+/// candidate holds no boundary (it starts inside a transaction that ends after the limit), the
+/// search continues in the one before. Within a segment, blocks are streamed forward until one
+/// starts beyond the limit; a block whose last record qualifies is not even decoded, and a
+/// record stored in fragments is judged by its final fragment's header alone, so a cut can only
+/// fall at the end of one.
 async fn find_cut(
     store: &Store,
     chain: &[SegmentRef],
@@ -371,26 +440,45 @@ async fn find_cut(
         if seg.end_offset == seg.start_offset || beyond {
             continue;
         }
-        let bytes = fetch(store, &seg.key).await?;
-        let file = SegmentFile::parse(seg.key.as_ref(), &bytes, seg.sealed_mode())?;
-        for (i, b) in file.blocks.iter().enumerate().rev() {
+        let mut stream = SegmentStream::open(store, seg).await?;
+        let mut best = None;
+        while let Some(block) = stream.next_block().await? {
+            let b = &block.info;
             let beyond = match limit {
-                Limit::Time(t) => b.first_time_ms > t,
+                Limit::Time(t) => b.record_count > 0 && b.first_time_ms > t,
                 Limit::Offset(n) => b.start_offset >= n,
             };
-            if b.record_count == 0 || beyond || b.start_offset >= max_offset {
+            // `max_offset` bounds an open tail that grew after the listing was taken.
+            if beyond || b.start_offset >= max_offset {
+                break;
+            }
+            if b.record_count == 0 {
                 continue;
             }
-            let recs = file.records(i)?;
-            // `max_offset` bounds an open tail that grew after the listing was taken.
-            if let Some(r) = recs.iter().rev().find(|r| {
-                r.boundary && r.end_offset <= max_offset && limit.admits(r.end_offset, r.time_ms)
-            }) {
-                return Ok(Some(Cut {
-                    end_offset: r.end_offset,
-                    time_ms: r.time_ms,
-                }));
+            let admits = |end: u64, time: u64| end <= max_offset && limit.admits(end, time);
+            if !b.end_in_multi && admits(b.end_offset, b.last_time_ms) {
+                best = Some(Cut {
+                    end_offset: b.end_offset,
+                    time_ms: b.last_time_ms,
+                });
+                continue;
             }
+            if b.flags & block_flags::FRAGMENT != 0 {
+                continue;
+            }
+            for item in stream.decode(&block)? {
+                if let Item::Record(r) = item {
+                    if r.boundary && admits(r.end_offset, r.time_ms) {
+                        best = Some(Cut {
+                            end_offset: r.end_offset,
+                            time_ms: r.time_ms,
+                        });
+                    }
+                }
+            }
+        }
+        if best.is_some() {
+            return Ok(best);
         }
     }
     Ok(None)
@@ -443,9 +531,9 @@ async fn catchup_note(
         if prev_covered > t && run.is_none() {
             break;
         }
-        let bytes = fetch(store, &seg.key).await?;
-        let file = SegmentFile::parse(seg.key.as_ref(), &bytes, seg.sealed_mode())?;
-        for b in &file.blocks {
+        let mut stream = SegmentStream::open(store, seg).await?;
+        while let Some(block) = stream.next_block().await? {
+            let b = &block.info;
             if b.flags & block_flags::CATCHUP != 0 {
                 let r = run.get_or_insert(CatchupRun {
                     from_ms: prev_covered,

@@ -1,21 +1,25 @@
 //! The one reader loop: streams a plan's records, in order, into a [`RecordSink`].
 //!
-//! It holds one segment's bytes at a time and decodes one block at a time. It checks that every
-//! record starts exactly where the previous one ended (from the base offset on) and that the
-//! log reaches the planned stop: a restore never silently skips a hole.
+//! It holds one block at a time (segments are streamed from the store, never fetched whole),
+//! and passes the fragments of a big record on as they come, never assembling them: memory
+//! stays bounded by the block size whatever the size of a value. It checks that every record
+//! (and fragment) starts exactly where the previous one ended (from the base offset on) and
+//! that the log reaches the planned stop: a restore never silently skips a hole.
 
-use super::plan::{fetch, RestorePlan};
+use super::plan::{RestorePlan, SegmentStream};
 use super::RestoreError;
 use crate::store::Store;
-use flashback_format::segment::{Record, SegmentFile};
+use flashback_format::segment::{block_flags, Item};
 
 /// Where records go: the engine, or (later) `history KEY` and `verify`.
 pub trait RecordSink {
-    /// Called once per block with that block's records inside `(base_offset, stop_offset]`.
+    /// Called once per block with that block's items inside `(base_offset, stop_offset]`:
+    /// whole records, or one fragment of a big record (its fragments come in order, in
+    /// consecutive calls, the last one with `end` set).
     // Not `async fn`: a public trait's async fn hides whether its future is Send.
-    fn records(
+    fn items(
         &mut self,
-        records: Vec<Record>,
+        items: Vec<Item>,
     ) -> impl std::future::Future<Output = Result<(), RestoreError>>;
 }
 
@@ -40,56 +44,76 @@ pub async fn read_records<S: RecordSink>(
             break;
         }
         let key = seg.key.as_ref();
-        let bytes = fetch(store, &seg.key).await?;
+        let mut stream = SegmentStream::open(store, seg).await?;
         stats.segments += 1;
-        stats.bytes_fetched += bytes.len() as u64;
-        let file = SegmentFile::parse(key, &bytes, seg.sealed_mode())?;
-        if file.header.start_offset != seg.start_offset {
-            return Err(RestoreError::Log {
-                key: key.to_string(),
-                what: format!(
-                    "header says the segment starts at offset {}, its name says {}",
-                    file.header.start_offset, seg.start_offset
-                ),
-            });
-        }
-        for (i, b) in file.blocks.iter().enumerate() {
-            if b.record_count == 0 || b.end_offset <= prev_end {
+        let mut first = true;
+        while let Some(block) = stream.next_block().await? {
+            if first {
+                first = false;
+                check_start(&stream, key, seg.start_offset)?;
+            }
+            let b = &block.info;
+            let fragment = b.flags & block_flags::FRAGMENT != 0;
+            if (b.record_count == 0 && !fragment) || b.end_offset <= prev_end {
                 continue;
             }
             if b.start_offset >= plan.stop_offset {
                 break;
             }
+            let hole = |end: u64, prev_end: u64| {
+                RestoreError::Log {
+                key: key.to_string(),
+                what: format!(
+                    "block {} at byte {}: data ending at offset {end} does not start where the previous record ended ({prev_end}): the log has a hole or an overlap",
+                    block.index, b.file_pos
+                ),
+            }
+            };
             let mut keep = Vec::with_capacity(b.record_count as usize);
-            for r in file.records(i)? {
-                if r.end_offset <= plan.base_offset {
+            for item in stream.decode(&block)? {
+                let (start, end) = match &item {
+                    Item::Record(r) => {
+                        (r.end_offset.checked_sub(r.resp.len() as u64), r.end_offset)
+                    }
+                    Item::Fragment(f) => {
+                        (Some(f.start_offset), f.start_offset + f.bytes.len() as u64)
+                    }
+                };
+                if end <= plan.base_offset {
                     continue;
                 }
-                if r.end_offset > plan.stop_offset {
+                if end > plan.stop_offset {
+                    if let Item::Fragment(_) = item {
+                        if start < Some(plan.stop_offset) {
+                            return Err(RestoreError::Log {
+                                key: key.to_string(),
+                                what: format!("the planned stop at offset {} falls inside a record stored in fragments", plan.stop_offset),
+                            });
+                        }
+                    }
                     break;
                 }
-                let start = r.end_offset.checked_sub(r.resp.len() as u64);
                 if start != Some(prev_end) {
-                    return Err(RestoreError::Log {
-                        key: key.to_string(),
-                        what: format!(
-                            "block {i} at byte {}: a record ending at offset {} does not start where the previous one ended ({prev_end}): the log has a hole or an overlap",
-                            b.file_pos, r.end_offset
-                        ),
-                    });
+                    return Err(hole(end, prev_end));
                 }
-                prev_end = r.end_offset;
-                keep.push(r);
+                prev_end = end;
+                if !matches!(&item, Item::Fragment(f) if f.end.is_none()) {
+                    stats.records += 1;
+                }
+                keep.push(item);
             }
             stats.blocks += 1;
-            stats.records += keep.len() as u64;
             if !keep.is_empty() {
-                sink.records(keep).await?;
+                sink.items(keep).await?;
             }
             if prev_end >= plan.stop_offset {
                 break;
             }
         }
+        if first {
+            check_start(&stream, key, seg.start_offset)?;
+        }
+        stats.bytes_fetched += stream.fetched;
     }
     if prev_end != plan.stop_offset {
         let key = plan
@@ -103,4 +127,17 @@ pub async fn read_records<S: RecordSink>(
         });
     }
     Ok(stats)
+}
+
+fn check_start(stream: &SegmentStream, key: &str, named: u64) -> Result<(), RestoreError> {
+    match stream.header() {
+        Some(h) if h.start_offset != named => Err(RestoreError::Log {
+            key: key.to_string(),
+            what: format!(
+                "header says the segment starts at offset {}, its name says {named}",
+                h.start_offset
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
