@@ -202,9 +202,9 @@ fn generation_info(g: &Generation) -> GenerationInfo {
     let m = g.manifest.as_ref();
     let problem = match m {
         None => Some(BASE_NEVER_FINISHED.to_string()),
-        Some(m) if !g.bases.iter().any(|b| b.0 == m.base_offset) => Some(format!(
+        Some(m) if !g.bases.iter().any(|b| b.offset == m.base_offset) => Some(format!(
             "base file {} is missing",
-            layout::base_key(&m.source, &m.generation, m.base_offset)
+            layout::base_key(&m.source, &m.generation, m.base_offset, m.base_time_ms)
         )),
         Some(_) => None,
     };
@@ -357,12 +357,11 @@ mod tests {
         let id = layout::generation_id(start_ms);
         let bases = m
             .iter()
-            .map(|m| {
-                (
-                    m.base_offset,
-                    layout::base_key(SRC, &id, m.base_offset),
-                    m.base_size,
-                )
+            .map(|m| crate::store::catalog::BaseObject {
+                offset: m.base_offset,
+                time_ms: m.base_time_ms,
+                key: layout::base_key(SRC, &id, m.base_offset, m.base_time_ms),
+                size: m.base_size,
             })
             .collect();
         Generation {
@@ -520,7 +519,7 @@ mod tests {
             s.generations[0]
                 .problem
                 .as_deref()
-                .is_some_and(|p| p.contains("base/000000000000000e.rdb")),
+                .is_some_and(|p| p.contains("base/000000000000000e-")),
             "{:?}",
             s.generations[0].problem
         );
@@ -662,7 +661,7 @@ mod tests {
             let mut stored = 0;
 
             let m = manifest(&g1, 14, base_time, None);
-            stored += put(&store, &layout::base_key(SRC, &g1, 14), vec![b'R'; 1000]).await;
+            stored += put(&store, &layout::base_key(SRC, &g1, 14, 1), vec![b'R'; 1000]).await;
             put(&store, &layout::manifest_key(SRC, &g1), m.encode()).await;
 
             // One sealed segment of 5 records, then an open tail with 3 records and then a

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let rt = match tokio::runtime::Runtime::new() {
@@ -63,8 +64,26 @@ fn main() -> ExitCode {
                 eprintln!("error: {u}");
                 return ExitCode::from(2);
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the message already
+/// carries (our error types print their underlying I/O error themselves, so anyhow's `{:#}`
+/// would say it twice).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -64,7 +64,7 @@ impl Builder {
             .unwrap();
         store
             .os
-            .put(&layout::base_key("src", &gen, BASE_OFFSET), base.into())
+            .put(&layout::base_key("src", &gen, BASE_OFFSET, T0), base.into())
             .await
             .unwrap();
         let seg = SegmentSpec::new(REPLID, BASE_OFFSET, T0, Origin::NewGeneration);

@@ -270,7 +270,7 @@ impl Log {
         let (file, partial) = base;
         file.sync_all().map_err(io_err(&partial))?;
         drop(file);
-        let dest = self.local(&layout::base_key(&self.source, gen, offset));
+        let dest = self.local(&layout::base_key(&self.source, gen, offset, now_ms));
         fs::rename(&partial, &dest).map_err(io_err(&dest))?;
         sync_dir(dest.parent().unwrap_or(&self.root))?;
 

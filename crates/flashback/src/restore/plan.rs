@@ -261,11 +261,11 @@ pub async fn plan(
         .bases
         .iter()
         .rev()
-        .find(|b| b.0 <= stop_offset && b.0 >= m.base_offset)
-        .cloned()
+        .find(|b| b.offset <= stop_offset && b.offset >= m.base_offset)
+        .map(|b| (b.offset, b.key.clone(), b.size))
         .ok_or_else(|| RestoreError::Log {
             key: g.id.clone(),
-            what: format!("no base snapshot at or before offset {stop_offset} (expected base/{:016x}.rdb): the generation is damaged", m.base_offset),
+            what: format!("no base snapshot at or before offset {stop_offset} (expected base/{:016x}-….rdb): the generation is damaged", m.base_offset),
         })?;
     let is_first_base = base_offset == m.base_offset;
     let stop_time_ms = match cut {
@@ -609,7 +609,7 @@ mod tests {
         put(s, layout::manifest_key("src", gen), m.encode()).await;
         put(
             s,
-            layout::base_key("src", gen, base_offset),
+            layout::base_key("src", gen, base_offset, 1),
             b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec(),
         )
         .await;

@@ -11,6 +11,15 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// A base snapshot object.
+#[derive(Debug, Clone)]
+pub struct BaseObject {
+    pub offset: u64,
+    pub time_ms: u64,
+    pub key: Path,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct SealedSegment {
     pub name: SealedName,
@@ -36,7 +45,7 @@ pub struct Generation {
     /// None while the base is still arriving, or if the agent died before writing it: such a
     /// generation is not restorable and is reported as incomplete.
     pub manifest: Option<GenerationManifest>,
-    pub bases: Vec<(u64, Path, u64)>,
+    pub bases: Vec<BaseObject>,
     pub sealed: Vec<SealedSegment>,
     pub tails: Vec<TailSegment>,
 }
@@ -79,7 +88,7 @@ impl Generation {
     }
 
     pub fn bytes(&self) -> u64 {
-        self.bases.iter().map(|b| b.2).sum::<u64>()
+        self.bases.iter().map(|b| b.size).sum::<u64>()
             + self.sealed.iter().map(|s| s.size).sum::<u64>()
             + self.tails.iter().map(|t| t.size).sum::<u64>()
     }
@@ -123,7 +132,12 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
         });
         match entry {
             Entry::Manifest => manifests.push((gen, o.location)),
-            Entry::Base { offset } => g.bases.push((offset, o.location, o.size)),
+            Entry::Base { offset, time_ms } => g.bases.push(BaseObject {
+                offset,
+                time_ms,
+                key: o.location,
+                size: o.size,
+            }),
             Entry::Sealed(name) => g.sealed.push(SealedSegment {
                 name,
                 key: o.location,
@@ -148,7 +162,7 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
         }
     }
     for g in gens.values_mut() {
-        g.bases.sort_by_key(|b| b.0);
+        g.bases.sort_by_key(|b| b.offset);
         g.sealed.sort_by_key(|s| s.name);
         g.tails.sort_by_key(|t| t.start_offset);
         for t in &mut g.tails {

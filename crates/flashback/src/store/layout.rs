@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! sources/<name>/generations/<gen>/generation.meta                      manifest (envelope + JSON)
-//! sources/<name>/generations/<gen>/base/<offset>.rdb                    base snapshot at offset
+//! sources/<name>/generations/<gen>/base/<offset>-<time>.rdb             base snapshot at offset
 //! sources/<name>/generations/<gen>/segments/<start>-<end>-<t0>-<t1>.seg sealed segment
 //! sources/<name>/generations/<gen>/segments/<start>.tail                the open tail (live agent)
 //! ```
@@ -20,7 +20,9 @@ pub const SOURCES: &str = "sources";
 pub fn valid_source_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && !name.starts_with('.')
 }
 
@@ -49,15 +51,21 @@ pub fn generation_prefix(source: &str, gen: &str) -> Path {
 }
 
 pub fn manifest_key(source: &str, gen: &str) -> Path {
-    Path::from(format!("{SOURCES}/{source}/generations/{gen}/generation.meta"))
+    Path::from(format!(
+        "{SOURCES}/{source}/generations/{gen}/generation.meta"
+    ))
 }
 
 pub fn base_prefix(source: &str, gen: &str) -> Path {
     Path::from(format!("{SOURCES}/{source}/generations/{gen}/base"))
 }
 
-pub fn base_key(source: &str, gen: &str, offset: u64) -> Path {
-    Path::from(format!("{SOURCES}/{source}/generations/{gen}/base/{offset:016x}.rdb"))
+/// A base holds the dataset at `offset`, which the stream reached at `time_ms`. The time is in
+/// the name so retention can keep "one base per day" from a listing alone.
+pub fn base_key(source: &str, gen: &str, offset: u64, time_ms: u64) -> Path {
+    Path::from(format!(
+        "{SOURCES}/{source}/generations/{gen}/base/{offset:016x}-{time_ms:012x}.rdb"
+    ))
 }
 
 pub fn segments_prefix(source: &str, gen: &str) -> Path {
@@ -81,14 +89,16 @@ pub fn segment_key(source: &str, gen: &str, n: &SealedName) -> Path {
 }
 
 pub fn tail_key(source: &str, gen: &str, start_offset: u64) -> Path {
-    Path::from(format!("{SOURCES}/{source}/generations/{gen}/segments/{start_offset:016x}.tail"))
+    Path::from(format!(
+        "{SOURCES}/{source}/generations/{gen}/segments/{start_offset:016x}.tail"
+    ))
 }
 
 /// What a file name under `base/` or `segments/` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     Manifest,
-    Base { offset: u64 },
+    Base { offset: u64, time_ms: u64 },
     Sealed(SealedName),
     Tail { start_offset: u64 },
 }
@@ -103,10 +113,18 @@ pub fn parse_key(source: &str, key: &Path) -> Option<(String, Entry)> {
     parse_generation_id(gen)?;
     let entry = match (parts.next()?, parts.next(), parts.next()) {
         ("generation.meta", None, None) => Entry::Manifest,
-        ("base", Some(f), None) => Entry::Base { offset: parse_hex(f.strip_suffix(".rdb")?, 16)? },
+        ("base", Some(f), None) => {
+            let (offset, time) = f.strip_suffix(".rdb")?.split_once('-')?;
+            Entry::Base {
+                offset: parse_hex(offset, 16)?,
+                time_ms: parse_hex(time, 12)?,
+            }
+        }
         ("segments", Some(f), None) => {
             if let Some(stem) = f.strip_suffix(".tail") {
-                Entry::Tail { start_offset: parse_hex(stem, 16)? }
+                Entry::Tail {
+                    start_offset: parse_hex(stem, 16)?,
+                }
             } else {
                 let stem = f.strip_suffix(".seg")?;
                 let mut it = stem.split('-');
@@ -135,7 +153,11 @@ pub fn source_of(key: &Path) -> Option<String> {
 }
 
 fn parse_hex(s: &str, width: usize) -> Option<u64> {
-    if s.len() != width || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != width
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     u64::from_str_radix(s, 16).ok()
@@ -147,23 +169,52 @@ mod tests {
 
     #[test]
     fn keys_round_trip_and_sort_by_offset() {
-        let n = SealedName { start_offset: 14, end_offset: 9000, first_time_ms: 1_790_000_000_000, end_time_ms: 1_790_000_001_000 };
+        let n = SealedName {
+            start_offset: 14,
+            end_offset: 9000,
+            first_time_ms: 1_790_000_000_000,
+            end_time_ms: 1_790_000_001_000,
+        };
         let k = segment_key("cache", "0000019a2b3c4d5e", &n);
-        assert_eq!(parse_key("cache", &k), Some(("0000019a2b3c4d5e".into(), Entry::Sealed(n))));
-        let b = base_key("cache", "0000019a2b3c4d5e", 14);
-        assert_eq!(parse_key("cache", &b).map(|x| x.1), Some(Entry::Base { offset: 14 }));
+        assert_eq!(
+            parse_key("cache", &k),
+            Some(("0000019a2b3c4d5e".into(), Entry::Sealed(n)))
+        );
+        let b = base_key("cache", "0000019a2b3c4d5e", 14, 1_790_000_000_000);
+        assert_eq!(
+            parse_key("cache", &b).map(|x| x.1),
+            Some(Entry::Base {
+                offset: 14,
+                time_ms: 1_790_000_000_000
+            })
+        );
         let t = tail_key("cache", "0000019a2b3c4d5e", 9000);
-        assert_eq!(parse_key("cache", &t).map(|x| x.1), Some(Entry::Tail { start_offset: 9000 }));
+        assert_eq!(
+            parse_key("cache", &t).map(|x| x.1),
+            Some(Entry::Tail { start_offset: 9000 })
+        );
         let m = manifest_key("cache", "0000019a2b3c4d5e");
         assert_eq!(parse_key("cache", &m).map(|x| x.1), Some(Entry::Manifest));
-        let later = segment_key("cache", "0000019a2b3c4d5e", &SealedName { start_offset: 9000, end_offset: 10_000, ..n });
+        let later = segment_key(
+            "cache",
+            "0000019a2b3c4d5e",
+            &SealedName {
+                start_offset: 9000,
+                end_offset: 10_000,
+                ..n
+            },
+        );
         assert!(k.as_ref() < later.as_ref());
         assert_eq!(source_of(&k).as_deref(), Some("cache"));
     }
 
     #[test]
     fn foreign_names_are_ignored() {
-        for k in ["sources/cache/generations/zz/generation.meta", "sources/cache/generations/0000019a2b3c4d5e/base/x.rdb.partial", "sources/cache/generations/0000019a2b3c4d5e/segments/0e.seg"] {
+        for k in [
+            "sources/cache/generations/zz/generation.meta",
+            "sources/cache/generations/0000019a2b3c4d5e/base/x.rdb.partial",
+            "sources/cache/generations/0000019a2b3c4d5e/segments/0e.seg",
+        ] {
             assert_eq!(parse_key("cache", &Path::from(k)), None, "{k}");
         }
         assert!(!valid_source_name("../etc"));
