@@ -1112,6 +1112,10 @@ impl SegmentScanner {
         let footer_len = (self.blocks.len() * INDEX_ENTRY_LEN + TRAILER_LEN) as u64;
         match &self.next {
             Next::Done => Ok(0),
+            // A short header is corruption in both modes; decode_header says how.
+            Next::Header if self.len == 0 => Err(decode_header(&self.name, &[])
+                .err()
+                .unwrap_or_else(|| self.corrupt(0, "empty file"))),
             Next::Header => Ok(rem.min(HEADER_LEN as u64) as usize),
             Next::BlockHeader if rem == 0 => {
                 if self.sealed == Sealed::Yes {

@@ -916,6 +916,16 @@ fn writer_guards_fragmented_records() {
     let f = SegmentFile::parse("g.seg", &bytes, Sealed::Yes).unwrap();
     assert_eq!((s.record_count, s.end_offset), (2, m.end_offset));
     assert_eq!(assemble(file_items(&f))[1].resp, whole);
+    // The streaming reader refuses an empty or short file as corruption, like parse.
+    for cut in [0, 10, HEADER_LEN - 1] {
+        assert!(
+            matches!(
+                stream_items("e.tail", &bytes[..cut], Sealed::No),
+                Err(Error::Corrupt { .. })
+            ),
+            "cut {cut}"
+        );
+    }
     // finish() refuses an open record.
     let mut w = SegmentWriter::new(Vec::new(), &header(0), WriterOptions::default()).unwrap();
     w.append_fragment(b"*1\r\n", None, t, 0).unwrap();
