@@ -11,7 +11,8 @@ Normal mode, per repeat, each on a fresh primary on a free 127.0.0.1 port:
   agent     `flashback capture` (its ACK offset is its durable offset)
   aof       no replica, --appendonly yes --appendfsync no --aof-use-rdb-preamble no (for the
             bytes-per-write comparison; its throughput is shown for information)
-The order of the four rotates from one repeat to the next so that no mode always runs first.
+The order is ABBA (baseline, replica, agent, aof, then the reverse), so that the replica and
+agent runs are always adjacent in time and no mode always runs first.
 
 --big mode: populates a primary with millions of keys (DEBUG POPULATE, RDB compression off so
 the snapshot is hundreds of MB), then attaches a real replica, and then the agent, and compares
@@ -33,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,6 +178,45 @@ def slaves(info):
             d["offset"] = int(d.get("offset", "0"))
             out.append(d)
     return out
+
+
+class AckWatch:
+    """Samples the primary's replica line every 20 ms during the load: the longest time the
+    replica's ACK offset stood still while the primary was ahead of it (the agent promises an
+    fsync + ACK at least every 100 ms; a real replica ACKs once a second), and the largest
+    distance in bytes between the two."""
+
+    def __init__(self, port):
+        self.conn = Redis(port)
+        self.gap = 0.0
+        self.lag = 0
+        self.done = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        last_off, since = None, time.monotonic()
+        while not self.done.is_set():
+            info = self.conn.info("replication")
+            now = time.monotonic()
+            s = slaves(info)
+            if s:
+                master, ack = int(info["master_repl_offset"]), s[0]["offset"]
+                self.lag = max(self.lag, master - ack)
+                if ack != last_off or ack >= master:
+                    last_off, since = ack, now
+                self.gap = max(self.gap, now - since)
+            time.sleep(0.02)
+
+    def finish(self):
+        self.done.set()
+        self.t.join()
+        self.conn.close()
+
+
+def primary_cpu(conn):
+    i = conn.info("cpu")
+    return float(i["used_cpu_user"]) + float(i["used_cpu_sys"])
 
 
 def free_port():
@@ -327,13 +368,26 @@ class Bench:
                 side, store = self.agent(port)
             if side is not None:
                 self.wait_online(primary, side, 60)
-            res["rps"], res["wall_s"] = self.load(port)
+                side_cpu0 = proc_status(side.pid)["cpu_s"]
+            res["loadavg"] = float(open("/proc/loadavg").read().split()[0])
+            cpu0 = primary_cpu(primary)
+            watch = AckWatch(port) if side is not None else None
+            try:
+                res["rps"], res["wall_s"] = self.load(port)
+            finally:
+                if watch is not None:
+                    watch.finish()
+            if watch is not None:
+                res["max_ack_gap_s"], res["max_ack_lag_mb"] = watch.gap, watch.lag / 2**20
             res["writes"] = self.a.requests * len(res["rps"])
+            # CPU time per write is far less sensitive than req/s to what else the machine runs.
+            res["primary_cpu_us"] = (primary_cpu(primary) - cpu0) / res["writes"] * 1e6
             if side is not None:
                 target, acked, applied = self.catch_up(primary, rconn)
                 res.update(target_offset=target, catchup_s=acked, applied_s=applied)
                 st = proc_status(side.pid)
-                res.update(peak_rss_mb=st["VmHWM"], rss_mb=st["VmRSS"], cpu_s=st["cpu_s"])
+                res.update(peak_rss_mb=st["VmHWM"], rss_mb=st["VmRSS"],
+                           cpu_us=(st["cpu_s"] - side_cpu0) / res["writes"] * 1e6)
                 stats = primary.info("stats")
                 res["full_syncs"] = int(stats.get("sync_full", 0))
             if mode == "agent":
@@ -367,10 +421,15 @@ class Bench:
             self.wait_online(primary, side, 60)
             rng = random.Random(42)
             n = a.random_writes
+            # Paced in 20 ms batches when --random-rate is set: at a low write rate each 100 ms
+            # fsync cuts a small block, and small blocks compress worse.
+            per_batch = max(1, a.random_rate // 50) if a.random_rate else 1000
+            t_start = time.monotonic()
             batch = []
             for i in range(n):
                 key = b"key:%012d" % rng.randrange(a.keyspace)
-                val = base64.b64encode(os.urandom(a.datasize))[:a.datasize]
+                raw = os.urandom(a.datasize) if a.values == "random" else bytes(a.datasize)
+                val = base64.b64encode(raw)[:a.datasize]
                 kind = i % 4
                 if kind == 0:
                     cmd = [b"SET", key, val]
@@ -381,9 +440,13 @@ class Bench:
                 else:
                     cmd = [b"ZADD", b"myzset", b"%d" % rng.randrange(10**9), val]
                 batch.append(cmd)
-                if len(batch) == 1000 or i == n - 1:
+                if len(batch) == per_batch or i == n - 1:
                     primary.pipeline(batch)
                     batch = []
+                    if a.random_rate:
+                        ahead = t_start + (i + 1) / a.random_rate - time.monotonic()
+                        if ahead > 0:
+                            time.sleep(ahead)
             target, acked, _ = self.catch_up(primary, None)
             if acked is None:
                 raise RuntimeError("the agent did not catch up after the random-value load")
@@ -414,13 +477,25 @@ class Bench:
             res["used_memory_mb"] = int(primary.info("memory")["used_memory"]) / 2**20
             order = ["replica", "agent"] if self.seq % 2 else ["agent", "replica"]
             for kind in order:
+                # Start each sync from the same state: the previous one's files written back.
+                os.sync()
+                time.sleep(1)
                 t0 = time.monotonic()
                 if kind == "replica":
                     side, rconn = self.replica(port)
                     rconn.close()
                 else:
                     side, store = self.agent(port)
+                # Redis 7.0 shows a diskless replica `online` as soon as the transfer ends, before
+                # a real replica has loaded it (or the agent has fsync'd it). So the snapshot
+                # counts as done when the replica answers a WAIT for a write made after it: a
+                # real replica answers the GETACK once loaded, the agent once durable.
                 self.wait_online(primary, side, 600)
+                res[kind + "_transfer_s"] = time.monotonic() - t0
+                primary.call("SET", "bench:marker", "after-snapshot")
+                acked = primary.call("WAIT", 1, 600000)
+                if acked != 1:
+                    raise RuntimeError("WAIT after the snapshot returned %r" % acked)
                 res[kind + "_online_s"] = time.monotonic() - t0
                 st = proc_status(side.pid)
                 res[kind + "_peak_rss_mb"] = st["VmHWM"]
@@ -515,13 +590,15 @@ def report(runs, args, rand):
               (t, col("baseline"), col("replica"), col("agent"), col("aof"), ratio, base_ratio))
 
     print()
-    print("Per repeat (throughput ALL, catch-up, peak RSS, CPU of the replica/agent process)")
+    print("Per repeat: req/s (ALL), load average before the run; replica/agent: catch-up, its own "
+          "CPU us/write")
     for i, (rb, rr, ra, rf) in enumerate(zip(by["baseline"], by["replica"], by["agent"], by["aof"])):
-        print("  #%d  base %8.0f  replica %8.0f (ack %s s, applied %s s, cpu %.1f s)  "
-              "agent %8.0f (ack %s s, rss %.1f MB, cpu %.1f s, exit %s)  aof %8.0f" %
-              (i + 1, total_rps(rb), total_rps(rr), fmt(rr["catchup_s"]), fmt(rr["applied_s"]),
-               rr["cpu_s"], total_rps(ra), fmt(ra["catchup_s"]), ra["peak_rss_mb"], ra["cpu_s"],
-               ra["agent_exit"], total_rps(rf)))
+        print("  #%d  base %7.0f (%.1f)  replica %7.0f (%.1f; ack %s s, applied %s s, %.2f us)  "
+              "agent %7.0f (%.1f; ack %s s, %.2f us, rss %.1f MB, exit %s)  aof %7.0f (%.1f)" %
+              (i + 1, total_rps(rb), rb["loadavg"], total_rps(rr), rr["loadavg"],
+               fmt(rr["catchup_s"]), fmt(rr["applied_s"]), rr["cpu_us"], total_rps(ra),
+               ra["loadavg"], fmt(ra["catchup_s"]), ra["cpu_us"], ra["peak_rss_mb"],
+               ra["agent_exit"], total_rps(rf), rf["loadavg"]))
         if rr["full_syncs"] > 1 or ra["full_syncs"] > 1:
             print("      WARNING: a replica needed a second full sync during the load "
                   "(output buffer limit?)")
@@ -542,16 +619,30 @@ def report(runs, args, rand):
     aof = med([r["aof_incr_bytes"] / r["writes"] for r in by["aof"]])
     b_ratio = med([a["segment_bytes"] / f["aof_incr_bytes"] for a, f in zip(by["agent"], by["aof"])])
 
+    cpu = {m: med([r["primary_cpu_us"] for r in by[m]]) for m in by}
     print()
+    print("Primary CPU per write (median, us): no replica %.2f, replica %.2f, agent %.2f, aof %.2f" %
+          (cpu["baseline"], cpu["replica"], cpu["agent"], cpu["aof"]))
+    side_rep = med([r["cpu_us"] for r in by["replica"]])
+    side_agent = med([r["cpu_us"] for r in by["agent"]])
+    print("Replica/agent process CPU per write (median, us): real replica %.2f, agent %.2f" %
+          (side_rep, side_agent))
+    print("During the load (median of per-run maxima): longest ACK stall replica %.2f s, agent %.2f s; "
+          "largest ACK lag replica %.1f MB, agent %.1f MB" %
+          (med([r["max_ack_gap_s"] for r in by["replica"]]), med([r["max_ack_gap_s"] for r in by["agent"]]),
+           med([r["max_ack_lag_mb"] for r in by["replica"]]), med([r["max_ack_lag_mb"] for r in by["agent"]])))
+    spread = sorted(total_rps(a) / total_rps(r) for a, r in zip(by["agent"], by["replica"]))
+    print("Throughput ratio agent/replica per repeat: %s" % ", ".join("%.3f" % x for x in spread))
     print("Catch-up after the load (median): real replica ACK %s s (applied %s s), agent durable "
           "ACK %s s" % (fmt(c_rep), fmt(c_app), fmt(c_agent)))
     print("Stored bytes per write (median): agent segments %.2f B, AOF incr %.2f B" % (seg, aof))
     r_ratio = None
     if rand:
         r_ratio = rand["segment_bytes"] / rand["aof_incr_bytes"]
-        print("Incompressible values (%d writes, %d-byte base64 of random bytes): agent %.2f B/write, "
-              "AOF %.2f B/write, ratio %.3f (agent exit %s)" %
-              (rand["writes"], args.datasize, rand["segment_bytes"] / rand["writes"],
+        print("Values of the extra run (%d writes at %s, %d-byte %s values): agent "
+              "%.2f B/write, AOF %.2f B/write, ratio %.3f (agent exit %s)" %
+              (rand["writes"], "%d/s" % args.random_rate if args.random_rate else "full speed",
+               args.datasize, args.values, rand["segment_bytes"] / rand["writes"],
                rand["aof_incr_bytes"] / rand["writes"], r_ratio, rand["agent_exit"]))
     print()
     rows = [
@@ -567,10 +658,16 @@ def report(runs, args, rand):
          verdict(b_ratio, GOAL_BYTES, False)),
     ]
     if rand:
-        rows.append(("  incompressible values", fmt(r_ratio), "<= %.2f" % GOAL_BYTES,
+        rows.append(("  %s values (extra run)" % args.values, fmt(r_ratio), "<= %.2f" % GOAL_BYTES,
                      verdict(r_ratio, GOAL_BYTES, False)))
+    rows.insert(2, ("  (informative) primary CPU/write agent/replica",
+                    fmt(cpu["agent"] / cpu["replica"]), "-", "-"))
+    rows.insert(3, ("  (informative) own CPU/write agent/replica",
+                    fmt(side_agent / side_rep), "-", "-"))
     summary_table(rows)
-    return {"throughput_ratio": tput, "worst_test": worst_test, "worst_test_ratio": worst,
+    return {"primary_cpu_us": cpu, "replica_cpu_us": side_rep, "agent_cpu_us": side_agent,
+            "throughput_ratios": spread,
+            "throughput_ratio": tput, "worst_test": worst_test, "worst_test_ratio": worst,
             "catchup_agent_s": c_agent, "catchup_replica_ack_s": c_rep,
             "catchup_replica_applied_s": c_app, "catchup_ratio": c_ratio,
             "agent_peak_rss_mb": rss, "segment_bytes_per_write": seg,
@@ -591,21 +688,25 @@ def report_big(runs, args):
     print("Big snapshot: %d keys of %d-byte values, RDB compression off" %
           (args.big_keys, args.big_value))
     for i, r in enumerate(runs):
-        print("  #%d  populate %.1f s, used_memory %.0f MB, base RDB %.0f MB; online: replica "
-              "%.2f s, agent %.2f s; peak RSS: replica %.0f MB, agent %.1f MB; agent exit %s" %
+        print("  #%d  populate %.1f s, used_memory %.0f MB, base RDB %.0f MB; transfer done / "
+              "snapshot usable: replica %.2f / %.2f s, agent %.2f / %.2f s; peak RSS: replica "
+              "%.0f MB, agent %.1f MB; agent CPU %.1f s; agent exit %s" %
               (i + 1, r["populate_s"], r["used_memory_mb"], r["base_bytes"] / 2**20,
-               r["replica_online_s"], r["agent_online_s"], r["replica_peak_rss_mb"],
-               r["agent_peak_rss_mb"], r["agent_exit"]))
+               r["replica_transfer_s"], r["replica_online_s"], r["agent_transfer_s"],
+               r["agent_online_s"], r["replica_peak_rss_mb"], r["agent_peak_rss_mb"],
+               r["agent_cpu_s"], r["agent_exit"]))
     ratio = med([r["agent_online_s"] / r["replica_online_s"] for r in runs])
+    t_ratio = med([r["agent_transfer_s"] / r["replica_transfer_s"] for r in runs])
     rss = max(r["agent_peak_rss_mb"] for r in runs)
     print()
     summary_table([
-        ("snapshot time agent/real replica", fmt(ratio), "<= %.2f" % GOAL_CATCHUP,
+        ("snapshot time (to WAIT) agent/real replica", fmt(ratio), "<= %.2f" % GOAL_CATCHUP,
          verdict(ratio, GOAL_CATCHUP, False)),
+        ("  (informative) transfer only agent/replica", fmt(t_ratio), "-", "-"),
         ("agent peak RSS, MB (max of repeats)", fmt(rss, "{:.1f}"), "<= %.0f" % GOAL_RSS_MB,
          verdict(rss, GOAL_RSS_MB, False)),
     ])
-    return {"online_ratio": ratio, "agent_peak_rss_mb": rss,
+    return {"online_ratio": ratio, "transfer_ratio": t_ratio, "agent_peak_rss_mb": rss,
             "agent_online_s": med([r["agent_online_s"] for r in runs]),
             "replica_online_s": med([r["replica_online_s"] for r in runs]),
             "base_mb": med([r["base_bytes"] / 2**20 for r in runs])}
@@ -630,6 +731,13 @@ def main():
     ap.add_argument("--random-writes", type=int, default=200000,
                     help="writes of the extra bytes-per-write run with incompressible values, sent by "
                          "this script (0: skip; default 200000)")
+    ap.add_argument("--random-rate", type=int, default=0,
+                    help="writes per second for that run (default 0: as fast as possible)")
+    ap.add_argument("--values", choices=["random", "repeated"], default="random",
+                    help="values of that run: base64 of random bytes (default), or 'AAAA…' (compresses "
+                         "like redis-benchmark's 'xxxx…')")
+    ap.add_argument("--bytes-only", action="store_true",
+                    help="run only the bytes-per-write run (with --random-writes, --random-rate, --values)")
     ap.add_argument("--big", action="store_true", help="snapshot mode: a populated primary instead of the write load")
     ap.add_argument("--big-keys", type=int, default=3000000, help="keys for --big (default 3000000)")
     ap.add_argument("--big-value", type=int, default=100, help="value bytes for --big (default 100)")
@@ -679,15 +787,31 @@ def main():
         for i in range(args.repeat):
             r = b.run_big()
             runs.append(r)
-            print("  big #%d: replica online %.2f s, agent online %.2f s, agent peak RSS %.1f MB" %
+            print("  big #%d: replica done %.2f s, agent done %.2f s, agent peak RSS %.1f MB" %
                   (i + 1, r["replica_online_s"], r["agent_online_s"], r["agent_peak_rss_mb"]))
         out["runs"] = runs
         out["summary"] = report_big(runs, args)
+    elif args.bytes_only:
+        if args.random_writes < 1:
+            ap.error("--bytes-only needs --random-writes of at least 1")
+        rand = b.run_random()
+        ratio = rand["segment_bytes"] / rand["aof_incr_bytes"]
+        print()
+        print("Bytes per write, %d writes at %s, %s %d-byte values: agent %.2f B, AOF %.2f B" %
+              (rand["writes"], "%d/s" % args.random_rate if args.random_rate else "full speed",
+               args.values, args.datasize, rand["segment_bytes"] / rand["writes"],
+               rand["aof_incr_bytes"] / rand["writes"]))
+        summary_table([("stored bytes agent/AOF", fmt(ratio), "<= %.2f" % GOAL_BYTES,
+                        verdict(ratio, GOAL_BYTES, False))])
+        out["random"] = rand
+        out["summary"] = {"bytes_ratio": ratio}
     else:
         modes = ["baseline", "replica", "agent", "aof"]
         runs = []
         for i in range(args.repeat):
-            order = modes[i % 4:] + modes[:i % 4]
+            # ABBA: the replica and agent runs are always next to each other in time, and
+            # neither mode always runs first.
+            order = modes if i % 2 == 0 else modes[::-1]
             for m in order:
                 r = b.run_mode(m)
                 runs.append(r)
@@ -698,8 +822,8 @@ def main():
         rand = None
         if args.random_writes > 0:
             rand = b.run_random()
-            print("  incompressible values: agent %d B, AOF %d B" %
-                  (rand["segment_bytes"], rand["aof_incr_bytes"]), flush=True)
+            print("  extra run (%s values): agent %d B, AOF %d B" % (args.values,
+                  rand["segment_bytes"], rand["aof_incr_bytes"]), flush=True)
         out["runs"] = runs
         out["random"] = rand
         out["summary"] = report(runs, args, rand)
