@@ -776,7 +776,9 @@ def main():
                           capture_output=True, text=True).stdout.strip()
     print("flashback capture benchmark: %s" % " ".join(sys.argv[1:]))
     print("  nproc %d, %s" % (os.cpu_count(), ver))
-    print("  flashback %s (git %s), work dir %s" % (args.flashback, head or "?", work))
+    print("  flashback binary %s (built %s); this checkout at git %s; work dir %s" % (
+        args.flashback, time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(args.flashback))),
+        head or "?", work))
     print("  load average at start: %s" % " ".join(open("/proc/loadavg").read().split()[:3]))
     t_start = time.monotonic()
 
