@@ -20,12 +20,18 @@
 //! - [`timespec`]: the time and duration syntax of the command line.
 //! - [`info`]: what `flashback info` reports, as serde types shared by text and `--json`.
 //! - [`demo`]: the end-to-end story of `flashback demo`.
+//! - [`compact`]: new bases made off the primary: the state at the end of the latest sealed
+//!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
+//! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
+//!   of what may be deleted, then deletion in a crash-safe order.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments and calls into this library.
 
 pub mod capture;
+pub mod compact;
 pub mod demo;
 pub mod info;
+pub mod prune;
 pub mod redis_server;
 pub mod replica;
 pub mod resp;

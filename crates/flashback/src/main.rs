@@ -21,6 +21,10 @@ enum Command {
     Restore(cli::restore::Args),
     /// Sources, generations, restorable windows, capture lag and bytes stored.
     Info(cli::info::Args),
+    /// Make a new base off the primary: the latest sealed state, rebuilt in a private server.
+    Compact(cli::compact::Args),
+    /// Delete what the retention policy no longer needs (--keep 7d, daily/weekly/monthly points).
+    Prune(cli::prune::Args),
     /// The whole story on a throwaway redis-server: capture, an accident, a restore.
     Demo(cli::demo::Args),
 }
@@ -54,6 +58,8 @@ fn main() -> ExitCode {
             Command::Capture(a) => cli::capture::run(a).await,
             Command::Restore(a) => cli::restore::run(a).await,
             Command::Info(a) => cli::info::run(a).await,
+            Command::Compact(a) => cli::compact::run(a).await,
+            Command::Prune(a) => cli::prune::run(a).await,
             Command::Demo(a) => cli::demo::run(a).await,
         }
     });

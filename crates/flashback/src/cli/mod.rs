@@ -1,8 +1,10 @@
 //! One module per subcommand: clap arguments, then a request for the library.
 
 pub mod capture;
+pub mod compact;
 pub mod demo;
 pub mod info;
+pub mod prune;
 pub mod restore;
 
 use flashback::store::{catalog, Access, Store};

@@ -193,9 +193,10 @@ pub async fn replay(
         big: None,
         server,
     };
-    if let Some(db) = plan.base_db {
-        link.select(db).await?;
-    }
+    // Always at least one command after the base: with none (a later base restored at its own
+    // offset), the GETACK wait below would be met by the initial ack of 0 and promote the
+    // replica before it has loaded the base, leaving it empty.
+    link.select(plan.base_db.unwrap_or(0)).await?;
     let stats = reader::read_records(store, plan, &mut link).await?;
     let target = link.sent;
     link.write(&resp::encode_command(&["REPLCONF", "GETACK", "*"]))
