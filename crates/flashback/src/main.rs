@@ -11,6 +11,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// S3-compatible endpoint for s3:// stores (MinIO, Ceph, R2…), e.g. http://10.0.0.9:9000
+    #[arg(long, global = true, value_name = "URL", env = flashback::store::S3_ENDPOINT_ENV)]
+    s3_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -31,6 +34,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(e) = &cli.s3_endpoint {
+        // Read by `Store::open`; set before the runtime starts any thread.
+        std::env::set_var(flashback::store::S3_ENDPOINT_ENV, e);
+    }
     // The demo tells its own story on stdout; the agent's routine log lines would only clutter it.
     let default_level = if matches!(cli.command, Command::Demo(_)) {
         "warn"

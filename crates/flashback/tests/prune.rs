@@ -191,11 +191,9 @@ fn prune_lists_then_deletes_only_what_the_window_does_not_need() {
     }
 }
 
-/// Needs restore to start a generation's window at its oldest base when the manifest's own base
-/// was pruned (`Generation::window` and `restore::plan` walk from the manifest's base today):
-/// see the compaction/retention report. Run with `--ignored` once that is in.
+/// After a prune the generation's window starts at its oldest remaining base, not at the
+/// manifest's own (deleted) base.
 #[test]
-#[ignore = "needs the window to start at the oldest remaining base (store/catalog.rs, restore/plan.rs)"]
 fn after_prune_the_window_restores_exactly_and_earlier_instants_are_refused() {
     let h = history();
     let s = h.store.to_str().unwrap();

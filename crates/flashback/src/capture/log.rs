@@ -40,7 +40,10 @@ pub struct Tail {
 }
 
 pub struct Log {
+    /// Where the agent writes: the store itself when it is local, else the local spool.
     store: Store,
+    /// The remote store the spool is uploaded to, if any.
+    remote: Option<Store>,
     root: PathBuf,
     pub source: String,
     /// The generation being written, and the stream position after its last record.
@@ -53,6 +56,13 @@ pub struct Log {
     _lock: File,
     roll_bytes: u64,
     roll_age: Duration,
+    spool: Option<SpoolWatch>,
+}
+
+/// With a remote store: how full the spool may get, and how to wake the uploader.
+pub struct SpoolWatch {
+    pub shared: super::upload::Shared,
+    pub max_bytes: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError + '_ {
@@ -67,6 +77,7 @@ impl Log {
     /// capture stands.
     pub async fn open(
         store: Store,
+        remote: Option<Store>,
         source: &str,
         roll_bytes: u64,
         roll_age: Duration,
@@ -78,6 +89,7 @@ impl Log {
         let lock = lock_source(&root, source)?;
         let mut log = Log {
             store,
+            remote,
             root,
             source: source.to_string(),
             generation: None,
@@ -88,9 +100,20 @@ impl Log {
             _lock: lock,
             roll_bytes,
             roll_age,
+            spool: None,
+        };
+        let remote_manifests: Vec<String> = match &log.remote {
+            Some(r) => catalog::load_generations(r, source)
+                .await?
+                .into_iter()
+                .filter(|g| g.manifest.is_some())
+                .map(|g| g.id)
+                .collect(),
+            None => vec![],
         };
         for g in catalog::load_generations(&log.store, source).await? {
-            if g.manifest.is_none() {
+            // A spool whose manifest was already uploaded still holds a complete generation.
+            if g.manifest.is_none() && !remote_manifests.contains(&g.id) {
                 // The agent died while the base was arriving: nothing in it was ever
                 // acknowledged, and restore ignores it. Clear it so it is not reported forever.
                 let dir = log.local(&layout::generation_prefix(source, &g.id));
@@ -110,16 +133,66 @@ impl Log {
 
     /// Where a partial resync would continue from, if anything was captured before.
     pub async fn resume_point(&mut self) -> Result<Option<Resume>, CaptureError> {
-        let gens = catalog::load_generations(&self.store, &self.source).await?;
+        let mut gens = catalog::load_generations(&self.store, &self.source).await?;
+        if let Some(r) = &self.remote {
+            gens = catalog::merge(gens, catalog::load_generations(r, &self.source).await?);
+        }
         let Some(g) = gens.into_iter().rev().find(|g| g.manifest.is_some()) else {
             return Ok(None);
         };
-        let r = self.resume_of(&g)?;
+        let r = self.resume_of(&g).await?;
         self.generation = Some(r.generation.clone());
         self.state = Some(r.state.clone());
         self.durable_offset = r.state.offset;
         self.covered_through_ms = r.covered_through_ms;
         Ok(Some(r))
+    }
+
+    async fn fetch_remote(&self, key: &object_store::path::Path) -> Result<PathBuf, CaptureError> {
+        use futures::StreamExt;
+        use object_store::ObjectStoreExt;
+        use std::io::Write;
+        let remote = self.remote.as_ref().ok_or_else(|| {
+            CaptureError::Unsupported(format!("{key} is missing from the local store"))
+        })?;
+        let tmp = self.root.join("resume.seg.tmp");
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut stream = remote
+            .os
+            .get(key)
+            .await
+            .map_err(crate::store::StoreError::from)?
+            .into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(crate::store::StoreError::from)?;
+            f.write_all(&chunk).map_err(io_err(&tmp))?;
+        }
+        Ok(tmp)
+    }
+
+    pub fn watch_spool(&mut self, w: SpoolWatch) {
+        self.spool = Some(w);
+    }
+
+    /// The spool's fill as a fraction of `--spool-max` (None without a remote store).
+    pub fn spool_fill(&self) -> Option<f64> {
+        let w = self.spool.as_ref()?;
+        let tail = self
+            .tail
+            .as_ref()
+            .map(|t| t.writer.bytes_written())
+            .unwrap_or(0);
+        let queued = w
+            .shared
+            .spool_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Some((queued + tail) as f64 / w.max_bytes.max(1) as f64)
+    }
+
+    fn notify_sealed(&self) {
+        if let Some(w) = &self.spool {
+            w.shared.sealed.notify_one();
+        }
     }
 
     /// Where this process stands, if it has captured anything since it started: the stream
@@ -134,7 +207,7 @@ impl Log {
         })
     }
 
-    fn resume_of(&self, g: &Generation) -> Result<Resume, CaptureError> {
+    async fn resume_of(&self, g: &Generation) -> Result<Resume, CaptureError> {
         let m = g
             .manifest
             .as_ref()
@@ -152,7 +225,11 @@ impl Log {
                 covered_through_ms: m.base_time_ms,
             }),
             Some(last) => {
-                let path = self.local(&last.key);
+                let mut path = self.local(&last.key);
+                if !path.exists() {
+                    // Already uploaded: read the remote copy through a temporary spool file.
+                    path = self.fetch_remote(&last.key).await?;
+                }
                 // Streamed, not read whole: the segment may hold a 512 MB record.
                 let file = File::open(&path).map_err(io_err(&path))?;
                 let len = file.metadata().map_err(io_err(&path))?.len();
@@ -329,6 +406,7 @@ impl Log {
         ));
         self.durable_offset = offset;
         self.covered_through_ms = now_ms;
+        self.notify_sealed();
         self.open_tail(Origin::NewGeneration, now_ms)
     }
 
@@ -476,10 +554,14 @@ impl Log {
 
     /// Seals the tail when it is big or old enough, at a transaction boundary.
     pub fn roll_if_due(&mut self, now_ms: u64) -> Result<(), CaptureError> {
+        // By age only when the tail holds records: an idle agent's heartbeats alone are not
+        // worth an object (the primary's PINGs every 10 s are records, so a live window's end
+        // still advances on a remote store).
         let due = self.tail.as_ref().is_some_and(|t| {
             !t.writer.in_fragments()
                 && (t.writer.bytes_written() >= self.roll_bytes
-                    || t.opened.elapsed() >= self.roll_age)
+                    || (t.opened.elapsed() >= self.roll_age
+                        && t.writer.end_offset() > t.header.start_offset))
         });
         if due && self.state.as_ref().is_some_and(|s| !s.in_multi) {
             self.seal()?;
@@ -504,6 +586,7 @@ impl Log {
         let dest = self.local(&layout::segment_key(&self.source, &t.generation, &name));
         fs::rename(&t.path, &dest).map_err(io_err(&dest))?;
         sync_dir(dest.parent().unwrap_or(&self.root))?;
+        self.notify_sealed();
         Ok(())
     }
 

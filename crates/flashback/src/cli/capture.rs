@@ -10,6 +10,7 @@ use std::time::Duration;
   flashback capture --source redis://127.0.0.1:6379
   flashback capture --source redis://repl:secret@10.0.0.5:6379 --store /var/lib/flashback --name sessions
   flashback capture --source redis://127.0.0.1:6380 --psync-command MYPSYNC
+  flashback capture --source redis://127.0.0.1:6379 --store s3://backups/redis --s3-endpoint http://10.0.0.9:9000
 
 The replication user needs: ACL SETUSER <user> on >password +psync +replconf +ping
 Stops on SIGINT/SIGTERM after making everything received durable (exit 0).")]
@@ -36,6 +37,17 @@ pub struct Args {
     /// Seal a segment once it holds this many MiB
     #[arg(long, default_value_t = 32)]
     segment_mib: u64,
+    /// With a remote --store: local directory written first, then uploaded
+    /// [default: ~/.cache/flashback/spool/<store>]
+    #[arg(long, value_name = "DIR")]
+    spool: Option<std::path::PathBuf>,
+    /// With a remote --store: upload what arrived at least this often (the RPO), e.g. 1s, 500ms
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    upload_interval: String,
+    /// With a remote --store: stop reading from the primary (loudly) when the spool holds this
+    /// many GiB not yet uploaded; a warning comes at 80 %
+    #[arg(long, default_value_t = 10, value_name = "GIB")]
+    spool_max: u64,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -59,6 +71,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     opts.handshake.timeout = Duration::from_secs(a.repl_timeout);
     opts.handshake.listening_port = a.listening_port;
     opts.roll_bytes = a.segment_mib.max(1) << 20;
+    opts.spool = a.spool;
+    opts.upload_interval = flashback::timespec::parse_duration(&a.upload_interval)
+        .map_err(|e| UsageError(format!("--upload-interval: {e}")))?;
+    if opts.upload_interval.is_zero() {
+        return Err(UsageError("--upload-interval must be more than 0".into()).into());
+    }
+    opts.spool_max = a.spool_max.max(1) << 30;
     tracing::info!("capturing {url} as source '{name}' into {}", a.store);
     // Installed before any work: a SIGTERM during start-up must still mean "stop cleanly, exit 0".
     let stop = shutdown_signal()?;

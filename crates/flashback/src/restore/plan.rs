@@ -244,7 +244,7 @@ pub async fn plan(
             name: source.to_string(),
             why: "no manifest".into(),
         })?;
-    let (chain, reaches_all) = chain(g, m.base_offset);
+    let (chain, reaches_all) = chain(g, w.from_offset);
     if !reaches_all {
         notes.push(format!(
             "the log of generation {} has a hole after offset {}: later segments cannot be reached from its base and are not restorable",
@@ -255,14 +255,17 @@ pub async fn plan(
         notes.push("the open tail ends in a torn write (the agent stopped mid-write); the incomplete bytes are ignored".into());
     }
 
-    let cut = find_cut(store, &chain, limit, w.to_offset).await?;
-    let stop_offset = cut.map(|c| c.end_offset).unwrap_or(m.base_offset);
-    let (base_offset, base_key, base_size) = g
+    // A cut before the window's base (in a segment the base starts inside) is no cut.
+    let cut = find_cut(store, &chain, limit, w.to_offset)
+        .await?
+        .filter(|c| c.end_offset > w.from_offset);
+    let stop_offset = cut.map(|c| c.end_offset).unwrap_or(w.from_offset);
+    let (base_offset, base_key, base_size, base_time_ms) = g
         .bases
         .iter()
         .rev()
-        .find(|b| b.offset <= stop_offset && b.offset >= m.base_offset)
-        .map(|b| (b.offset, b.key.clone(), b.size))
+        .find(|b| b.offset <= stop_offset && b.offset >= w.from_offset)
+        .map(|b| (b.offset, b.key.clone(), b.size, b.time_ms))
         .ok_or_else(|| RestoreError::Log {
             key: g.id.clone(),
             what: format!("no base snapshot at or before offset {stop_offset} (expected base/{:016x}-….rdb): the generation is damaged", m.base_offset),
@@ -271,19 +274,20 @@ pub async fn plan(
     let stop_time_ms = match cut {
         Some(c) if c.end_offset > base_offset => Some(c.time_ms),
         _ if is_first_base => Some(m.base_time_ms),
-        _ => None,
+        // A later base's name carries its last record's time.
+        _ => Some(base_time_ms),
     };
     if cut.is_none() {
         if let Target::At(t) = target {
             notes.push(format!(
                 "no complete transaction arrived between the base ({}) and {}: the restore is the base snapshot itself",
-                format_ms(m.base_time_ms),
+                format_ms(w.from_ms),
                 format_ms(t)
             ));
         }
     }
     if let Target::At(t) = target {
-        if let Some(n) = catchup_note(store, &chain, m.base_time_ms, t).await? {
+        if let Some(n) = catchup_note(store, &chain, w.from_ms, t).await? {
             notes.push(n);
         }
     }
@@ -314,7 +318,11 @@ fn chain(g: &Generation, from: u64) -> (Vec<SegmentRef>, bool) {
     let mut at = from;
     let mut out = Vec::new();
     for s in &g.sealed {
-        if s.name.start_offset != at {
+        // Ends at or before the base the chain starts from: not needed.
+        if s.name.end_offset <= at && s.name.start_offset < at {
+            continue;
+        }
+        if s.name.start_offset > at {
             return (out, false);
         }
         out.push(SegmentRef {
@@ -329,7 +337,10 @@ fn chain(g: &Generation, from: u64) -> (Vec<SegmentRef>, bool) {
         at = s.name.end_offset;
     }
     for t in &g.tails {
-        if t.start_offset != at {
+        if t.end_offset <= at && t.start_offset < at {
+            continue;
+        }
+        if t.start_offset > at {
             return (out, false);
         }
         out.push(SegmentRef {

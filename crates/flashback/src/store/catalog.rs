@@ -60,31 +60,62 @@ pub struct Window {
 }
 
 impl Generation {
-    /// From the base's arrival to the last time the log is known complete. None when the
-    /// generation has no manifest. A hole in the segment chain ends the window at the hole.
+    /// From the oldest base whose log reaches furthest, to the last time that log is known
+    /// complete. None when the generation has no manifest. Usually that is the manifest's own
+    /// base; after a prune removed it and the first segments, it is the oldest base kept.
+    /// Segments that end at or before the base are not needed from it and are passed over; a
+    /// hole in the chain ends the window at the hole.
     pub fn window(&self) -> Option<Window> {
         let m = self.manifest.as_ref()?;
-        let mut w = Window {
-            from_ms: m.base_time_ms,
-            to_ms: m.base_time_ms,
-            from_offset: m.base_offset,
-            to_offset: m.base_offset,
-        };
-        for s in &self.sealed {
-            if s.name.start_offset != w.to_offset {
-                return Some(w);
-            }
-            w.to_offset = s.name.end_offset;
-            w.to_ms = w.to_ms.max(s.name.end_time_ms);
+        let mut starts: Vec<(u64, u64)> = self
+            .bases
+            .iter()
+            .filter(|b| b.offset >= m.base_offset)
+            .map(|b| {
+                let t = if b.offset == m.base_offset {
+                    m.base_time_ms
+                } else {
+                    b.time_ms
+                };
+                (b.offset, t)
+            })
+            .collect();
+        if starts.is_empty() {
+            starts.push((m.base_offset, m.base_time_ms));
         }
-        for t in &self.tails {
-            if t.start_offset != w.to_offset {
-                return Some(w);
+        let mut best: Option<Window> = None;
+        for (offset, time_ms) in starts {
+            let mut w = Window {
+                from_ms: time_ms,
+                to_ms: time_ms,
+                from_offset: offset,
+                to_offset: offset,
+            };
+            let spans = self
+                .sealed
+                .iter()
+                .map(|s| (s.name.start_offset, s.name.end_offset, s.name.end_time_ms))
+                .chain(
+                    self.tails
+                        .iter()
+                        .map(|t| (t.start_offset, t.end_offset, t.covered_through_ms)),
+                );
+            for (start, end, end_ms) in spans {
+                if end <= w.to_offset && start < w.to_offset {
+                    continue;
+                }
+                if start > w.to_offset {
+                    break;
+                }
+                w.to_offset = end;
+                w.to_ms = w.to_ms.max(end_ms);
             }
-            w.to_offset = t.end_offset;
-            w.to_ms = w.to_ms.max(t.covered_through_ms);
+            match best {
+                Some(b) if b.to_offset >= w.to_offset => {}
+                _ => best = Some(w),
+            }
         }
-        Some(w)
+        best
     }
 
     pub fn bytes(&self) -> u64 {
@@ -92,6 +123,41 @@ impl Generation {
             + self.sealed.iter().map(|s| s.size).sum::<u64>()
             + self.tails.iter().map(|t| t.size).sum::<u64>()
     }
+}
+
+/// One view of a source whose objects live in two places: a capture agent's local spool (not yet
+/// uploaded, and the open tail) and the remote store (already uploaded). Same keys in both are
+/// the same object (an upload whose spool copy was not deleted yet).
+pub fn merge(spool: Vec<Generation>, remote: Vec<Generation>) -> Vec<Generation> {
+    let mut by_id: BTreeMap<String, Generation> =
+        remote.into_iter().map(|g| (g.id.clone(), g)).collect();
+    for g in spool {
+        match by_id.get_mut(&g.id) {
+            None => {
+                by_id.insert(g.id.clone(), g);
+            }
+            Some(r) => {
+                if r.manifest.is_none() {
+                    r.manifest = g.manifest;
+                }
+                for b in g.bases {
+                    if !r.bases.iter().any(|x| x.offset == b.offset) {
+                        r.bases.push(b);
+                    }
+                }
+                for s in g.sealed {
+                    if !r.sealed.iter().any(|x| x.name == s.name) {
+                        r.sealed.push(s);
+                    }
+                }
+                r.tails.extend(g.tails);
+                r.bases.sort_by_key(|b| b.offset);
+                r.sealed.sort_by_key(|s| s.name);
+                r.tails.sort_by_key(|t| t.start_offset);
+            }
+        }
+    }
+    by_id.into_values().collect()
 }
 
 /// Source names in the store, sorted.

@@ -47,6 +47,12 @@ impl GenerationManifest {
 
     pub fn decode(file: &str, bytes: &[u8]) -> Result<Self, flashback_format::Error> {
         let (_, payload) = envelope::decode(file, &MAGIC, VERSION, bytes)?;
-        serde_json::from_slice(payload).map_err(|e| flashback_format::Error::corrupt(file, 16 + e.column() as u64, format!("manifest JSON: {e}")))
+        serde_json::from_slice(payload).map_err(|e| {
+            flashback_format::Error::corrupt(
+                file,
+                16 + e.column() as u64,
+                format!("manifest JSON: {e}"),
+            )
+        })
     }
 }

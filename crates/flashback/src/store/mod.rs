@@ -10,7 +10,7 @@ pub mod layout;
 pub mod manifest;
 
 use object_store::local::LocalFileSystem;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
@@ -21,7 +21,11 @@ pub enum StoreError {
     #[error("store: {0}")]
     ObjectStore(#[from] object_store::Error),
     #[error("store: {path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Format(#[from] flashback_format::Error),
 }
@@ -45,34 +49,167 @@ pub enum Access {
     Read,
 }
 
+/// Environment variable for the S3 endpoint (an S3-compatible server: MinIO, Ceph, R2, a test
+/// server). `--s3-endpoint` on any command sets it; AWS itself needs none.
+pub const S3_ENDPOINT_ENV: &str = "FLASHBACK_S3_ENDPOINT";
+
 impl Store {
-    /// Opens `./dir`, `/abs/dir` or `file:///abs/dir`. Remote URLs (s3://, gs://, az://) are
-    /// recognised and refused with a clear message until remote stores land.
+    /// Opens `./dir`, `/abs/dir`, `file:///abs/dir`, `s3://bucket[/prefix]`, `gs://bucket[/prefix]`
+    /// or `az://container[/prefix]`. Remote credentials come from the usual environment of each
+    /// cloud (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_REGION, GOOGLE_SERVICE_ACCOUNT,
+    /// AZURE_STORAGE_ACCOUNT_NAME/AZURE_STORAGE_ACCOUNT_KEY, …). Opening a remote store does no
+    /// I/O; call [`check`](Self::check) to fail fast with a clear message.
     pub fn open(url: &str, access: Access) -> Result<Store, StoreError> {
-        let err = |what: String| StoreError::Open { url: url.to_string(), what };
+        let err = |what: String| StoreError::Open {
+            url: url.to_string(),
+            what,
+        };
         let path = if let Some(p) = url.strip_prefix("file://") {
             PathBuf::from(p)
         } else if let Some((scheme, _)) = url.split_once("://") {
-            return Err(err(format!(
-                "'{scheme}://' stores are not supported by this build yet; use a local directory"
-            )));
+            return match scheme {
+                "s3" | "gs" | "az" => Self::open_remote(url),
+                _ => Err(err(format!(
+                    "unknown store scheme '{scheme}://': use a directory, file://, s3://, gs:// or az://"
+                ))),
+            };
         } else {
             PathBuf::from(url)
         };
         match access {
             Access::Write => {
-                std::fs::create_dir_all(&path).map_err(|e| err(format!("cannot create the directory: {e}")))?;
-                probe_writable(&path).map_err(|e| err(format!("the directory is not writable: {e}; fix its permissions or pass another --store")))?;
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| err(format!("cannot create the directory: {e}")))?;
+                probe_writable(&path).map_err(|e| {
+                    err(format!("the directory is not writable: {e}; fix its permissions or pass another --store"))
+                })?;
             }
             Access::Read => {
                 if !path.is_dir() {
-                    return Err(err("no such directory: pass the --store that capture wrote to".to_string()));
+                    return Err(err(
+                        "no such directory: pass the --store that capture wrote to".to_string(),
+                    ));
                 }
             }
         }
         let root = path.canonicalize().map_err(|e| err(e.to_string()))?;
-        let os = LocalFileSystem::new_with_prefix(&root).map_err(|e| err(e.to_string()))?.with_fsync(true);
-        Ok(Store { os: Arc::new(os), local_root: Some(root), url: url.to_string() })
+        let os = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| err(e.to_string()))?
+            .with_fsync(true);
+        Ok(Store {
+            os: Arc::new(os),
+            local_root: Some(root),
+            url: url.to_string(),
+        })
+    }
+
+    fn open_remote(url: &str) -> Result<Store, StoreError> {
+        let err = |what: String| StoreError::Open {
+            url: url.to_string(),
+            what,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| err(format!("not a URL: {e}")))?;
+        let bucket = parsed
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| err("no bucket name".into()))?;
+        let prefix = parsed.path().trim_matches('/').to_string();
+        let retry = object_store::RetryConfig {
+            max_retries: 5,
+            retry_timeout: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "s3" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry);
+                if let Ok(endpoint) = std::env::var(S3_ENDPOINT_ENV) {
+                    // Path-style requests: S3-compatible servers on a private network rarely have
+                    // per-bucket DNS names.
+                    b = b
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_endpoint(endpoint)
+                        .with_virtual_hosted_style_request(false);
+                    if std::env::var("AWS_REGION").is_err()
+                        && std::env::var("AWS_DEFAULT_REGION").is_err()
+                    {
+                        b = b.with_region("us-east-1");
+                    }
+                }
+                Arc::new(b.build().map_err(|e| err(e.to_string()))?)
+            }
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| err(e.to_string()))?,
+            ),
+            "az" => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| err(e.to_string()))?,
+            ),
+            other => return Err(err(format!("unknown scheme {other}"))),
+        };
+        let os: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            inner
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(
+                inner,
+                prefix.as_str(),
+            ))
+        };
+        Ok(Store {
+            os,
+            local_root: None,
+            url: url.to_string(),
+        })
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.local_root.is_none()
+    }
+
+    /// Proves the store answers (and, for `Write`, accepts a write) now, with one clear line if
+    /// not, instead of the first real operation failing minutes later.
+    pub async fn check(&self, access: Access) -> Result<(), StoreError> {
+        if !self.is_remote() {
+            return Ok(());
+        }
+        let fail = |e: object_store::Error| {
+            StoreError::Open {
+            url: self.url.clone(),
+            what: format!(
+                "the store does not answer as expected ({e}); check the bucket name, the credentials \
+                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY…) and --s3-endpoint"
+            ),
+        }
+        };
+        match access {
+            Access::Read => {
+                self.os
+                    .list_with_delimiter(Some(&layout::sources_prefix()))
+                    .await
+                    .map_err(fail)?;
+            }
+            Access::Write => {
+                let probe = object_store::path::Path::from(format!(
+                    "{}/.probe-{}",
+                    layout::SOURCES,
+                    std::process::id()
+                ));
+                self.os
+                    .put(&probe, bytes::Bytes::from_static(b"probe").into())
+                    .await
+                    .map_err(fail)?;
+                self.os.delete(&probe).await.map_err(fail)?;
+            }
+        }
+        Ok(())
     }
 
     /// The file behind a key in a local store.
