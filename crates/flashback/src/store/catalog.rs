@@ -4,7 +4,7 @@
 use super::layout::{self, Entry, SealedName};
 use super::manifest::GenerationManifest;
 use super::{Store, StoreError};
-use flashback_format::segment::{Sealed, SegmentFile};
+use flashback_format::segment::{Sealed, SegmentScanner};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -238,18 +238,43 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
     Ok(gens.into_values().collect())
 }
 
+/// Reads an open tail block by block (never whole: a tail may hold a 512 MB command) to learn
+/// where it ends and how far it is known complete.
 async fn scan_tail(store: &Store, t: &mut TailSegment) -> Result<(), StoreError> {
-    let bytes = match store.os.get(&t.key).await {
-        Ok(r) => r.bytes().await?,
+    use futures::StreamExt;
+    let got = match store.os.get(&t.key).await {
+        Ok(r) => r,
         // Sealed between our LIST and GET: the sealed copy is in the next listing.
         Err(object_store::Error::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let f = SegmentFile::parse(t.key.as_ref(), &bytes, Sealed::No)?;
-    let s = f.summary();
+    let mut scanner = SegmentScanner::new(t.key.as_ref(), got.meta.size, Sealed::No);
+    let mut body = got.into_stream();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let n = scanner.next_need()?;
+        if n == 0 {
+            break;
+        }
+        while buf.len() < n {
+            match body.next().await {
+                Some(chunk) => buf.extend_from_slice(&chunk?),
+                // Shorter than its listed size: the scanner sees the end as a torn write.
+                None => break,
+            }
+        }
+        if buf.len() < n {
+            break;
+        }
+        let bytes = buf.split_to(n);
+        scanner.feed(&bytes)?;
+    }
+    let (Some(h), Some(s)) = (scanner.header(), scanner.summary()) else {
+        return Ok(());
+    };
     t.end_offset = s.end_offset;
     t.first_time_ms = s.first_time_ms;
-    t.covered_through_ms = s.end_time_ms.max(f.header.created_ms);
-    t.torn = f.torn_tail;
+    t.covered_through_ms = s.end_time_ms.max(h.created_ms);
+    t.torn = scanner.torn_reason().is_some();
     Ok(())
 }
