@@ -24,6 +24,8 @@
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
 //!   of what may be deleted, then deletion in a crash-safe order.
+//! - [`verify`]: `flashback verify`: reads every object a restore needs (checksums, the chain
+//!   from each base), then a timed restore drill into a private redis-server.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments and calls into this library.
 
@@ -39,6 +41,7 @@ pub mod restore;
 pub mod source;
 pub mod store;
 pub mod timespec;
+pub mod verify;
 
 /// Milliseconds since the Unix epoch, from the system clock. The one clock capture stamps with;
 /// tests of the pure parts pass times in explicitly instead.

@@ -24,6 +24,8 @@ enum Command {
     Restore(cli::restore::Args),
     /// Sources, generations, restorable windows, capture lag and bytes stored.
     Info(cli::info::Args),
+    /// Check every stored object a restore needs, then drill a timed restore (RTO, digest).
+    Verify(cli::verify::Args),
     /// Make a new base off the primary: the latest sealed state, rebuilt in a private server.
     Compact(cli::compact::Args),
     /// Delete what the retention policy no longer needs (--keep 7d, daily/weekly/monthly points).
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Capture(a) => cli::capture::run(a).await,
             Command::Restore(a) => cli::restore::run(a).await,
             Command::Info(a) => cli::info::run(a).await,
+            Command::Verify(a) => cli::verify::run(a).await,
             Command::Compact(a) => cli::compact::run(a).await,
             Command::Prune(a) => cli::prune::run(a).await,
             Command::Demo(a) => cli::demo::run(a).await,

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod info;
 pub mod prune;
 pub mod restore;
+pub mod verify;
 
 use flashback::store::{catalog, Access, Store};
 

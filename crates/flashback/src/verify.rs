@@ -1,0 +1,1143 @@
+//! `flashback verify`: reads everything a restore depends on, then proves a restore works.
+//!
+//! **Integrity.** For every generation of a source: the manifest decodes; every base is whole
+//! (the size the manifest recorded, the RDB's own CRC-64); every segment parses in its mode
+//! (sealed, or open tail) and every block decodes (checksums, zstd, the record chain); and the
+//! segments chain from the base offset without a hole or an overlap, each agreeing with its
+//! name. Objects are streamed, one block in memory at a time: a base can be gigabytes and a
+//! segment can hold a 512 MB record. Reading everything, rather than trusting the listing as
+//! `info` does, is the point: a flipped bit shows only when the bytes are read.
+//!
+//! Each problem names the object, the byte offset where known, what is wrong, and what it
+//! means for restore: up to which instant the generation still restores. That bound follows
+//! what restore actually reads: to cut at T it reads on to the first block after T, so a bad
+//! block also spoils the instants since the start of the good block before it.
+//!
+//! **Drill.** A real restore (plan + engine) into a private redis-server, timed from the plan
+//! to a server answering with the whole dataset: the recovery time measured, not estimated.
+//!
+//! The report types are the `--json` schema (`docs/cli.md`, [`SCHEMA_VERSION`]); the text
+//! output is rendered from them too.
+
+use crate::redis_server::{RedisServer, ServerBinary, ServerOptions};
+use crate::restore::{self, engine, RestoreError, Target};
+use crate::source::Client;
+use crate::store::catalog::{BaseObject, SealedSegment};
+use crate::store::layout::{self, Entry};
+use crate::store::manifest::GenerationManifest;
+use crate::store::Store;
+use crate::timespec::{format_ms, format_rfc3339_ms};
+use bytes::BytesMut;
+use flashback_format::segment::{
+    self, Item, Sealed, SegmentHeader, SegmentScanner, SegmentSummary,
+};
+use flashback_format::{rdb, Error as FormatError};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The impact of damage to an object no restore reads.
+const UNNEEDED: &str =
+    "none: no restore reads it (its data is before the oldest base); prune deletes it";
+
+/// The `"schema"` number at the top of `flashback verify --json`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What is wrong with an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Not in the store: a listed object vanished, a generation lost its manifest or base, or
+    /// no segment holds a range of offsets (a hole in the log).
+    Missing,
+    /// Shorter than it must be.
+    Truncated,
+    /// Bytes that fail a checksum or a format rule, or disagree with the object's name.
+    Corrupt,
+    /// Written by a newer flashback than this one.
+    Version,
+    /// The store answered with an error.
+    Unreadable,
+    /// Warning only: an open tail ends in a partly written block (the agent stopped mid-write,
+    /// or is writing now). Restore ignores those bytes.
+    Torn,
+    /// Warning only: an open tail left next to the sealed segment that holds its data (the
+    /// agent died between sealing and removing it). Restore reads the sealed one.
+    Leftover,
+    /// The restore drill failed.
+    Drill,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Missing => "missing",
+            Kind::Truncated => "truncated",
+            Kind::Corrupt => "corrupt",
+            Kind::Version => "version",
+            Kind::Unreadable => "unreadable",
+            Kind::Torn => "torn",
+            Kind::Leftover => "leftover",
+            Kind::Drill => "drill",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The object's key in the store; for a hole, the name pattern of the missing segment.
+    pub key: String,
+    /// The byte offset in the object where the damage starts, when known.
+    pub offset: Option<u64>,
+    pub kind: Kind,
+    /// What is wrong.
+    pub message: String,
+    /// What it means for restore, in words.
+    pub impact: String,
+    /// Every instant of the generation up to and including this time still restores; null
+    /// when the problem leaves none of it restorable, or is not about one generation's log.
+    pub restorable_through_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GenerationReport {
+    pub id: String,
+    pub bases: usize,
+    pub sealed_segments: usize,
+    pub tails: usize,
+    /// Blocks and records decoded.
+    pub blocks: u64,
+    pub records: u64,
+    /// Bytes read from the store.
+    pub bytes: u64,
+    /// No problem was found in this generation.
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbKeys {
+    pub db: u32,
+    pub keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drill {
+    pub generation: String,
+    /// The instant restored: `--at`, or the end of the latest window.
+    pub at_ms: u64,
+    pub at: String,
+    /// The replication offset the restore stopped at.
+    pub stop_offset: u64,
+    /// Wall time from the start of planning to a server answering with the whole dataset,
+    /// including starting the server and loading the base.
+    pub rto_ms: u64,
+    /// Keys in all dbs (the sum of `DBSIZE` over `dbs`).
+    pub keys: u64,
+    pub dbs: Vec<DbKeys>,
+    /// `DEBUG DIGEST` of the restored dataset: equal to the source's at that instant.
+    pub digest: String,
+    /// Records replayed after the base.
+    pub records: u64,
+    /// The server that rebuilt the dataset, e.g. `redis 7.0.15`.
+    pub server: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceReport {
+    pub name: String,
+    /// Oldest first.
+    pub generations: Vec<GenerationReport>,
+    pub problems: Vec<Problem>,
+    /// Worth knowing, not failures (torn open tails, generations whose base never finished).
+    pub warnings: Vec<Problem>,
+    /// Null with `--no-drill`, or when the drill failed (then `problems` says why).
+    pub drill: Option<Drill>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub store: String,
+    /// True when no problem was found (warnings allowed).
+    pub ok: bool,
+    pub problem_count: usize,
+    pub sources: Vec<SourceReport>,
+}
+
+/// `--at` and `--redis-server` for the drill.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub target: Target,
+    pub redis_server: Option<PathBuf>,
+}
+
+/// Checks `sources` (names that exist in the store) and, with `drill`, restores each.
+pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptions>) -> Report {
+    let mut out = Vec::new();
+    for name in sources {
+        let mut s = check_source(store, name).await;
+        if let Some(d) = drill {
+            match run_drill(store, name, d).await {
+                Ok(r) => s.drill = Some(r),
+                // Failing on an object already reported is the expected consequence, not a
+                // second problem: one flipped byte counts once.
+                Err(mut p) if s.problems.iter().any(|q| q.key == p.key) => {
+                    p.impact =
+                        "expected: the restore reads the damaged object reported above".into();
+                    s.warnings.push(p);
+                }
+                Err(p) => s.problems.push(p),
+            }
+        }
+        out.push(s);
+    }
+    let problem_count = out.iter().map(|s| s.problems.len()).sum();
+    Report {
+        schema: SCHEMA_VERSION,
+        store: store.url.clone(),
+        ok: problem_count == 0,
+        problem_count,
+        sources: out,
+    }
+}
+
+/// The objects of one generation, from the listing.
+#[derive(Default)]
+struct Listed {
+    manifest: Option<Path>,
+    bases: Vec<BaseObject>,
+    sealed: Vec<SealedSegment>,
+    /// (key, size, start offset)
+    tails: Vec<(Path, u64, u64)>,
+}
+
+/// The integrity half of verify, for one source.
+pub async fn check_source(store: &Store, name: &str) -> SourceReport {
+    let mut report = SourceReport {
+        name: name.to_string(),
+        generations: vec![],
+        problems: vec![],
+        warnings: vec![],
+        drill: None,
+    };
+    let prefix = layout::generations_prefix(name);
+    let objects: Vec<_> = match store.os.list(Some(&prefix)).try_collect().await {
+        Ok(o) => o,
+        Err(e) => {
+            report.problems.push(Problem {
+                key: prefix.to_string(),
+                offset: None,
+                kind: Kind::Unreadable,
+                message: format!("cannot list the source's objects: {e}"),
+                impact: "nothing of this source could be checked".into(),
+                restorable_through_ms: None,
+            });
+            return report;
+        }
+    };
+    if objects.is_empty() {
+        report.warnings.push(Problem {
+            key: prefix.to_string(),
+            offset: None,
+            kind: Kind::Missing,
+            message:
+                "nothing captured yet (capture starting, or waiting for the primary's snapshot?)"
+                    .into(),
+            impact: "nothing of this source is restorable".into(),
+            restorable_through_ms: None,
+        });
+    }
+    let mut gens: BTreeMap<String, Listed> = BTreeMap::new();
+    for o in objects {
+        let Some((gen, entry)) = layout::parse_key(name, &o.location) else {
+            continue;
+        };
+        let g = gens.entry(gen).or_default();
+        match entry {
+            Entry::Manifest => g.manifest = Some(o.location),
+            Entry::Base { offset, time_ms } => g.bases.push(BaseObject {
+                offset,
+                time_ms,
+                key: o.location,
+                size: o.size,
+            }),
+            Entry::Sealed(n) => g.sealed.push(SealedSegment {
+                name: n,
+                key: o.location,
+                size: o.size,
+            }),
+            Entry::Tail { start_offset } => g.tails.push((o.location, o.size, start_offset)),
+        }
+    }
+    for (id, mut listed) in gens {
+        listed.bases.sort_by_key(|b| b.offset);
+        listed.sealed.sort_by_key(|s| s.name);
+        listed.tails.sort_by_key(|t| t.2);
+        let before = report.problems.len();
+        let mut c = GenCheck {
+            store,
+            source: name,
+            gen: id,
+            report: &mut report,
+            counts: GenerationReport::default(),
+        };
+        c.run(listed).await;
+        let mut counts = c.counts;
+        counts.ok = report.problems.len() == before;
+        report.generations.push(counts);
+    }
+    report
+}
+
+/// A failure reading one object.
+struct Failure {
+    kind: Kind,
+    offset: Option<u64>,
+    what: String,
+}
+
+impl Failure {
+    fn new(kind: Kind, offset: Option<u64>, what: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            offset,
+            what: what.into(),
+        }
+    }
+
+    /// A format error, sorted into a kind. The file name is dropped: the problem names the key.
+    fn format(e: &FormatError) -> Self {
+        match e {
+            FormatError::Corrupt { offset, what, .. } => {
+                let kind = if what.contains("truncated") || what.contains("too short") {
+                    Kind::Truncated
+                } else {
+                    Kind::Corrupt
+                };
+                Failure::new(kind, Some(*offset), what.clone())
+            }
+            FormatError::Version {
+                found, supported, ..
+            } => Failure::new(
+                Kind::Version,
+                None,
+                format!("format version {found}, newer than this build reads ({supported}): upgrade flashback"),
+            ),
+            FormatError::Io { source, .. } => {
+                Failure::new(Kind::Unreadable, None, source.to_string())
+            }
+            other => Failure::new(Kind::Corrupt, None, other.to_string()),
+        }
+    }
+
+    fn store(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => Failure::new(
+                Kind::Missing,
+                None,
+                "listed, but gone when read (pruned, or sealed by a live agent since): run verify again",
+            ),
+            e => Failure::new(Kind::Unreadable, None, e.to_string()),
+        }
+    }
+}
+
+/// What one segment's scan found.
+#[derive(Default)]
+struct Scan {
+    summary: Option<SegmentSummary>,
+    header: Option<SegmentHeader>,
+    /// First record time of the last block with records that read and decoded fine.
+    last_good_first_ms: Option<u64>,
+    torn: Option<String>,
+    failure: Option<Failure>,
+}
+
+/// Checks one generation, pushing its problems into the source's report.
+struct GenCheck<'a> {
+    store: &'a Store,
+    source: &'a str,
+    gen: String,
+    report: &'a mut SourceReport,
+    counts: GenerationReport,
+}
+
+/// How far the log of a generation is intact, walking it in restore's order.
+struct Chain {
+    /// The end offset of the intact chain.
+    at: u64,
+    /// Its end time (the base's time, then each segment's end).
+    end_ms: u64,
+    /// First record time of the last good block with records: restore at T reads on to the
+    /// first block after T, so instants before this time never touch what comes after.
+    last_good_first_ms: Option<u64>,
+    /// Set at the first break: up to which instant the generation still restores.
+    broken: Option<Option<u64>>,
+}
+
+impl GenCheck<'_> {
+    async fn run(&mut self, listed: Listed) {
+        self.counts.id = self.gen.clone();
+        self.counts.bases = listed.bases.len();
+        self.counts.sealed_segments = listed.sealed.len();
+        self.counts.tails = listed.tails.len();
+        let manifest = match &listed.manifest {
+            Some(key) => self.read_manifest(key).await,
+            None => {
+                let key = layout::manifest_key(self.source, &self.gen).to_string();
+                if listed.sealed.is_empty() && listed.tails.is_empty() {
+                    self.report.warnings.push(Problem {
+                        key,
+                        offset: None,
+                        kind: Kind::Missing,
+                        message: "no manifest: the base snapshot never finished arriving (or is arriving now)".into(),
+                        impact: format!("generation {} is not restorable; capture removes it when it restarts", self.gen),
+                        restorable_through_ms: None,
+                    });
+                } else {
+                    self.problem(
+                        key,
+                        Failure::new(Kind::Missing, None, "no manifest, yet the generation has segments: it was deleted"),
+                        format!("no instant of generation {} can be restored (restore needs the manifest to find the base)", self.gen),
+                        None,
+                    );
+                }
+                None
+            }
+        };
+        self.check_bases(&listed.bases, manifest.as_ref()).await;
+        // The chain starts where restore's does: at the oldest base left (a prune deletes the
+        // first base and the log before the next one).
+        let oldest = manifest.as_ref().and_then(|m| {
+            let b = listed.bases.iter().find(|b| b.offset >= m.base_offset)?;
+            let t = if b.offset == m.base_offset {
+                m.base_time_ms
+            } else {
+                b.time_ms
+            };
+            Some((b.offset, t))
+        });
+        let (start_offset, start_ms) = match (&manifest, oldest) {
+            (Some(_), Some(start)) => start,
+            (Some(m), None) => (m.base_offset, m.base_time_ms),
+            (None, _) => match listed.sealed.first() {
+                Some(s) => (s.name.start_offset, s.name.first_time_ms),
+                None => (listed.tails.first().map_or(0, |t| t.2), 0),
+            },
+        };
+        let mut chain = Chain {
+            at: start_offset,
+            end_ms: start_ms,
+            last_good_first_ms: None,
+            broken: manifest.is_none().then_some(None),
+        };
+        let mut log_problems = Vec::new();
+        for s in &listed.sealed {
+            let n = &s.name;
+            let needed = self.link(
+                &mut chain,
+                &mut log_problems,
+                (n.start_offset, n.end_offset),
+                n.first_time_ms,
+            );
+            let scan = self.scan(&s.key, s.size, Sealed::Yes).await;
+            let mut failure = scan.failure;
+            if let Some(f) = failure.as_mut() {
+                // A sealed segment that does not end with its footer magic lost its end.
+                if f.kind == Kind::Corrupt && !self.ends_with_footer_magic(&s.key, s.size).await {
+                    f.kind = Kind::Truncated;
+                    f.what = format!(
+                        "{} (the object does not end with the footer, so it was cut short)",
+                        f.what
+                    );
+                }
+            }
+            if failure.is_none() {
+                failure = name_mismatch(n, scan.header.as_ref(), scan.summary.as_ref());
+            }
+            if !needed {
+                if let Some(f) = failure {
+                    self.problem(s.key.to_string(), f, UNNEEDED.into(), None);
+                }
+                continue;
+            }
+            chain.advance_good(scan.last_good_first_ms);
+            if let Some(f) = failure {
+                chain.break_here();
+                log_problems.push(self.problem(s.key.to_string(), f, String::new(), None));
+            }
+            // Chained by name, as restore plans: damage inside is reported above, and must not
+            // also show as a hole before the next segment.
+            chain.at = n.end_offset;
+            chain.end_ms = chain.end_ms.max(n.end_time_ms);
+        }
+        for (key, size, start) in &listed.tails {
+            let scan = self.scan(key, *size, Sealed::No).await;
+            if matches!(&scan.failure, Some(f) if f.kind == Kind::Missing) {
+                // A live agent sealed it since the listing: what it held is in a sealed
+                // segment that the next run of verify will read. Not damage.
+                continue;
+            }
+            let (first_ms, end) = scan
+                .summary
+                .as_ref()
+                .map_or((0, *start), |s| (s.first_time_ms, s.end_offset));
+            if !self.link(&mut chain, &mut log_problems, (*start, end), first_ms) {
+                self.report.warnings.push(Problem {
+                    key: key.to_string(),
+                    offset: None,
+                    kind: Kind::Leftover,
+                    message: "an open tail whose data sealed segments already hold (the agent died while sealing)".into(),
+                    impact: "none: restore reads the sealed copy; capture removes the tail when it restarts".into(),
+                    restorable_through_ms: None,
+                });
+                continue;
+            }
+            if let Some(reason) = &scan.torn {
+                // The scanner says "byte <n>: <why>"; the offset gets its own field.
+                let (offset, why) = match reason
+                    .strip_prefix("byte ")
+                    .and_then(|r| r.split_once(": "))
+                {
+                    Some((n, why)) => (n.parse().ok(), why),
+                    None => (None, reason.as_str()),
+                };
+                self.report.warnings.push(Problem {
+                    key: key.to_string(),
+                    offset,
+                    kind: Kind::Torn,
+                    message: format!("the open tail ends in a partly written block: {why}"),
+                    impact: "none: restore ignores the partial bytes (the agent stopped mid-write, or is writing now)".into(),
+                    restorable_through_ms: None,
+                });
+            }
+            let failure = match scan.failure {
+                Some(f) => Some(f),
+                None => name_mismatch_tail(*start, scan.header.as_ref()),
+            };
+            chain.advance_good(scan.last_good_first_ms);
+            match failure {
+                Some(f) => {
+                    chain.break_here();
+                    log_problems.push(self.problem(key.to_string(), f, String::new(), None));
+                }
+                None => {
+                    if let Some(s) = &scan.summary {
+                        chain.at = chain.at.max(s.end_offset);
+                        chain.end_ms = chain.end_ms.max(s.end_time_ms);
+                    }
+                }
+            }
+        }
+        // Every log problem gets the same impact: the first break bounds the generation.
+        let through = chain.broken.flatten();
+        let impact = match through {
+            Some(t) => format!(
+                "instants of generation {} up to {} still restore; later ones cannot",
+                self.gen,
+                format_ms(t)
+            ),
+            None => format!("no instant of generation {} can be restored", self.gen),
+        };
+        for i in log_problems {
+            let p = &mut self.report.problems[i];
+            if p.impact.is_empty() {
+                p.impact = impact.clone();
+                p.restorable_through_ms = through;
+            }
+        }
+    }
+
+    /// Records a problem; returns its index in the report.
+    fn problem(
+        &mut self,
+        key: String,
+        f: Failure,
+        impact: String,
+        restorable_through_ms: Option<u64>,
+    ) -> usize {
+        self.report.problems.push(Problem {
+            key,
+            offset: f.offset,
+            kind: f.kind,
+            message: f.what,
+            impact,
+            restorable_through_ms,
+        });
+        self.report.problems.len() - 1
+    }
+
+    /// Places a segment spanning offsets `span` on the chain, as restore's planner does: one
+    /// that ends at or before the chain's end is not needed (its data is before the oldest
+    /// base, or held by another segment): returns false. One that starts after it leaves a
+    /// hole, reported here. One that starts inside the data (the oldest base falls inside a
+    /// segment) continues it.
+    fn link(
+        &mut self,
+        chain: &mut Chain,
+        log_problems: &mut Vec<usize>,
+        (start, end): (u64, u64),
+        first_ms: u64,
+    ) -> bool {
+        if start < chain.at && end <= chain.at {
+            return false;
+        }
+        if start <= chain.at {
+            return true;
+        }
+        let key = format!(
+            "{}/{:016x}-*.seg",
+            layout::segments_prefix(self.source, &self.gen),
+            chain.at
+        );
+        let what = format!(
+            "no segment holds offsets {}..{start}: the log has a hole between {} (the data before it ends) and {} (the next segment starts)",
+            chain.at,
+            format_ms(chain.end_ms),
+            if first_ms == 0 { "an unknown time".to_string() } else { format_ms(first_ms) },
+        );
+        // At a hole restore stops cleanly: every instant before it is reachable.
+        if chain.broken.is_none() {
+            chain.broken = Some(Some(chain.end_ms));
+        }
+        log_problems.push(self.problem(
+            key,
+            Failure::new(Kind::Missing, None, what),
+            String::new(),
+            None,
+        ));
+        chain.at = start;
+        true
+    }
+
+    async fn read_manifest(&mut self, key: &Path) -> Option<GenerationManifest> {
+        let bytes = match self.store.os.get(key).await {
+            Ok(r) => r.bytes().await.map_err(Failure::store),
+            Err(e) => Err(Failure::store(e)),
+        };
+        let failure = match bytes {
+            Ok(b) => match GenerationManifest::decode(key.as_ref(), &b) {
+                Ok(m) => {
+                    self.counts.bytes += b.len() as u64;
+                    return Some(m);
+                }
+                Err(e) => Failure::format(&e),
+            },
+            Err(f) => f,
+        };
+        let impact = format!(
+            "no instant of generation {} can be restored (restore needs the manifest to find the base)",
+            self.gen
+        );
+        self.problem(key.to_string(), failure, impact, None);
+        None
+    }
+
+    /// Every base: whole, with the right CRC; the first one also exists and has the size the
+    /// manifest recorded.
+    async fn check_bases(&mut self, bases: &[BaseObject], m: Option<&GenerationManifest>) {
+        if let Some(m) = m {
+            // A later base without the first is what a prune leaves: restores start there.
+            if !bases.iter().any(|b| b.offset >= m.base_offset) {
+                let key = layout::base_key(self.source, &self.gen, m.base_offset, m.base_time_ms);
+                let impact = self.base_impact(bases, m.base_offset, m.base_time_ms);
+                self.problem(
+                    key.to_string(),
+                    Failure::new(
+                        Kind::Missing,
+                        None,
+                        format!(
+                            "the base snapshot at offset {} is not in the store",
+                            m.base_offset
+                        ),
+                    ),
+                    impact,
+                    None,
+                );
+            }
+        }
+        let mut bad = Vec::new();
+        for b in bases {
+            let expected = m.filter(|m| m.base_offset == b.offset).map(|m| m.base_size);
+            if let Some(f) = self.check_base(b, expected).await {
+                bad.push((b.offset, b.time_ms, b.key.to_string(), f));
+            }
+        }
+        for (offset, time_ms, key, f) in bad {
+            let impact = self.base_impact(bases, offset, time_ms);
+            self.problem(key, f, impact, None);
+        }
+    }
+
+    /// Restore starts from the latest base at or before the instant, so a bad base spoils the
+    /// instants from its own time up to the next base.
+    fn base_impact(&self, bases: &[BaseObject], offset: u64, time_ms: u64) -> String {
+        match bases.iter().find(|b| b.offset > offset) {
+            Some(next) => format!(
+                "instants of generation {} from {} to before {} cannot be restored (restores there start from this base)",
+                self.gen,
+                format_ms(time_ms),
+                format_ms(next.time_ms)
+            ),
+            None => format!(
+                "no instant of generation {} from {} on can be restored (restores there start from this base)",
+                self.gen,
+                format_ms(time_ms)
+            ),
+        }
+    }
+
+    /// Streams a base: size, RDB magic, and the CRC-64 in its trailer.
+    async fn check_base(&mut self, b: &BaseObject, expected_size: Option<u64>) -> Option<Failure> {
+        match expected_size {
+            Some(n) if b.size < n => {
+                return Some(Failure::new(
+                    Kind::Truncated,
+                    Some(b.size),
+                    format!("{} bytes, but the manifest recorded {n}", b.size),
+                ))
+            }
+            Some(n) if b.size > n => {
+                return Some(Failure::new(
+                    Kind::Corrupt,
+                    Some(n),
+                    format!("{} bytes, more than the {n} the manifest recorded", b.size),
+                ))
+            }
+            _ => {}
+        }
+        let got = match self.store.os.get(&b.key).await {
+            Ok(g) => g,
+            Err(e) => return Some(Failure::store(e)),
+        };
+        let len = got.meta.size;
+        let crc_end = len.saturating_sub(8);
+        let trailer_start = len.saturating_sub(9);
+        let (mut crc, mut pos) = (0u64, 0u64);
+        let mut head = Vec::new();
+        let mut trailer = Vec::with_capacity(9);
+        let mut body = got.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => return Some(Failure::store(e)),
+            };
+            let end = pos + chunk.len() as u64;
+            let slice = |from: u64, to: u64| {
+                &chunk[(from.clamp(pos, end) - pos) as usize..(to.clamp(pos, end) - pos) as usize]
+            };
+            crc = rdb::crc64(crc, slice(0, crc_end));
+            trailer.extend_from_slice(slice(trailer_start, len));
+            if head.len() < rdb::MAGIC_LEN {
+                head.extend_from_slice(slice(0, rdb::MAGIC_LEN as u64));
+            }
+            pos = end;
+        }
+        self.counts.bytes += pos;
+        if pos != len {
+            return Some(Failure::new(
+                Kind::Truncated,
+                Some(pos),
+                format!("the store returned {pos} of the object's {len} bytes"),
+            ));
+        }
+        if let Err(e) = rdb::peek(b.key.as_ref(), &head) {
+            return Some(Failure::format(&e));
+        }
+        rdb::check_trailer(b.key.as_ref(), len, crc, &trailer)
+            .err()
+            .map(|e| Failure::format(&e))
+    }
+
+    /// Streams a segment through the scanner, decoding every block.
+    async fn scan(&mut self, key: &Path, size: u64, sealed: Sealed) -> Scan {
+        let mut scan = Scan::default();
+        let got = match self.store.os.get(key).await {
+            Ok(g) => g,
+            Err(e) => {
+                scan.failure = Some(Failure::store(e));
+                return scan;
+            }
+        };
+        // An open tail may have grown since the listing; a sealed segment must not have.
+        let len = match sealed {
+            Sealed::Yes => size,
+            Sealed::No => got.meta.size,
+        };
+        let mut scanner = SegmentScanner::new(key.as_ref(), len, sealed);
+        let mut body = got.into_stream();
+        let mut buf = BytesMut::new();
+        let mut fetched = 0u64;
+        let failure = loop {
+            let n = match scanner.next_need() {
+                Ok(0) => break None,
+                Ok(n) => n,
+                Err(e) => break Some(Failure::format(&e)),
+            };
+            let mut short = false;
+            while buf.len() < n {
+                match body.next().await {
+                    Some(Ok(c)) => buf.extend_from_slice(&c),
+                    Some(Err(e)) => {
+                        scan.failure = Some(Failure::store(e));
+                        return scan;
+                    }
+                    None => {
+                        short = true;
+                        break;
+                    }
+                }
+            }
+            if short {
+                let have = fetched + buf.len() as u64;
+                break Some(Failure::new(
+                    Kind::Truncated,
+                    Some(have),
+                    format!("the store returned {have} of the object's {len} bytes"),
+                ));
+            }
+            let bytes = buf.split_to(n);
+            fetched += n as u64;
+            let block = match scanner.feed(&bytes) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => break Some(Failure::format(&e)),
+            };
+            match scanner.decode(&block) {
+                Ok(items) => {
+                    self.counts.blocks += 1;
+                    self.counts.records += items
+                        .iter()
+                        .filter(|i| !matches!(i, Item::Fragment(f) if f.end.is_none()))
+                        .count() as u64;
+                    if block.info.record_count > 0 {
+                        scan.last_good_first_ms = Some(block.info.first_time_ms);
+                    }
+                }
+                Err(e) => break Some(Failure::format(&e)),
+            }
+        };
+        self.counts.bytes += fetched;
+        scan.header = scanner.header().cloned();
+        if failure.is_none() {
+            scan.summary = scanner.summary();
+            scan.torn = scanner.torn_reason().map(str::to_string);
+        }
+        scan.failure = failure;
+        scan
+    }
+
+    async fn ends_with_footer_magic(&self, key: &Path, size: u64) -> bool {
+        let n = segment::FOOTER_MAGIC.len() as u64;
+        if size < n {
+            return false;
+        }
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(size - n..size)),
+            ..Default::default()
+        };
+        match self.store.os.get_opts(key, opts).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .is_ok_and(|b| b[..] == segment::FOOTER_MAGIC),
+            // Cannot tell: keep the scanner's verdict.
+            Err(_) => true,
+        }
+    }
+}
+
+impl Chain {
+    fn advance_good(&mut self, first_ms: Option<u64>) {
+        if self.broken.is_none() && first_ms.is_some() {
+            self.last_good_first_ms = first_ms;
+        }
+    }
+
+    /// Damage inside an object: restore reads on to the first block after its cut, so only
+    /// the instants before the last good block's first record are safe.
+    fn break_here(&mut self) {
+        if self.broken.is_none() {
+            self.broken = Some(self.last_good_first_ms.map(|t| t.saturating_sub(1)));
+        }
+    }
+}
+
+/// A sealed segment's name is what restore plans with: it must say what the footer says (for
+/// a segment without records the agent names it by its creation time, as `first_time_ms` 0
+/// would sort it before its predecessors).
+fn name_mismatch(
+    n: &layout::SealedName,
+    h: Option<&SegmentHeader>,
+    s: Option<&SegmentSummary>,
+) -> Option<Failure> {
+    let (h, s) = (h?, s?);
+    let first = if s.first_time_ms == 0 {
+        h.created_ms
+    } else {
+        s.first_time_ms
+    };
+    let named = (n.start_offset, n.end_offset, n.first_time_ms, n.end_time_ms);
+    let found = (
+        s.start_offset,
+        s.end_offset,
+        first,
+        s.end_time_ms.max(first),
+    );
+    if named == found {
+        return None;
+    }
+    Some(Failure::new(
+        Kind::Corrupt,
+        None,
+        format!(
+            "the name says offsets {}..{} and times {}..{}, the footer says offsets {}..{} and times {}..{}",
+            named.0, named.1, named.2, named.3, found.0, found.1, found.2, found.3
+        ),
+    ))
+}
+
+fn name_mismatch_tail(start: u64, h: Option<&SegmentHeader>) -> Option<Failure> {
+    match h {
+        Some(h) if h.start_offset != start => Some(Failure::new(
+            Kind::Corrupt,
+            Some(16),
+            format!(
+                "the header says the segment starts at offset {}, its name says {start}",
+                h.start_offset
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// Restores `target` into a private server and measures it. Any failure is one problem.
+async fn run_drill(store: &Store, source: &str, d: &DrillOptions) -> Result<Drill, Problem> {
+    // Under a live agent an open tail can be sealed between the plan and the read, which
+    // restore reports as an error on the tail. That is a race, not damage: plan again.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match drill_once(store, source, d).await {
+            Err(p) if tries < 3 && p.key.ends_with(".tail") => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn drill_once(store: &Store, source: &str, d: &DrillOptions) -> Result<Drill, Problem> {
+    let started = Instant::now();
+    let fail = |e: RestoreError| drill_problem(source, e);
+    let plan = restore::plan(store, source, d.target).await.map_err(fail)?;
+    let binary = ServerBinary::find(d.redis_server.as_deref()).map_err(|e| fail(e.into()))?;
+    let version = engine::check_base_version(store, &plan, &binary)
+        .await
+        .map_err(fail)?;
+    // The engine's own server, used directly rather than through a restore sink: the drill
+    // only looks at the result, and every sink moves it somewhere or leaves it running.
+    let server = RedisServer::start(&binary, ServerOptions::default())
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let applied = engine::replay(store, &plan, &server, version)
+        .await
+        .map_err(fail)?;
+    let (dbs, digest) = dataset(&server).await.map_err(fail)?;
+    let rto_ms = started.elapsed().as_millis() as u64;
+    if applied.replica_errors > 0 {
+        return Err(Problem {
+            key: plan.base_key.to_string(),
+            offset: None,
+            kind: Kind::Drill,
+            message: format!(
+                "{} commands failed on the restore server; first: {}",
+                applied.replica_errors,
+                applied.first_errors.first().map_or("?", |s| s.as_str())
+            ),
+            impact: "the restored dataset may differ from the source's".into(),
+            restorable_through_ms: None,
+        });
+    }
+    let at_ms = match d.target {
+        Target::At(t) => t,
+        _ => plan.window.to_ms,
+    };
+    Ok(Drill {
+        generation: plan.generation.clone(),
+        at_ms,
+        at: format_rfc3339_ms(at_ms),
+        stop_offset: plan.stop_offset,
+        rto_ms,
+        keys: dbs.iter().map(|d| d.keys).sum(),
+        dbs,
+        digest,
+        records: applied.records_applied,
+        server: binary.to_string(),
+    })
+}
+
+/// DBSIZE of every db that holds keys, and DEBUG DIGEST.
+async fn dataset(server: &RedisServer) -> Result<(Vec<DbKeys>, String), RestoreError> {
+    let mut c: Client = server.client().await?;
+    let mut dbs = Vec::new();
+    let info = c.info("keyspace").await?;
+    let mut numbers: Vec<u32> = info
+        .iter()
+        .filter_map(|(k, _)| k.strip_prefix("db")?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    for db in numbers {
+        c.ok(&["SELECT", &db.to_string()]).await?;
+        let n = c.ok(&["DBSIZE"]).await?.text();
+        let keys = n.parse().map_err(|_| {
+            RestoreError::engine(server, format!("DBSIZE answered {n:?}, not a number"))
+        })?;
+        dbs.push(DbKeys { db, keys });
+    }
+    let digest = c.ok(&["DEBUG", "DIGEST"]).await?.text();
+    Ok((dbs, digest))
+}
+
+fn drill_problem(source: &str, e: RestoreError) -> Problem {
+    let (key, offset) = match &e {
+        RestoreError::Log { key, .. } => (key.clone(), None),
+        RestoreError::Format(FormatError::Corrupt { file, offset, .. }) => {
+            (file.clone(), Some(*offset))
+        }
+        _ => (layout::source_prefix(source).to_string(), None),
+    };
+    let text = e.to_string();
+    let what = text.strip_prefix(&format!("{key}: ")).unwrap_or(&text);
+    // One line per problem: multi-line errors (the windows of an --at outside them, a server
+    // log's tail) are joined.
+    let what = what
+        .lines()
+        .map(|l| l.trim().trim_end_matches(':'))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Problem {
+        message: format!("the restore drill failed: {what}"),
+        key,
+        offset,
+        kind: Kind::Drill,
+        impact: "a restore of this instant fails the same way".into(),
+        restorable_through_ms: None,
+    }
+}
+
+/// The text report: a verdict line first, then per source what was checked, every problem and
+/// warning on one line, and the drill's figures.
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let gens: usize = r.sources.iter().map(|s| s.generations.len()).sum();
+    let records: u64 = r
+        .sources
+        .iter()
+        .flat_map(|s| &s.generations)
+        .map(|g| g.records)
+        .sum();
+    if r.ok {
+        let _ = writeln!(
+            o,
+            "OK: {} source{}, {gens} generation{}, {records} records verified{}",
+            r.sources.len(),
+            plural(r.sources.len()),
+            plural(gens),
+            match r
+                .sources
+                .iter()
+                .filter_map(|s| s.drill.as_ref())
+                .map(|d| d.rto_ms)
+                .max()
+            {
+                Some(ms) => format!("; restore drill {ms} ms"),
+                None => String::new(),
+            }
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "FAILED: {} problem{}",
+            r.problem_count,
+            plural(r.problem_count)
+        );
+    }
+    for s in &r.sources {
+        let _ = writeln!(o, "\nsource {}", s.name);
+        for g in &s.generations {
+            let _ = writeln!(
+                o,
+                "  generation {}: {} base{}, {} sealed segment{}, {} open tail{}; {} blocks, {} records, {} read: {}",
+                g.id,
+                g.bases,
+                plural(g.bases),
+                g.sealed_segments,
+                plural(g.sealed_segments),
+                g.tails,
+                plural(g.tails),
+                g.blocks,
+                g.records,
+                crate::info::format_bytes(g.bytes),
+                if g.ok { "ok" } else { "PROBLEMS" }
+            );
+        }
+        for p in &s.problems {
+            let _ = writeln!(o, "  {}", line("PROBLEM", p));
+        }
+        for p in &s.warnings {
+            let _ = writeln!(o, "  {}", line("warning", p));
+        }
+        if let Some(d) = &s.drill {
+            let per_db: Vec<String> = d
+                .dbs
+                .iter()
+                .map(|x| format!("db{} {}", x.db, x.keys))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  drill: restored {} (generation {}, offset {}) in {} ms: {} keys{}, {} records replayed, digest {} ({})",
+                format_ms(d.at_ms),
+                d.generation,
+                d.stop_offset,
+                d.rto_ms,
+                d.keys,
+                if per_db.is_empty() { String::new() } else { format!(" ({})", per_db.join(", ")) },
+                d.records,
+                d.digest,
+                d.server
+            );
+        }
+    }
+    o
+}
+
+fn line(label: &str, p: &Problem) -> String {
+    let at = p
+        .offset
+        .map(|n| format!(" at byte {n}"))
+        .unwrap_or_default();
+    let impact = if p.impact.is_empty() {
+        String::new()
+    } else {
+        format!(" => {}", p.impact)
+    };
+    format!(
+        "{label} [{}] {}{at}: {}{impact}",
+        p.kind.label(),
+        p.key,
+        p.message
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
