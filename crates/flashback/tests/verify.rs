@@ -270,4 +270,19 @@ fn verify_healthy_store_then_each_kind_of_damage() {
         .unwrap();
     let (out, j) = verify(&copy, &["--json", "--no-drill"]);
     assert_fails_naming(&out, &j, &key_of(&copy, &base), "truncated");
+
+    // (e) Not damage: a new base, then a prune that deletes the first base and the log before
+    // the new one. Verify starts the chain where restore does, at the oldest base left.
+    let (copy, g) = damaged(&store, gen, root.path(), "pruned");
+    let first_base = files(&g.join("base"), "rdb")[0].clone();
+    for args in [vec!["compact", "--force"], vec!["prune", "--keep", "1s"]] {
+        let mut a: Vec<std::ffi::OsString> = args.iter().map(|s| s.into()).collect();
+        a.extend(["--store".into(), copy.clone().into_os_string()]);
+        let out = run_flashback(&a, Duration::from_secs(300));
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.all());
+    }
+    assert!(!first_base.exists(), "prune kept the first base");
+    let (out, j) = verify(&copy, &["--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(j["sources"][0]["drill"]["digest"], final_digest.as_str());
 }
