@@ -6,7 +6,7 @@
 //! (and fragment) starts exactly where the previous one ended (from the base offset on) and
 //! that the log reaches the planned stop: a restore never silently skips a hole.
 
-use super::plan::{RestorePlan, SegmentStream};
+use super::plan::{RestorePlan, SegmentRef, SegmentStream};
 use super::RestoreError;
 use crate::store::Store;
 use flashback_format::segment::{block_flags, Item};
@@ -32,19 +32,34 @@ pub struct ReadStats {
     pub bytes_fetched: u64,
 }
 
+/// Segment GETs kept in flight ahead of the one being read.
+const PREFETCH: usize = 8;
+
 pub async fn read_records<S: RecordSink>(
     store: &Store,
     plan: &RestorePlan,
     sink: &mut S,
 ) -> Result<ReadStats, RestoreError> {
+    use futures::StreamExt;
     let mut stats = ReadStats::default();
     let mut prev_end = plan.base_offset;
-    for seg in &plan.segments {
+    // The next few segments' GETs are in flight while one is read: on an object store each GET
+    // costs a round trip, and a remote capture seals a segment every second or so. Each open
+    // GET holds at most what its connection buffers, so memory stays bounded.
+    // Boxed futures collected first (they do nothing until polled): a closure inside the
+    // stream's type would trip rustc's "Send is not general enough" in spawned callers.
+    let opens: Vec<_> = plan
+        .segments
+        .iter()
+        .map(|seg| open_one(store, seg))
+        .collect();
+    let mut opened = futures::stream::iter(opens).buffered(PREFETCH);
+    while let Some((seg, stream)) = opened.next().await {
         if prev_end >= plan.stop_offset {
             break;
         }
         let key = seg.key.as_ref();
-        let mut stream = SegmentStream::open(store, seg).await?;
+        let mut stream = stream?;
         stats.segments += 1;
         let mut first = true;
         while let Some(block) = stream.next_block().await? {
@@ -127,6 +142,17 @@ pub async fn read_records<S: RecordSink>(
         });
     }
     Ok(stats)
+}
+
+type Opened<'a> = (&'a SegmentRef, Result<SegmentStream, RestoreError>);
+
+/// A named function with one lifetime, not a closure: it keeps the future provably `Send`
+/// (the compaction task runs this reader inside `tokio::spawn`).
+fn open_one<'a>(
+    store: &'a Store,
+    seg: &'a SegmentRef,
+) -> futures::future::BoxFuture<'a, Opened<'a>> {
+    Box::pin(async move { (seg, SegmentStream::open(store, seg).await) })
 }
 
 fn check_start(stream: &SegmentStream, key: &str, named: u64) -> Result<(), RestoreError> {
