@@ -14,6 +14,11 @@ struct Cli {
     /// S3-compatible endpoint for s3:// stores (MinIO, Ceph, R2…), e.g. http://10.0.0.9:9000
     #[arg(long, global = true, value_name = "URL", env = flashback::store::S3_ENDPOINT_ENV)]
     s3_endpoint: Option<String>,
+    /// Encrypt the store's objects at rest (AES-256-GCM) with the key in this file: 64 hex
+    /// digits (`openssl rand -hex 32`), base64 of 32 bytes, or 32 raw bytes. Or give the key
+    /// itself in FLASHBACK_ENCRYPTION_KEY. Every command reading the store needs the same key.
+    #[arg(long, global = true, value_name = "PATH", env = flashback::store::crypt::KEY_FILE_ENV)]
+    encryption_key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +60,15 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    if let Some(f) = &cli.encryption_key_file {
+        std::env::set_var(flashback::store::crypt::KEY_FILE_ENV, f);
+    }
+    // Read once, before the runtime starts any thread: this also takes the key out of the
+    // environment that the redis-servers we start would inherit.
+    if let Err(e) = flashback::store::crypt::configure_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -134,17 +134,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<(), CaptureError> {
-    if !store.is_remote() {
+    if !store.needs_spool() {
         let mut log = Log::open(store, None, &opts.name, opts.roll_bytes, opts.roll_age).await?;
         return run_log(&mut log, &opts, shutdown, progress).await;
     }
-    // A remote store: write into a local spool, upload in the background.
+    // A remote or encrypted store: write into a local spool, upload in the background.
     store.check(crate::store::Access::Write).await?;
     let spool_dir = opts
         .spool
         .clone()
         .unwrap_or_else(|| default_spool(&store.url));
-    let spool = Store::open(
+    let spool = Store::open_plain(
         &spool_dir.display().to_string(),
         crate::store::Access::Write,
     )?;

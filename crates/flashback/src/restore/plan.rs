@@ -593,6 +593,7 @@ mod tests {
         Store {
             os: Arc::new(InMemory::new()),
             local_root: None,
+            encrypted: false,
             url: "memory://".into(),
         }
     }

@@ -4,8 +4,12 @@
 //! A local store also exposes its root directory: the capture agent writes its open tail segment
 //! there in place (append + fsync), which object stores cannot do. Restore reads everything,
 //! tails included, through the object store API.
+//!
+//! With an encryption key configured ([`crypt`]), `os` encrypts and decrypts every object; the
+//! agent then spools like for a remote store, since a tail cannot be encrypted in place.
 
 pub mod catalog;
+pub mod crypt;
 pub mod layout;
 pub mod manifest;
 
@@ -37,6 +41,8 @@ pub struct Store {
     pub local_root: Option<PathBuf>,
     /// As the user gave it, for messages.
     pub url: String,
+    /// Objects are encrypted client-side (`os` is a [`crypt::EncryptedStore`]).
+    pub encrypted: bool,
 }
 
 /// How a command means to use the store.
@@ -59,7 +65,29 @@ impl Store {
     /// cloud (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_REGION, GOOGLE_SERVICE_ACCOUNT,
     /// AZURE_STORAGE_ACCOUNT_NAME/AZURE_STORAGE_ACCOUNT_KEY, …). Opening a remote store does no
     /// I/O; call [`check`](Self::check) to fail fast with a clear message.
+    ///
+    /// With a key configured ([`crypt::configured_key`]: `--encryption-key-file` or
+    /// `FLASHBACK_ENCRYPTION_KEY`) every object is encrypted; without one, an encrypted object
+    /// read through the store fails with a message asking for the key.
     pub fn open(url: &str, access: Access) -> Result<Store, StoreError> {
+        let key = crypt::configured_key().map_err(|e| StoreError::Open {
+            url: url.to_string(),
+            what: e.to_string(),
+        })?;
+        let mut store = Self::open_plain(url, access)?;
+        store.os = match key {
+            Some(key) => {
+                store.encrypted = true;
+                Arc::new(crypt::EncryptedStore::new(store.os, key))
+            }
+            None => Arc::new(crypt::PlainStore::new(store.os)),
+        };
+        Ok(store)
+    }
+
+    /// Opens without encryption whatever is configured: for capture's spool, which is local
+    /// plaintext by design (deleted once uploaded).
+    pub fn open_plain(url: &str, access: Access) -> Result<Store, StoreError> {
         let err = |what: String| StoreError::Open {
             url: url.to_string(),
             what,
@@ -100,6 +128,7 @@ impl Store {
             os: Arc::new(os),
             local_root: Some(root),
             url: url.to_string(),
+            encrypted: false,
         })
     }
 
@@ -167,11 +196,18 @@ impl Store {
             os,
             local_root: None,
             url: url.to_string(),
+            encrypted: false,
         })
     }
 
     pub fn is_remote(&self) -> bool {
         self.local_root.is_none()
+    }
+
+    /// Capture must write into a local spool and upload sealed objects: the store cannot take
+    /// an open tail appended in place (remote), or must not hold plaintext (encrypted).
+    pub fn needs_spool(&self) -> bool {
+        self.is_remote() || self.encrypted
     }
 
     /// Proves the store answers (and, for `Write`, accepts a write) now, with one clear line if
