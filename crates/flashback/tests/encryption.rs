@@ -302,3 +302,218 @@ fn encrypted_local_store_end_to_end() {
     let (got2, _) = restore(&store, t2, &with_key).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got2, state2, "restore at t2 after compaction");
 }
+
+/// The S3 test server's binary, when installed (`scripts/install-s3-test-server.sh`); this
+/// test is optional, `tests/s3.rs` is where a missing server is a failure.
+fn moto_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FLASHBACK_TEST_MOTO") {
+        return Some(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME")?;
+    let p = PathBuf::from(home).join(".cache/flashback-moto/bin/moto_server");
+    p.is_file().then_some(p)
+}
+
+/// moto on a free port with `bucket` created; killed on drop.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto(bin: &Path, bucket: &str) -> Moto {
+    use std::io::{Read, Write};
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = die_with_parent(&mut Command::new(bin))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            // moto checks no signature but wants some Authorization header.
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let req = format!(
+                    "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
+                     Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0000\r\n\
+                     Connection: close\r\n\r\n"
+                );
+                let mut answer = String::new();
+                if s.write_all(req.as_bytes()).is_ok()
+                    && s.read_to_string(&mut answer).is_ok()
+                    && answer.starts_with("HTTP/1.1 200")
+                {
+                    return Moto {
+                        child,
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("moto ({}) would not start", bin.display());
+}
+
+/// The same through `s3://`: capture with a key (spooled, uploaded encrypted), every stored
+/// object encrypted, restore exact with the key and refused without it.
+#[test]
+fn encrypted_s3_store() {
+    let Some(bin) = moto_bin() else {
+        eprintln!("SKIPPED: no S3 test server (run scripts/install-s3-test-server.sh or set FLASHBACK_TEST_MOTO)");
+        return;
+    };
+    let moto = start_moto(&bin, "fb-enc");
+    // Credentials for every flashback process this test starts (moto accepts any).
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let store = "s3://fb-enc/backups";
+    let source = RedisProc::start(&["--repl-ping-replica-period", "3600"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("store.key");
+    write_key(&key);
+    let canary = format!(
+        "S3CANARY-{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 300)
+    );
+    let mut conn = source.conn();
+    writes(&mut conn, "base", &canary);
+
+    // Spawned here: `Agent` always passes a directory as --store.
+    let log = dir.path().join("agent.log");
+    let mut agent = die_with_parent(&mut Command::new(flashback_bin()))
+        .args(["capture", "--source", &source.url(), "--store", store])
+        .args(["--s3-endpoint", &moto.endpoint, "--encryption-key-file"])
+        .arg(&key)
+        .arg("--spool")
+        .arg(dir.path().join("spool"))
+        .args(["--upload-interval", "200ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Until the agent has acknowledged everything the primary sent so far.
+    let caught_up = |agent: &mut std::process::Child| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let info = parse_info(&source.info_replication());
+            if info
+                .slaves
+                .iter()
+                .any(|(s, off)| s == "online" && *off >= info.master_offset)
+            {
+                return;
+            }
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                agent.try_wait().unwrap().is_none(),
+                "the agent exited:\n{log}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not catch up:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    caught_up(&mut agent);
+    writes(&mut conn, "a", "plain");
+    caught_up(&mut agent);
+    let t = now_ms();
+    let expected = state(&mut conn);
+    std::thread::sleep(Duration::from_millis(5));
+    writes(&mut conn, "b", "later");
+    caught_up(&mut agent);
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGTERM);
+    }
+    let status = agent.wait().unwrap();
+    assert!(
+        status.success(),
+        "capture exited with {status}:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // The raw objects, read past the encryption.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let raw = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name("fb-enc")
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    let objects: Vec<Vec<u8>> = rt.block_on(async {
+        use futures::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        let metas: Vec<object_store::ObjectMeta> = raw
+            .list(Some(&object_store::path::Path::from("backups")))
+            .try_collect()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for m in metas {
+            out.push(
+                raw.get(&m.location)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+                    .to_vec(),
+            );
+        }
+        out
+    });
+    assert!(objects.len() >= 3, "{} objects uploaded", objects.len());
+    for o in &objects {
+        assert!(o.starts_with(&MAGIC) && !contains(o, canary.as_bytes()));
+    }
+
+    let s3 = |extra: &[&str]| -> Output {
+        let mut args = vec!["restore", "--store", store, "--s3-endpoint", &moto.endpoint];
+        args.extend(extra);
+        run_flashback(&args, Duration::from_secs(300))
+    };
+    let rdb = dir.path().join("restored.rdb");
+    let at = at_arg(t);
+    let out = s3(&[
+        "--at",
+        &at,
+        "--rdb",
+        rdb.to_str().unwrap(),
+        "--encryption-key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let server = RedisProc::start_with_rdb(&rdb, &[]);
+    assert_eq!(state(&mut server.conn()), expected);
+    let out = s3(&[
+        "--at",
+        &at,
+        "--rdb",
+        dir.path().join("no.rdb").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("this object is encrypted"),
+        "{}",
+        out.all()
+    );
+}
