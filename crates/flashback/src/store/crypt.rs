@@ -99,10 +99,14 @@ pub enum CryptError {
     Random,
 }
 
+/// The `store` of the `object_store::Error::Generic` that carries a [`CryptError`];
+/// `StoreError` unwraps it.
+pub const ERROR_STORE: &str = "encryption";
+
 impl From<CryptError> for object_store::Error {
     fn from(e: CryptError) -> Self {
         object_store::Error::Generic {
-            store: "encryption",
+            store: ERROR_STORE,
             source: Box::new(e),
         }
     }
@@ -1812,6 +1816,26 @@ mod tests {
             "{e}"
         );
         assert_eq!(enc.head(&p).await.unwrap().size, 5);
+    }
+
+    #[tokio::test]
+    async fn store_errors_read_as_one_clean_line() {
+        let (inner, enc) = stores(1);
+        let p = Path::from("sources/a/x.seg");
+        inner.put(&p, data(100).into()).await.unwrap();
+        let e = enc.get(&p).await.unwrap_err();
+        let line = crate::store::StoreError::from(e).to_string();
+        assert!(
+            line.starts_with("sources/a/x.seg: not an encrypted object"),
+            "{line}"
+        );
+        // Other errors keep their form.
+        let e = enc.get(&Path::from("missing")).await.unwrap_err();
+        let line = crate::store::StoreError::from(e).to_string();
+        assert!(
+            line.starts_with("store: Object at location missing not found"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -23,7 +23,11 @@ pub enum StoreError {
     #[error("store {url}: {what}")]
     Open { url: String, what: String },
     #[error("store: {0}")]
-    ObjectStore(#[from] object_store::Error),
+    ObjectStore(object_store::Error),
+    /// A decryption failure, unwrapped from the object_store error that carried it, so the
+    /// message is the object and what to do, without "Generic encryption error".
+    #[error(transparent)]
+    Encryption(crypt::CryptError),
     #[error("store: {path}: {source}")]
     Io {
         path: String,
@@ -32,6 +36,24 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Format(#[from] flashback_format::Error),
+}
+
+impl From<object_store::Error> for StoreError {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::Generic {
+                store: crypt::ERROR_STORE,
+                source,
+            } => match source.downcast::<crypt::CryptError>() {
+                Ok(c) => StoreError::Encryption(*c),
+                Err(source) => StoreError::ObjectStore(object_store::Error::Generic {
+                    store: crypt::ERROR_STORE,
+                    source,
+                }),
+            },
+            e => StoreError::ObjectStore(e),
+        }
+    }
 }
 
 #[derive(Clone)]
