@@ -80,7 +80,16 @@ pub struct CaptureOptions {
     /// With a remote store: past this many spool bytes capture stops reading from the primary
     /// (loudly) rather than drop anything; a warning comes at 80 %.
     pub spool_max: u64,
+    /// Make a new base off the primary this often (`crate::compact`), so a restore replays at
+    /// most about this much log. None: never.
+    pub base_every: Option<Duration>,
+    pub compact: crate::compact::CompactOptions,
+    /// Prune by this policy every `PRUNE_EVERY` (None: keep everything).
+    pub retention: Option<crate::prune::Policy>,
 }
+
+/// How often the agent applies its retention policy.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 impl CaptureOptions {
     pub fn new(source: RedisUrl, name: String) -> Self {
@@ -95,6 +104,13 @@ impl CaptureOptions {
             spool: None,
             upload_interval: Duration::from_secs(1),
             spool_max: 10 << 30,
+            base_every: None,
+            compact: crate::compact::CompactOptions {
+                redis_server: None,
+                min_log_bytes: 1 << 20,
+                min_interval: Duration::from_secs(3600),
+            },
+            retention: None,
         }
     }
 }
@@ -129,6 +145,77 @@ type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
 /// first connection that will not fix themselves (wrong password, missing ACL permission, a
 /// refused PSYNC) are returned at once; later link failures are retried with backoff.
 pub async fn run(
+    store: Store,
+    opts: CaptureOptions,
+    shutdown: impl Future<Output = ()> + Send,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<(), CaptureError> {
+    // Compaction and retention work on the store (the remote one when there is one), never on
+    // the primary, and in tasks of their own: a slow rebuild must not delay a single fsync.
+    let (maint_stop, maint_rx) = watch::channel(false);
+    let mut maintenance = Vec::new();
+    if let Some(every) = opts.base_every {
+        let mut copts = opts.compact.clone();
+        copts.min_interval = every;
+        let stop = wait_true(maint_rx.clone());
+        maintenance.push(tokio::spawn(crate::compact::run_every(
+            store.clone(),
+            opts.name.clone(),
+            every,
+            copts,
+            stop,
+        )));
+    }
+    if let Some(policy) = opts.retention {
+        let (store, name, rx) = (store.clone(), opts.name.clone(), maint_rx.clone());
+        maintenance.push(tokio::spawn(async move {
+            prune_every(store, name, policy, wait_true(rx)).await
+        }));
+    }
+    let result = capture_only(store, opts, shutdown, progress).await;
+    let _ = maint_stop.send(true);
+    for m in maintenance {
+        let _ = m.await;
+    }
+    result
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// The agent's retention: the same plan `flashback prune` makes, applied every `PRUNE_EVERY`.
+async fn prune_every(
+    store: Store,
+    source: String,
+    policy: crate::prune::Policy,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+        let gens = match crate::store::catalog::load_generations(&store, &source).await {
+            Ok(g) => g,
+            Err(e) => {
+                warn!("retention: cannot list '{source}': {e}");
+                continue;
+            }
+        };
+        let plan = crate::prune::prune_plan(&gens, &policy, crate::now_ms());
+        if plan.deletions.is_empty() {
+            continue;
+        }
+        match crate::prune::execute(&store, &plan).await {
+            Ok(r) => info!("retention: {r}"),
+            Err(e) => warn!("retention of '{source}' failed (retrying in 10 min): {e}"),
+        }
+    }
+}
+
+async fn capture_only(
     store: Store,
     opts: CaptureOptions,
     shutdown: impl Future<Output = ()> + Send,

@@ -48,6 +48,26 @@ pub struct Args {
     /// many GiB not yet uploaded; a warning comes at 80 %
     #[arg(long, default_value_t = 10, value_name = "GIB")]
     spool_max: u64,
+    /// Make a new base snapshot from the stored log this often (off the primary, in a private
+    /// redis-server), so a restore replays at most about this much log; 0 turns it off
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    base_every: String,
+    /// The redis-server that rebuilds bases (compaction) [default: redis-server on PATH]
+    #[arg(long, value_name = "PATH")]
+    redis_server: Option<std::path::PathBuf>,
+    /// Keep this much continuous history (e.g. 7d) and prune older data every 10 minutes
+    /// (as `flashback prune --keep`); default: keep everything
+    #[arg(long, value_name = "DURATION")]
+    keep: Option<String>,
+    /// With --keep: also keep the newest base of each of the last N days
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    keep_daily: u32,
+    /// With --keep: also keep the newest base of each of the last N weeks
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    keep_weekly: u32,
+    /// With --keep: also keep the newest base of each of the last N months
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    keep_monthly: u32,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -78,6 +98,34 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         return Err(UsageError("--upload-interval must be more than 0".into()).into());
     }
     opts.spool_max = a.spool_max.max(1) << 30;
+    let every = flashback::timespec::parse_duration(&a.base_every)
+        .map_err(|e| UsageError(format!("--base-every: {e}")))?;
+    if !every.is_zero() {
+        // Compaction needs a server able to load the source's snapshots; say so now rather
+        // than in an hour.
+        match flashback::redis_server::ServerBinary::find(a.redis_server.as_deref()) {
+            Ok(_) => opts.base_every = Some(every),
+            Err(e) => tracing::warn!("compaction (--base-every) is off: {e}"),
+        }
+    }
+    opts.compact.redis_server = a.redis_server;
+    if let Some(keep) = &a.keep {
+        let keep = flashback::timespec::parse_duration(keep)
+            .map_err(|e| UsageError(format!("--keep: {e}")))?;
+        if keep.is_zero() {
+            return Err(UsageError("--keep must be more than 0".into()).into());
+        }
+        opts.retention = Some(flashback::prune::Policy {
+            keep,
+            keep_daily: a.keep_daily,
+            keep_weekly: a.keep_weekly,
+            keep_monthly: a.keep_monthly,
+        });
+    } else if a.keep_daily + a.keep_weekly + a.keep_monthly > 0 {
+        return Err(
+            UsageError("--keep-daily/--keep-weekly/--keep-monthly go with --keep".into()).into(),
+        );
+    }
     tracing::info!("capturing {url} as source '{name}' into {}", a.store);
     // Installed before any work: a SIGTERM during start-up must still mean "stop cleanly, exit 0".
     let stop = shutdown_signal()?;

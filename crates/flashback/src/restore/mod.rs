@@ -100,6 +100,16 @@ impl std::fmt::Display for OutsideWindow {
             )?,
         }
         for (gen, w) in &self.windows {
+            if w.from_offset == w.to_offset && w.from_ms == w.to_ms {
+                // A kept base whose surrounding log was pruned: that exact instant only.
+                writeln!(
+                    f,
+                    "  {}  (restore point: a base at offset {}, generation {gen}; this exact time only)",
+                    format_ms(w.from_ms),
+                    w.from_offset
+                )?;
+                continue;
+            }
             writeln!(
                 f,
                 "  {} .. {}  (offsets {}..{}, generation {gen})",

@@ -179,11 +179,33 @@ pub async fn plan(
     target: Target,
 ) -> Result<RestorePlan, RestoreError> {
     let gens = catalog::load_generations(store, source).await?;
-    let windows: Vec<(&Generation, Window)> = gens
+    let mut windows: Vec<(&Generation, Window)> = gens
         .iter()
         .filter_map(|g| g.window().map(|w| (g, w)))
         .filter(|(g, _)| !g.bases.is_empty())
         .collect();
+    // Bases older than their generation's window (daily/weekly/monthly restore points kept by
+    // retention after the log around them was pruned) are restorable at their own instant:
+    // zero-length windows, so the rest of planning needs no special case.
+    let points: Vec<(&Generation, Window)> = windows
+        .iter()
+        .flat_map(|(g, w)| {
+            g.bases
+                .iter()
+                .filter(|b| b.offset < w.from_offset)
+                .map(|b| {
+                    let at = Window {
+                        from_ms: b.time_ms,
+                        to_ms: b.time_ms,
+                        from_offset: b.offset,
+                        to_offset: b.offset,
+                    };
+                    (*g, at)
+                })
+        })
+        .collect();
+    windows.extend(points);
+    windows.sort_by_key(|(g, w)| (g.id.clone(), w.from_offset));
     if windows.is_empty() {
         let why = if gens.is_empty() {
             "no generation has been captured".to_string()
@@ -245,7 +267,8 @@ pub async fn plan(
             why: "no manifest".into(),
         })?;
     let (chain, reaches_all) = chain(g, w.from_offset);
-    if !reaches_all {
+    let point = w.from_offset == w.to_offset && g.bases.iter().any(|b| b.offset == w.from_offset);
+    if !reaches_all && !point {
         notes.push(format!(
             "the log of generation {} has a hole after offset {}: later segments cannot be reached from its base and are not restorable",
             g.id, w.to_offset
@@ -621,7 +644,7 @@ mod tests {
         put(s, layout::manifest_key("src", gen), m.encode()).await;
         put(
             s,
-            layout::base_key("src", gen, base_offset, 1),
+            layout::base_key("src", gen, base_offset, base_time),
             b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec(),
         )
         .await;
@@ -680,6 +703,45 @@ mod tests {
     }
 
     use crate::resp;
+
+    /// Retention kept the first base (a daily point) but pruned the log after it; a later
+    /// base anchors the continuous window. The old base is restorable at its own instant.
+    #[tokio::test]
+    async fn a_kept_base_outside_the_window_is_a_restore_point() {
+        let (s, ends) = fixture().await;
+        let gen = layout::generation_id(T0);
+        put(
+            &s,
+            layout::base_key("src", &gen, ends[2], T0 + 3000),
+            b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec(),
+        )
+        .await;
+        let seg1 = catalog::load_generations(&s, "src").await.unwrap()[0].sealed[0]
+            .key
+            .clone();
+        s.os.delete(&seg1).await.unwrap();
+
+        let p = plan(&s, "src", Target::At(T0)).await.unwrap();
+        assert_eq!(
+            (p.base_offset, p.stop_offset, p.segments.len()),
+            (100, 100, 0)
+        );
+        assert!(!p.notes.iter().any(|n| n.contains("hole")), "{:?}", p.notes);
+        let p = plan(&s, "src", Target::AtOffset(100)).await.unwrap();
+        assert_eq!((p.base_offset, p.stop_offset), (100, 100));
+
+        let e = plan(&s, "src", Target::At(T0 + 1000))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("restore point") && e.contains("this exact time only"),
+            "{e}"
+        );
+
+        let p = plan(&s, "src", Target::At(T0 + 4000)).await.unwrap();
+        assert_eq!((p.base_offset, p.stop_offset), (ends[2], ends[3]));
+    }
 
     #[tokio::test]
     async fn at_time_cuts_at_the_last_boundary_at_or_before_it() {
