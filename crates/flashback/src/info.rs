@@ -202,7 +202,9 @@ fn generation_info(g: &Generation) -> GenerationInfo {
     let m = g.manifest.as_ref();
     let problem = match m {
         None => Some(BASE_NEVER_FINISHED.to_string()),
-        Some(m) if !g.bases.iter().any(|b| b.offset == m.base_offset) => Some(format!(
+        // Retention may delete the first base once a later one anchors the window; only a
+        // generation with no base at all cannot be restored.
+        Some(m) if g.bases.is_empty() => Some(format!(
             "base file {} is missing",
             layout::base_key(&m.source, &m.generation, m.base_offset, m.base_time_ms)
         )),

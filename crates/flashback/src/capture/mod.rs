@@ -88,7 +88,7 @@ pub struct CaptureOptions {
     pub retention: Option<crate::prune::Policy>,
 }
 
-/// How often the agent applies its retention policy.
+/// How often the agent applies its retention policy (more often for a window under 40 min).
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 impl CaptureOptions {
@@ -192,10 +192,12 @@ async fn prune_every(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    // A short window is pruned more often than every 10 minutes, or it would hold 10 minutes.
+    let every = PRUNE_EVERY.min(policy.keep / 4).max(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         let gens = match crate::store::catalog::load_generations(&store, &source).await {
             Ok(g) => g,
