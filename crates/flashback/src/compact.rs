@@ -36,8 +36,11 @@ pub struct CompactOptions {
     pub redis_server: Option<PathBuf>,
     /// Skip unless the cut is at least this many replication bytes past the newest base.
     pub min_log_bytes: u64,
-    /// Skip unless the cut's record arrived at least this long after the newest base's time.
+    /// Skip unless the cut's record arrived at least this long after the newest base's time…
     pub min_interval: Duration,
+    /// …unless at least this many replication bytes of log lie since the newest base: then
+    /// compact at once ("or by log volume"), however little time passed.
+    pub or_log_bytes: Option<u64>,
 }
 
 /// A base that compaction stored.
@@ -222,7 +225,8 @@ pub async fn compact_or_skip(
         )));
     };
     let since = cut_time_ms.saturating_sub(c.newest_base_time_ms);
-    if u128::from(since) < opts.min_interval.as_millis() {
+    let by_volume = opts.or_log_bytes.is_some_and(|b| log_bytes >= b);
+    if u128::from(since) < opts.min_interval.as_millis() && !by_volume {
         return Ok(Outcome::Skipped(format!(
             "only {} of history since the newest base ({}); the minimum is {}",
             format_duration_ms(since),

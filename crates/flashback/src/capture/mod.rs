@@ -109,6 +109,7 @@ impl CaptureOptions {
                 redis_server: None,
                 min_log_bytes: 1 << 20,
                 min_interval: Duration::from_secs(3600),
+                or_log_bytes: None,
             },
             retention: None,
         }
@@ -157,6 +158,12 @@ pub async fn run(
     if let Some(every) = opts.base_every {
         let mut copts = opts.compact.clone();
         copts.min_interval = every;
+        // With a volume trigger, look at least once a minute so a burst of writes gets its
+        // base soon, not at the end of the interval.
+        let every = match copts.or_log_bytes {
+            Some(_) => every.min(Duration::from_secs(60)),
+            None => every,
+        };
         let stop = wait_true(maint_rx.clone());
         maintenance.push(tokio::spawn(crate::compact::run_every(
             store.clone(),

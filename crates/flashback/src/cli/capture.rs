@@ -52,6 +52,10 @@ pub struct Args {
     /// redis-server), so a restore replays at most about this much log; 0 turns it off
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     base_every: String,
+    /// Also make a new base as soon as this many MiB of log accumulated since the last one
+    /// (compaction by log volume, checked every minute; needs --base-every on)
+    #[arg(long, value_name = "MIB")]
+    base_every_mib: Option<u64>,
     /// The redis-server that rebuilds bases (compaction) [default: redis-server on PATH]
     #[arg(long, value_name = "PATH")]
     redis_server: Option<std::path::PathBuf>,
@@ -109,6 +113,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     opts.compact.redis_server = a.redis_server;
+    opts.compact.or_log_bytes = a.base_every_mib.map(|m| m.max(1) << 20);
     if let Some(keep) = &a.keep {
         let keep = flashback::timespec::parse_duration(keep)
             .map_err(|e| UsageError(format!("--keep: {e}")))?;

@@ -48,6 +48,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         } else {
             min_interval
         },
+        or_log_bytes: None,
     };
     match compact::compact_or_skip(&store, &source, &opts).await? {
         Outcome::Created(b) => println!("{b}"),
