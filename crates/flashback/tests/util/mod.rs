@@ -838,3 +838,124 @@ pub fn seed(test: &str) -> u64 {
     eprintln!("[{test}] seed {seed} (replay with FLASHBACK_SEED={seed})");
     seed
 }
+
+// ---------------------------------------------------------------------------------------------
+// Remote stores (tests/s3.rs): the binary with extra environment (credentials, endpoint), and
+// agents whose --store is a URL rather than a directory.
+
+/// [`run_flashback`] with extra environment variables for the child.
+pub fn run_flashback_env<A: AsRef<std::ffi::OsStr>>(
+    args: &[A],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_p, err_p) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = die_with_parent(&mut Command::new(flashback_bin()))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_p).unwrap())
+        .stderr(File::create(&err_p).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = Output {
+        code: status.and_then(|s| s.code()),
+        stdout: std::fs::read_to_string(&out_p).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_p).unwrap_or_default(),
+    };
+    if status.is_none() {
+        panic!(
+            "flashback {:?} did not finish within {timeout:?}:\n{}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+            out.all()
+        );
+    }
+    out
+}
+
+/// [`try_restore_rdb`] for a store given as a URL, with extra environment for the restore.
+pub fn try_restore_rdb_env(
+    store: &str,
+    at_args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let rdb = dir.path().join("restored.rdb");
+    let mut args: Vec<std::ffi::OsString> = vec!["restore".into(), "--store".into(), store.into()];
+    args.extend(at_args.iter().map(|a| a.into()));
+    args.extend(["--rdb".into(), rdb.clone().into_os_string()]);
+    let out = run_flashback_env(&args, env, Duration::from_secs(300));
+    if out.code != Some(0) {
+        return Err(format!("restore {at_args:?} failed:\n{}", out.all()));
+    }
+    if !rdb.exists() {
+        return Err(format!(
+            "restore {at_args:?} exited 0 but wrote no {}:\n{}",
+            rdb.display(),
+            out.all()
+        ));
+    }
+    let server = RedisProc::start_with_rdb(&rdb, &[]);
+    Ok(state(&mut server.conn()))
+}
+
+impl Agent {
+    /// `flashback capture --source <url> --store <store> <extra…>` with extra environment, the
+    /// agent's log appended to `log`. For stores that are URLs (`s3://…`).
+    pub fn start_env(
+        url: &str,
+        source_port: u16,
+        store: &str,
+        log: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = die_with_parent(&mut Command::new(flashback_bin()))
+            .args(["capture", "--source", url, "--store", store])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Agent {
+            child: Some(child),
+            log: log.to_path_buf(),
+            store: PathBuf::from(store),
+            source_port,
+        }
+    }
+
+    /// The exit status if the agent has exited (it is then reaped), without panicking.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Panics, with the log, if the agent has exited.
+    pub fn assert_alive(&mut self, what: &str) {
+        self.check_alive(what)
+    }
+}
