@@ -153,7 +153,7 @@ fn candidate<'a>(
         return Err(CompactError::NothingCaptured(source.to_string()));
     };
     // Not `g.window()`: that walks from the manifest's base, which a prune may have removed.
-    let Some(w) = crate::prune::history(g) else {
+    let Some(w) = g.window() else {
         return Err(CompactError::NothingCaptured(source.to_string()));
     };
     // A sealed segment past a hole in the chain cannot be reached from any base.

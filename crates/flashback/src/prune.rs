@@ -22,7 +22,7 @@
 //! is a store whose remaining objects restore what they did before, minus what is being deleted;
 //! a generation whose manifest is gone is ignored by restore and cleared by the next capture.
 
-use crate::store::catalog::{BaseObject, Generation, Window};
+use crate::store::catalog::{BaseObject, Generation};
 use crate::store::{Store, StoreError};
 use crate::timespec::{format_duration_ms, format_ms};
 use chrono::{Datelike, TimeZone, Utc};
@@ -259,7 +259,8 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
     let mut window_from_ms: Option<u64> = None;
     for (gi, g) in &complete {
         let (gi, g) = (*gi, *g);
-        let Some(w) = history(g) else { continue };
+        // The same window restore plans against: prune and restore must never disagree.
+        let Some(w) = g.window() else { continue };
         let is_newest = Some(gi) == newest;
         let on_chain = |b: &&BaseObject| w.from_offset <= b.offset && b.offset <= w.to_offset;
         // The base from which this generation's kept history runs, if it keeps any.
@@ -391,48 +392,6 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
         earliest_restorable_ms,
         notes,
     }
-}
-
-/// A generation's continuous history as it stands in the listing: from the earliest base whose
-/// log chain reaches as far as any base's does, to where that chain ends. After a prune the
-/// manifest's own base and the first segments may be gone, so the history cannot be walked from
-/// the manifest's offset (as `Generation::window` does): it starts at the oldest base kept.
-/// Segments that end at or before a base are not needed from it and are skipped.
-pub(crate) fn history(g: &Generation) -> Option<Window> {
-    let mut best: Option<Window> = None;
-    for b in &g.bases {
-        let mut w = Window {
-            from_ms: b.time_ms,
-            to_ms: b.time_ms,
-            from_offset: b.offset,
-            to_offset: b.offset,
-        };
-        let spans = g
-            .sealed
-            .iter()
-            .map(|s| (s.name.start_offset, s.name.end_offset, s.name.end_time_ms))
-            .chain(
-                g.tails
-                    .iter()
-                    .map(|t| (t.start_offset, t.end_offset, t.covered_through_ms)),
-            );
-        for (start, end, end_ms) in spans {
-            if end <= w.to_offset && start < w.to_offset {
-                continue;
-            }
-            if start > w.to_offset {
-                break;
-            }
-            w.to_offset = end;
-            w.to_ms = w.to_ms.max(end_ms);
-        }
-        match best {
-            // The earliest base reaching furthest: a later base only wins by reaching further.
-            Some(x) if x.to_offset >= w.to_offset => {}
-            _ => best = Some(w),
-        }
-    }
-    best
 }
 
 fn old_generation_reason(g: &Generation, to_ms: u64, cutoff_ms: u64) -> String {
