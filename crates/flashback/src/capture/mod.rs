@@ -126,9 +126,12 @@ pub struct Progress {
 
 /// The default source name: host and port, which is what an operator recognises.
 pub fn default_name(url: &RedisUrl) -> String {
-    let host: String = url
-        .host
-        .chars()
+    format!("{}-{}", file_name_safe(&url.host), url.port)
+}
+
+/// Letters, digits, '.' and '-' kept; anything else becomes '_'.
+fn file_name_safe(s: &str) -> String {
+    s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c
@@ -136,8 +139,7 @@ pub fn default_name(url: &RedisUrl) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{host}-{}", url.port)
+        .collect()
 }
 
 type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
@@ -299,17 +301,9 @@ pub fn default_spool(url: &str) -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    let name: String = url
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    base.join("flashback").join("spool").join(name)
+    base.join("flashback")
+        .join("spool")
+        .join(file_name_safe(url))
 }
 
 async fn run_log(
