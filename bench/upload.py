@@ -154,6 +154,9 @@ class Bench:
     def run_agent(self, port, store, keys, sizes, endpoint, d):
         spool = os.path.join(d, "spool")
         shutil.copytree(store, spool, ignore=shutil.ignore_patterns("*.lock"))
+        # The copy's dirty pages must not be written back while the agent reads and deletes
+        # them: the raw side reads files that are long clean.
+        os.sync()
         log = os.path.join(d, "agent.log")
         env = dict(self.fb_env(), **ENV_S3)
         argv = [self.flashback, "capture", "--source", "redis://127.0.0.1:%d" % port,
@@ -195,7 +198,7 @@ class Bench:
         steady_bytes = sum(sizes.values()) - done[0][1]
         return {"mode": "agent", "objects": len(done), "bytes": sum(sizes.values()),
                 "steady_bytes": steady_bytes, "steady_s": last - first,
-                "elapsed_s": last - t_start}
+                "elapsed_s": last - t_start, "done_s": [t - t_start for t, _ in done]}
 
     def run_raw(self, store, keylist, endpoint, mode, concurrency, prefix):
         env = dict(os.environ, **ENV_S3)

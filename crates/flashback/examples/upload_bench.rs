@@ -155,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         "first_done_s": first,
         "steady_bytes": steady_bytes,
         "steady_s": last - first,
+        "done_s": done_at,
     });
     println!("{out}");
     Ok(())
