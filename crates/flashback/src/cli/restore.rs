@@ -52,7 +52,8 @@ pub struct Args {
     /// Only keys matching one of these glob patterns (Redis syntax: * ? [abc] \x)
     #[arg(long, value_name = "PATTERN", num_args = 1..)]
     keys: Vec<OsString>,
-    /// TTLs: keep absolute expiry times, or drop them (relative: not supported yet)
+    /// TTLs: keep absolute expiry times (keys past theirs are gone), keep the time each had left
+    /// at the restore point (relative), or drop them (persist)
     #[arg(long, value_enum, default_value_t = Ttl::Absolute)]
     ttl: Ttl,
     /// With --to: overwrite keys that already exist on the target

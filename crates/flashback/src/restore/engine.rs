@@ -148,6 +148,56 @@ pub async fn replay(
     server: &RedisServer,
     base_rdb_version: u32,
 ) -> Result<EngineReport, RestoreError> {
+    replay_with(store, plan, server, base_rdb_version, None).await
+}
+
+/// Rewrites every TTL as of the restore point `at_ms`: keys already expired then are deleted;
+/// the others get the time they had left (`relative`: now + (expiry − at)) or none at all
+/// (`persist`). It runs on the replica as a script sent by its master: a replica's master sees
+/// keys whose time has passed (a replica never expires keys on its own), which no client could
+/// after promotion, when such keys are already gone. ARGV: at_ms, number of databases, mode.
+const SHIFT_TTLS: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local at = tonumber(ARGV[1])
+local n = 0
+for db = 0, tonumber(ARGV[2]) - 1 do
+  redis.call('SELECT', db)
+  local cursor = '0'
+  repeat
+    local r = redis.call('SCAN', cursor, 'COUNT', 1000)
+    cursor = r[1]
+    for _, k in ipairs(r[2]) do
+      local e = redis.call('PEXPIRETIME', k)
+      if e > 0 then
+        if e <= at then redis.call('DEL', k)
+        elseif ARGV[3] == 'persist' then redis.call('PERSIST', k)
+        else redis.call('PEXPIREAT', k, now + (e - at)) end
+        n = n + 1
+      end
+    end
+  until cursor == '0'
+end
+return n
+"#;
+
+/// How [`replay_with`] rewrites TTLs before promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlRewrite {
+    /// Each key keeps the time it had left at this instant (ms).
+    Relative { at_ms: u64 },
+    /// Every key alive at this instant loses its TTL.
+    Persist { at_ms: u64 },
+}
+
+/// [`replay`], then the TTL rewrite above, applied before the replica is promoted.
+pub async fn replay_with(
+    store: &Store,
+    plan: &RestorePlan,
+    server: &RedisServer,
+    base_rdb_version: u32,
+    ttl: Option<TtlRewrite>,
+) -> Result<EngineReport, RestoreError> {
     let started = Instant::now();
     let io = |what: &str, e: std::io::Error| RestoreError::engine(server, format!("{what}: {e}"));
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -198,6 +248,26 @@ pub async fn replay(
     // replica before it has loaded the base, leaving it empty.
     link.select(plan.base_db.unwrap_or(0)).await?;
     let stats = reader::read_records(store, plan, &mut link).await?;
+    if let Some(rewrite) = ttl {
+        let dbs = match admin.ok(&["CONFIG", "GET", "databases"]).await? {
+            crate::resp::Frame::Array(v) if v.len() == 2 => v[1].text(),
+            _ => "16".to_string(),
+        };
+        let (at, mode) = match rewrite {
+            TtlRewrite::Relative { at_ms } => (at_ms, "relative"),
+            TtlRewrite::Persist { at_ms } => (at_ms, "persist"),
+        };
+        link.write(&resp::encode_command(&[
+            "EVAL",
+            SHIFT_TTLS,
+            "0",
+            &at.to_string(),
+            &dbs,
+            mode,
+        ]))
+        .await?;
+        link.current_db = None;
+    }
     let target = link.sent;
     link.write(&resp::encode_command(&["REPLCONF", "GETACK", "*"]))
         .await?;

@@ -46,7 +46,7 @@ pub enum TtlMode {
     /// Keep each key's absolute expiry time (keys whose time has passed are gone).
     #[default]
     Absolute,
-    /// Restore the remaining time as it was at the restore point. Not built yet.
+    /// Restore the remaining time as it was at the restore point.
     Relative,
     /// Drop every TTL.
     Persist,
@@ -189,8 +189,8 @@ pub struct RestoreReport {
     pub engine: engine::EngineReport,
     /// `--keys`: (kept, deleted).
     pub filtered: Option<(u64, u64)>,
-    /// `--ttl persist`: keys whose TTL was removed.
-    pub persisted: Option<u64>,
+    /// `--ttl relative|persist`: what was done to TTLs.
+    pub ttl_note: Option<String>,
     pub sink: sinks::SinkOutcome,
 }
 
@@ -210,8 +210,8 @@ impl std::fmt::Display for RestoreReport {
         if let Some((kept, deleted)) = self.filtered {
             writeln!(f, "keys filter: {kept} keys kept, {deleted} removed")?;
         }
-        if let Some(n) = self.persisted {
-            writeln!(f, "ttl persist: removed the TTL of {n} keys")?;
+        if let Some(n) = &self.ttl_note {
+            writeln!(f, "{n}")?;
         }
         write!(f, "{}", self.sink)
     }
@@ -226,11 +226,6 @@ pub async fn run(store: &Store, req: RestoreRequest) -> Result<RestoreReport, Re
 
 /// Refuses what cannot work before any work is done.
 pub fn check_request(req: &RestoreRequest) -> Result<(), RestoreError> {
-    if req.ttl == TtlMode::Relative {
-        return Err(RestoreError::Unsupported(
-            "--ttl relative is not supported yet: use --ttl absolute (the default) or --ttl persist".into(),
-        ));
-    }
     match &req.sink {
         Sink::Rdb(p) if p.exists() && !req.force => return Err(RestoreError::Exists(p.clone())),
         Sink::To(u) if u.db != 0 => {
@@ -262,16 +257,33 @@ pub async fn execute(
         _ => ServerOptions::default(),
     };
     let server = RedisServer::start(&binary, opts).await?;
-    let engine = engine::replay(store, plan, &server, base_version).await?;
+    // TTLs are judged as of the requested instant (by offset: the last record's arrival).
+    let at_ms = match plan.target {
+        Target::At(t) => t,
+        _ => plan.stop_time_ms.unwrap_or_else(crate::now_ms),
+    };
+    let (rewrite, ttl_note) = match req.ttl {
+        TtlMode::Absolute => (None, None),
+        TtlMode::Relative => (
+            Some(engine::TtlRewrite::Relative { at_ms }),
+            Some(format!(
+                "ttl relative: every key has the time it had left at {}",
+                crate::timespec::format_ms(at_ms)
+            )),
+        ),
+        TtlMode::Persist => (
+            Some(engine::TtlRewrite::Persist { at_ms }),
+            Some(format!(
+                "ttl persist: every key alive at {} has no TTL",
+                crate::timespec::format_ms(at_ms)
+            )),
+        ),
+    };
+    let engine = engine::replay_with(store, plan, &server, base_version, rewrite).await?;
     let filtered = if req.keys.is_empty() {
         None
     } else {
         Some(sinks::keep_only(&server, &req.keys).await?)
-    };
-    let persisted = if req.ttl == TtlMode::Persist {
-        Some(sinks::persist_all(&server).await?)
-    } else {
-        None
     };
     let sink = match &req.sink {
         Sink::Rdb(path) => sinks::to_rdb(&server, path, req.force).await?,
@@ -282,7 +294,7 @@ pub async fn execute(
         plan_summary: plan.summary(),
         engine,
         filtered,
-        persisted,
+        ttl_note,
         sink,
     })
 }

@@ -282,28 +282,6 @@ pub async fn keep_only(
     Ok((kept, deleted))
 }
 
-/// `--ttl persist`: removes every TTL. Returns how many keys had one.
-pub async fn persist_all(server: &RedisServer) -> Result<u64, RestoreError> {
-    let mut c = server.client().await?;
-    let mut n = 0u64;
-    let mut scan = KeyScan::new(&mut c).await?;
-    while let Some((_, keys)) = scan.next_page(&mut c).await? {
-        for r in pipeline(&mut c, b"PERSIST", &keys).await? {
-            match r {
-                Frame::Integer(1) => n += 1,
-                Frame::Error(e) => {
-                    return Err(RestoreError::Sink(format!(
-                        "--ttl persist: PERSIST failed: {}",
-                        String::from_utf8_lossy(&e)
-                    )))
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(n)
-}
-
 /// `--rdb FILE`: SAVE on the restore server, then copy its dump next to FILE and rename it into
 /// place, so FILE is either absent, the old file, or the complete new one.
 pub async fn to_rdb(
