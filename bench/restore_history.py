@@ -387,7 +387,7 @@ def report(res, args):
 def main():
     ap = argparse.ArgumentParser(
         description="Restore time at the end of a long history, with compaction against without.",
-        epilog="Example: bench/restore_history.sh                    (about 3-4 minutes on 2 cores)\n"
+        epilog="Example: bench/restore_history.sh                    (about 2.5 minutes on 2 cores)\n"
                "         bench/restore_history.sh --history 60 --steps 1,2,4,8 --base-every 20",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--history", type=float, default=30.0,
