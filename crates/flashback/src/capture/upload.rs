@@ -187,7 +187,8 @@ impl Uploader {
             }
             w.finish().await.map_err(remote_err)?;
         } else {
-            let bytes = tokio::fs::read(&path).await.map_err(local_err)?;
+            // `Bytes`: the payload and the comparison below share it without a copy.
+            let bytes = bytes::Bytes::from(tokio::fs::read(&path).await.map_err(local_err)?);
             let opts = PutOptions {
                 mode: PutMode::Create,
                 ..Default::default()
@@ -209,7 +210,7 @@ impl Uploader {
                         .bytes()
                         .await
                         .map_err(remote_err)?;
-                    if theirs.as_ref() != bytes.as_slice() {
+                    if theirs != bytes {
                         return Err(UploadError::SecondWriter(format!(
                             "{key} already exists in {} with different content: another agent is writing source '{}' \
                              into this store; stop one of them (or give one another --name)",

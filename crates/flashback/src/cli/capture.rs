@@ -102,8 +102,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         return Err(UsageError("--upload-interval must be more than 0".into()).into());
     }
     opts.spool_max = a.spool_max.max(1) << 30;
-    let every = flashback::timespec::parse_duration(&a.base_every)
-        .map_err(|e| UsageError(format!("--base-every: {e}")))?;
+    let every = match a.base_every.trim() {
+        "0" => std::time::Duration::ZERO,
+        d => flashback::timespec::parse_duration(d)
+            .map_err(|e| UsageError(format!("--base-every: {e}")))?,
+    };
     if !every.is_zero() {
         // Compaction needs a server able to load the source's snapshots; say so now rather
         // than in an hour.
