@@ -268,9 +268,31 @@ pub async fn compact_or_skip(
         });
     }
     check_rdb_version(&rdb_path, &plan.manifest).await?;
-    let key = layout::base_key(source, &plan.generation, plan.stop_offset, cut_time_ms);
-    let size = match upload_create(store, &key, &rdb_path).await? {
-        Some(size) => size,
+    // The name records the file's size and checksum (store::layout), so read it once before the
+    // upload; off the runtime's threads, as a base can be gigabytes.
+    let (size, crc) = {
+        let path = rdb_path.clone();
+        tokio::task::spawn_blocking(move || layout::file_size_crc32c(&path))
+            .await
+            .map_err(|e| CompactError::Io {
+                path: rdb_path.clone(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| CompactError::Io {
+                path: rdb_path.clone(),
+                source,
+            })?
+    };
+    let key = layout::base_key(
+        source,
+        &plan.generation,
+        plan.stop_offset,
+        cut_time_ms,
+        size,
+        crc,
+    );
+    match upload_create(store, &key, &rdb_path).await? {
+        Some(_) => {}
         None => {
             return Ok(Outcome::Skipped(format!(
                 "{key} already exists (another compaction made the same base)"

@@ -204,9 +204,12 @@ fn generation_info(g: &Generation) -> GenerationInfo {
         None => Some(BASE_NEVER_FINISHED.to_string()),
         // Retention may delete the first base once a later one anchors the window; only a
         // generation with no base at all cannot be restored.
+        // The size and checksum in the name are unknown here: the name's pattern, as verify.
         Some(m) if g.bases.is_empty() => Some(format!(
-            "base file {} is missing",
-            layout::base_key(&m.source, &m.generation, m.base_offset, m.base_time_ms)
+            "base file {}/{:016x}-{:012x}-*.rdb is missing",
+            layout::base_prefix(&m.source, &m.generation),
+            m.base_offset,
+            m.base_time_ms
         )),
         Some(_) => None,
     };
@@ -330,6 +333,8 @@ mod tests {
             end_offset: end,
             first_time_ms: t0,
             end_time_ms: t1,
+            size,
+            crc32c: 0,
         };
         SealedSegment {
             name,
@@ -362,8 +367,10 @@ mod tests {
             .map(|m| crate::store::catalog::BaseObject {
                 offset: m.base_offset,
                 time_ms: m.base_time_ms,
-                key: layout::base_key(SRC, &id, m.base_offset, m.base_time_ms),
+                key: layout::base_key(SRC, &id, m.base_offset, m.base_time_ms, m.base_size, 0),
                 size: m.base_size,
+                recorded_size: m.base_size,
+                crc32c: 0,
             })
             .collect();
         Generation {
@@ -663,7 +670,9 @@ mod tests {
             let mut stored = 0;
 
             let m = manifest(&g1, 14, base_time, None);
-            stored += put(&store, &layout::base_key(SRC, &g1, 14, 1), vec![b'R'; 1000]).await;
+            let base = vec![b'R'; 1000];
+            let base_key = layout::base_key(SRC, &g1, 14, 1, 1000, crc32c::crc32c(&base));
+            stored += put(&store, &base_key, base).await;
             put(&store, &layout::manifest_key(SRC, &g1), m.encode()).await;
 
             // One sealed segment of 5 records, then an open tail with 3 records and then a
@@ -676,6 +685,8 @@ mod tests {
                 end_offset: sum.end_offset,
                 first_time_ms: sum.first_time_ms,
                 end_time_ms: sum.end_time_ms,
+                size: bytes.len() as u64,
+                crc32c: crc32c::crc32c(&bytes),
             };
             stored += put(&store, &layout::segment_key(SRC, &g1, &name), bytes).await;
             let mut tail = writer(sum.end_offset, base_time + 11_000, 3);

@@ -518,8 +518,10 @@ mod tests {
             self.g.bases.push(BaseObject {
                 offset,
                 time_ms,
-                key: layout::base_key("src", &self.g.id, offset, time_ms),
+                key: layout::base_key("src", &self.g.id, offset, time_ms, 10, 0),
                 size: 10,
+                recorded_size: 10,
+                crc32c: 0,
             });
             self.g.bases.sort_by_key(|b| b.offset);
             self
@@ -534,6 +536,8 @@ mod tests {
                     end_offset: start + 100,
                     first_time_ms: t0 + 1,
                     end_time_ms: t0 + H,
+                    size: 1000,
+                    crc32c: 0,
                 };
                 self.g.sealed.push(SealedSegment {
                     key: layout::segment_key("src", &self.g.id, &name),

@@ -4,7 +4,10 @@
 //! (the size the manifest recorded, the RDB's own CRC-64); every segment parses in its mode
 //! (sealed, or open tail) and every block decodes (checksums, zstd, the record chain); and the
 //! segments chain from the base offset without a hole or an overlap, each agreeing with its
-//! name. Objects are streamed, one block in memory at a time: a base can be gigabytes and a
+//! name. Every base's and sealed segment's name records its size and the crc32c of all its
+//! bytes (`store::layout`): the listed size must be the recorded one, and the bytes read must
+//! have that checksum, which also catches damage the formats' own checks cannot see (a byte
+//! in an RDB's unchecked padding, a valid object swapped in under another's name). Objects are streamed, one block in memory at a time: a base can be gigabytes and a
 //! segment can hold a 512 MB record. Reading everything, rather than trusting the listing as
 //! `info` does, is the point: a flipped bit shows only when the bytes are read.
 //!
@@ -259,11 +262,18 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
         let g = gens.entry(gen).or_default();
         match entry {
             Entry::Manifest => g.manifest = Some(o.location),
-            Entry::Base { offset, time_ms } => g.bases.push(BaseObject {
+            Entry::Base {
+                offset,
+                time_ms,
+                size,
+                crc32c,
+            } => g.bases.push(BaseObject {
                 offset,
                 time_ms,
                 key: o.location,
                 size: o.size,
+                recorded_size: size,
+                crc32c,
             }),
             Entry::Sealed(n) => g.sealed.push(SealedSegment {
                 name: n,
@@ -355,6 +365,8 @@ struct Scan {
     last_good_first_ms: Option<u64>,
     torn: Option<String>,
     failure: Option<Failure>,
+    /// The crc32c of every byte the store returned, when it returned the whole object.
+    crc32c: Option<u32>,
 }
 
 /// Checks one generation, pushing its problems into the source's report.
@@ -445,19 +457,26 @@ impl GenCheck<'_> {
                 n.first_time_ms,
             );
             let scan = self.scan(&s.key, s.size, Sealed::Yes).await;
-            let mut failure = scan.failure;
-            if let Some(f) = failure.as_mut() {
-                // A sealed segment that does not end with its footer magic lost its end.
-                if f.kind == Kind::Corrupt && !self.ends_with_footer_magic(&s.key, s.size).await {
-                    f.kind = Kind::Truncated;
-                    f.what = format!(
-                        "{} (the object does not end with the footer, so it was cut short)",
-                        f.what
-                    );
+            // Cheaper to explain than whatever the scan tripped on: the object is not the
+            // size it was written at. The scan still ran, for how far the log is good.
+            let mut failure = size_mismatch(s.size, n.size);
+            if failure.is_none() {
+                failure = scan.failure;
+                if let Some(f) = failure.as_mut() {
+                    // A sealed segment that does not end with its footer magic lost its end.
+                    if f.kind == Kind::Corrupt && !self.ends_with_footer_magic(&s.key, s.size).await
+                    {
+                        f.kind = Kind::Truncated;
+                        f.what = format!(
+                            "{} (the object does not end with the footer, so it was cut short)",
+                            f.what
+                        );
+                    }
                 }
             }
             if failure.is_none() {
-                failure = name_mismatch(n, scan.header.as_ref(), scan.summary.as_ref());
+                failure = name_mismatch(n, scan.header.as_ref(), scan.summary.as_ref())
+                    .or_else(|| crc_mismatch(scan.crc32c, n.crc32c));
             }
             if !needed {
                 if let Some(f) = failure {
@@ -643,7 +662,13 @@ impl GenCheck<'_> {
         if let Some(m) = m {
             // A later base without the first is what a prune leaves: restores start there.
             if !bases.iter().any(|b| b.offset >= m.base_offset) {
-                let key = layout::base_key(self.source, &self.gen, m.base_offset, m.base_time_ms);
+                // Its size and checksum are in its name, so only the start of it is known.
+                let key = format!(
+                    "{}/{:016x}-{:012x}-*.rdb",
+                    layout::base_prefix(self.source, &self.gen),
+                    m.base_offset,
+                    m.base_time_ms
+                );
                 let impact = self.base_impact(bases, m.base_offset, m.base_time_ms);
                 self.problem(
                     key.to_string(),
@@ -691,8 +716,12 @@ impl GenCheck<'_> {
         }
     }
 
-    /// Streams a base: size, RDB magic, and the CRC-64 in its trailer.
+    /// Streams a base: size, RDB magic, the CRC-64 in its trailer, and the crc32c its name
+    /// records.
     async fn check_base(&mut self, b: &BaseObject, expected_size: Option<u64>) -> Option<Failure> {
+        if let Some(f) = size_mismatch(b.size, b.recorded_size) {
+            return Some(f);
+        }
         match expected_size {
             Some(n) if b.size < n => {
                 return Some(Failure::new(
@@ -717,7 +746,7 @@ impl GenCheck<'_> {
         let len = got.meta.size;
         let crc_end = len.saturating_sub(8);
         let trailer_start = len.saturating_sub(9);
-        let (mut crc, mut pos) = (0u64, 0u64);
+        let (mut crc, mut pos, mut crc32c) = (0u64, 0u64, 0u32);
         let mut head = Vec::new();
         let mut trailer = Vec::with_capacity(9);
         let mut body = got.into_stream();
@@ -731,6 +760,7 @@ impl GenCheck<'_> {
                 &chunk[(from.clamp(pos, end) - pos) as usize..(to.clamp(pos, end) - pos) as usize]
             };
             crc = rdb::crc64(crc, slice(0, crc_end));
+            crc32c = crc32c::crc32c_append(crc32c, &chunk);
             trailer.extend_from_slice(slice(trailer_start, len));
             if head.len() < rdb::MAGIC_LEN {
                 head.extend_from_slice(slice(0, rdb::MAGIC_LEN as u64));
@@ -748,9 +778,10 @@ impl GenCheck<'_> {
         if let Err(e) = rdb::peek(b.key.as_ref(), &head) {
             return Some(Failure::format(&e));
         }
-        rdb::check_trailer(b.key.as_ref(), len, crc, &trailer)
-            .err()
-            .map(|e| Failure::format(&e))
+        if let Err(e) = rdb::check_trailer(b.key.as_ref(), len, crc, &trailer) {
+            return Some(Failure::format(&e));
+        }
+        crc_mismatch(Some(crc32c), b.crc32c)
     }
 
     /// Streams a segment through the scanner, decoding every block.
@@ -772,6 +803,7 @@ impl GenCheck<'_> {
         let mut body = got.into_stream();
         let mut buf = BytesMut::new();
         let mut fetched = 0u64;
+        let (mut received, mut crc) = (0u64, 0u32);
         let failure = loop {
             let n = match scanner.next_need() {
                 Ok(0) => break None,
@@ -781,7 +813,11 @@ impl GenCheck<'_> {
             let mut short = false;
             while buf.len() < n {
                 match body.next().await {
-                    Some(Ok(c)) => buf.extend_from_slice(&c),
+                    Some(Ok(c)) => {
+                        received += c.len() as u64;
+                        crc = crc32c::crc32c_append(crc, &c);
+                        buf.extend_from_slice(&c);
+                    }
                     Some(Err(e)) => {
                         scan.failure = Some(Failure::store(e));
                         return scan;
@@ -821,7 +857,23 @@ impl GenCheck<'_> {
                 Err(e) => break Some(Failure::format(&e)),
             }
         };
-        self.counts.bytes += fetched;
+        // The scan is done; what it did not need still counts for the checksum.
+        if failure.is_none() {
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(c) => {
+                        received += c.len() as u64;
+                        crc = crc32c::crc32c_append(crc, &c);
+                    }
+                    Err(e) => {
+                        scan.failure = Some(Failure::store(e));
+                        return scan;
+                    }
+                }
+            }
+            scan.crc32c = Some(crc);
+        }
+        self.counts.bytes += received;
         scan.header = scanner.header().cloned();
         if failure.is_none() {
             scan.summary = scanner.summary();
@@ -899,6 +951,41 @@ fn name_mismatch(
             named.0, named.1, named.2, named.3, found.0, found.1, found.2, found.3
         ),
     ))
+}
+
+/// The listed size against the one the name records (the size the writer read back after its
+/// fsync).
+fn size_mismatch(listed: u64, recorded: u64) -> Option<Failure> {
+    if listed < recorded {
+        Some(Failure::new(
+            Kind::Truncated,
+            Some(listed),
+            format!("{listed} bytes, but its name records {recorded}: the object was cut short"),
+        ))
+    } else if listed > recorded {
+        Some(Failure::new(
+            Kind::Corrupt,
+            Some(recorded),
+            format!("{listed} bytes, more than the {recorded} its name records"),
+        ))
+    } else {
+        None
+    }
+}
+
+/// The checksum of the bytes read against the one the name records. The formats' own checks
+/// passed by now, so this is damage they do not cover, or another object under this name.
+fn crc_mismatch(read: Option<u32>, recorded: u32) -> Option<Failure> {
+    match read {
+        Some(c) if c != recorded => Some(Failure::new(
+            Kind::Corrupt,
+            None,
+            format!(
+                "checksum {c:08x} (crc32c of its bytes), not the {recorded:08x} recorded in its name: the bytes changed after they were written"
+            ),
+        )),
+        _ => None,
+    }
 }
 
 fn name_mismatch_tail(start: u64, h: Option<&SegmentHeader>) -> Option<Failure> {

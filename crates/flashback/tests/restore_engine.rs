@@ -64,7 +64,17 @@ impl Builder {
             .unwrap();
         store
             .os
-            .put(&layout::base_key("src", &gen, BASE_OFFSET, T0), base.into())
+            .put(
+                &layout::base_key(
+                    "src",
+                    &gen,
+                    BASE_OFFSET,
+                    T0,
+                    base.len() as u64,
+                    crc32c::crc32c(&base),
+                ),
+                base.into(),
+            )
             .await
             .unwrap();
         let seg = SegmentSpec::new(REPLID, BASE_OFFSET, T0, Origin::NewGeneration);
@@ -139,6 +149,8 @@ impl Builder {
             end_offset: sum.end_offset,
             first_time_ms: sum.first_time_ms,
             end_time_ms: sum.end_time_ms,
+            size: bytes.len() as u64,
+            crc32c: crc32c::crc32c(&bytes),
         };
         self.store
             .os

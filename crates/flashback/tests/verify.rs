@@ -271,6 +271,53 @@ fn verify_healthy_store_then_each_kind_of_damage() {
     let (out, j) = verify(&copy, &["--json", "--no-drill"]);
     assert_fails_naming(&out, &j, &key_of(&copy, &base), "truncated");
 
+    // (f) The name records each object's size and crc32c (the healthy run above proved the
+    // checksums): a sealed segment whose bytes are intact but whose name records another
+    // checksum is corrupt, and a base listed smaller than its name records is truncated.
+    for f in files(&gen.join("segments"), "seg")
+        .iter()
+        .chain(&files(&gen.join("base"), "rdb"))
+    {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let fields: Vec<&str> = name.split(['-', '.']).collect();
+        let size = u64::from_str_radix(fields[fields.len() - 3], 16).unwrap();
+        assert_eq!(size, std::fs::metadata(f).unwrap().len(), "{name}");
+    }
+    let rename_field = |file: &Path, from_end: usize, f: &dyn Fn(u64) -> String| {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let (stem, ext) = name.rsplit_once('.').unwrap();
+        let mut fields: Vec<String> = stem.split('-').map(str::to_string).collect();
+        let i = fields.len() - from_end;
+        fields[i] = f(u64::from_str_radix(&fields[i], 16).unwrap());
+        let to = file.with_file_name(format!("{}.{ext}", fields.join("-")));
+        std::fs::rename(file, &to).unwrap();
+        to
+    };
+    let (copy, g) = damaged(&store, gen, root.path(), "wrong-checksum");
+    let seg = files(&g.join("segments"), "seg")[1].clone();
+    let seg = rename_field(&seg, 1, &|crc| format!("{:08x}", crc ^ 1));
+    let (out, j) = verify(&copy, &["--json", "--no-drill"]);
+    let p = assert_fails_naming(&out, &j, &key_of(&copy, &seg), "corrupt");
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .contains("recorded in its name"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(problems(&j).len(), 1, "{}", out.all());
+    let (copy, g) = damaged(&store, gen, root.path(), "short-base");
+    let base = files(&g.join("base"), "rdb")[0].clone();
+    let base = rename_field(&base, 2, &|size| format!("{:x}", size + 1));
+    let (out, j) = verify(&copy, &["--json", "--no-drill"]);
+    let p = assert_fails_naming(&out, &j, &key_of(&copy, &base), "truncated");
+    assert!(
+        p["message"].as_str().unwrap().contains("its name records"),
+        "{}",
+        out.all()
+    );
+
     // (e) Not damage: a new base, then a prune that deletes the first base and the log before
     // the new one. Verify starts the chain where restore does, at the oldest base left.
     let (copy, g) = damaged(&store, gen, root.path(), "pruned");

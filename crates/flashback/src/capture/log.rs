@@ -310,7 +310,7 @@ impl Log {
             .max(header.created_ms);
         let (file, summary) = w.finish(end_time).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
-        let name = sealed_name(&header, &summary);
+        let name = sealed_name(&header, &summary, &tmp)?;
         let dest = self.local(&layout::segment_key(&self.source, gen, &name));
         fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
         fs::remove_file(&path).map_err(io_err(&path))?;
@@ -347,7 +347,15 @@ impl Log {
         let (file, partial) = base;
         file.sync_all().map_err(io_err(&partial))?;
         drop(file);
-        let dest = self.local(&layout::base_key(&self.source, gen, offset, now_ms));
+        let (size, crc) = layout::file_size_crc32c(&partial).map_err(io_err(&partial))?;
+        let dest = self.local(&layout::base_key(
+            &self.source,
+            gen,
+            offset,
+            now_ms,
+            size,
+            crc,
+        ));
         fs::rename(&partial, &dest).map_err(io_err(&dest))?;
         sync_dir(dest.parent().unwrap_or(&self.root))?;
 
@@ -582,7 +590,7 @@ impl Log {
         file.sync_all().map_err(io_err(&t.path))?;
         self.durable_offset = summary.end_offset;
         self.covered_through_ms = summary.end_time_ms;
-        let name = sealed_name(&t.header, &summary);
+        let name = sealed_name(&t.header, &summary, &t.path)?;
         let dest = self.local(&layout::segment_key(&self.source, &t.generation, &name));
         fs::rename(&t.path, &dest).map_err(io_err(&dest))?;
         sync_dir(dest.parent().unwrap_or(&self.root))?;
@@ -599,18 +607,27 @@ impl Log {
     }
 }
 
-fn sealed_name(h: &SegmentHeader, s: &flashback_format::segment::SegmentSummary) -> SealedName {
+/// The name of a finished, fsynced segment file at `path`; its size and checksum are read back
+/// from the file (see [`layout::file_size_crc32c`]).
+fn sealed_name(
+    h: &SegmentHeader,
+    s: &flashback_format::segment::SegmentSummary,
+    path: &Path,
+) -> Result<SealedName, CaptureError> {
+    let (size, crc32c) = layout::file_size_crc32c(path).map_err(io_err(path))?;
     let first = if s.first_time_ms == 0 {
         h.created_ms
     } else {
         s.first_time_ms
     };
-    SealedName {
+    Ok(SealedName {
         start_offset: s.start_offset,
         end_offset: s.end_offset,
         first_time_ms: first,
         end_time_ms: s.end_time_ms.max(first),
-    }
+        size,
+        crc32c,
+    })
 }
 
 /// Cuts `f` back to `len` and moves its cursor there (after `abandon_fragments`).

@@ -642,12 +642,7 @@ mod tests {
             agent_version: "test".into(),
         };
         put(s, layout::manifest_key("src", gen), m.encode()).await;
-        put(
-            s,
-            layout::base_key("src", gen, base_offset, base_time),
-            b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec(),
-        )
-        .await;
+        put_base(s, gen, base_offset, base_time).await;
     }
 
     async fn seal(s: &Store, gen: &str, spec: &SegmentSpec, end_time: u64) {
@@ -657,8 +652,22 @@ mod tests {
             end_offset: sum.end_offset,
             first_time_ms: sum.first_time_ms,
             end_time_ms: sum.end_time_ms,
+            size: bytes.len() as u64,
+            crc32c: crc32c::crc32c(&bytes),
         };
         put(s, layout::segment_key("src", gen, &name), bytes).await;
+    }
+
+    /// An empty RDB, named with its real size and checksum.
+    async fn put_base(s: &Store, gen: &str, offset: u64, time_ms: u64) {
+        let rdb = b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec();
+        let (size, crc) = (rdb.len() as u64, crc32c::crc32c(&rdb));
+        put(
+            s,
+            layout::base_key("src", gen, offset, time_ms, size, crc),
+            rdb,
+        )
+        .await;
     }
 
     async fn tail(s: &Store, gen: &str, spec: &SegmentSpec) {
@@ -710,12 +719,7 @@ mod tests {
     async fn a_kept_base_outside_the_window_is_a_restore_point() {
         let (s, ends) = fixture().await;
         let gen = layout::generation_id(T0);
-        put(
-            &s,
-            layout::base_key("src", &gen, ends[2], T0 + 3000),
-            b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec(),
-        )
-        .await;
+        put_base(&s, &gen, ends[2], T0 + 3000).await;
         let seg1 = catalog::load_generations(&s, "src").await.unwrap()[0].sealed[0]
             .key
             .clone();

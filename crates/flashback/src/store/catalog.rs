@@ -17,9 +17,14 @@ pub struct BaseObject {
     pub offset: u64,
     pub time_ms: u64,
     pub key: Path,
+    /// The size the listing reports.
     pub size: u64,
+    /// The size and crc32c its name records, from when it was written (`verify` compares).
+    pub recorded_size: u64,
+    pub crc32c: u32,
 }
 
+/// `size` is what the listing reports; `name` records what the writer wrote.
 #[derive(Debug, Clone)]
 pub struct SealedSegment {
     pub name: SealedName,
@@ -198,11 +203,18 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
         });
         match entry {
             Entry::Manifest => manifests.push((gen, o.location)),
-            Entry::Base { offset, time_ms } => g.bases.push(BaseObject {
+            Entry::Base {
+                offset,
+                time_ms,
+                size,
+                crc32c,
+            } => g.bases.push(BaseObject {
                 offset,
                 time_ms,
                 key: o.location,
                 size: o.size,
+                recorded_size: size,
+                crc32c,
             }),
             Entry::Sealed(name) => g.sealed.push(SealedSegment {
                 name,

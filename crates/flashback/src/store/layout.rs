@@ -2,15 +2,23 @@
 //!
 //! ```text
 //! sources/<name>/generations/<gen>/generation.meta                      manifest (envelope + JSON)
-//! sources/<name>/generations/<gen>/base/<offset>-<time>.rdb             base snapshot at offset
-//! sources/<name>/generations/<gen>/segments/<start>-<end>-<t0>-<t1>.seg sealed segment
-//! sources/<name>/generations/<gen>/segments/<start>.tail                the open tail (live agent)
+//! sources/<name>/generations/<gen>/base/<offset>-<time>-<size>-<crc>.rdb             base at offset
+//! sources/<name>/generations/<gen>/segments/<start>-<end>-<t0>-<t1>-<size>-<crc>.seg sealed segment
+//! sources/<name>/generations/<gen>/segments/<start>.tail                             the open tail
 //! ```
 //! `<gen>` is the generation's start time in ms as 16 hex digits; offsets are 16 hex digits and
 //! times (ms) 12 hex digits, all fixed-width lowercase, so a plain LIST returns them in order and
 //! restore can plan by time from names alone, without reading any segment (litestream's
 //! `FormatWALSegmentPath` idea). The times in a sealed segment's name are its first record's
 //! arrival and the time through which it is known complete.
+//!
+//! A sealed object's name also records its size (lowercase hex, any width) and the crc32c of
+//! its whole content (8 hex digits), both taken from the bytes a `get` returns — the plaintext
+//! for an encrypted store. Objects are immutable and object stores cannot append, so a manifest
+//! listing every object would have to be rewritten on each seal (a read-modify-write race with a
+//! second writer, and one more object to lose); in the name, one LIST gives every object's
+//! recorded size and checksum next to its actual size, and that listing is the manifest
+//! `verify` checks. Size and checksum come after the offsets, so names still sort by offset.
 
 use object_store::path::Path;
 
@@ -62,9 +70,17 @@ pub fn base_prefix(source: &str, gen: &str) -> Path {
 
 /// A base holds the dataset at `offset`, which the stream reached at `time_ms`. The time is in
 /// the name so retention can keep "one base per day" from a listing alone.
-pub fn base_key(source: &str, gen: &str, offset: u64, time_ms: u64) -> Path {
+/// `size` and `crc32c` are the whole object's (see the module comment).
+pub fn base_key(
+    source: &str,
+    gen: &str,
+    offset: u64,
+    time_ms: u64,
+    size: u64,
+    crc32c: u32,
+) -> Path {
     Path::from(format!(
-        "{SOURCES}/{source}/generations/{gen}/base/{offset:016x}-{time_ms:012x}.rdb"
+        "{SOURCES}/{source}/generations/{gen}/base/{offset:016x}-{time_ms:012x}-{size:x}-{crc32c:08x}.rdb"
     ))
 }
 
@@ -79,12 +95,15 @@ pub struct SealedName {
     pub end_offset: u64,
     pub first_time_ms: u64,
     pub end_time_ms: u64,
+    /// The whole object's size and crc32c, as a `get` returns it.
+    pub size: u64,
+    pub crc32c: u32,
 }
 
 pub fn segment_key(source: &str, gen: &str, n: &SealedName) -> Path {
     Path::from(format!(
-        "{SOURCES}/{source}/generations/{gen}/segments/{:016x}-{:016x}-{:012x}-{:012x}.seg",
-        n.start_offset, n.end_offset, n.first_time_ms, n.end_time_ms
+        "{SOURCES}/{source}/generations/{gen}/segments/{:016x}-{:016x}-{:012x}-{:012x}-{:x}-{:08x}.seg",
+        n.start_offset, n.end_offset, n.first_time_ms, n.end_time_ms, n.size, n.crc32c
     ))
 }
 
@@ -98,9 +117,16 @@ pub fn tail_key(source: &str, gen: &str, start_offset: u64) -> Path {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     Manifest,
-    Base { offset: u64, time_ms: u64 },
+    Base {
+        offset: u64,
+        time_ms: u64,
+        size: u64,
+        crc32c: u32,
+    },
     Sealed(SealedName),
-    Tail { start_offset: u64 },
+    Tail {
+        start_offset: u64,
+    },
 }
 
 /// Parses a full key below a source: returns (generation id, entry). Unknown names give None
@@ -114,11 +140,17 @@ pub fn parse_key(source: &str, key: &Path) -> Option<(String, Entry)> {
     let entry = match (parts.next()?, parts.next(), parts.next()) {
         ("generation.meta", None, None) => Entry::Manifest,
         ("base", Some(f), None) => {
-            let (offset, time) = f.strip_suffix(".rdb")?.split_once('-')?;
-            Entry::Base {
-                offset: parse_hex(offset, 16)?,
-                time_ms: parse_hex(time, 12)?,
+            let mut it = f.strip_suffix(".rdb")?.split('-');
+            let e = Entry::Base {
+                offset: parse_hex(it.next()?, 16)?,
+                time_ms: parse_hex(it.next()?, 12)?,
+                size: parse_size(it.next()?)?,
+                crc32c: parse_crc(it.next()?)?,
+            };
+            if it.next().is_some() {
+                return None;
             }
+            e
         }
         ("segments", Some(f), None) => {
             if let Some(stem) = f.strip_suffix(".tail") {
@@ -133,6 +165,8 @@ pub fn parse_key(source: &str, key: &Path) -> Option<(String, Entry)> {
                     end_offset: parse_hex(it.next()?, 16)?,
                     first_time_ms: parse_hex(it.next()?, 12)?,
                     end_time_ms: parse_hex(it.next()?, 12)?,
+                    size: parse_size(it.next()?)?,
+                    crc32c: parse_crc(it.next()?)?,
                 };
                 if it.next().is_some() {
                     return None;
@@ -152,6 +186,27 @@ pub fn source_of(key: &Path) -> Option<String> {
     valid_source_name(name).then(|| name.to_string())
 }
 
+/// The size and crc32c a name records for a local file (a capture spool's, or a base compaction
+/// rebuilt), read back in 1 MiB pieces, never whole: a base can be gigabytes. The writers call
+/// it after the fsync rather than summing as they write: the file was just written, so this is
+/// a page-cache read, and it checks what is on disk rather than what was meant to be.
+pub fn file_size_crc32c(path: &std::path::Path) -> std::io::Result<(u64, u32)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => return Ok((size, crc)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
+}
+
 fn parse_hex(s: &str, width: usize) -> Option<u64> {
     if s.len() != width
         || !s
@@ -161,6 +216,18 @@ fn parse_hex(s: &str, width: usize) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(s, 16).ok()
+}
+
+/// A size is written without padding (`{:x}`): no leading zeros, so each size has one spelling.
+fn parse_size(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    parse_hex(s, s.len())
+}
+
+fn parse_crc(s: &str) -> Option<u32> {
+    u32::try_from(parse_hex(s, 8)?).ok()
 }
 
 #[cfg(test)]
@@ -174,20 +241,35 @@ mod tests {
             end_offset: 9000,
             first_time_ms: 1_790_000_000_000,
             end_time_ms: 1_790_000_001_000,
+            size: 0x1_0000,
+            crc32c: 0x00ab_cdef,
         };
         let k = segment_key("cache", "0000019a2b3c4d5e", &n);
         assert_eq!(
             parse_key("cache", &k),
             Some(("0000019a2b3c4d5e".into(), Entry::Sealed(n)))
         );
-        let b = base_key("cache", "0000019a2b3c4d5e", 14, 1_790_000_000_000);
+        assert!(k.as_ref().ends_with("-10000-00abcdef.seg"), "{k}");
+        let b = base_key(
+            "cache",
+            "0000019a2b3c4d5e",
+            14,
+            1_790_000_000_000,
+            0,
+            u32::MAX,
+        );
         assert_eq!(
             parse_key("cache", &b).map(|x| x.1),
             Some(Entry::Base {
                 offset: 14,
-                time_ms: 1_790_000_000_000
+                time_ms: 1_790_000_000_000,
+                size: 0,
+                crc32c: u32::MAX,
             })
         );
+        // A bigger object later in the log still sorts after: the offsets come first.
+        let b2 = base_key("cache", "0000019a2b3c4d5e", 9000, 1_790_000_001_000, 5, 0);
+        assert!(b.as_ref() < b2.as_ref());
         let t = tail_key("cache", "0000019a2b3c4d5e", 9000);
         assert_eq!(
             parse_key("cache", &t).map(|x| x.1),
@@ -201,6 +283,7 @@ mod tests {
             &SealedName {
                 start_offset: 9000,
                 end_offset: 10_000,
+                size: 1,
                 ..n
             },
         );
@@ -214,6 +297,12 @@ mod tests {
             "sources/cache/generations/zz/generation.meta",
             "sources/cache/generations/0000019a2b3c4d5e/base/x.rdb.partial",
             "sources/cache/generations/0000019a2b3c4d5e/segments/0e.seg",
+            // The layout before sizes and checksums were in names.
+            "sources/cache/generations/0000019a2b3c4d5e/base/000000000000000e-019a2b3c4d5e.rdb",
+            // A size with a leading zero, a short checksum, a trailing field.
+            "sources/cache/generations/0000019a2b3c4d5e/base/000000000000000e-019a2b3c4d5e-010-00000000.rdb",
+            "sources/cache/generations/0000019a2b3c4d5e/base/000000000000000e-019a2b3c4d5e-10-0000000.rdb",
+            "sources/cache/generations/0000019a2b3c4d5e/base/000000000000000e-019a2b3c4d5e-10-00000000-1.rdb",
         ] {
             assert_eq!(parse_key("cache", &Path::from(k)), None, "{k}");
         }
