@@ -476,7 +476,13 @@ async fn rdb_file_keys_filter_and_persist() {
     r.ttl = TtlMode::Persist;
     let (mut c, report, _s) = restore_served(&store, r).await;
     assert_eq!(report.filtered, Some((3, 4)), "{report}");
-    assert!(report.ttl_note.as_deref().is_some_and(|n| n.contains("persist")), "{report}");
+    assert!(
+        report
+            .ttl_note
+            .as_deref()
+            .is_some_and(|n| n.contains("persist")),
+        "{report}"
+    );
     assert_eq!(c.ok(&["DBSIZE"]).await.unwrap(), Frame::Integer(2));
     assert_eq!(
         c.ok(&["PEXPIRETIME", "ttlkey"]).await.unwrap(),
