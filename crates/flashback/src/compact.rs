@@ -291,6 +291,20 @@ pub async fn compact_or_skip(
         size,
         crc,
     );
+    // Two compactions racing on one source make the same state with different bytes (an RDB
+    // records its creation time), hence different names: look again just before uploading.
+    let fresh = catalog::load_generations(store, source).await?;
+    if fresh
+        .iter()
+        .filter(|g| g.id == plan.generation)
+        .flat_map(|g| g.bases.iter())
+        .any(|b| b.offset == plan.stop_offset)
+    {
+        return Ok(Outcome::Skipped(format!(
+            "a base at offset {} appeared while this one was built (another compaction)",
+            plan.stop_offset
+        )));
+    }
     match upload_create(store, &key, &rdb_path).await? {
         Some(_) => {}
         None => {
