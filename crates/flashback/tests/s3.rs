@@ -1058,17 +1058,21 @@ fn s3_store_stalled_down_and_flaky_capture_continues() {
         &mut agent,
     );
 
+    // Writes and points every `every` for `for_how_long`, then on (up to 40 s) until `enough`.
     let phase = |w: &mut Writer,
                  agent: &mut Agent,
                  mode: Mode,
                  for_how_long: Duration,
                  every: Duration,
                  label: &str,
-                 points: &mut Vec<Point>| {
+                 points: &mut Vec<Point>,
+                 enough: &dyn Fn(&proxy::Stats) -> bool| {
         proxy.set_mode(mode);
-        let until = Instant::now() + for_how_long;
+        let started = Instant::now();
         let mut i = 0;
-        while Instant::now() < until {
+        while started.elapsed() < for_how_long
+            || (!enough(&proxy.stats()) && started.elapsed() < Duration::from_secs(40))
+        {
             w.burst(150);
             i += 1;
             // The agent keeps acknowledging: it spools while the store is away.
@@ -1079,12 +1083,19 @@ fn s3_store_stalled_down_and_flaky_capture_continues() {
                 &format!("{label}{i}"),
             ));
             let next = Instant::now() + every;
-            while Instant::now() < next.min(until) {
+            while Instant::now() < next {
                 agent.assert_alive(&format!("the store is {label}"));
                 std::thread::sleep(Duration::from_millis(100));
+                if started.elapsed() >= for_how_long && enough(&proxy.stats()) {
+                    break;
+                }
             }
         }
-        eprintln!("[{test}] after {label}: proxy {:?}", proxy.stats());
+        eprintln!(
+            "[{test}] after {label} ({:?}): proxy {:?}",
+            started.elapsed(),
+            proxy.stats()
+        );
     };
     phase(
         &mut w,
@@ -1094,6 +1105,7 @@ fn s3_store_stalled_down_and_flaky_capture_continues() {
         Duration::from_secs(3),
         "stalled",
         &mut points,
+        &|_| true,
     );
     assert!(proxy.stats().stalled > 0, "the stall met no request");
     phase(
@@ -1104,6 +1116,7 @@ fn s3_store_stalled_down_and_flaky_capture_continues() {
         Duration::from_secs(6),
         "down",
         &mut points,
+        &|_| true,
     );
     assert!(proxy.stats().dropped > 0, "the outage met no request");
     let log = agent.log_text();
@@ -1118,15 +1131,23 @@ fn s3_store_stalled_down_and_flaky_capture_continues() {
         !unsent.is_empty(),
         "during the outage sealed segments pile up in the spool, yet it is empty"
     );
-    proxy.set_error_rate(0.3);
+    // The uploader may still sleep off its backoff (up to 16 s by now): the flaky phase lasts
+    // until it has sent 20 requests, so the 500s meet real uploads (P(no 500) = 0.6^20).
+    proxy.set_error_rate(0.4);
+    let before = proxy.stats();
+    let seen = move |s: &proxy::Stats| {
+        (s.forwarded + s.errors_before + s.errors_after)
+            - (before.forwarded + before.errors_before + before.errors_after)
+    };
     phase(
         &mut w,
         &mut agent,
         Mode::Flaky,
-        Duration::from_secs(8),
+        Duration::from_secs(6),
         Duration::from_secs(2),
         "flaky",
         &mut points,
+        &|s| seen(s) >= 20,
     );
     proxy.set_mode(Mode::Pass);
     let healthy_again = Instant::now();
