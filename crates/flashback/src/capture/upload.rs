@@ -133,15 +133,21 @@ impl Uploader {
     }
 
     /// One pass: uploads everything sealed, in order; stops at the first failure so order holds.
+    /// The spool's size is refreshed either way: during an outage every pass fails, and that is
+    /// exactly when the capture loop needs it to warn and, at --spool-max, stop reading.
     pub async fn pass(&self) -> Result<usize, UploadError> {
         let pending = self.pending().await?;
         let mut done = 0;
+        let mut result = Ok(());
         for key in pending {
-            self.upload_one(&key).await?;
+            if let Err(e) = self.upload_one(&key).await {
+                result = Err(e);
+                break;
+            }
             done += 1;
         }
         self.update_spool_bytes().await;
-        Ok(done)
+        result.map(|()| done)
     }
 
     async fn update_spool_bytes(&self) {
@@ -258,4 +264,41 @@ fn upload_order(source: &str, gens: &[Generation]) -> Vec<Path> {
         out.extend(g.sealed.iter().map(|s| s.key.clone()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Access;
+
+    /// During an outage every pass fails. A failed pass used to return before counting the
+    /// spool, so `spool_bytes` froze at its last value, --spool-max never engaged, and the
+    /// spool's disk filled instead.
+    #[tokio::test]
+    async fn a_failed_pass_still_counts_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Store::open(dir.path().join("spool").to_str().unwrap(), Access::Write).unwrap();
+        let base = layout::base_key("src", "000001a209cc07e3", 0, 1_795_000_000_000, 3000, 7);
+        let path = spool.local_path(&base).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![1u8; 3000]).unwrap();
+        // A "remote" that fails every write: its directory replaced by a file.
+        let remote_dir = dir.path().join("remote");
+        let remote = Store::open(remote_dir.to_str().unwrap(), Access::Write).unwrap();
+        std::fs::remove_dir_all(&remote_dir).unwrap();
+        std::fs::write(&remote_dir, b"not a directory").unwrap();
+        let uploader = Uploader {
+            spool,
+            remote,
+            source: "src".into(),
+            interval: Duration::from_secs(1),
+            shared: Shared::default(),
+        };
+        assert!(uploader.pass().await.is_err(), "the store is down");
+        assert_eq!(uploader.shared.spool_bytes.load(Ordering::Relaxed), 3000);
+        assert!(
+            path.exists(),
+            "nothing leaves the spool without a verified upload"
+        );
+    }
 }
