@@ -60,6 +60,14 @@ fn the_agent_compacts_and_prunes_while_capturing() {
         points.push((now_ms(), state(&mut conn)));
         std::thread::sleep(Duration::from_millis(400));
     }
+    let prom = std::fs::read_to_string(
+        store
+            .join("sources")
+            .join(format!("127.0.0.1-{}", source.port))
+            .join("agent.prom"),
+    )
+    .expect("the agent writes its metrics file");
+    assert!(prom.contains("flashback_durable_offset{source="), "{prom}");
     agent.stop();
     let log = agent.log_text();
 

@@ -189,6 +189,60 @@ impl Log {
         Some((queued + tail) as f64 / w.max_bytes.max(1) as f64)
     }
 
+    /// Rewrites `sources/<name>/agent.prom` (next to the agent's lock, in the local store or
+    /// the spool) in the Prometheus text format, for node_exporter's textfile collector or any
+    /// scraper that reads files: the agent's health without an HTTP endpoint. Atomic (temp +
+    /// rename), so a reader never sees half a file. Best effort: metrics never stop capture.
+    pub fn write_metrics(&self, paused: bool) {
+        let source = &self.source;
+        let mut out = String::new();
+        let mut metric = |name: &str, help: &str, value: f64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{source=\"{source}\"}} {value}\n"
+            ));
+        };
+        metric(
+            "flashback_durable_offset",
+            "Replication offset fsync'd and acknowledged to the primary.",
+            self.durable_offset as f64,
+        );
+        metric(
+            "flashback_covered_through_seconds",
+            "Unix time through which the log is known complete.",
+            self.covered_through_ms as f64 / 1000.0,
+        );
+        if let Some(w) = &self.spool {
+            metric(
+                "flashback_spool_bytes",
+                "Bytes in the spool not yet uploaded (sealed objects and the open tail).",
+                (self.spool_fill().unwrap_or(0.0) * w.max_bytes as f64).round(),
+            );
+            metric(
+                "flashback_spool_max_bytes",
+                "--spool-max.",
+                w.max_bytes as f64,
+            );
+            metric(
+                "flashback_spool_fill_ratio",
+                "Spool bytes over --spool-max; at 1 capture stops reading from the primary.",
+                self.spool_fill().unwrap_or(0.0),
+            );
+            metric(
+                "flashback_capture_paused",
+                "1 while capture has stopped reading because the spool is full.",
+                if paused { 1.0 } else { 0.0 },
+            );
+        }
+        let dir = self.root.join(layout::SOURCES).join(source);
+        let tmp = dir.join("agent.prom.tmp");
+        if fs::write(&tmp, out)
+            .and_then(|_| fs::rename(&tmp, dir.join("agent.prom")))
+            .is_err()
+        {
+            tracing::debug!("could not write {}", dir.join("agent.prom").display());
+        }
+    }
+
     fn notify_sealed(&self) {
         if let Some(w) = &self.spool {
             w.shared.sealed.notify_one();

@@ -522,6 +522,9 @@ async fn stream_loop(
     // Spool at --spool-max: stop reading (the primary buffers, and past its output-buffer
     // limit drops us; a later PSYNC continues or names the gap). Never drop records silently.
     let mut paused = false;
+    let mut last_metrics = Instant::now()
+        .checked_sub(Duration::from_secs(5))
+        .unwrap_or_else(Instant::now);
     let mut last_spool_warning: Option<Instant> = None;
     let mut last_ack = Instant::now();
     let mut acked = log.durable_offset;
@@ -621,6 +624,10 @@ async fn stream_loop(
                         }
                         paused = false;
                     }
+                }
+                if last_metrics.elapsed() >= Duration::from_secs(5) {
+                    log.write_metrics(paused);
+                    last_metrics = Instant::now();
                 }
                 if paused {
                     // Silence we chose is not a dead link.
