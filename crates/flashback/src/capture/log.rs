@@ -111,6 +111,25 @@ impl Log {
                 .collect(),
             None => vec![],
         };
+        // A snapshot cut off by a crash left only `base/incoming.rdb.partial` (a name the catalog
+        // does not know, so the generation is otherwise invisible). Nothing in it was ever
+        // acknowledged; it can be as large as the dataset: remove it, and its generation
+        // directory when nothing else is there.
+        let gens_dir = log.local(&layout::generations_prefix(source));
+        if let Ok(entries) = fs::read_dir(&gens_dir) {
+            for e in entries.flatten() {
+                let partial = e.path().join("base").join("incoming.rdb.partial");
+                if partial.exists() {
+                    warn!(
+                        "removing {} (a snapshot transfer cut off by a crash; never acknowledged)",
+                        partial.display()
+                    );
+                    fs::remove_file(&partial).map_err(io_err(&partial))?;
+                    let _ = fs::remove_dir(e.path().join("base"));
+                    let _ = fs::remove_dir(e.path());
+                }
+            }
+        }
         for g in catalog::load_generations(&log.store, source).await? {
             // A spool whose manifest was already uploaded still holds a complete generation.
             if g.manifest.is_none() && !remote_manifests.contains(&g.id) {

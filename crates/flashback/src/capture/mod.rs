@@ -8,6 +8,7 @@
 //! tail is fsync'd at least every `flush_interval` (100 ms). So `WAIT` on the primary means
 //! "durably backed up", and a kill -9 loses nothing that was acknowledged.
 
+pub mod lease;
 pub mod log;
 pub mod state;
 pub mod upload;
@@ -237,6 +238,12 @@ async fn capture_only(
     }
     // A remote or encrypted store: write into a local spool, upload in the background.
     store.check(crate::store::Access::Write).await?;
+    let lease = lease::Lease::acquire(&store, &opts.name)
+        .await
+        .map_err(|e| match e {
+            lease::LeaseError::Store(s) => CaptureError::Store(s),
+            e => CaptureError::SecondWriter(e.to_string()),
+        })?;
     let spool_dir = opts
         .spool
         .clone()
@@ -269,6 +276,7 @@ async fn capture_only(
         source: opts.name.clone(),
         interval: opts.upload_interval,
         shared,
+        lease: Some(lease),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut upload_task = tokio::spawn(uploader.run(stop_rx, Duration::from_secs(30)));
@@ -318,8 +326,14 @@ async fn run_log(
     loop {
         let started = Instant::now();
         let result = session(log, opts, shutdown.as_mut(), &progress, &mut synced_once).await;
-        // A big command cut off by the disconnect is sent again whole after the resync.
-        log.abandon_partial()?;
+        // A big command cut off by the disconnect is sent again whole after the resync. On a
+        // session that already failed, the session's error is the one worth reporting.
+        if let Err(e) = log.abandon_partial() {
+            match &result {
+                Ok(()) => return Err(e),
+                Err(first) => warn!("after '{first}': {e}"),
+            }
+        }
         if let Some(p) = &progress {
             p.send_modify(|p| p.online = false);
         }
@@ -334,16 +348,18 @@ async fn run_log(
                 return Ok(());
             }
             Err(e)
-                if !synced_once
-                    && !matches!(&e, CaptureError::Replica(ReplicaError::NotReady { .. })) =>
+                if (!synced_once
+                    && !matches!(&e, CaptureError::Replica(ReplicaError::NotReady { .. })))
+                    || !e.is_retryable() =>
             {
-                log.make_durable(crate::now_ms(), None)?;
-                log.seal()?;
-                return Err(e);
-            }
-            Err(e) if !e.is_retryable() => {
-                log.make_durable(crate::now_ms(), None)?;
-                log.seal()?;
+                // Best effort: when the failure is the disk (ENOSPC), sealing fails too, and
+                // its error must not hide the original one.
+                if let Err(also) = log
+                    .make_durable(crate::now_ms(), None)
+                    .and_then(|_| log.seal())
+                {
+                    warn!("could not seal the open segment after the failure: {also}; the next start recovers it");
+                }
                 return Err(e);
             }
             Err(e) => {

@@ -35,6 +35,8 @@ pub enum UploadError {
     #[error("{0}")]
     SecondWriter(String),
     #[error(transparent)]
+    Lease(#[from] super::lease::LeaseError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{key}: {err}")]
     Remote {
@@ -48,7 +50,13 @@ pub enum UploadError {
 impl UploadError {
     /// Retrying cannot fix a second writer; everything else may be a passing outage.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, UploadError::SecondWriter(_))
+        matches!(
+            self,
+            UploadError::SecondWriter(_)
+                | UploadError::Lease(
+                    super::lease::LeaseError::Lost { .. } | super::lease::LeaseError::Held { .. }
+                )
+        )
     }
 }
 
@@ -67,18 +75,32 @@ pub struct Uploader {
     pub source: String,
     pub interval: Duration,
     pub shared: Shared,
+    /// Renewed every `lease::RENEW_EVERY`; released at the end of `run`.
+    pub lease: Option<super::lease::Lease>,
 }
 
 impl Uploader {
     /// Runs until `stop` turns true, then makes one last pass (bounded by `final_timeout`).
     /// Returns a fatal error (a second writer) if one happens; outages are only logged.
     pub async fn run(
-        self,
+        mut self,
         mut stop: watch::Receiver<bool>,
         final_timeout: Duration,
     ) -> Result<(), UploadError> {
         let mut backoff = Duration::from_secs(1);
+        let mut renewed = std::time::Instant::now();
         loop {
+            if renewed.elapsed() >= super::lease::RENEW_EVERY {
+                if let Some(lease) = self.lease.as_mut() {
+                    match lease.renew().await {
+                        Ok(()) => renewed = std::time::Instant::now(),
+                        Err(e @ super::lease::LeaseError::Store(_)) => {
+                            warn!("renewing the agent lease failed: {e}; retrying")
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             match self.pass().await {
                 Ok(0) => backoff = Duration::from_secs(1),
                 Ok(n) => {
@@ -122,6 +144,9 @@ impl Uploader {
                 "{left} sealed objects are still in the spool {}; nothing is lost: the next `flashback capture` with the same --store and --spool uploads them",
                 self.spool.url
             );
+        }
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
         }
         Ok(())
     }
@@ -293,6 +318,7 @@ mod tests {
             source: "src".into(),
             interval: Duration::from_secs(1),
             shared: Shared::default(),
+            lease: None,
         };
         assert!(uploader.pass().await.is_err(), "the store is down");
         assert_eq!(uploader.shared.spool_bytes.load(Ordering::Relaxed), 3000);

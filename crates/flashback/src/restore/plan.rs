@@ -310,8 +310,13 @@ pub async fn plan(
         }
     }
     if let Target::At(t) = target {
-        if let Some(n) = catchup_note(store, &chain, w.from_ms, t).await? {
-            notes.push(n);
+        // Advisory: a segment the restore itself does not need must not fail it.
+        match catchup_note(store, &chain, w.from_ms, t).await {
+            Ok(Some(n)) => notes.push(n),
+            Ok(None) => {}
+            Err(e) => notes.push(format!(
+                "could not check for late-arriving writes near this time ({e}); if the agent was away then, prefer --at-offset"
+            )),
         }
     }
     let segments: Vec<SegmentRef> = chain
@@ -588,6 +593,10 @@ async fn catchup_note(
                 return Ok(None);
             }
         }
+        // A sealed segment is complete through its seal time, which can be later than its
+        // last block's: without it the walk would open the next segment for nothing (and
+        // fail there if that one is damaged, though the restore does not need it).
+        prev_covered = prev_covered.max(seg.end_time_ms);
     }
     Ok(run.as_ref().and_then(verdict))
 }

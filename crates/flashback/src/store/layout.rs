@@ -42,6 +42,12 @@ pub fn source_prefix(source: &str) -> Path {
     Path::from(format!("{SOURCES}/{source}"))
 }
 
+/// The remote-store agent's lease (`capture::lease`); not under `generations/`, so the catalog
+/// never sees it.
+pub fn lease_key(source: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/agent.lease"))
+}
+
 pub fn generations_prefix(source: &str) -> Path {
     Path::from(format!("{SOURCES}/{source}/generations"))
 }
