@@ -46,5 +46,8 @@ pub mod verify;
 /// Milliseconds since the Unix epoch, from the system clock. The one clock capture stamps with;
 /// tests of the pure parts pass times in explicitly instead.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -56,7 +56,9 @@ fn check_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<(), FrameError>
                     return Err(FrameError::Incomplete);
                 }
                 if &buf[end - 2..end] != b"\r\n" {
-                    return Err(FrameError::Protocol("bulk string not terminated by CRLF".into()));
+                    return Err(FrameError::Protocol(
+                        "bulk string not terminated by CRLF".into(),
+                    ));
                 }
                 *pos = end;
             }
@@ -70,7 +72,11 @@ fn check_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<(), FrameError>
                 check_at(buf, pos, depth + 1)?;
             }
         }
-        other => return Err(FrameError::Protocol(format!("unexpected type byte 0x{other:02x}"))),
+        other => {
+            return Err(FrameError::Protocol(format!(
+                "unexpected type byte 0x{other:02x}"
+            )))
+        }
     }
     Ok(())
 }
@@ -83,7 +89,9 @@ fn line<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8], FrameError> {
             *pos = start + i + 2;
             Ok(&rest[..i])
         }
-        None if rest.len() > 64 * 1024 => Err(FrameError::Protocol("line longer than 64 KiB".into())),
+        None if rest.len() > 64 * 1024 => {
+            Err(FrameError::Protocol("line longer than 64 KiB".into()))
+        }
         None => Err(FrameError::Incomplete),
     }
 }
@@ -130,7 +138,11 @@ fn parse_at(buf: &Bytes, pos: &mut usize) -> Result<Frame, FrameError> {
                 Frame::Array(items)
             }
         }
-        other => return Err(FrameError::Protocol(format!("unexpected type byte 0x{other:02x}"))),
+        other => {
+            return Err(FrameError::Protocol(format!(
+                "unexpected type byte 0x{other:02x}"
+            )))
+        }
     })
 }
 
@@ -138,14 +150,24 @@ fn parse_at(buf: &Bytes, pos: &mut usize) -> Result<Frame, FrameError> {
 /// replication stream is).
 pub fn argv(frame: Frame) -> Option<Vec<Bytes>> {
     match frame {
-        Frame::Array(items) => items.into_iter().map(|f| if let Frame::Bulk(b) = f { Some(b) } else { None }).collect(),
+        Frame::Array(items) => items
+            .into_iter()
+            .map(|f| {
+                if let Frame::Bulk(b) = f {
+                    Some(b)
+                } else {
+                    None
+                }
+            })
+            .collect(),
         _ => None,
     }
 }
 
 /// Encodes a command as a RESP array of bulk strings.
 pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(16 + args.iter().map(|a| a.as_ref().len() + 16).sum::<usize>());
     out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for a in args {
         let a = a.as_ref();
@@ -160,7 +182,9 @@ impl Frame {
     /// The text of a simple string, bulk string or error, lossily; for messages and INFO.
     pub fn text(&self) -> String {
         match self {
-            Frame::Simple(b) | Frame::Error(b) | Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+            Frame::Simple(b) | Frame::Error(b) | Frame::Bulk(b) => {
+                String::from_utf8_lossy(b).into_owned()
+            }
             Frame::Integer(i) => i.to_string(),
             Frame::Null => String::new(),
             Frame::Array(items) => items.iter().map(|f| f.text()).collect::<Vec<_>>().join(" "),
@@ -177,13 +201,20 @@ mod tests {
         let cmd = encode_command(&["SET", "k", "v"]);
         assert_eq!(check(&cmd), Ok(cmd.len()));
         for cut in 0..cmd.len() {
-            assert_eq!(check(&cmd[..cut]), Err(FrameError::Incomplete), "cut at {cut}");
+            assert_eq!(
+                check(&cmd[..cut]),
+                Err(FrameError::Incomplete),
+                "cut at {cut}"
+            );
         }
         let mut two = cmd.clone();
         two.extend_from_slice(b"*1\r\n$4\r\nping\r\n");
         assert_eq!(check(&two), Ok(cmd.len()));
         let f = parse(&Bytes::from(cmd)).unwrap();
-        assert_eq!(argv(f).unwrap(), vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")]);
+        assert_eq!(
+            argv(f).unwrap(),
+            vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")]
+        );
     }
 
     #[test]
@@ -191,9 +222,15 @@ mod tests {
         let cmd = encode_command(&[&b"SET"[..], b"k\r\n\x00", b"\xff\r\n"]);
         let f = parse(&Bytes::from(cmd.clone())).unwrap();
         assert_eq!(argv(f).unwrap()[1], Bytes::from_static(b"k\r\n\x00"));
-        assert!(matches!(check(b"$3\r\nabcXY"), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            check(b"$3\r\nabcXY"),
+            Err(FrameError::Protocol(_))
+        ));
         assert!(matches!(check(b"?x\r\n"), Err(FrameError::Protocol(_))));
         assert!(matches!(check(b"*1\r\n$-1\r\n"), Ok(9)));
-        assert!(matches!(check(b"$99999999999\r\n"), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            check(b"$99999999999\r\n"),
+            Err(FrameError::Protocol(_))
+        ));
     }
 }

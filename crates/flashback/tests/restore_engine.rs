@@ -495,7 +495,13 @@ async fn rdb_file_keys_filter_and_persist() {
     let mut r = req(Target::At(at), Sink::Serve(free_port()));
     r.ttl = TtlMode::Relative;
     let (mut c, report, _s) = restore_served(&store, r).await;
-    assert!(report.ttl_note.as_deref().is_some_and(|n| n.contains("relative")), "{report}");
+    assert!(
+        report
+            .ttl_note
+            .as_deref()
+            .is_some_and(|n| n.contains("relative")),
+        "{report}"
+    );
     assert!(matches!(c.ok(&["PTTL", "ttlkey"]).await.unwrap(), Frame::Integer(ms) if ms > 0));
 }
 

@@ -9,9 +9,18 @@ use util::*;
 
 fn write_burst(c: &mut Conn, tag: &str, n: usize) {
     for i in 0..n {
-        c.call(&[b"SET".as_ref(), format!("{tag}:{i}").as_bytes(), format!("v{i}").as_bytes()]);
+        c.call(&[
+            b"SET".as_ref(),
+            format!("{tag}:{i}").as_bytes(),
+            format!("v{i}").as_bytes(),
+        ]);
         if i % 7 == 0 {
-            c.call(&[b"HSET".as_ref(), format!("h:{tag}").as_bytes(), format!("f{i}").as_bytes(), b"x"]);
+            c.call(&[
+                b"HSET".as_ref(),
+                format!("h:{tag}").as_bytes(),
+                format!("f{i}").as_bytes(),
+                b"x",
+            ]);
         }
     }
     c.call(&["MULTI"]);
@@ -24,7 +33,9 @@ fn wait_replica_synced(primary: &RedisProc, replica: &RedisProc) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let info = replica.info_replication();
-        if info.contains("master_link_status:up") && replica.master_repl_offset() == primary.master_repl_offset() {
+        if info.contains("master_link_status:up")
+            && replica.master_repl_offset() == primary.master_repl_offset()
+        {
             return;
         }
         assert!(Instant::now() < deadline, "replica did not sync:\n{info}");
@@ -45,7 +56,12 @@ fn pid_of(p: &RedisProc) -> i32 {
 /// and every instant before and after the promotion restores exactly.
 #[test]
 fn chained_replica_source_and_its_promotion() {
-    let m = RedisProc::start(&["--repl-diskless-sync-delay", "0", "--repl-backlog-size", "16mb"]);
+    let m = RedisProc::start(&[
+        "--repl-diskless-sync-delay",
+        "0",
+        "--repl-backlog-size",
+        "16mb",
+    ]);
     let r1 = RedisProc::start(&[
         "--replicaof",
         "127.0.0.1",
@@ -82,18 +98,40 @@ fn chained_replica_source_and_its_promotion() {
     std::thread::sleep(Duration::from_millis(200));
     agent.stop();
 
-    assert_eq!(restore_rdb(&store, &["--at", &at_arg(t1)]), s1, "instant before the promotion");
-    assert_eq!(restore_rdb(&store, &["--at", &at_arg(t2)]), s2, "instant after the promotion");
+    assert_eq!(
+        restore_rdb(&store, &["--at", &at_arg(t1)]),
+        s1,
+        "instant before the promotion"
+    );
+    assert_eq!(
+        restore_rdb(&store, &["--at", &at_arg(t2)]),
+        s2,
+        "instant after the promotion"
+    );
     let info = info_json(&store);
-    assert_eq!(json_generation_count(&info), Some(1), "a promotion bridged by replid2 must not start a new generation:\n{info:#}\nagent log:\n{}", agent.log_text());
-    assert!(agent.log_text().contains("replid changed"), "the agent should log the replid change:\n{}", agent.log_text());
+    assert_eq!(
+        json_generation_count(&info),
+        Some(1),
+        "a promotion bridged by replid2 must not start a new generation:\n{info:#}\nagent log:\n{}",
+        agent.log_text()
+    );
+    assert!(
+        agent.log_text().contains("replid changed"),
+        "the agent should log the replid change:\n{}",
+        agent.log_text()
+    );
 }
 
 /// The primary freezes (SIGSTOP) longer than --repl-timeout: the agent must declare the link
 /// dead, keep retrying, and resume with a partial resync when the primary comes back.
 #[test]
 fn silent_link_is_detected_and_resumed() {
-    let m = RedisProc::start(&["--repl-diskless-sync-delay", "0", "--repl-backlog-size", "16mb"]);
+    let m = RedisProc::start(&[
+        "--repl-diskless-sync-delay",
+        "0",
+        "--repl-backlog-size",
+        "16mb",
+    ]);
     let store = tempfile::tempdir().unwrap();
     let store = store.path().join("store");
     let mut agent = Agent::start(m.port, &store, &["--repl-timeout", "2"]);
@@ -117,8 +155,14 @@ fn silent_link_is_detected_and_resumed() {
     agent.stop();
 
     let log = agent.log_text();
-    assert!(log.contains("no data for 2 s"), "the dead link should be named in the log:\n{log}");
-    assert!(log.contains("partial resync"), "the agent should resume with a partial resync:\n{log}");
+    assert!(
+        log.contains("no data for 2 s"),
+        "the dead link should be named in the log:\n{log}"
+    );
+    assert!(
+        log.contains("partial resync"),
+        "the agent should resume with a partial resync:\n{log}"
+    );
     assert_eq!(restore_rdb(&store, &["--at", &at_arg(t)]), s);
     assert_eq!(json_generation_count(&info_json(&store)), Some(1));
 }
