@@ -1689,9 +1689,11 @@ impl Drop for Tmpfs {
 /// nothing stored is corrupted, earlier instants restore), but an agent restarted on the still
 /// full spool cannot recover its open tail, because `Log::recover_tail` rewrites it into a new
 /// file before the uploader has freed anything. Fix: recover the tail in place (truncate to the
-/// valid length, append the footer) or upload sealed objects before recovering.
+/// valid length, append the footer); uploading sealed objects first (which the agent now does)
+/// is not enough when the tail alone fills the disk, as here.
 #[test]
 #[ignore = "restart on a full spool cannot recover the open tail yet (needs in-place recovery)"]
+
 fn s3_spool_disk_full_is_a_clear_error_and_corrupts_nothing() {
     let test = "s3_spool_disk_full_is_a_clear_error_and_corrupts_nothing";
     if skip(test) {

@@ -257,27 +257,33 @@ async fn capture_only(
         spool_dir.display(),
         store.url
     );
+    let shared = upload::Shared::default();
+    let uploader = upload::Uploader {
+        spool: spool.clone(),
+        remote: store.clone(),
+        source: opts.name.clone(),
+        interval: opts.upload_interval,
+        shared: shared.clone(),
+        lease: Some(lease),
+    };
+    // Upload what a previous run sealed before recovering its open tail: recovery writes a copy
+    // of the tail, and after a disk-full stop the spool may have no room for it until the
+    // sealed objects have gone. A failure here (the store still down) is retried later.
+    if let Err(e) = uploader.pass().await {
+        warn!("uploading what the spool holds before starting: {e}");
+    }
     let mut log = Log::open(
-        spool.clone(),
-        Some(store.clone()),
+        spool,
+        Some(store),
         &opts.name,
         opts.roll_bytes,
         opts.upload_interval,
     )
     .await?;
-    let shared = upload::Shared::default();
     log.watch_spool(log::SpoolWatch {
-        shared: shared.clone(),
+        shared,
         max_bytes: opts.spool_max,
     });
-    let uploader = upload::Uploader {
-        spool,
-        remote: store,
-        source: opts.name.clone(),
-        interval: opts.upload_interval,
-        shared,
-        lease: Some(lease),
-    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut upload_task = tokio::spawn(uploader.run(stop_rx, Duration::from_secs(30)));
     let captured = tokio::select! {

@@ -130,9 +130,20 @@ impl Store {
             Access::Write => {
                 std::fs::create_dir_all(&path)
                     .map_err(|e| err(format!("cannot create the directory: {e}")))?;
-                probe_writable(&path).map_err(|e| {
-                    err(format!("the directory is not writable: {e}; fix its permissions or pass another --store"))
-                })?;
+                match probe_writable(&path) {
+                    Ok(()) => {}
+                    // Writable but full: a capture spool must still open, so that uploading
+                    // what it holds can free space; the first real write says "disk full".
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => tracing::warn!(
+                        "{}: no space left on the device; free space, or the first write will fail",
+                        path.display()
+                    ),
+                    Err(e) => {
+                        return Err(err(format!(
+                            "the directory is not writable: {e}; fix its permissions or pass another --store"
+                        )))
+                    }
+                }
             }
             Access::Read => {
                 if !path.is_dir() {
