@@ -1693,7 +1693,6 @@ impl Drop for Tmpfs {
 /// is not enough when the tail alone fills the disk, as here.
 #[test]
 #[ignore = "restart on a full spool cannot recover the open tail yet (needs in-place recovery)"]
-
 fn s3_spool_disk_full_is_a_clear_error_and_corrupts_nothing() {
     let test = "s3_spool_disk_full_is_a_clear_error_and_corrupts_nothing";
     if skip(test) {
