@@ -11,21 +11,7 @@ use util::*;
 /// About 1.3 MB of writes (so a 1 MiB segment seals), over several types, a transaction, a
 /// key with a (long) TTL and a delete, all tagged with `phase`.
 fn phase_writes(conn: &mut Conn, phase: &str) {
-    let value = format!("{phase}-{}", "v".repeat(1000));
-    for chunk in 0..12 {
-        let cmds: Vec<Vec<String>> = (0..100)
-            .map(|i| {
-                vec![
-                    "SET".into(),
-                    format!("{phase}:k{}", chunk * 100 + i),
-                    value.clone(),
-                ]
-            })
-            .collect();
-        for r in conn.pipeline(&cmds) {
-            assert!(!r.is_error(), "{r:?}");
-        }
-    }
+    bulk_sets(conn, phase);
     conn.call(&["HSET", "profile", phase, "1"]);
     conn.call(&["INCRBY", "counter", "7"]);
     conn.call(&["RPUSH", "events", phase]);

@@ -10,21 +10,7 @@ use std::time::Duration;
 use util::*;
 
 fn phase_writes(conn: &mut Conn, phase: &str) {
-    let value = format!("{phase}-{}", "v".repeat(1000));
-    for chunk in 0..12 {
-        let cmds: Vec<Vec<String>> = (0..100)
-            .map(|i| {
-                vec![
-                    "SET".into(),
-                    format!("{phase}:k{}", chunk * 100 + i),
-                    value.clone(),
-                ]
-            })
-            .collect();
-        for r in conn.pipeline(&cmds) {
-            assert!(!r.is_error(), "{r:?}");
-        }
-    }
+    bulk_sets(conn, phase);
     conn.call(&["HSET", "profile", phase, "1"]);
     conn.call(&["MULTI"]);
     conn.call(&["INCR", "counter"]);

@@ -495,9 +495,15 @@ async fn session(
             reply: PsyncReply::Continue { replid },
             stream,
         } => {
-            let saved = resume
-                .as_ref()
-                .expect("CONTINUE answers a PSYNC that named a replid");
+            // A server that "continues" a history we never asked about (`PSYNC ? -1`) is broken
+            // or not what it claims; inventing a position would record garbage.
+            let Some(saved) = resume.as_ref() else {
+                return Err(ReplicaError::Unexpected {
+                    addr: format!("{}:{}", opts.source.host, opts.source.port),
+                    what: "+CONTINUE in answer to a first PSYNC (? -1): the server must send a full snapshot".into(),
+                }
+                .into());
+            };
             let now = crate::now_ms();
             match continuity(Some(saved), &PsyncReply::Continue { replid }) {
                 Continuity::Continue {

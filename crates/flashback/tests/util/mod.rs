@@ -687,65 +687,14 @@ impl Output {
 
 /// Runs `flashback <args>` to completion (bounded: killed after `timeout`).
 pub fn run_flashback<A: AsRef<std::ffi::OsStr>>(args: &[A], timeout: Duration) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let (out_p, err_p) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = die_with_parent(&mut Command::new(flashback_bin()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_p).unwrap())
-        .stderr(File::create(&err_p).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = Output {
-        code: status.and_then(|s| s.code()),
-        stdout: std::fs::read_to_string(&out_p).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_p).unwrap_or_default(),
-    };
-    if status.is_none() {
-        panic!(
-            "flashback {:?} did not finish within {timeout:?}:\n{}",
-            args.iter()
-                .map(|a| a.as_ref().to_string_lossy().into_owned())
-                .collect::<Vec<_>>(),
-            out.all()
-        );
-    }
-    out
+    run_flashback_env(args, &[], timeout)
 }
 
 /// `flashback restore --store <store> <at_args…> --rdb <file>`, then the file loaded into a
 /// fresh redis-server: its [`state`], or why there is none.
 pub fn try_restore_rdb(store: &Path, at_args: &[&str]) -> Result<String, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let rdb = dir.path().join("restored.rdb");
-    let mut args: Vec<std::ffi::OsString> = vec!["restore".into(), "--store".into(), store.into()];
-    args.extend(at_args.iter().map(|a| a.into()));
-    args.extend(["--rdb".into(), rdb.clone().into_os_string()]);
-    let out = run_flashback(&args, Duration::from_secs(300));
-    if out.code != Some(0) {
-        return Err(format!("restore {at_args:?} failed:\n{}", out.all()));
-    }
-    if !rdb.exists() {
-        return Err(format!(
-            "restore {at_args:?} exited 0 but wrote no {}:\n{}",
-            rdb.display(),
-            out.all()
-        ));
-    }
-    let server = RedisProc::start_with_rdb(&rdb, &[]);
-    Ok(state(&mut server.conn()))
+    let store = store.to_str().expect("test store paths are UTF-8");
+    try_restore_rdb_env(store, at_args, &[])
 }
 
 pub fn restore_rdb(store: &Path, at_args: &[&str]) -> String {
@@ -957,5 +906,25 @@ impl Agent {
     /// Panics, with the log, if the agent has exited.
     pub fn assert_alive(&mut self, what: &str) {
         self.check_alive(what)
+    }
+}
+
+/// 1,200 pipelined `SET <phase>:k<n> <1000-byte value>` (about 1.2 MB of replication stream),
+/// the bulk of each phase in tests/compact.rs and tests/prune.rs.
+pub fn bulk_sets(conn: &mut Conn, phase: &str) {
+    let value = format!("{phase}-{}", "v".repeat(1000));
+    for chunk in 0..12 {
+        let cmds: Vec<Vec<String>> = (0..100)
+            .map(|i| {
+                vec![
+                    "SET".into(),
+                    format!("{phase}:k{}", chunk * 100 + i),
+                    value.clone(),
+                ]
+            })
+            .collect();
+        for r in conn.pipeline(&cmds) {
+            assert!(!r.is_error(), "{r:?}");
+        }
     }
 }
