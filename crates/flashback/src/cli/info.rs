@@ -34,6 +34,7 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let store = Store::open(&a.store, Access::Read)?;
+    store.check(Access::Read).await?;
     let report = info::gather(&store, flashback::now_ms()).await?;
     let out = if a.json {
         serde_json::to_string_pretty(&report)? + "\n"

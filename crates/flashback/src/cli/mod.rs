@@ -20,6 +20,7 @@ pub struct UsageError(pub String);
 /// Opens the store for reading and picks the source: `--name`, or the only one there.
 pub async fn open_source(store_url: &str, name: Option<String>) -> anyhow::Result<(Store, String)> {
     let store = Store::open(store_url, Access::Read)?;
+    store.check(Access::Read).await?;
     let sources = catalog::list_sources(&store).await?;
     let name = match name {
         Some(n) if sources.contains(&n) => n,

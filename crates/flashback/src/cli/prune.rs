@@ -54,6 +54,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         keep_monthly: a.keep_monthly,
     };
     let store = Store::open(&a.store, Access::Read)?;
+    store.check(Access::Read).await?;
     let all = catalog::list_sources(&store).await?;
     let sources = match a.name {
         Some(n) if all.contains(&n) => vec![n],

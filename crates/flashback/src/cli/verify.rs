@@ -55,6 +55,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         None => Target::Latest,
     };
     let store = Store::open(&a.store, Access::Read)?;
+    store.check(Access::Read).await?;
     let all = catalog::list_sources(&store).await?;
     // Unlike restore, no --name is needed with several sources: checking all is the useful default.
     let sources = match a.name {

@@ -253,8 +253,9 @@ impl Store {
             StoreError::Open {
             url: self.url.clone(),
             what: format!(
-                "the store does not answer as expected ({e}); check the bucket name, the credentials \
-                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY…) and --s3-endpoint"
+                "the store does not answer as expected ({}); check the bucket name, the credentials \
+                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY…) and --s3-endpoint",
+                short_error(&e.to_string())
             ),
         }
         };
@@ -290,6 +291,22 @@ impl Store {
             }
             p
         })
+    }
+}
+
+/// One line from a store error: S3-style XML bodies become "Code: Message", anything else its
+/// first line (object_store appends whole response bodies, which an on-call reader does not need).
+fn short_error(e: &str) -> String {
+    let tag = |t: &str| {
+        let open = format!("<{t}>");
+        let start = e.find(&open)? + open.len();
+        let end = e[start..].find(&format!("</{t}>"))? + start;
+        Some(e[start..end].to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c,
+        _ => e.lines().next().unwrap_or_default().trim().to_string(),
     }
 }
 
