@@ -370,6 +370,57 @@ impl<W: Write> SegmentWriter<W> {
         })
     }
 
+    /// Continues a segment whose header and `blocks` are already in `w`, which must be
+    /// positioned right after the last of them (the caller truncates any torn bytes first: a
+    /// scan's [`SegmentScanner::valid_len`]). Crash recovery uses it to seal an open tail in
+    /// place with [`finish`](Self::finish): rewriting the tail into a copy needed as much free
+    /// space again, which a spool that stopped on a full disk does not have.
+    ///
+    /// `blocks` must be what a scan of that file returned: they are checked to chain from the
+    /// header and to sit back to back from the header's end (`InvalidInput` otherwise), and
+    /// must not end inside a record stored in fragments (a scan leaves those out).
+    pub fn resume(
+        w: W,
+        header: &SegmentHeader,
+        blocks: &[BlockInfo],
+        opts: WriterOptions,
+    ) -> std::io::Result<Self> {
+        let mut chain = ChainState::start(header);
+        let mut pos = HEADER_LEN as u64;
+        for (i, b) in blocks.iter().enumerate() {
+            if b.file_pos != pos {
+                return Err(invalid(format!(
+                    "block {i} is at byte {} but the previous data ends at byte {pos}",
+                    b.file_pos
+                )));
+            }
+            chain
+                .step(b)
+                .map_err(|m| invalid(format!("block {i}: {m}")))?;
+            pos += u64::from(b.len);
+        }
+        if let Some((start, _)) = chain.run {
+            return Err(invalid(format!(
+                "the blocks end inside the record stored in fragments from offset {start}; truncate before its first fragment"
+            )));
+        }
+        Ok(SegmentWriter {
+            w,
+            opts,
+            pos,
+            blocks: blocks.to_vec(),
+            flushed: chain,
+            appended: chain,
+            raw: Vec::new(),
+            pending_count: 0,
+            pending_first_time_ms: 0,
+            covered_ms: chain.covered_ms,
+            start_offset: header.start_offset,
+            poisoned: false,
+            run: None,
+        })
+    }
+
     fn check_no_run(&self) -> std::io::Result<()> {
         match &self.run {
             Some(r) => Err(invalid(format!(
@@ -1264,6 +1315,12 @@ impl SegmentScanner {
     /// The header, once the first bytes were fed.
     pub fn header(&self) -> Option<&SegmentHeader> {
         self.header.as_ref()
+    }
+
+    /// The footer's summary, when the scan found an intact footer (an open tail that was
+    /// sealed but not yet renamed when its agent stopped).
+    pub fn footer(&self) -> Option<&SegmentSummary> {
+        self.footer.as_ref()
     }
 
     /// Why the scan dropped the bytes after [`valid_len`](Self::valid_len) (an open tail).

@@ -1030,3 +1030,118 @@ fn fragment_corruption_is_detected() {
         }
     }
 }
+
+/// Scans `bytes` as an open tail, truncates it to the valid length and seals it in place with
+/// `SegmentWriter::resume`, as the agent's crash recovery does.
+fn seal_in_place(bytes: &[u8], end_time_ms: u64) -> Vec<u8> {
+    let f = SegmentFile::parse("t.tail", bytes, Sealed::No).unwrap();
+    let kept = bytes[..f.valid_len as usize].to_vec();
+    let w = SegmentWriter::resume(kept, &f.header, &f.blocks, WriterOptions::default()).unwrap();
+    w.finish(end_time_ms).unwrap().0
+}
+
+#[test]
+fn sealing_a_tail_in_place_equals_sealing_it_in_one_go() {
+    let spec = three_block_spec();
+    let end = 1_790_000_001_000;
+    let bytes = seal_in_place(&spec.build_tail().unwrap(), end);
+    assert_eq!(bytes, spec.build_sealed(end).unwrap());
+}
+
+#[test]
+fn every_truncation_of_a_tail_seals_in_place_to_its_whole_records() {
+    let spec = three_block_spec();
+    let tail = spec.build_tail().unwrap();
+    let end = 1_790_000_001_000;
+    for cut in HEADER_LEN..=tail.len() {
+        let torn = SegmentFile::parse("t.tail", &tail[..cut], Sealed::No).unwrap();
+        let bytes = seal_in_place(&tail[..cut], end);
+        let sealed = SegmentFile::parse("t.seg", &bytes, Sealed::Yes).unwrap();
+        assert_eq!(sealed.blocks, torn.blocks, "cut {cut}");
+        assert_eq!(all_records(&sealed), all_records(&torn), "cut {cut}");
+        let s = sealed.summary();
+        assert_eq!(s.end_offset, torn.summary().end_offset, "cut {cut}");
+        assert_eq!(s.end_time_ms, end, "cut {cut}");
+    }
+    // The fragmented record's unfinished fragments go, the records before them stay.
+    let big = Rng(9).bytes(20_000);
+    let (w, expected, _) = fragmented_writer(&big, 6_000);
+    let tail = w.get_ref().clone();
+    for cut in HEADER_LEN..=tail.len() {
+        let torn = SegmentFile::parse("t.tail", &tail[..cut], Sealed::No).unwrap();
+        let bytes = seal_in_place(&tail[..cut], end);
+        let sealed = SegmentFile::parse("t.seg", &bytes, Sealed::Yes).unwrap();
+        let recs = assemble(file_items(&sealed));
+        assert_eq!(recs, assemble(file_items(&torn)), "cut {cut}");
+        assert_eq!(recs[..], expected[..recs.len()], "cut {cut}");
+    }
+}
+
+#[test]
+fn a_resumed_writer_appends_where_the_tail_ended() {
+    let spec = three_block_spec();
+    let tail = spec.build_tail().unwrap();
+    let f = SegmentFile::parse("t.tail", &tail, Sealed::No).unwrap();
+    let mut w = SegmentWriter::resume(tail.clone(), &f.header, &f.blocks, WriterOptions::default())
+        .unwrap();
+    let resp = resp_command(&[&b"DEL"[..], b"k0:0"]);
+    let next = Record {
+        end_offset: spec.end_offset() + resp.len() as u64,
+        time_ms: 1_790_000_000_900,
+        db: 2,
+        boundary: true,
+        resp,
+    };
+    // Records must still chain: the previous end offset is known without decoding.
+    let mut early = next.clone();
+    early.end_offset -= 1;
+    assert_eq!(
+        w.append(&early).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    w.append(&next).unwrap();
+    let (bytes, summary) = w.finish(1_790_000_001_000).unwrap();
+    let sealed = SegmentFile::parse("t.seg", &bytes, Sealed::Yes).unwrap();
+    let mut want = spec.records();
+    want.push(next);
+    assert_eq!(all_records(&sealed), want);
+    assert_eq!(summary.record_count, want.len() as u64);
+}
+
+#[test]
+fn resume_refuses_blocks_that_do_not_match_the_file() {
+    let spec = three_block_spec();
+    let tail = spec.build_tail().unwrap();
+    let f = SegmentFile::parse("t.tail", &tail, Sealed::No).unwrap();
+    let resume = |blocks: &[_]| {
+        SegmentWriter::resume(Vec::new(), &f.header, blocks, WriterOptions::default())
+            .err()
+            .map(|e| (e.kind(), e.to_string()))
+    };
+    // A block left out: the next one is not where the data ends.
+    let gap = [f.blocks[0].clone(), f.blocks[2].clone()];
+    let (kind, msg) = resume(&gap).unwrap();
+    assert_eq!(kind, ErrorKind::InvalidInput);
+    assert!(msg.contains("block 1 is at byte"), "{msg}");
+    // Blocks of another segment: they do not chain from this header.
+    let mut other = header(5);
+    other.start_db = 0;
+    let e = SegmentWriter::resume(Vec::new(), &other, &f.blocks, WriterOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("block 0:"), "{e}");
+    // Ending inside a fragmented record.
+    let big = Rng(9).bytes(20_000);
+    let (w, _, _) = fragmented_writer(&big, 6_000);
+    let g = SegmentFile::parse("t.tail", w.get_ref(), Sealed::No).unwrap();
+    let e = SegmentWriter::resume(
+        Vec::new(),
+        &g.header,
+        &g.blocks[..3],
+        WriterOptions::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("stored in fragments"), "{e}");
+    assert!(resume(&f.blocks).is_none());
+}
