@@ -13,8 +13,7 @@ use crate::store::layout::{self, SealedName};
 use crate::store::manifest::{GenerationManifest, PreviousGeneration};
 use crate::store::Store;
 use flashback_format::segment::{
-    block_flags, Item, Origin, Record, RecordMeta, Sealed, SegmentHeader, SegmentReader,
-    SegmentWriter, WriterOptions,
+    Origin, Record, RecordMeta, Sealed, SegmentHeader, SegmentReader, SegmentWriter, WriterOptions,
 };
 use object_store::{PutMode, PutOptions};
 use std::fs::{self, File, OpenOptions};
@@ -87,6 +86,8 @@ impl Log {
             .clone()
             .ok_or_else(|| CaptureError::Unsupported("capture needs a local store".into()))?;
         let lock = lock_source(&root, source)?;
+        // Left by versions that copied the remote's last segment here to resume.
+        let _ = fs::remove_file(root.join("resume.seg.tmp"));
         let mut log = Log {
             store,
             remote,
@@ -167,35 +168,31 @@ impl Log {
         Ok(Some(r))
     }
 
-    async fn fetch_remote(&self, key: &object_store::path::Path) -> Result<PathBuf, CaptureError> {
-        use futures::StreamExt;
-        use object_store::ObjectStoreExt;
-        use std::io::Write;
-        let remote = self.remote.as_ref().ok_or_else(|| {
-            CaptureError::Unsupported(format!("{key} is missing from the local store"))
-        })?;
-        let tmp = self.root.join("resume.seg.tmp");
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut stream = remote
-            .os
-            .get(key)
-            .await
-            .map_err(crate::store::StoreError::from)?
-            .into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(crate::store::StoreError::from)?;
-            f.write_all(&chunk).map_err(io_err(&tmp))?;
-        }
-        Ok(tmp)
-    }
-
     pub fn watch_spool(&mut self, w: SpoolWatch) {
         self.spool = Some(w);
     }
 
-    /// The spool's fill as a fraction of `--spool-max` (None without a remote store).
+    /// The spool's fill as a fraction of its limit (None without a remote store). The limit is
+    /// `--spool-max`, or less when the spool's disk cannot hold that much: what the spool holds
+    /// plus the disk's free space, minus a reserve for the block being written and a footer.
+    /// Counting the disk too means a small or shared disk gets the same early warning and the
+    /// same back-pressure as --spool-max, instead of a write failing with ENOSPC.
     pub fn spool_fill(&self) -> Option<f64> {
         let w = self.spool.as_ref()?;
+        let used = self.spool_used(w);
+        if used == 0 {
+            return Some(0.0);
+        }
+        let limit = match space(&self.root) {
+            Some((free, total)) => (used + free)
+                .saturating_sub(spool_reserve(total))
+                .min(w.max_bytes),
+            None => w.max_bytes,
+        };
+        Some(used as f64 / limit.max(1) as f64)
+    }
+
+    fn spool_used(&self, w: &SpoolWatch) -> u64 {
         let tail = self
             .tail
             .as_ref()
@@ -205,7 +202,7 @@ impl Log {
             .shared
             .spool_bytes
             .load(std::sync::atomic::Ordering::Relaxed);
-        Some((queued + tail) as f64 / w.max_bytes.max(1) as f64)
+        queued + tail
     }
 
     /// Rewrites `sources/<name>/agent.prom` (next to the agent's lock, in the local store or
@@ -234,7 +231,7 @@ impl Log {
             metric(
                 "flashback_spool_bytes",
                 "Bytes in the spool not yet uploaded (sealed objects and the open tail).",
-                (self.spool_fill().unwrap_or(0.0) * w.max_bytes as f64).round(),
+                self.spool_used(w) as f64,
             );
             metric(
                 "flashback_spool_max_bytes",
@@ -243,7 +240,7 @@ impl Log {
             );
             metric(
                 "flashback_spool_fill_ratio",
-                "Spool bytes over --spool-max; at 1 capture stops reading from the primary.",
+                "Spool bytes over its limit (--spool-max, or what its disk can still hold); at 1 capture stops reading from the primary.",
                 self.spool_fill().unwrap_or(0.0),
             );
             metric(
@@ -260,6 +257,44 @@ impl Log {
         {
             tracing::debug!("could not write {}", dir.join("agent.prom").display());
         }
+    }
+
+    /// After a write failed (a full disk), the writer may have left half a block behind and
+    /// refuses further calls. Seal the tail from what its file holds, exactly as a restart
+    /// would ([`recover_tail`](Self::recover_tail), in place), and move the stream position
+    /// back to the end of that segment: the records appended but never written are sent
+    /// again by the primary after a partial resync from there.
+    pub fn seal_after_write_failure(&mut self) -> Result<(), CaptureError> {
+        let Some(t) = self.tail.take() else {
+            return Ok(());
+        };
+        let key = layout::tail_key(&self.source, &t.generation, t.header.start_offset);
+        let gen = t.generation.clone();
+        drop(t);
+        // The position comes from the segment just sealed, not from re-reading the store:
+        // that lists the remote store too, and the disk filled because the remote is down.
+        let (header, s) = self.recover_tail(&gen, &key)?;
+        self.notify_sealed();
+        self.state = Some(StreamState::new(
+            header.replid,
+            s.end_offset,
+            s.end_db,
+            s.end_in_multi,
+            s.end_time_ms,
+        ));
+        self.durable_offset = s.end_offset;
+        self.covered_through_ms = s.end_time_ms;
+        Ok(())
+    }
+
+    /// With a spool: whether its file system has room for a few blocks again.
+    pub fn spool_has_room(&self) -> bool {
+        space(&self.root).is_none_or(|(free, total)| free >= spool_reserve(total))
+    }
+
+    /// True when writing into a local spool for a remote store, whose uploads free space.
+    pub fn is_spooling(&self) -> bool {
+        self.remote.is_some()
     }
 
     fn notify_sealed(&self) {
@@ -298,18 +333,15 @@ impl Log {
                 covered_through_ms: m.base_time_ms,
             }),
             Some(last) => {
-                let mut path = self.local(&last.key);
-                if !path.exists() {
-                    // Already uploaded: read the remote copy through a temporary spool file.
-                    path = self.fetch_remote(&last.key).await?;
-                }
-                // Streamed, not read whole: the segment may hold a 512 MB record.
-                let file = File::open(&path).map_err(io_err(&path))?;
-                let len = file.metadata().map_err(io_err(&path))?.len();
-                let mut r =
-                    SegmentReader::new(last.key.as_ref(), BufReader::new(file), len, Sealed::Yes);
-                while r.next_block()?.is_some() {}
-                let (Some(header), Some(s)) = (r.scanner().header(), r.scanner().summary()) else {
+                // Already uploaded: read the remote copy, streamed block by block (a segment
+                // may hold a 512 MB record) and never through a spool file, whose disk may be
+                // the one that is full.
+                let store = match &self.remote {
+                    Some(r) if !self.local(&last.key).exists() => r,
+                    _ => &self.store,
+                };
+                let scan = catalog::scan_object(store, &last.key, Sealed::Yes).await?;
+                let (Some(header), Some(s)) = (scan.header(), scan.summary()) else {
                     unreachable!("a scan that ended without error read the header");
                 };
                 let state = StreamState::new(
@@ -328,68 +360,74 @@ impl Log {
         }
     }
 
-    /// Seals the open tail a crashed agent left: its intact blocks are rewritten into a sealed
-    /// segment (same blocks, same flags and times) and the tail is removed. A torn last block
+    /// Seals the open tail a crashed agent left, in place: its intact blocks stay as they are,
+    /// a footer is appended and the file renamed to its sealed name. A torn last block
     /// was never fsync'd, so never acknowledged: dropping it loses nothing that was promised.
     /// Neither was a record whose final fragment is missing: all its fragments go too. The
-    /// tail is streamed block by block, never read whole.
+    /// tail is scanned block by block, never read whole.
     fn recover_tail(
         &mut self,
         gen: &str,
         key: &object_store::path::Path,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<(SegmentHeader, flashback_format::segment::SegmentSummary), CaptureError> {
         let path = self.local(key);
         let file = File::open(&path).map_err(io_err(&path))?;
         let len = file.metadata().map_err(io_err(&path))?.len();
+        // Reading every block checks every checksum: what gets sealed below is known good.
         let mut r = SegmentReader::new(key.as_ref(), BufReader::new(file), len, Sealed::No);
-        let mut next = r.next_block()?;
-        let header = r
-            .scanner()
+        while r.next_block()?.is_some() {}
+        let scan = r.scanner();
+        let header = scan
             .header()
             .cloned()
-            .expect("the first read parsed the header or failed");
-        let tmp = path.with_extension("recover");
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut w =
-            SegmentWriter::new(file, &header, WriterOptions::default()).map_err(io_err(&tmp))?;
-        while let Some(b) = next {
-            let flags = b.info.flags & !block_flags::FRAGMENT;
-            for item in r.scanner().decode(&b)? {
-                match item {
-                    Item::Record(rec) => w.append(&rec),
-                    Item::Fragment(f) => w
-                        .append_fragment(&f.bytes, f.end.as_ref(), b.info.covered_through_ms, flags)
-                        .map(|_| ()),
+            .expect("a scan that did not fail read the header");
+        // Sealed in place: truncate the torn bytes, append the footer. Rewriting the blocks into
+        // a copy (as this once did) needs the tail's size again in free space, and the spool of
+        // an agent stopped by a full disk has none; in place needs only the footer's few bytes,
+        // and the torn write being cut usually frees more than that.
+        let summary = match scan.footer() {
+            // Sealed before the crash, not yet renamed.
+            Some(s) => s.clone(),
+            // Nothing but a header (a tail opened just before the stop): nothing to keep, and
+            // sealing it would only add an empty object.
+            None if scan.blocks().is_empty() => {
+                let s = scan
+                    .summary()
+                    .expect("a scan that did not fail read the header");
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                info!("removed the empty open segment {key}");
+                return Ok((header, s));
+            }
+            None => {
+                if let Some(why) = scan.torn_reason() {
+                    warn!(
+                        "{key}: dropped {} bytes after an interrupted write that was never acknowledged ({why})",
+                        len - scan.valid_len()
+                    );
                 }
-                .map_err(io_err(&tmp))?;
+                let end_time = scan
+                    .summary()
+                    .map_or(0, |s| s.end_time_ms)
+                    .max(header.created_ms);
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                truncate(&mut file, scan.valid_len()).map_err(io_err(&path))?;
+                let w =
+                    SegmentWriter::resume(file, &header, scan.blocks(), WriterOptions::default())
+                        .map_err(io_err(&path))?;
+                let (file, summary) = w.finish(end_time).map_err(io_err(&path))?;
+                file.sync_all().map_err(io_err(&path))?;
+                summary
             }
-            if b.info.flags & block_flags::FRAGMENT == 0 {
-                w.flush_block(b.info.covered_through_ms, flags)
-                    .map_err(io_err(&tmp))?;
-            }
-            next = r.next_block()?;
-        }
-        // The scan hands out the fragments of an unfinished record before it knows.
-        if let Some(pos) = w.abandon_fragments() {
-            truncate(w.get_mut(), pos).map_err(io_err(&tmp))?;
-        }
-        let scan = r.scanner();
-        if let Some(why) = scan.torn_reason() {
-            warn!("{key}: dropped {} bytes after an interrupted write that was never acknowledged ({why})", len - scan.valid_len());
-        }
-        let end_time = scan
-            .summary()
-            .map_or(0, |s| s.end_time_ms)
-            .max(header.created_ms);
-        let (file, summary) = w.finish(end_time).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        let name = sealed_name(&header, &summary, &tmp)?;
+        };
+        let name = sealed_name(&header, &summary, &path)?;
         let dest = self.local(&layout::segment_key(&self.source, gen, &name));
-        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
-        fs::remove_file(&path).map_err(io_err(&path))?;
+        fs::rename(&path, &dest).map_err(io_err(&dest))?;
         sync_dir(dest.parent().unwrap_or(&self.root))?;
         info!("recovered the open segment {} as {}", key, dest.display());
-        Ok(())
+        Ok((header, summary))
     }
 
     /// Starts a new generation: the caller streams the base into the file this returns, then
@@ -700,6 +738,32 @@ fn sealed_name(
         end_time_ms: s.end_time_ms.max(first),
         size,
         crc32c,
+    })
+}
+
+/// Room kept free on a spool's file system: a full raw block compressed badly, plus a footer;
+/// a quarter of a tiny disk (a 2 MiB spool could never keep 2 MiB free).
+fn spool_reserve(total: u64) -> u64 {
+    (2 * BLOCK_BYTES as u64).min(total / 4)
+}
+
+/// (Bytes an unprivileged process may still write, size) of the file system holding `dir`;
+/// None when it cannot be asked.
+// The statvfs fields are u64 here but narrower on 32-bit targets, hence `u64::from`.
+#[allow(clippy::useless_conversion)]
+fn space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data; all zeroes is a valid value of it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statvfs struct we own, filled in by the kernel.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    let frsize = u64::from(st.f_frsize);
+    (rc == 0).then(|| {
+        (
+            u64::from(st.f_bavail) * frsize,
+            u64::from(st.f_blocks) * frsize,
+        )
     })
 }
 

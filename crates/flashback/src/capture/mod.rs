@@ -50,6 +50,18 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
+    /// The disk (or quota) under the store or spool is full.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            CaptureError::Io { source, .. } => Some(source),
+            CaptureError::Store(StoreError::Io { source, .. }) => Some(source),
+            CaptureError::Replica(ReplicaError::RdbWrite(source)) => Some(source),
+            _ => None,
+        };
+        io.and_then(|e| e.raw_os_error())
+            .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
+    }
+
     fn is_retryable(&self) -> bool {
         match self {
             CaptureError::Replica(e) => e.is_retryable(),
@@ -237,17 +249,68 @@ async fn capture_only(
         return run_log(&mut log, &opts, shutdown, progress).await;
     }
     // A remote or encrypted store: write into a local spool, upload in the background.
-    store.check(crate::store::Access::Write).await?;
+    let spool_dir = opts
+        .spool
+        .clone()
+        .unwrap_or_else(|| default_spool(&store.url));
+    let mut shutdown = std::pin::pin!(shutdown);
+    if let Err(e) = store.check(crate::store::Access::Write).await {
+        // A first start fails fast: a wrong bucket, endpoint or key is a typo to fix now. A
+        // restart during an outage (the spool holds an earlier run's data, so this store
+        // worked) waits for the store instead: exiting would leave the primary's backlog to
+        // run out while a supervisor restarts us in a loop. Capture itself needs the store
+        // first, to learn where the stored log ends and to take the lease.
+        if !spool_holds_source(&spool_dir, &opts.name) {
+            return Err(e.into());
+        }
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            tracing::error!(
+                "{e}; this spool holds data of an earlier run, so capture waits for the store (retrying in {} s) \
+                 and then resumes by partial resync",
+                backoff.as_secs()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.as_mut() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            match store.check(crate::store::Access::Write).await {
+                Ok(()) => break,
+                Err(again) => {
+                    if again.to_string() != e.to_string() {
+                        warn!("{again}");
+                    }
+                }
+            }
+        }
+        info!("the store answers again");
+    }
+    capture_spooled(store, spool_dir, opts, shutdown, progress).await
+}
+
+/// Whether an earlier run left data of `source` in the spool at `dir`.
+fn spool_holds_source(dir: &std::path::Path, source: &str) -> bool {
+    let gens = dir
+        .join(crate::store::layout::SOURCES)
+        .join(source)
+        .join("generations");
+    std::fs::read_dir(gens).is_ok_and(|mut d| d.next().is_some())
+}
+
+async fn capture_spooled(
+    store: Store,
+    spool_dir: std::path::PathBuf,
+    opts: CaptureOptions,
+    shutdown: impl Future<Output = ()> + Send,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<(), CaptureError> {
     let lease = lease::Lease::acquire(&store, &opts.name)
         .await
         .map_err(|e| match e {
             lease::LeaseError::Store(s) => CaptureError::Store(s),
             e => CaptureError::SecondWriter(e.to_string()),
         })?;
-    let spool_dir = opts
-        .spool
-        .clone()
-        .unwrap_or_else(|| default_spool(&store.url));
     let spool = Store::open_plain(
         &spool_dir.display().to_string(),
         crate::store::Access::Write,
@@ -266,9 +329,10 @@ async fn capture_only(
         shared: shared.clone(),
         lease: Some(lease),
     };
-    // Upload what a previous run sealed before recovering its open tail: recovery writes a copy
-    // of the tail, and after a disk-full stop the spool may have no room for it until the
-    // sealed objects have gone. A failure here (the store still down) is retried later.
+    // After a stop on a full disk the spool has no room: upload what a previous run sealed
+    // first (recovering its open tail in place still needs a footer's worth of bytes), then
+    // what recovery sealed, before new writes need space. A failure here (the store still
+    // down) is retried by the uploader's loop.
     if let Err(e) = uploader.pass().await {
         warn!("uploading what the spool holds before starting: {e}");
     }
@@ -280,6 +344,9 @@ async fn capture_only(
         opts.upload_interval,
     )
     .await?;
+    if let Err(e) = uploader.pass().await {
+        warn!("uploading the recovered segment before starting: {e}");
+    }
     log.watch_spool(log::SpoolWatch {
         shared,
         max_bytes: opts.spool_max,
@@ -352,6 +419,46 @@ async fn run_log(
                     log.durable_offset
                 );
                 return Ok(());
+            }
+            // A spool's disk fills when uploads fall behind (the store is down) faster than
+            // --spool-max foresaw, or the disk is smaller than it. Uploads free space, so wait
+            // for them rather than exit; a local store's disk only frees when someone acts,
+            // and the exit below tells them.
+            Err(e) if e.is_disk_full() && log.is_spooling() => {
+                tracing::error!(
+                    "{e}: the spool's disk is full. Capture STOPPED reading from the primary; nothing acknowledged \
+                     is lost, and it resumes once uploads free space (fix the store, or free space on the spool's disk)"
+                );
+                if let Err(also) = log.seal_after_write_failure() {
+                    warn!("could not seal the open segment: {also}; the next start recovers it");
+                    return Err(e);
+                }
+                info!(
+                    "sealed what the spool holds; capture resumes by partial resync from offset {}",
+                    log.durable_offset + 1
+                );
+                // Backoff first: sealing freed the torn write's bytes, so the disk may look
+                // roomy while the same backlog burst is about to fill it again.
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.as_mut() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                let mut said = Instant::now();
+                while !log.spool_has_room() {
+                    if said.elapsed() >= Duration::from_secs(10) {
+                        tracing::error!(
+                            "the spool's disk is still full: capture is stopped, waiting for uploads to free space"
+                        );
+                        said = Instant::now();
+                    }
+                    log.write_metrics(true);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.as_mut() => return Ok(()),
+                    }
+                }
+                info!("the spool's disk has room again: reconnecting");
             }
             Err(e)
                 if (!synced_once
@@ -430,7 +537,15 @@ async fn session(
             // One write per MiB rather than per socket read (bench: ~18,000 writes for 344 MB).
             let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
             let (stream, received) = tokio::select! {
-                r = rdb.save(&mut buffered) => r?,
+                r = rdb.save(&mut buffered) => match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Never acknowledged, and possibly what filled the disk.
+                        drop(buffered);
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(e.into());
+                    }
+                },
                 _ = shutdown.as_mut() => {
                     let _ = std::fs::remove_file(&partial);
                     return Ok(());
@@ -631,9 +746,9 @@ async fn stream_loop(
                     if fill >= 1.0 {
                         if !paused || due {
                             tracing::error!(
-                                "the spool is full ({:.0} % of --spool-max) because uploads to the store are failing: \
-                                 capture has STOPPED reading from the primary; nothing was dropped, and reading resumes \
-                                 when uploads catch up (raise --spool-max or fix the store)",
+                                "the spool is full ({:.0} % of its limit: --spool-max, or what its disk can still hold) because \
+                                 uploads to the store are failing: capture has STOPPED reading from the primary; nothing was \
+                                 dropped, and reading resumes when uploads catch up (fix the store, or give the spool more room)",
                                 fill * 100.0
                             );
                             last_spool_warning = Some(Instant::now());
@@ -644,8 +759,8 @@ async fn stream_loop(
                             info!("the spool has room again ({:.0} %): reading from the primary resumes", fill * 100.0);
                         } else if fill >= 0.8 && due {
                             warn!(
-                                "the spool is {:.0} % full: uploads to the store are falling behind; at 100 % capture stops \
-                                 reading from the primary",
+                                "the spool is {:.0} % full (of --spool-max, or of what its disk can still hold): uploads to \
+                                 the store are falling behind; at 100 % capture stops reading from the primary",
                                 fill * 100.0
                             );
                             last_spool_warning = Some(Instant::now());

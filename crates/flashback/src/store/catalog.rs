@@ -253,34 +253,12 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
 /// Reads an open tail block by block (never whole: a tail may hold a 512 MB command) to learn
 /// where it ends and how far it is known complete.
 async fn scan_tail(store: &Store, t: &mut TailSegment) -> Result<(), StoreError> {
-    use futures::StreamExt;
-    let got = match store.os.get(&t.key).await {
-        Ok(r) => r,
+    let scanner = match scan_object(store, &t.key, Sealed::No).await {
+        Ok(s) => s,
         // Sealed between our LIST and GET: the sealed copy is in the next listing.
-        Err(object_store::Error::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e.into()),
+        Err(StoreError::ObjectStore(object_store::Error::NotFound { .. })) => return Ok(()),
+        Err(e) => return Err(e),
     };
-    let mut scanner = SegmentScanner::new(t.key.as_ref(), got.meta.size, Sealed::No);
-    let mut body = got.into_stream();
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let n = scanner.next_need()?;
-        if n == 0 {
-            break;
-        }
-        while buf.len() < n {
-            match body.next().await {
-                Some(chunk) => buf.extend_from_slice(&chunk?),
-                // Shorter than its listed size: the scanner sees the end as a torn write.
-                None => break,
-            }
-        }
-        if buf.len() < n {
-            break;
-        }
-        let bytes = buf.split_to(n);
-        scanner.feed(&bytes)?;
-    }
     let (Some(h), Some(s)) = (scanner.header(), scanner.summary()) else {
         return Ok(());
     };
@@ -289,4 +267,43 @@ async fn scan_tail(store: &Store, t: &mut TailSegment) -> Result<(), StoreError>
     t.covered_through_ms = s.end_time_ms.max(h.created_ms);
     t.torn = scanner.torn_reason().is_some();
     Ok(())
+}
+
+/// Streams a segment object through a [`SegmentScanner`] to its end, one block in memory at a
+/// time, and returns the finished scan (header, summary, blocks). Every block's checksum is
+/// checked on the way. An open tail shorter than its listed size (it was truncated since) ends
+/// as a torn write; a sealed segment that short is an error naming it.
+pub async fn scan_object(
+    store: &Store,
+    key: &Path,
+    sealed: Sealed,
+) -> Result<SegmentScanner, StoreError> {
+    use futures::StreamExt;
+    let got = store.os.get(key).await?;
+    let mut scanner = SegmentScanner::new(key.as_ref(), got.meta.size, sealed);
+    let mut body = got.into_stream();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let n = scanner.next_need()?;
+        if n == 0 {
+            return Ok(scanner);
+        }
+        while buf.len() < n {
+            match body.next().await {
+                Some(chunk) => buf.extend_from_slice(&chunk?),
+                None if sealed == Sealed::No => return Ok(scanner),
+                None => {
+                    return Err(StoreError::Io {
+                        path: key.to_string(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the store returned fewer bytes than the object's listed size",
+                        ),
+                    })
+                }
+            }
+        }
+        let bytes = buf.split_to(n);
+        scanner.feed(&bytes)?;
+    }
 }
