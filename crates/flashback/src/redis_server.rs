@@ -307,6 +307,8 @@ impl RedisServer {
             path: self.binary.path.clone(),
             what: e.to_string(),
         })?;
+        // For sweep_leftovers, should we be killed before we can stop the server.
+        let _ = std::fs::write(self.dir.join(PID_FILE), child.id().to_string());
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let url = self.url();
@@ -387,6 +389,9 @@ impl RedisServer {
     /// Lets the server outlive this handle (and this process). Returns its pid.
     pub fn detach(mut self) -> Option<u32> {
         self.owns_dir = false;
+        // The user's now (restore --serve): sweep_leftovers must leave it alone.
+        let _ = std::fs::remove_file(self.dir.join(PID_FILE));
+        let _ = std::fs::write(self.dir.join(DETACHED_FILE), b"");
         self.child.take().map(|c| c.id())
     }
 }
@@ -412,9 +417,12 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// A new, empty directory under the system temp dir.
+/// A new, empty directory under the system temp dir, named `<prefix>-<our pid>-<unique>`.
+/// Before making it, removes what killed flashback processes left under the same prefix (see
+/// [`sweep_leftovers`]).
 pub fn fresh_temp_dir(prefix: &str) -> Result<PathBuf, ServerError> {
     let base = std::env::temp_dir();
+    sweep_leftovers(&base, prefix);
     for i in 0..100u32 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -431,6 +439,69 @@ pub fn fresh_temp_dir(prefix: &str) -> Result<PathBuf, ServerError> {
         path: base,
         source: std::io::Error::other("cannot create a unique temp directory"),
     })
+}
+
+/// The file in a private server's directory that names the server's pid, for [`sweep_leftovers`].
+const PID_FILE: &str = "server.pid";
+/// Marks the directory of a server handed over to the user ([`RedisServer::detach`]).
+const DETACHED_FILE: &str = "served";
+
+/// A flashback process killed with -9 (an agent mid-compaction, a restore) cannot clean up: its
+/// private redis-server keeps running, orphaned, and its directory (a base RDB as large as the
+/// dataset) stays. The directory's name carries the creator's pid: when that process is gone,
+/// kill the server named in the directory's pid file (only if it runs in that very directory,
+/// so a reused pid is never hit) and remove the directory. Best effort.
+///
+/// Rejected: `PR_SET_PDEATHSIG` on the server. It fires when the *thread* that spawned the
+/// child exits, and tokio's blocking threads come and go, so it would kill healthy servers.
+pub fn sweep_leftovers(base: &std::path::Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let lead = format!("{prefix}-");
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&lead)) else {
+            continue;
+        };
+        let Some(creator) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if creator == std::process::id() as i32 || process_alive(creator) {
+            continue;
+        }
+        let dir = e.path();
+        if dir.join(DETACHED_FILE).exists() {
+            continue;
+        }
+        if let Some(server) = std::fs::read_to_string(dir.join(PID_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // redis-server rewrites its command line (`redis-server 127.0.0.1:port`), but it
+            // chdirs into its --dir: the working directory identifies it.
+            let cwd = std::fs::read_link(format!("/proc/{server}/cwd")).ok();
+            if cwd.is_some() && cwd == dir.canonicalize().ok() {
+                // SAFETY: kill(2) with a pid and a signal; no memory is involved.
+                unsafe { libc::kill(server, libc::SIGKILL) };
+                tracing::warn!(
+                    "killed redis-server pid {server}, left running by flashback pid {creator} (killed before it could stop it)"
+                );
+            }
+        }
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            tracing::info!(
+                "removed {} (left by flashback pid {creator}, which is gone)",
+                dir.display()
+            );
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(test)]
@@ -487,6 +558,71 @@ mod tests {
             db: 0,
         };
         assert!(Client::connect(&url, Duration::from_secs(1)).await.is_err());
+    }
+
+    /// What a kill -9 leaves (a dead creator's directory with its server still running) goes;
+    /// a served instance, a live creator's directory and an unrelated process reusing a
+    /// recorded pid stay.
+    #[tokio::test]
+    async fn leftovers_of_a_killed_process_are_swept_and_nothing_else() {
+        let base = tempfile::tempdir().unwrap();
+        let mut gone = Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let b = ServerBinary::find(None).unwrap();
+        // A private server whose creator died: started as RedisServer does, then "killed".
+        let orphan_dir = base.path().join(format!("fbtest-{dead}-a"));
+        let orphan = RedisServer::start(
+            &b,
+            ServerOptions {
+                dir: Some(orphan_dir.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let orphan_port = orphan.port;
+        let orphan_pid = orphan.detach().unwrap();
+        std::fs::remove_file(orphan_dir.join(DETACHED_FILE)).unwrap();
+        std::fs::write(orphan_dir.join(PID_FILE), orphan_pid.to_string()).unwrap();
+        // A served instance of a finished restore --serve.
+        let served = base.path().join(format!("fbtest-{dead}-b"));
+        std::fs::create_dir(&served).unwrap();
+        std::fs::write(served.join(DETACHED_FILE), b"").unwrap();
+        // A live creator (us).
+        let mine = base.path().join(format!("fbtest-{}-c", std::process::id()));
+        std::fs::create_dir(&mine).unwrap();
+        // A dead creator whose recorded server pid now belongs to someone else.
+        let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+        let reused = base.path().join(format!("fbtest-{dead}-d"));
+        std::fs::create_dir(&reused).unwrap();
+        std::fs::write(reused.join(PID_FILE), bystander.id().to_string()).unwrap();
+
+        sweep_leftovers(base.path(), "fbtest");
+
+        assert!(!orphan_dir.exists() && !reused.exists());
+        assert!(served.exists() && mine.exists());
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "a bystander was killed"
+        );
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
+        let url = RedisUrl {
+            host: "127.0.0.1".into(),
+            port: orphan_port,
+            user: None,
+            password: None,
+            db: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Client::connect(&url, Duration::from_secs(1)).await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the orphaned server still answers"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]

@@ -148,3 +148,152 @@ fn compaction_makes_a_base_that_restores_exactly_and_shortens_replay() {
         "at the new base's offset"
     );
 }
+
+fn incompressible_sets(conn: &mut Conn, n: usize) {
+    use rand::RngCore;
+    let mut rng = rand::thread_rng();
+    let cmds: Vec<Vec<Vec<u8>>> = (0..n)
+        .map(|i| {
+            let mut v = vec![0u8; 1000];
+            rng.fill_bytes(&mut v);
+            vec![b"SET".to_vec(), format!("noise:{i}").into_bytes(), v]
+        })
+        .collect();
+    conn.pipeline(&cmds);
+}
+
+fn base_count(store: &Path) -> usize {
+    generation_dirs(store)
+        .iter()
+        .filter_map(|g| std::fs::read_dir(g.join("base")).ok())
+        .flatten()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".rdb"))
+        })
+        .count()
+}
+
+/// `flashback-*` directories in `tmp` (private redis-servers and compaction work dirs).
+fn work_dirs(tmp: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("flashback-"))
+        })
+        .collect()
+}
+
+/// kill -9 of the agent in the middle of its own compaction (`--base-every`): the private
+/// redis-server it was rebuilding in is left running and its work directories stay. The next
+/// agent sweeps both (the server is killed, the directories removed), compacts again, and
+/// every instant still restores exactly.
+#[test]
+fn agent_killed_mid_compaction_leaves_nothing_behind() {
+    let source = RedisProc::start(&["--repl-ping-replica-period", "3600"]);
+    // A dataset that takes a moment to rebuild, so the kill lands mid-compaction.
+    source
+        .conn()
+        .call(&["DEBUG", "POPULATE", "300000", "pop", "100"]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let log = dir.path().join("agent.log");
+    let start = || {
+        Agent::start_env(
+            &source.url(),
+            source.port,
+            store.to_str().unwrap(),
+            &log,
+            &["--segment-mib", "1", "--base-every", "2s"],
+            &[("TMPDIR", tmp.to_str().unwrap())],
+        )
+    };
+    let mut agent = start();
+    agent.wait_online(&source);
+    let (t_a, state_a) = phase(&source, &mut agent, "a");
+    // Values zstd cannot shrink, so a 1 MiB segment seals and there is log to compact.
+    incompressible_sets(&mut source.conn(), 1500);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Mid-compaction: once the private server that rebuilds the state is running.
+    let rebuilding = |tmp: &Path| work_dirs(tmp).iter().any(|d| d.join("server.pid").exists());
+    while !rebuilding(&tmp) {
+        agent.assert_alive("waiting for its compaction to start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction within 60 s:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    agent.signal_and_wait(libc::SIGKILL);
+    assert_eq!(
+        base_count(&store),
+        1,
+        "the kill must land before the new base is stored"
+    );
+    let left = work_dirs(&tmp);
+    let orphan: Option<u32> = left
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("server.pid")).ok())
+        .and_then(|p| p.trim().parse().ok());
+    let orphan = orphan.unwrap_or_else(|| {
+        panic!(
+            "the kill left no private redis-server behind (did it land mid-compaction?): {left:?}"
+        )
+    });
+    let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(
+        alive(orphan),
+        "the orphaned server {orphan} should still run"
+    );
+
+    let logged = agent.log_text().len();
+    let mut agent = start();
+    agent.wait_online(&source);
+    let (t_b, state_b) = phase(&source, &mut agent, "b");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while base_count(&store) < 2 {
+        agent.assert_alive("waiting for the new base");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new base within 90 s:\n{}",
+            &agent.log_text()[logged..]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.stop();
+    let after = &agent.log_text()[logged..];
+    assert!(
+        after.contains(&format!("killed redis-server pid {orphan}")),
+        "{after}"
+    );
+    // Zombie or gone: either way no longer running.
+    let state = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
+    assert!(
+        !alive(orphan) || state.contains(") Z "),
+        "the orphaned server {orphan} still runs"
+    );
+    for d in &left {
+        assert!(!d.exists(), "{} was not removed", d.display());
+    }
+    assert!(work_dirs(&tmp).is_empty(), "{:?}", work_dirs(&tmp));
+
+    assert_eq!(
+        restore_rdb(&store, &["--at", &at_arg(t_a)]),
+        state_a,
+        "at a"
+    );
+    assert_eq!(
+        restore_rdb(&store, &["--at", &at_arg(t_b)]),
+        state_b,
+        "at b"
+    );
+    let s = store.to_str().unwrap();
+    let out = flashback(&["verify", "--store", s, "--no-drill"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+}
