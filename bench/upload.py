@@ -35,6 +35,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -161,7 +162,8 @@ class Bench:
         env = dict(self.fb_env(), **ENV_S3)
         argv = [self.flashback, "capture", "--source", "redis://127.0.0.1:%d" % port,
                 "--store", "s3://%s/agent" % BUCKET, "--s3-endpoint", endpoint, "--spool", spool,
-                "--name", "bench", "--segment-mib", str(self.a.segment_mib)] + self.no_compaction
+                "--name", "bench", "--segment-mib", str(self.a.segment_mib)] + self.no_compaction \
+            + shlex.split(self.a.agent_args)
         t_start = time.time()
         p = cb.spawn(argv, log, env)
         want = set(keys)
@@ -313,10 +315,19 @@ def report(res, args):
         if n.startswith("raw-c"):
             rows.append(("  (informative) raw, %s in flight / raw" % n[len("raw-c"):],
                          cb.fmt(cb.med([r["mbps"] for r in by[n]]) / raw), "-", "-"))
+    # An uploader with N in flight is fairly compared with raw PUTs with N in flight too.
+    for n in names:
+        if n.startswith("raw-c"):
+            per = [a["mbps"] / r["mbps"] for a, r in zip(by["agent"], by[n])]
+            rows.append(("  (informative) uploader / raw, %s in flight (per repeat: %s)" % (
+                n[len("raw-c"):], ", ".join(cb.fmt(x) for x in per)), cb.fmt(cb.med(per)),
+                "-", "-"))
     print()
     cb.summary_table(rows)
     return {"ratio": ratio, "ratios": ratios,
-            "mbps": {n: cb.med([r["mbps"] for r in by[n]]) for n in names}}
+            "mbps": {n: cb.med([r["mbps"] for r in by[n]]) for n in names},
+            "ratios_vs_in_flight": {n: [a["mbps"] / r["mbps"] for a, r in zip(by["agent"], by[n])]
+                                    for n in names if n.startswith("raw-c")}}
 
 
 def main():
@@ -335,6 +346,8 @@ def main():
     ap.add_argument("--concurrency", default="4",
                     help="informative raw runs with this many PUTs in flight, comma-separated "
                          "(default 4; empty: none)")
+    ap.add_argument("--agent-args", default="",
+                    help="more arguments for the agent's capture, e.g. '--upload-concurrency 1'")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each mode (default 3)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds one upload run may take")
     ap.add_argument("--flashback", default=os.path.join(REPO, "target", "release", "flashback"),

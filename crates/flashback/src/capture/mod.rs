@@ -78,6 +78,9 @@ pub struct CaptureOptions {
     pub spool: Option<std::path::PathBuf>,
     /// With a remote store: a record is uploaded within about this long (the RPO).
     pub upload_interval: Duration,
+    /// With a remote store: sealed segments uploaded at once (committed in order; 1: one at a
+    /// time).
+    pub upload_concurrency: usize,
     /// With a remote store: past this many spool bytes capture stops reading from the primary
     /// (loudly) rather than drop anything; a warning comes at 80 %.
     pub spool_max: u64,
@@ -104,6 +107,7 @@ impl CaptureOptions {
             heartbeat: Duration::from_secs(1),
             spool: None,
             upload_interval: Duration::from_secs(1),
+            upload_concurrency: 4,
             spool_max: 10 << 30,
             base_every: None,
             compact: crate::compact::CompactOptions {
@@ -265,6 +269,7 @@ async fn capture_only(
         interval: opts.upload_interval,
         shared: shared.clone(),
         lease: Some(lease),
+        concurrency: opts.upload_concurrency,
     };
     // Upload what a previous run sealed before recovering its open tail: recovery writes a copy
     // of the tail, and after a disk-full stop the spool may have no room for it until the
