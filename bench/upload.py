@@ -19,6 +19,7 @@ baseline example (cargo build --release -p flashback --example upload_bench).
      raw-proto (informative) the requests the uploader makes per object: create-only PUT +
                HEAD, sequential
      raw-cN    (informative) plain PUTs with N in flight, completed in order (--concurrency)
+     agent-c1  (informative, --agent-c1) the agent with --upload-concurrency 1
    The order of modes is reversed every other repeat.
 Throughput is "steady": the bytes of objects 2..N over the time from the first completion to
 the last, for both sides (the agent's log cannot show when its first PUT began, so neither side
@@ -35,6 +36,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -151,7 +153,7 @@ class Bench:
         cb.wait_until("moto_server on port %d" % port, bucket, 60, 0.1)
         return p, url
 
-    def run_agent(self, port, store, keys, sizes, endpoint, d):
+    def run_agent(self, port, store, keys, sizes, endpoint, d, extra=()):
         spool = os.path.join(d, "spool")
         shutil.copytree(store, spool, ignore=shutil.ignore_patterns("*.lock"))
         # The copy's dirty pages must not be written back while the agent reads and deletes
@@ -161,7 +163,8 @@ class Bench:
         env = dict(self.fb_env(), **ENV_S3)
         argv = [self.flashback, "capture", "--source", "redis://127.0.0.1:%d" % port,
                 "--store", "s3://%s/agent" % BUCKET, "--s3-endpoint", endpoint, "--spool", spool,
-                "--name", "bench", "--segment-mib", str(self.a.segment_mib)] + self.no_compaction
+                "--name", "bench", "--segment-mib", str(self.a.segment_mib)] + self.no_compaction \
+            + shlex.split(self.a.agent_args) + list(extra)
         t_start = time.time()
         p = cb.spawn(argv, log, env)
         want = set(keys)
@@ -220,7 +223,8 @@ class Bench:
         keylist = os.path.join(self.work, "keys.txt")
         with open(keylist, "w") as f:
             f.write("\n".join(keys) + "\n")
-        modes = ["raw", "agent", "raw-proto"] + ["raw-c%d" % c for c in a.concurrency]
+        modes = ["raw", "agent", "raw-proto"] + ["raw-c%d" % c for c in a.concurrency] + \
+            (["agent-c1"] if a.agent_c1 else [])
         runs = []
         try:
             for rep in range(a.repeat):
@@ -232,6 +236,9 @@ class Bench:
                         load = float(open("/proc/loadavg").read().split()[0])
                         if m == "agent":
                             r = self.run_agent(port, store, keys, sizes, endpoint, d)
+                        elif m == "agent-c1":
+                            r = self.run_agent(port, store, keys, sizes, endpoint, d,
+                                               ["--upload-concurrency", "1"])
                         elif m == "raw":
                             r = self.run_raw(store, keylist, endpoint, "put", 1, "raw")
                         elif m == "raw-proto":
@@ -313,10 +320,26 @@ def report(res, args):
         if n.startswith("raw-c"):
             rows.append(("  (informative) raw, %s in flight / raw" % n[len("raw-c"):],
                          cb.fmt(cb.med([r["mbps"] for r in by[n]]) / raw), "-", "-"))
+    if "agent-c1" in by:
+        per = [a["mbps"] / r["mbps"] for a, r in zip(by["agent-c1"], by["raw"])]
+        rows.append(("  (informative) uploader with --upload-concurrency 1 / raw (per repeat: %s)"
+                     % ", ".join(cb.fmt(x) for x in per), cb.fmt(cb.med(per)), "-", "-"))
+        per = [a["mbps"] / r["mbps"] for a, r in zip(by["agent"], by["agent-c1"])]
+        rows.append(("  (informative) uploader / the same with --upload-concurrency 1 (per repeat: "
+                     "%s)" % ", ".join(cb.fmt(x) for x in per), cb.fmt(cb.med(per)), "-", "-"))
+    # An uploader with N in flight is fairly compared with raw PUTs with N in flight too.
+    for n in names:
+        if n.startswith("raw-c"):
+            per = [a["mbps"] / r["mbps"] for a, r in zip(by["agent"], by[n])]
+            rows.append(("  (informative) uploader / raw, %s in flight (per repeat: %s)" % (
+                n[len("raw-c"):], ", ".join(cb.fmt(x) for x in per)), cb.fmt(cb.med(per)),
+                "-", "-"))
     print()
     cb.summary_table(rows)
     return {"ratio": ratio, "ratios": ratios,
-            "mbps": {n: cb.med([r["mbps"] for r in by[n]]) for n in names}}
+            "mbps": {n: cb.med([r["mbps"] for r in by[n]]) for n in names},
+            "ratios_vs_in_flight": {n: [a["mbps"] / r["mbps"] for a, r in zip(by["agent"], by[n])]
+                                    for n in names if n.startswith("raw-c")}}
 
 
 def main():
@@ -335,6 +358,10 @@ def main():
     ap.add_argument("--concurrency", default="4",
                     help="informative raw runs with this many PUTs in flight, comma-separated "
                          "(default 4; empty: none)")
+    ap.add_argument("--agent-args", default="",
+                    help="more arguments for the agent's capture, e.g. '--upload-concurrency 1'")
+    ap.add_argument("--agent-c1", action="store_true",
+                    help="also run the agent with --upload-concurrency 1 (mode agent-c1)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each mode (default 3)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds one upload run may take")
     ap.add_argument("--flashback", default=os.path.join(REPO, "target", "release", "flashback"),

@@ -216,6 +216,8 @@ struct Listed {
     sealed: Vec<SealedSegment>,
     /// (key, size, start offset)
     tails: Vec<(Path, u64, u64)>,
+    /// (start offset, when the store last modified it in ms) of every sealed segment.
+    sealed_modified: Vec<(u64, u64)>,
 }
 
 /// The integrity half of verify, for one source.
@@ -228,6 +230,7 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
         drill: None,
     };
     let prefix = layout::generations_prefix(name);
+    let listed_ms = crate::now_ms();
     let objects: Vec<_> = match store.os.list(Some(&prefix)).try_collect().await {
         Ok(o) => o,
         Err(e) => {
@@ -275,15 +278,28 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
                 recorded_size: size,
                 crc32c,
             }),
-            Entry::Sealed(n) => g.sealed.push(SealedSegment {
-                name: n,
-                key: o.location,
-                size: o.size,
-            }),
+            Entry::Sealed(n) => {
+                let modified = u64::try_from(o.last_modified.timestamp_millis()).unwrap_or(0);
+                g.sealed_modified.push((n.start_offset, modified));
+                g.sealed.push(SealedSegment {
+                    name: n,
+                    key: o.location,
+                    size: o.size,
+                })
+            }
             Entry::Tail { start_offset } => g.tails.push((o.location, o.size, start_offset)),
         }
     }
+    let agent_live = agent_lease_live(store, name, listed_ms).await;
+    let newest = gens.keys().next_back().cloned();
     for (id, mut listed) in gens {
+        listed.sealed_modified.sort_unstable();
+        // Only the newest generation: the uploader finishes one before it starts the next.
+        let uploading_from = if newest.as_ref() == Some(&id) {
+            uploading_from(agent_live, listed_ms, &listed.sealed_modified)
+        } else {
+            None
+        };
         listed.bases.sort_by_key(|b| b.offset);
         listed.sealed.sort_by_key(|s| s.name);
         listed.tails.sort_by_key(|t| t.2);
@@ -294,6 +310,7 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
             gen: id,
             report: &mut report,
             counts: GenerationReport::default(),
+            uploading_from,
         };
         c.run(listed).await;
         let mut counts = c.counts;
@@ -376,6 +393,9 @@ struct GenCheck<'a> {
     gen: String,
     report: &'a mut SourceReport,
     counts: GenerationReport,
+    /// A hole before a segment starting at or after this offset is an upload in progress
+    /// ([`uploading_from`]).
+    uploading_from: Option<u64>,
 }
 
 /// How far the log of a generation is intact, walking it in restore's order.
@@ -622,6 +642,21 @@ impl GenCheck<'_> {
         // At a hole restore stops cleanly: every instant before it is reachable.
         if chain.broken.is_none() {
             chain.broken = Some(Some(chain.end_ms));
+        }
+        if self.uploading_from.is_some_and(|from| start >= from) {
+            self.report.warnings.push(Problem {
+                key,
+                offset: None,
+                kind: Kind::Missing,
+                message: format!(
+                    "{what}; the agent is uploading several segments at once and the later ones arrived first (its lease is live, and every segment after the hole arrived in the last {} s): run verify again if it persists",
+                    UPLOAD_GRACE.as_secs()
+                ),
+                impact: "none once the upload completes; until then restore stops its window at the hole".into(),
+                restorable_through_ms: None,
+            });
+            chain.at = start;
+            return true;
         }
         log_problems.push(self.problem(
             key,
@@ -916,6 +951,56 @@ impl Chain {
         if self.broken.is_none() {
             self.broken = Some(self.last_good_first_ms.map(|t| t.saturating_sub(1)));
         }
+    }
+}
+
+/// How recent every segment after a hole must be for the hole to count as an upload in
+/// progress. An uploader batch completes in well under a second per object; the margin covers
+/// a request retried against a slow store (the client retries for up to 60 s) and clock skew
+/// between this host and the store. A hole older than this is reported as missing.
+const UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// An agent uploading to an object store puts several segments at once (`--upload-concurrency`)
+/// and commits them in order, so for the length of a batch segment k+1 can be in the store
+/// before k: a hole that fills itself. Seen from a listing it is told from a lost segment by
+/// three things together: the source's agent holds a live lease (`capture::lease`), the hole
+/// is in the newest generation (checked by the caller), and every segment from the one after
+/// the hole to the end of the generation arrived within [`UPLOAD_GRACE`] of the listing. A real
+/// hole fails the last test once the grace has passed, or at once when older segments follow it.
+///
+/// `segments`: (start offset, last modified ms) sorted by offset. Returns the offset from
+/// which every segment is that young: a hole before a segment starting there or later is an
+/// upload in progress.
+fn uploading_from(agent_live: bool, listed_ms: u64, segments: &[(u64, u64)]) -> Option<u64> {
+    if !agent_live {
+        return None;
+    }
+    let grace = UPLOAD_GRACE.as_millis() as u64;
+    segments
+        .iter()
+        .rev()
+        .take_while(|(_, modified)| modified.saturating_add(grace) > listed_ms)
+        .last()
+        .map(|(start, _)| *start)
+}
+
+/// Whether an agent holds the source's lease now (renewed less than `lease::STALE_AFTER` ago,
+/// by its own clock, as an agent deciding on a takeover judges it). A local store has no lease:
+/// its agent writes in place and never leaves a hole. An unreadable lease counts as no agent,
+/// so a hole is reported rather than explained away.
+async fn agent_lease_live(store: &Store, source: &str, now_ms: u64) -> bool {
+    let Ok(got) = store.os.get(&layout::lease_key(source)).await else {
+        return false;
+    };
+    let Ok(bytes) = got.bytes().await else {
+        return false;
+    };
+    match serde_json::from_slice::<crate::capture::lease::LeaseBody>(&bytes) {
+        Ok(l) => {
+            now_ms.saturating_sub(l.renewed_ms)
+                < crate::capture::lease::STALE_AFTER.as_millis() as u64
+        }
+        Err(_) => false,
     }
 }
 
@@ -1226,5 +1311,35 @@ fn plural(n: usize) -> &'static str {
         ""
     } else {
         "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hole followed only by fresh segments while the agent is live is an upload in
+    /// progress; an old segment after the hole, a dead agent, or the grace passing make it a
+    /// real hole again.
+    #[test]
+    fn a_hole_before_fresh_segments_of_a_live_agent_is_an_upload_in_progress() {
+        let now = 1_800_000_000_000u64;
+        let grace = UPLOAD_GRACE.as_millis() as u64;
+        let fresh = now - 2_000;
+        let old = now - grace - 1;
+        // Segments 0..100 (old), then a hole at 100..200, then 200.. and 300.. just arrived.
+        let segs = [(0, old), (200, fresh), (300, now - 10)];
+        assert_eq!(uploading_from(true, now, &segs), Some(200));
+        // Same listing, no live agent: nobody is going to fill it.
+        assert_eq!(uploading_from(false, now, &segs), None);
+        // The grace has passed: a hole that is still there is missing data.
+        assert_eq!(uploading_from(true, now + grace, &segs), None);
+        // An old segment after the hole: the hole is older than any batch.
+        let segs = [(0, old), (200, old), (300, fresh)];
+        assert_eq!(uploading_from(true, now, &segs), Some(300));
+        let hole_before = |start: u64| uploading_from(true, now, &segs).is_some_and(|f| start >= f);
+        assert!(!hole_before(200), "a hole before an old segment is real");
+        assert!(hole_before(300));
+        assert_eq!(uploading_from(true, now, &[]), None);
     }
 }

@@ -90,6 +90,9 @@ pub struct CaptureOptions {
     pub spool: Option<std::path::PathBuf>,
     /// With a remote store: a record is uploaded within about this long (the RPO).
     pub upload_interval: Duration,
+    /// With a remote store: sealed segments uploaded at once (committed in order; 1: one at a
+    /// time).
+    pub upload_concurrency: usize,
     /// With a remote store: past this many spool bytes capture stops reading from the primary
     /// (loudly) rather than drop anything; a warning comes at 80 %.
     pub spool_max: u64,
@@ -116,6 +119,7 @@ impl CaptureOptions {
             heartbeat: Duration::from_secs(1),
             spool: None,
             upload_interval: Duration::from_secs(1),
+            upload_concurrency: 4,
             spool_max: 10 << 30,
             base_every: None,
             compact: crate::compact::CompactOptions {
@@ -328,6 +332,7 @@ async fn capture_spooled(
         interval: opts.upload_interval,
         shared: shared.clone(),
         lease: Some(lease),
+        concurrency: opts.upload_concurrency,
     };
     // After a stop on a full disk the spool has no room: upload what a previous run sealed
     // first (recovering its open tail in place still needs a footer's worth of bytes), then

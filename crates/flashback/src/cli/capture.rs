@@ -44,6 +44,11 @@ pub struct Args {
     /// With a remote --store: upload what arrived at least this often (the RPO), e.g. 1s, 500ms
     #[arg(long, default_value = "1s", value_name = "DURATION")]
     upload_interval: String,
+    /// With a remote --store: upload up to N sealed segments at once, committed in order (a
+    /// base and a manifest always go alone); 1 uploads one object at a time. Each in flight
+    /// holds up to 64 MiB in memory
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    upload_concurrency: usize,
     /// With a remote --store: stop reading from the primary (loudly) when the spool holds this
     /// many GiB not yet uploaded; a warning comes at 80 %
     #[arg(long, default_value_t = 10, value_name = "GIB")]
@@ -74,6 +79,10 @@ pub struct Args {
     keep_monthly: u32,
 }
 
+/// Each object in flight is held in memory (up to 64 MiB): 64 of them is already 4 GiB, and
+/// more connections than that gain nothing against any object store.
+const MAX_UPLOAD_CONCURRENCY: usize = 64;
+
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let url: RedisUrl = a
         .source
@@ -101,6 +110,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if opts.upload_interval.is_zero() {
         return Err(UsageError("--upload-interval must be more than 0".into()).into());
     }
+    if !(1..=MAX_UPLOAD_CONCURRENCY).contains(&a.upload_concurrency) {
+        return Err(UsageError(format!(
+            "--upload-concurrency {}: give 1 to {MAX_UPLOAD_CONCURRENCY} (objects in flight at once)",
+            a.upload_concurrency
+        ))
+        .into());
+    }
+    opts.upload_concurrency = a.upload_concurrency;
     opts.spool_max = a.spool_max.max(1) << 30;
     let every = match a.base_every.trim() {
         "0" => std::time::Duration::ZERO,
