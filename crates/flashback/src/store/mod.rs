@@ -201,19 +201,23 @@ impl Store {
                 }
                 Arc::new(b.build().map_err(|e| err(e.to_string()))?)
             }
+            // Emulators and private endpoints are reached through object_store's own variables
+            // (GOOGLE_BASE_URL, AZURE_STORAGE_USE_EMULATOR, AZURE_STORAGE_ENDPOINT…), which
+            // `from_env` reads: no flag of ours, unlike S3, whose compatible servers need
+            // path-style requests and a default region on top of the endpoint.
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(retry)
                     .build()
-                    .map_err(|e| err(e.to_string()))?,
+                    .map_err(|e| err(config_failure("gs", &e)))?,
             ),
             "az" => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_container_name(bucket)
                     .with_retry(retry)
                     .build()
-                    .map_err(|e| err(e.to_string()))?,
+                    .map_err(|e| err(config_failure("az", &e)))?,
             ),
             other => return Err(err(format!("unknown scheme {other}"))),
         };
@@ -249,15 +253,9 @@ impl Store {
         if !self.is_remote() {
             return Ok(());
         }
-        let fail = |e: object_store::Error| {
-            StoreError::Open {
+        let fail = |e: object_store::Error| StoreError::Open {
             url: self.url.clone(),
-            what: format!(
-                "the store does not answer as expected ({}); check the bucket name, the credentials \
-                 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY…) and --s3-endpoint",
-                short_error(&e.to_string())
-            ),
-        }
+            what: remote_failure(&self.url, &e),
         };
         match access {
             Access::Read => {
@@ -294,14 +292,144 @@ impl Store {
     }
 }
 
-/// One line from a store error: S3-style XML bodies become "Code: Message", anything else its
-/// first line (object_store appends whole response bodies, which an on-call reader does not need).
+/// Why a remote store did not answer, in one line that names the fix for its cloud: the
+/// credentials for a refused request, the bucket/container for a missing one, the endpoint
+/// setting for one that cannot be reached, else the store's own message with all three hints.
+fn remote_failure(url: &str, e: &object_store::Error) -> String {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    let (bucket, creds, endpoint) = match scheme {
+        "gs" => (
+            "bucket",
+            "GOOGLE_SERVICE_ACCOUNT or GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_BASE_URL (or gcs_base_url in the service-account JSON)",
+        ),
+        "az" => (
+            "container",
+            "AZURE_STORAGE_ACCOUNT_NAME/AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ENDPOINT (AZURITE_BLOB_STORAGE_URL for Azurite)",
+        ),
+        _ => (
+            "bucket",
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+            "--s3-endpoint",
+        ),
+    };
+    let name = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
+        .unwrap_or(url);
+    let text = e.to_string();
+    let short = short_error(&text);
+    if scheme == "gs" && text.contains("Error performing token request") {
+        // No credentials configured: object_store asked the GCE metadata server for a token.
+        let cause = text.rsplit(": ").next().unwrap_or_default().trim();
+        return format!(
+            "no GCS credentials (the metadata server gave no token: {cause}); set \
+             GOOGLE_SERVICE_ACCOUNT or GOOGLE_APPLICATION_CREDENTIALS (for an emulator, a \
+             service-account JSON with \"disable_oauth\": true and \"gcs_base_url\")"
+        );
+    }
+    if let Some(cause) = connect_failure(e) {
+        let host = request_host(&text).unwrap_or_else(|| "the endpoint".to_string());
+        return format!("cannot reach {host} ({cause}); check {endpoint} and the network");
+    }
+    let missing = [
+        "NoSuchBucket",
+        "ContainerNotFound",
+        "no bucket named",
+        "bucket does not exist",
+    ];
+    if missing.iter().any(|m| text.contains(m)) {
+        return format!(
+            "the {bucket} '{name}' does not exist ({short}); create it, or fix the {bucket} name in --store"
+        );
+    }
+    let refused = [
+        "AuthorizationFailure",
+        "AuthenticationFailed",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "401 Unauthorized",
+        "403 Forbidden",
+    ];
+    if refused.iter().any(|m| text.contains(m)) {
+        return format!("the store refused the credentials ({short}); check {creds}");
+    }
+    format!(
+        "the store does not answer as expected ({short}); check the {bucket} name, the credentials \
+         ({creds}…) and {endpoint}"
+    )
+}
+
+/// A remote store's configuration that object_store refused before any request, with the
+/// variables that set it.
+fn config_failure(scheme: &str, e: &object_store::Error) -> String {
+    let text = e.to_string();
+    // "Generic MicrosoftAzure error: Account must be specified" -> "Account must be specified".
+    let what = text.split_once(" error: ").map(|(_, w)| w).unwrap_or(&text);
+    let what = what.lines().next().unwrap_or_default().trim();
+    match scheme {
+        "az" => format!(
+            "{what}: set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or another \
+             credential), or AZURE_STORAGE_USE_EMULATOR=true for Azurite"
+        ),
+        _ => format!(
+            "{what}: set GOOGLE_SERVICE_ACCOUNT (a service-account JSON file) or \
+             GOOGLE_APPLICATION_CREDENTIALS"
+        ),
+    }
+}
+
+/// The innermost cause when the request never got an answer (refused, no route, DNS, timeout).
+fn connect_failure(e: &object_store::Error) -> Option<String> {
+    let text = e.to_string();
+    let mut cause: Option<String> = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = Some(s.to_string());
+        source = s.source();
+    }
+    let transport = text.contains("error sending request")
+        || text.contains("Connect")
+        || text.contains("timed out")
+        || text.contains("dns error");
+    transport.then(|| {
+        cause
+            .filter(|c| !c.is_empty())
+            .map(|c| c.lines().next().unwrap_or_default().trim().to_string())
+            .unwrap_or_else(|| "no answer".to_string())
+    })
+}
+
+/// `host:port` of the URL in object_store's "Error performing GET http://…" messages.
+fn request_host(text: &str) -> Option<String> {
+    let start = text.find("http://").or_else(|| text.find("https://"))?;
+    let url = text[start..].split_whitespace().next()?;
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    Some(match parsed.port_or_known_default() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
+}
+
+/// One line from a store error: S3- and Azure-style XML bodies become "Code: Message" (the
+/// message's first line: Azure appends RequestId and Time lines), anything else its first line
+/// (object_store appends whole response bodies, which an on-call reader does not need).
 fn short_error(e: &str) -> String {
     let tag = |t: &str| {
         let open = format!("<{t}>");
         let start = e.find(&open)? + open.len();
         let end = e[start..].find(&format!("</{t}>"))? + start;
-        Some(e[start..end].to_string())
+        Some(
+            e[start..end]
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        )
     };
     match (tag("Code"), tag("Message")) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
@@ -314,4 +442,30 @@ fn probe_writable(dir: &FsPath) -> std::io::Result<()> {
     let probe = dir.join(format!(".flashback-probe-{}", std::process::id()));
     std::fs::write(&probe, b"probe")?;
     std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Azure's error bodies carry `RequestId:` and `Time:` lines inside `<Message>`; the line
+    /// printed keeps only the message itself.
+    #[test]
+    fn short_error_is_one_line_for_azure_bodies() {
+        let body = "Server responded with 404: <?xml version=\"1.0\"?>\n<Error>\n  \
+                    <Code>ContainerNotFound</Code>\n  <Message>The specified container does not exist.\n\
+                    RequestId:08d0\nTime:2026-11-23T20:31:23.463Z</Message>\n</Error>";
+        assert_eq!(
+            short_error(body),
+            "ContainerNotFound: The specified container does not exist."
+        );
+    }
+
+    #[test]
+    fn request_host_names_the_endpoint() {
+        let text = "Generic MicrosoftAzure error: Error performing list request: Error performing GET \
+                    http://127.0.0.1:18029/devstoreaccount1/c?restype=container in 777ms, after 5 retries";
+        assert_eq!(request_host(text).as_deref(), Some("127.0.0.1:18029"));
+        assert_eq!(request_host("no url here"), None);
+    }
 }

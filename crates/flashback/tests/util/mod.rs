@@ -928,3 +928,71 @@ pub fn bulk_sets(conn: &mut Conn, phase: &str) {
         }
     }
 }
+
+/// An instant of the source recorded for a later restore: its state, its replication offset and
+/// (once the agent had acknowledged everything up to it) its time.
+#[derive(Debug, Clone)]
+pub struct RecordedPoint {
+    pub label: String,
+    pub t_ms: u64,
+    pub offset: u64,
+    pub state: String,
+}
+
+/// Reads the offset and the [`state`] on `conn` with nothing in between, waits until the agent
+/// has acknowledged that offset, then takes the time (a restore `--at` it must see exactly this
+/// state). For tests whose agent is always up; the next write lands in a later millisecond.
+pub fn record_point(
+    conn: &mut Conn,
+    primary: &RedisProc,
+    agent: &mut Agent,
+    label: &str,
+) -> RecordedPoint {
+    let offset = parse_info(&conn.call(&["INFO", "replication"]).text()).master_offset;
+    let state = state(conn);
+    agent.wait_caught_up(primary);
+    let t_ms = now_ms();
+    std::thread::sleep(Duration::from_millis(5));
+    RecordedPoint {
+        label: label.to_string(),
+        t_ms,
+        offset,
+        state,
+    }
+}
+
+/// Restores `p` from `store` with `at_args` (e.g. `--at @…`) and compares; None when equal,
+/// else the failure in full.
+pub fn restore_mismatch(
+    store: &str,
+    env: &[(&str, &str)],
+    p: &RecordedPoint,
+    at_args: &[&str],
+) -> Option<String> {
+    match try_restore_rdb_env(store, at_args, env) {
+        Ok(got) if got == p.state => None,
+        Ok(got) => Some(format!(
+            "point {} restored with {at_args:?}:\n    want {}\n    got  {got}",
+            p.label, p.state
+        )),
+        Err(e) => Some(format!("point {}: {e}", p.label)),
+    }
+}
+
+/// The error a failed command printed: its last stderr line, which must start `error: `, be the
+/// only such line, and carry no second line of detail (log lines before it are fine).
+pub fn one_error_line(out: &Output) -> String {
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let last = lines.last().copied().unwrap_or("");
+    assert!(
+        last.starts_with("error: ")
+            && lines.iter().filter(|l| l.starts_with("error:")).count() == 1,
+        "expected one `error: …` line, last on stderr:\n{}",
+        out.all()
+    );
+    last.to_string()
+}
