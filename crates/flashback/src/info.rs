@@ -379,6 +379,7 @@ mod tests {
             bases,
             sealed,
             tails,
+            head: None,
         }
     }
 

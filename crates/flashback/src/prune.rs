@@ -50,6 +50,9 @@ pub struct Policy {
 pub enum ObjectKind {
     Segment,
     Base,
+    /// The generation's log head, which goes with the generation (after its log and bases,
+    /// before the manifest).
+    Head,
     Manifest,
 }
 
@@ -58,6 +61,7 @@ impl std::fmt::Display for ObjectKind {
         f.write_str(match self {
             ObjectKind::Segment => "segment",
             ObjectKind::Base => "base",
+            ObjectKind::Head => "head",
             ObjectKind::Manifest => "manifest",
         })
     }
@@ -87,7 +91,7 @@ pub struct PrunePlan {
     pub now_ms: u64,
     /// `now - keep`: the start of the continuous window the policy asks for.
     pub cutoff_ms: u64,
-    /// In execution order: segments (oldest first), then bases, then manifests.
+    /// In execution order: segments (oldest first), then bases, then log heads, then manifests.
     pub deletions: Vec<Deletion>,
     /// Restore points outside the continuous window, oldest first.
     pub restore_points: Vec<RestorePoint>,
@@ -359,6 +363,15 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
             });
         }
         if !keeps_anything {
+            if let Some((key, size)) = &g.head {
+                deletions.push(Deletion {
+                    generation: g.id.clone(),
+                    kind: ObjectKind::Head,
+                    key: key.clone(),
+                    size: *size,
+                    reason: format!("generation {} keeps nothing else", g.id),
+                });
+            }
             deletions.push(Deletion {
                 generation: g.id.clone(),
                 kind: ObjectKind::Manifest,
@@ -508,6 +521,7 @@ mod tests {
                     bases: vec![],
                     sealed: vec![],
                     tails: vec![],
+                    head: None,
                 },
             };
             g.base(base_offset, start_ms);
@@ -599,7 +613,11 @@ mod tests {
                 }
                 g.bases.retain(|b| !is_gone(&b.key));
                 g.sealed.retain(|s| !is_gone(&s.key));
+                if g.head.as_ref().is_some_and(|(k, _)| is_gone(k)) {
+                    g.head = None;
+                }
                 let empty = g.manifest.is_none()
+                    && g.head.is_none()
                     && g.bases.is_empty()
                     && g.sealed.is_empty()
                     && g.tails.is_empty();
@@ -701,7 +719,10 @@ mod tests {
         g2.segments(3);
         let mut g3 = G::new(MON + 20 * H, 500);
         g3.segments(2).tail();
-        let gens = vec![g1.build(), g2.build(), g3.build()];
+        // g1's agent wrote a log head: it goes with its generation, before the manifest.
+        let mut g1 = g1.build();
+        g1.head = Some((layout::head_key("src", &g1.id), 180));
+        let gens = vec![g1, g2.build(), g3.build()];
         let p = assert_idempotent(&gens, &policy(2 * H), MON + 22 * H);
         let kinds: Vec<(ObjectKind, String)> = p
             .deletions
@@ -721,12 +742,14 @@ mod tests {
                 (Segment, b.clone()),
                 (Base, a.clone()),
                 (Base, b.clone()),
+                (Head, a.clone()),
                 (Manifest, a.clone()),
                 (Manifest, b.clone()),
             ]
         );
+        assert_eq!(p.deletions[8].key, layout::head_key("src", &a));
         assert_eq!(
-            p.deletions[8].key,
+            p.deletions[9].key,
             layout::manifest_key("src", &a),
             "the manifest key is the generation's"
         );

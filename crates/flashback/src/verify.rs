@@ -27,7 +27,7 @@ use crate::restore::{self, engine, RestoreError, Target};
 use crate::source::Client;
 use crate::store::catalog::{BaseObject, SealedSegment};
 use crate::store::layout::{self, Entry};
-use crate::store::manifest::GenerationManifest;
+use crate::store::manifest::{GenerationManifest, LogHead};
 use crate::store::Store;
 use crate::timespec::{format_ms, format_rfc3339_ms};
 use bytes::BytesMut;
@@ -212,6 +212,7 @@ pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptio
 #[derive(Default)]
 struct Listed {
     manifest: Option<Path>,
+    head: Option<Path>,
     bases: Vec<BaseObject>,
     sealed: Vec<SealedSegment>,
     /// (key, size, start offset)
@@ -265,6 +266,7 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
         let g = gens.entry(gen).or_default();
         match entry {
             Entry::Manifest => g.manifest = Some(o.location),
+            Entry::Head => g.head = Some(o.location),
             Entry::Base {
                 offset,
                 time_ms,
@@ -572,6 +574,9 @@ impl GenCheck<'_> {
                 }
             }
         }
+        if let Some(key) = &listed.head {
+            self.check_head(key, &chain, &mut log_problems).await;
+        }
         // Every log problem gets the same impact: the first break bounds the generation.
         let through = chain.broken.flatten();
         let impact = match through {
@@ -666,6 +671,66 @@ impl GenCheck<'_> {
         ));
         chain.at = start;
         true
+    }
+
+    /// The listing must reach the log head the agent recorded: otherwise the newest segments
+    /// are gone, which the names of those left cannot show. A head that cannot be read is a
+    /// warning only (it is advice about the log, not part of it).
+    async fn check_head(&mut self, key: &Path, chain: &Chain, log_problems: &mut Vec<usize>) {
+        let head = match self.store.os.get(key).await {
+            Ok(r) => match r.bytes().await {
+                Ok(b) => LogHead::decode(key.as_ref(), &b).map_err(|e| Failure::format(&e)),
+                Err(e) => Err(Failure::store(e)),
+            },
+            Err(e) => Err(Failure::store(e)),
+        };
+        let head = match head {
+            Ok(h) => h,
+            Err(f) => {
+                self.report.warnings.push(Problem {
+                    key: key.to_string(),
+                    offset: f.offset,
+                    kind: f.kind,
+                    message: format!("the log head cannot be read: {}", f.what),
+                    impact: "none for restore; verify cannot tell whether the newest segments are all there".into(),
+                    restorable_through_ms: None,
+                });
+                return;
+            }
+        };
+        if chain.at >= head.end_offset {
+            return;
+        }
+        let f = Failure::new(
+            Kind::Missing,
+            Some(chain.at),
+            format!(
+                "the log ends at offset {} but the agent stored it through offset {} ({}, newest segment {}): the segments after offset {} are gone",
+                chain.at,
+                head.end_offset,
+                format_ms(head.end_time_ms),
+                head.segment,
+                chain.at
+            ),
+        );
+        let i = self.problem(
+            layout::segments_prefix(self.source, &self.gen).to_string(),
+            f,
+            String::new(),
+            None,
+        );
+        log_problems.push(i);
+        // Instants up to the end of what is left still restore, unless an earlier break
+        // already bounds them.
+        if chain.broken.is_none() {
+            self.report.problems[i].impact = format!(
+                "instants of generation {} up to {} still restore; later ones, through {}, are lost",
+                self.gen,
+                format_ms(chain.end_ms),
+                format_ms(head.end_time_ms)
+            );
+            self.report.problems[i].restorable_through_ms = Some(chain.end_ms);
+        }
     }
 
     async fn read_manifest(&mut self, key: &Path) -> Option<GenerationManifest> {

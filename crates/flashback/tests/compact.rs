@@ -208,7 +208,14 @@ fn agent_killed_mid_compaction_leaves_nothing_behind() {
             source.port,
             store.to_str().unwrap(),
             &log,
-            &["--segment-mib", "1", "--base-every", "2s"],
+            &[
+                "--segment-mib",
+                "1",
+                "--base-every",
+                "2s",
+                "--base-every-mib",
+                "1",
+            ],
             &[("TMPDIR", tmp.to_str().unwrap())],
         )
     };
@@ -221,8 +228,14 @@ fn agent_killed_mid_compaction_leaves_nothing_behind() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     // Mid-compaction: once the private server that rebuilds the state is running.
     let rebuilding = |tmp: &Path| work_dirs(tmp).iter().any(|d| d.join("server.pid").exists());
+    let mut wrote = std::time::Instant::now();
     while !rebuilding(&tmp) {
         agent.assert_alive("waiting for its compaction to start");
+        // More log now and then, in case the first did not seal enough to trigger it.
+        if wrote.elapsed() > Duration::from_secs(2) {
+            incompressible_sets(&mut source.conn(), 500);
+            wrote = std::time::Instant::now();
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "no compaction within 60 s:\n{}",

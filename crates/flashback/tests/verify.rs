@@ -258,6 +258,46 @@ fn verify_healthy_store_then_each_kind_of_damage() {
     );
     assert_eq!(ps.len(), 1, "only the hole: {}", out.all());
 
+    // (g) The newest segments deleted: the names left chain without a hole, but the log
+    // head the agent wrote says the log went further.
+    assert!(
+        gen.join("log.head").exists(),
+        "the agent writes a log head beside its segments"
+    );
+    let (copy, g) = damaged(&store, gen, root.path(), "newest-segments-gone");
+    let segs = files(&g.join("segments"), "seg");
+    for f in &segs[segs.len() - 2..] {
+        std::fs::remove_file(f).unwrap();
+    }
+    let (cut, _) = offsets(&segs[segs.len() - 2]);
+    let (out, j) = verify(&copy, &["--json", "--no-drill"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let ps = problems(&j);
+    assert_eq!(ps.len(), 1, "{}", out.all());
+    let p = &ps[0];
+    assert_eq!(p["kind"], "missing", "{}", out.all());
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the segments after offset {cut} are gone")),
+        "{}",
+        out.all()
+    );
+    let through = p["restorable_through_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no restorable bound: {p}"));
+    let (t, want) = checkpoints
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= through)
+        .unwrap_or_else(|| panic!("no checkpoint before {through}: {checkpoints:?}"));
+    assert_eq!(
+        &restore_rdb(&copy, &["--at", &at_arg(*t)]),
+        want,
+        "restore at {t}, before the lost segments"
+    );
+
     // (d) The base cut short.
     let (copy, g) = damaged(&store, gen, root.path(), "truncated-base");
     let base = files(&g.join("base"), "rdb")[0].clone();

@@ -423,9 +423,11 @@ impl Log {
             }
         };
         let name = sealed_name(&header, &summary, &path)?;
-        let dest = self.local(&layout::segment_key(&self.source, gen, &name));
+        let sealed_key = layout::segment_key(&self.source, gen, &name);
+        let dest = self.local(&sealed_key);
         fs::rename(&path, &dest).map_err(io_err(&dest))?;
         sync_dir(dest.parent().unwrap_or(&self.root))?;
+        self.write_head(&sealed_key);
         info!("recovered the open segment {} as {}", key, dest.display());
         Ok((header, summary))
     }
@@ -702,11 +704,35 @@ impl Log {
         self.durable_offset = summary.end_offset;
         self.covered_through_ms = summary.end_time_ms;
         let name = sealed_name(&t.header, &summary, &t.path)?;
-        let dest = self.local(&layout::segment_key(&self.source, &t.generation, &name));
+        let key = layout::segment_key(&self.source, &t.generation, &name);
+        let dest = self.local(&key);
         fs::rename(&t.path, &dest).map_err(io_err(&dest))?;
         sync_dir(dest.parent().unwrap_or(&self.root))?;
+        self.write_head(&key);
         self.notify_sealed();
         Ok(())
+    }
+
+    /// With a local store, the generation's log head after `key` was sealed (a remote store's
+    /// head is the uploader's to write: it must follow the upload, not the seal). Advice for
+    /// `verify`, written after the segment is durable, so a failure is only logged.
+    fn write_head(&self, key: &object_store::path::Path) {
+        if self.remote.is_some() {
+            return;
+        }
+        let Some(h) = crate::store::manifest::LogHead::after(&self.source, key) else {
+            return;
+        };
+        let path = self.local(&layout::head_key(&self.source, &h.generation));
+        let tmp = path.with_extension("head.tmp");
+        if let Err(e) = fs::write(&tmp, h.encode()).and_then(|_| fs::rename(&tmp, &path)) {
+            let _ = fs::remove_file(&tmp);
+            warn!(
+                "{}: {e} (verify will not know the log reaches offset {})",
+                path.display(),
+                h.end_offset
+            );
+        }
     }
 
     fn local(&self, key: &object_store::path::Path) -> PathBuf {

@@ -24,6 +24,7 @@
 //! anything.
 
 use crate::store::catalog::{self, Generation};
+use crate::store::manifest::LogHead;
 use crate::store::{layout, Store, StoreError};
 use futures::StreamExt;
 use object_store::path::Path;
@@ -47,7 +48,7 @@ pub enum UploadError {
     Lease(#[from] super::lease::LeaseError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{key}: {err}")]
+    #[error("{key}: {}", crate::store::short_error(&err.to_string()))]
     Remote {
         key: String,
         err: object_store::Error,
@@ -246,25 +247,51 @@ impl Uploader {
             .map(put)
             .buffered(self.concurrency.max(1));
         let mut first_err = None;
+        // The newest committed segment of each generation, for its log head.
+        let mut heads: std::collections::BTreeMap<String, LogHead> = Default::default();
         while let Some(r) = results.next().await {
             if first_err.is_some() {
                 continue;
             }
             let committed = match r {
-                Some(Ok(up)) => self.commit(up).await,
+                Some(Ok(up)) => {
+                    let head = LogHead::after(&self.source, &up.key);
+                    self.commit(up).await.map(|()| head)
+                }
                 Some(Err(e)) => Err(e),
                 // Skipped after a failure, which comes earlier in the list and was seen first.
                 None => continue,
             };
             match committed {
-                Ok(()) => *done += 1,
+                Ok(head) => {
+                    *done += 1;
+                    if let Some(h) = head {
+                        heads.insert(h.generation.clone(), h);
+                    }
+                }
                 Err(e) => {
                     stopped.store(true, Ordering::Relaxed);
                     first_err = Some(e);
                 }
             }
         }
+        for h in heads.values() {
+            self.write_head(h).await;
+        }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Overwrites the generation's log head. Advice for `verify`, not data: a failure is only
+    /// logged (the next upload writes it again), and a head that lags only says less.
+    async fn write_head(&self, h: &LogHead) {
+        let key = layout::head_key(&self.source, &h.generation);
+        if let Err(e) = self.remote.os.put(&key, PutPayload::from(h.encode())).await {
+            warn!(
+                "{key}: {} (verify will not know the log reaches offset {} until the next upload)",
+                crate::store::short_error(&e.to_string()),
+                h.end_offset
+            );
+        }
     }
 
     async fn update_spool_bytes(&self) {

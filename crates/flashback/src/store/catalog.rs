@@ -53,6 +53,8 @@ pub struct Generation {
     pub bases: Vec<BaseObject>,
     pub sealed: Vec<SealedSegment>,
     pub tails: Vec<TailSegment>,
+    /// The log head object (key, size), if the agent wrote one (see `manifest::LogHead`).
+    pub head: Option<(Path, u64)>,
 }
 
 /// One continuous time range restore can reach, and the offsets behind it.
@@ -200,9 +202,11 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
             bases: vec![],
             sealed: vec![],
             tails: vec![],
+            head: None,
         });
         match entry {
             Entry::Manifest => manifests.push((gen, o.location)),
+            Entry::Head => g.head = Some((o.location, o.size)),
             Entry::Base {
                 offset,
                 time_ms,

@@ -5,6 +5,7 @@
 //! sources/<name>/generations/<gen>/base/<offset>-<time>-<size>-<crc>.rdb             base at offset
 //! sources/<name>/generations/<gen>/segments/<start>-<end>-<t0>-<t1>-<size>-<crc>.seg sealed segment
 //! sources/<name>/generations/<gen>/segments/<start>.tail                             the open tail
+//! sources/<name>/generations/<gen>/log.head          how far the agent sealed (envelope + JSON)
 //! ```
 //! `<gen>` is the generation's start time in ms as 16 hex digits; offsets are 16 hex digits and
 //! times (ms) 12 hex digits, all fixed-width lowercase, so a plain LIST returns them in order and
@@ -19,6 +20,8 @@
 //! second writer, and one more object to lose); in the name, one LIST gives every object's
 //! recorded size and checksum next to its actual size, and that listing is the manifest
 //! `verify` checks. Size and checksum come after the offsets, so names still sort by offset.
+//! A listing cannot show that its *newest* objects are gone, though: `log.head`, rewritten by
+//! the agent after each seal or upload, records how far the log had been stored.
 
 use object_store::path::Path;
 
@@ -68,6 +71,11 @@ pub fn manifest_key(source: &str, gen: &str) -> Path {
     Path::from(format!(
         "{SOURCES}/{source}/generations/{gen}/generation.meta"
     ))
+}
+
+/// The generation's log head ([`super::manifest::LogHead`]).
+pub fn head_key(source: &str, gen: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/generations/{gen}/log.head"))
 }
 
 pub fn base_prefix(source: &str, gen: &str) -> Path {
@@ -123,6 +131,7 @@ pub fn tail_key(source: &str, gen: &str, start_offset: u64) -> Path {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
     Manifest,
+    Head,
     Base {
         offset: u64,
         time_ms: u64,
@@ -145,6 +154,7 @@ pub fn parse_key(source: &str, key: &Path) -> Option<(String, Entry)> {
     parse_generation_id(gen)?;
     let entry = match (parts.next()?, parts.next(), parts.next()) {
         ("generation.meta", None, None) => Entry::Manifest,
+        ("log.head", None, None) => Entry::Head,
         ("base", Some(f), None) => {
             let mut it = f.strip_suffix(".rdb")?.split('-');
             let e = Entry::Base {

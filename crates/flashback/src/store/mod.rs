@@ -22,7 +22,8 @@ use std::sync::Arc;
 pub enum StoreError {
     #[error("store {url}: {what}")]
     Open { url: String, what: String },
-    #[error("store: {0}")]
+    /// Displayed on one line (an S3/Azure XML body becomes "Code: Message").
+    #[error("store: {}", short_error(&.0.to_string()))]
     ObjectStore(object_store::Error),
     /// A decryption failure, unwrapped from the object_store error that carried it, so the
     /// message is the object and what to do, without "Generic encryption error".
@@ -417,7 +418,7 @@ fn request_host(text: &str) -> Option<String> {
 /// One line from a store error: S3- and Azure-style XML bodies become "Code: Message" (the
 /// message's first line: Azure appends RequestId and Time lines), anything else its first line
 /// (object_store appends whole response bodies, which an on-call reader does not need).
-fn short_error(e: &str) -> String {
+pub(crate) fn short_error(e: &str) -> String {
     let tag = |t: &str| {
         let open = format!("<{t}>");
         let start = e.find(&open)? + open.len();
