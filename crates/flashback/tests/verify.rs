@@ -110,6 +110,23 @@ fn assert_fails_naming(out: &Output, j: &Value, key: &str, kind: &str) -> Value 
         .clone()
 }
 
+/// The newest checkpoint at or before the problem's `restorable_through_ms` restores exactly.
+fn assert_restores_through(store: &Path, p: &Value, checkpoints: &[(u64, String)]) {
+    let through = p["restorable_through_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no restorable bound: {p}"));
+    let (t, want) = checkpoints
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= through)
+        .unwrap_or_else(|| panic!("no checkpoint before {through}: {checkpoints:?}"));
+    assert_eq!(
+        &restore_rdb(store, &["--at", &at_arg(*t)]),
+        want,
+        "restore at {t}, before the damage"
+    );
+}
+
 #[test]
 fn verify_healthy_store_then_each_kind_of_damage() {
     let source = RedisProc::start(&[]);
@@ -201,19 +218,7 @@ fn verify_healthy_store_then_each_kind_of_damage() {
         out.all()
     );
     // What the report says still restores does, exactly.
-    let through = p["restorable_through_ms"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no restorable bound: {p}"));
-    let (t, want) = checkpoints
-        .iter()
-        .rev()
-        .find(|(t, _)| *t <= through)
-        .unwrap_or_else(|| panic!("no checkpoint before {through}: {checkpoints:?}"));
-    assert_eq!(
-        &restore_rdb(&copy, &["--at", &at_arg(*t)]),
-        want,
-        "restore at {t}, before the damage"
-    );
+    assert_restores_through(&copy, &p, &checkpoints);
     let (out, _) = verify(&copy, &["--no-drill"]);
     assert!(
         out.stdout.starts_with("FAILED: 1 problem\n"),
@@ -284,19 +289,7 @@ fn verify_healthy_store_then_each_kind_of_damage() {
         "{}",
         out.all()
     );
-    let through = p["restorable_through_ms"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no restorable bound: {p}"));
-    let (t, want) = checkpoints
-        .iter()
-        .rev()
-        .find(|(t, _)| *t <= through)
-        .unwrap_or_else(|| panic!("no checkpoint before {through}: {checkpoints:?}"));
-    assert_eq!(
-        &restore_rdb(&copy, &["--at", &at_arg(*t)]),
-        want,
-        "restore at {t}, before the lost segments"
-    );
+    assert_restores_through(&copy, p, &checkpoints);
 
     // (d) The base cut short.
     let (copy, g) = damaged(&store, gen, root.path(), "truncated-base");

@@ -46,14 +46,7 @@ impl GenerationManifest {
     }
 
     pub fn decode(file: &str, bytes: &[u8]) -> Result<Self, flashback_format::Error> {
-        let (_, payload) = envelope::decode(file, &MAGIC, VERSION, bytes)?;
-        serde_json::from_slice(payload).map_err(|e| {
-            flashback_format::Error::corrupt(
-                file,
-                16 + e.column() as u64,
-                format!("manifest JSON: {e}"),
-            )
-        })
+        decode_json(file, &MAGIC, VERSION, bytes, "manifest")
     }
 }
 
@@ -83,14 +76,7 @@ impl LogHead {
     }
 
     pub fn decode(file: &str, bytes: &[u8]) -> Result<Self, flashback_format::Error> {
-        let (_, payload) = envelope::decode(file, &HEAD_MAGIC, HEAD_VERSION, bytes)?;
-        serde_json::from_slice(payload).map_err(|e| {
-            flashback_format::Error::corrupt(
-                file,
-                16 + e.column() as u64,
-                format!("log head JSON: {e}"),
-            )
-        })
+        decode_json(file, &HEAD_MAGIC, HEAD_VERSION, bytes, "log head")
     }
 
     /// The head after `segment` (a sealed segment's key) was stored.
@@ -107,5 +93,60 @@ impl LogHead {
             segment: key.filename().unwrap_or_default().to_string(),
             written_ms: crate::now_ms(),
         })
+    }
+}
+
+/// JSON inside a checked envelope; a JSON error is corruption at its byte in the file.
+fn decode_json<T: serde::de::DeserializeOwned>(
+    file: &str,
+    magic: &[u8; 8],
+    version: u16,
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, flashback_format::Error> {
+    let (_, payload) = envelope::decode(file, magic, version, bytes)?;
+    serde_json::from_slice(payload).map_err(|e| {
+        // serde_json gives a line and a column (1-based); the file's byte is what we print.
+        let line_start: usize = payload
+            .split_inclusive(|&b| b == b'\n')
+            .take(e.line().saturating_sub(1))
+            .map(<[u8]>::len)
+            .sum();
+        let at = envelope::HEADER_LEN + line_start + e.column().saturating_sub(1);
+        flashback_format::Error::corrupt(file, at as u64, format!("{what} JSON: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_error_names_its_byte_in_the_file() {
+        let payload = b"{\n  \"source\": \"s\",\n  \"generation\": x\n}";
+        let bytes = envelope::encode(&HEAD_MAGIC, HEAD_VERSION, payload);
+        let at = payload.iter().position(|&b| b == b'x').unwrap() + envelope::HEADER_LEN;
+        match LogHead::decode("g/log.head", &bytes) {
+            Err(flashback_format::Error::Corrupt { offset, .. }) => {
+                assert_eq!(offset, at as u64)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_log_head_round_trips_and_follows_its_segment() {
+        let key = object_store::path::Path::from(
+            "sources/s/generations/000001a20a35672d/segments/0000000000000010-0000000000000020-01a20a35672d-01a20a356800-2a-0000beef.seg",
+        );
+        let h = LogHead::after("s", &key).unwrap();
+        assert_eq!((h.end_offset, h.end_time_ms), (0x20, 0x01a20a356800));
+        assert_eq!(h.generation, "000001a20a35672d");
+        assert!(h.segment.ends_with("-0000beef.seg"));
+        assert_eq!(LogHead::decode("x", &h.encode()).unwrap(), h);
+        let tail = object_store::path::Path::from(
+            "sources/s/generations/000001a20a35672d/segments/0000000000000010.tail",
+        );
+        assert!(LogHead::after("s", &tail).is_none(), "only sealed segments");
     }
 }
