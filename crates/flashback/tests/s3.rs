@@ -1935,3 +1935,76 @@ fn local_store_disk_full_is_a_clear_error_and_corrupts_nothing() {
     assert_no_failures(test, seed, &failures, &agent.log_text());
     eprintln!("[{test}] finished in {:?}", started.elapsed());
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. Region and credentials from the AWS shared files
+
+/// With no AWS_* keys in the environment, `~/.aws/credentials` and `~/.aws/config` (here through
+/// AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE, and AWS_PROFILE) give the keys and the region:
+/// the request's signature names both. A profile the files lack is a one-line error.
+#[test]
+fn s3_credentials_and_region_from_the_aws_files() {
+    let test = "s3_credentials_and_region_from_the_aws_files";
+    if skip(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    let conf = dir.path().join("config");
+    std::fs::write(
+        &creds,
+        "[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = x\n\n\
+         [fb]\naws_access_key_id = AKIDFROMFILE\naws_secret_access_key = s3cret\n",
+    )
+    .unwrap();
+    std::fs::write(&conf, "[profile fb]\nregion = eu-central-1\n").unwrap();
+    // A server that records the first request's Authorization header and refuses it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 16 << 10];
+        let n = s.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        let _ = s
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        head
+    });
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let home = dir.path().to_str().unwrap();
+    let files_env = |profile: &'static str| {
+        vec![
+            ("HOME", home),
+            ("AWS_PROFILE", profile),
+            ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+            ("AWS_CONFIG_FILE", conf.to_str().unwrap()),
+            ("FLASHBACK_S3_ENDPOINT", endpoint.as_str()),
+        ]
+    };
+    let out = flashback_s3(&["info", "--store", "s3://fb-files/x"], &files_env("fb"));
+    let head = seen.join().unwrap();
+    let auth = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .unwrap_or_else(|| panic!("no Authorization header in:\n{head}\n{}", out.all()));
+    assert!(
+        auth.contains("Credential=AKIDFROMFILE/") && auth.contains("/eu-central-1/s3/"),
+        "{auth}"
+    );
+    assert_eq!(out.code, Some(1), "{}", out.all());
+
+    // Against moto the same files work end to end.
+    let moto = Moto::start("fb-files");
+    let mut env = files_env("fb");
+    env.retain(|(k, _)| *k != "FLASHBACK_S3_ENDPOINT");
+    env.push(("FLASHBACK_S3_ENDPOINT", moto.endpoint.as_str()));
+    let out = flashback_s3(&["info", "--store", "s3://fb-files/x"], &env);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+
+    // A profile the files do not have.
+    let out = flashback_s3(&["info", "--store", "s3://fb-files/x"], &files_env("nope"));
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let err = out.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("AWS profile 'nope'"), "{err}");
+}

@@ -8,6 +8,7 @@
 //! With an encryption key configured ([`crypt`]), `os` encrypts and decrypts every object; the
 //! agent then spools like for a remote store, since a tail cannot be encrypted in place.
 
+pub mod aws_files;
 pub mod catalog;
 pub mod crypt;
 pub mod layout;
@@ -85,7 +86,8 @@ pub const S3_ENDPOINT_ENV: &str = "FLASHBACK_S3_ENDPOINT";
 impl Store {
     /// Opens `./dir`, `/abs/dir`, `file:///abs/dir`, `s3://bucket[/prefix]`, `gs://bucket[/prefix]`
     /// or `az://container[/prefix]`. Remote credentials come from the usual environment of each
-    /// cloud (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_REGION, GOOGLE_SERVICE_ACCOUNT,
+    /// cloud (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_REGION or the AWS shared files, see
+    /// [`aws_files`]; GOOGLE_SERVICE_ACCOUNT,
     /// AZURE_STORAGE_ACCOUNT_NAME/AZURE_STORAGE_ACCOUNT_KEY, …). Opening a remote store does no
     /// I/O; call [`check`](Self::check) to fail fast with a clear message.
     ///
@@ -187,6 +189,26 @@ impl Store {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(retry);
+                // The environment wins; the AWS shared files fill in what it leaves unset.
+                let env_keys = std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
+                let mut has_region = std::env::var_os("AWS_REGION").is_some()
+                    || std::env::var_os("AWS_DEFAULT_REGION").is_some();
+                if !(env_keys && has_region) {
+                    if let Some(p) = aws_files::load_from_env().map_err(err)? {
+                        if let (false, Some(id), Some(secret)) =
+                            (env_keys, p.access_key_id, p.secret_access_key)
+                        {
+                            b = b.with_access_key_id(id).with_secret_access_key(secret);
+                            if let Some(t) = p.session_token {
+                                b = b.with_token(t);
+                            }
+                        }
+                        if let (false, Some(r)) = (has_region, p.region) {
+                            b = b.with_region(r);
+                            has_region = true;
+                        }
+                    }
+                }
                 if let Ok(endpoint) = std::env::var(S3_ENDPOINT_ENV) {
                     // Path-style requests: S3-compatible servers on a private network rarely have
                     // per-bucket DNS names.
@@ -194,9 +216,7 @@ impl Store {
                         .with_allow_http(endpoint.starts_with("http://"))
                         .with_endpoint(endpoint)
                         .with_virtual_hosted_style_request(false);
-                    if std::env::var("AWS_REGION").is_err()
-                        && std::env::var("AWS_DEFAULT_REGION").is_err()
-                    {
+                    if !has_region {
                         b = b.with_region("us-east-1");
                     }
                 }
