@@ -10,9 +10,9 @@
 //! caller only fills in what they left unset.
 //!
 //! Not supported: profiles that get credentials from elsewhere (`role_arn`, `sso_*`,
-//! `credential_process`, `web_identity_token_file`). Such a profile is an error naming the way
-//! out (export the keys), rather than a silent fall-through to the metadata endpoint and a
-//! confusing "access denied" minutes later. Rejected: the AWS SDK for Rust, which does all of
+//! `credential_process`, `web_identity_token_file`). When keys are needed from such a profile,
+//! that is an error naming the way out (export the keys), rather than a silent fall-through to
+//! the metadata endpoint and a confusing "access denied" minutes later. Rejected: the AWS SDK for Rust, which does all of
 //! this but would add some forty crates for one lookup.
 
 use std::collections::HashMap;
@@ -25,6 +25,9 @@ pub struct Profile {
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
     pub region: Option<String>,
+    /// Why the profile has no static keys when it gets them some other way (`role_arn`…): the
+    /// error to give if keys are needed from it.
+    pub no_keys: Option<String>,
 }
 
 impl std::fmt::Debug for Profile {
@@ -37,6 +40,7 @@ impl std::fmt::Debug for Profile {
             )
             .field("session_token", &self.session_token.as_ref().map(|_| "…"))
             .field("region", &self.region)
+            .field("no_keys", &self.no_keys)
             .finish()
     }
 }
@@ -129,27 +133,30 @@ pub fn load(
             .filter(|v| !v.is_empty())
             .cloned()
     };
-    let p = Profile {
+    let mut p = Profile {
         access_key_id: get("aws_access_key_id", &in_creds, &in_conf),
         secret_access_key: get("aws_secret_access_key", &in_creds, &in_conf),
         session_token: get("aws_session_token", &in_creds, &in_conf),
         region: get("region", &in_conf, &in_creds),
+        no_keys: None,
     };
-    if p.access_key_id.is_none() {
+    // Only an error if the keys are needed from the files (the environment may have them).
+    if p.access_key_id.is_some() != p.secret_access_key.is_some() {
+        p.no_keys = Some(format!(
+            "AWS profile '{name}' has only one of aws_access_key_id and aws_secret_access_key; it needs both"
+        ));
+        p.access_key_id = None;
+        p.secret_access_key = None;
+    } else if p.access_key_id.is_none() {
         if let Some(k) = INDIRECT
             .iter()
             .find(|k| get(k, &in_creds, &in_conf).is_some())
         {
-            return Err(format!(
+            p.no_keys = Some(format!(
                 "AWS profile '{name}' gets its credentials through {k}, which flashback does not support; \
                  export static ones instead, e.g. eval \"$(aws configure export-credentials --profile {name} --format env)\""
             ));
         }
-    }
-    if p.access_key_id.is_some() != p.secret_access_key.is_some() {
-        return Err(format!(
-            "AWS profile '{name}' has only one of aws_access_key_id and aws_secret_access_key; it needs both"
-        ));
     }
     Ok(Some(p))
 }
@@ -250,14 +257,16 @@ source_profile = default
     #[test]
     fn indirect_and_half_profiles_are_clear_errors() {
         let (_d, c, f) = files(CREDS, CONF);
-        let e = load(Some(&c), Some(&f), Some("viarole")).unwrap_err();
+        let p = load(Some(&c), Some(&f), Some("viarole")).unwrap().unwrap();
+        let e = p.no_keys.unwrap();
         assert!(
             e.contains("role_arn") && e.contains("export-credentials"),
             "{e}"
         );
         let (_d, c, f) = files("[half]\naws_access_key_id = A\n", "");
-        let e = load(Some(&c), Some(&f), Some("half")).unwrap_err();
-        assert!(e.contains("needs both"), "{e}");
+        let p = load(Some(&c), Some(&f), Some("half")).unwrap().unwrap();
+        assert!(p.no_keys.unwrap().contains("needs both"));
+        assert_eq!(p.access_key_id, None, "half a key pair is not used");
     }
 
     #[test]

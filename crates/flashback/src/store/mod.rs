@@ -195,6 +195,9 @@ impl Store {
                     || std::env::var_os("AWS_DEFAULT_REGION").is_some();
                 if !(env_keys && has_region) {
                     if let Some(p) = aws_files::load_from_env().map_err(err)? {
+                        if let (false, Some(why)) = (env_keys, p.no_keys) {
+                            return Err(err(why));
+                        }
                         if let (false, Some(id), Some(secret)) =
                             (env_keys, p.access_key_id, p.secret_access_key)
                         {
