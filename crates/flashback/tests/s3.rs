@@ -708,6 +708,12 @@ fn assert_no_failures(test: &str, seed: u64, failures: &[String], agent_log: &st
     );
 }
 
+/// `flashback verify --no-drill` of `store`; its output as a failure unless it exits 0.
+fn verify_fails(store: &str, env: &[(&str, &str)], when: &str) -> Option<String> {
+    let out = flashback_s3(&["verify", "--store", store, "--no-drill"], env);
+    (out.code != Some(0)).then(|| format!("{when}:\n{}", out.all()))
+}
+
 fn flashback_s3(args: &[&str], env: &[(&str, &str)]) -> Output {
     run_flashback_env(args, env, Duration::from_secs(300))
 }
@@ -1821,13 +1827,11 @@ fn s3_spool_disk_full_is_a_clear_error_and_corrupts_nothing() {
         )),
     }
     failures.extend(check_points(store, &env, &[p0], |_| true));
-    let out = flashback_s3(&["verify", "--store", store, "--no-drill"], &env);
-    if out.code != Some(0) {
-        failures.push(format!(
-            "verify after the disk-full episode:\n{}",
-            out.all()
-        ));
-    }
+    failures.extend(verify_fails(
+        store,
+        &env,
+        "verify after the disk-full episode",
+    ));
     assert_no_failures(test, seed, &failures, &agent.log_text());
     eprintln!("[{test}] finished in {:?}", started.elapsed());
 }
@@ -1909,10 +1913,7 @@ fn local_store_disk_full_is_a_clear_error_and_corrupts_nothing() {
     failures.extend(check_points(store, &[], std::slice::from_ref(&p0), |_| {
         true
     }));
-    let out = flashback_s3(&["verify", "--store", store, "--no-drill"], &[]);
-    if out.code != Some(0) {
-        failures.push(format!("verify on the full disk:\n{}", out.all()));
-    }
+    failures.extend(verify_fails(store, &[], "verify on the full disk"));
     // Space is freed: the agent resumes from where the stored log ends.
     tmpfs.resize("64m");
     agent = start();
@@ -1925,13 +1926,11 @@ fn local_store_disk_full_is_a_clear_error_and_corrupts_nothing() {
         }
         Err(e) => failures.push(format!("with space freed, the agent did not resume: {e}")),
     }
-    let out = flashback_s3(&["verify", "--store", store, "--no-drill"], &[]);
-    if out.code != Some(0) {
-        failures.push(format!(
-            "verify after the disk-full episode:\n{}",
-            out.all()
-        ));
-    }
+    failures.extend(verify_fails(
+        store,
+        &[],
+        "verify after the disk-full episode",
+    ));
     assert_no_failures(test, seed, &failures, &agent.log_text());
     eprintln!("[{test}] finished in {:?}", started.elapsed());
 }
