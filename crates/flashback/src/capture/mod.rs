@@ -444,6 +444,9 @@ async fn run_log(
                 );
                 // Backoff first: sealing freed the torn write's bytes, so the disk may look
                 // roomy while the same backlog burst is about to fill it again.
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(500);
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.as_mut() => return Ok(()),
