@@ -14,7 +14,7 @@
 //! offsets, so the cut is final and the base lines up with the start of the next segment; the
 //! open tail's end moves while we read it.
 
-use crate::redis_server::fresh_temp_dir;
+use crate::redis_server::fresh_work_dir;
 use crate::restore::{self, RestoreError, RestoreRequest, Sink, Target, TtlMode};
 use crate::store::catalog::{self, Generation};
 use crate::store::{layout, Store, StoreError};
@@ -235,7 +235,7 @@ pub async fn compact_or_skip(
         )));
     }
 
-    let dir = TempDir(fresh_temp_dir("flashback-compact").map_err(RestoreError::from)?);
+    let dir = TempDir(fresh_work_dir("flashback-compact").map_err(RestoreError::from)?);
     let rdb_path = dir.0.join("base.rdb");
     let req = RestoreRequest {
         source: source.to_string(),

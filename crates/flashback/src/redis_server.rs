@@ -228,7 +228,7 @@ impl RedisServer {
                 })?;
                 (d.clone(), false)
             }
-            None => (fresh_temp_dir("flashback-redis")?, true),
+            None => (fresh_work_dir("flashback-redis")?, true),
         };
         // A free port can be taken by someone else between our probe and the server's bind:
         // retry with another one rather than fail a restore on a race.
@@ -417,12 +417,18 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// A new, empty work directory under the system temp dir, for something this process removes
+/// when done (a private server's, compaction's): first removes what killed flashback processes
+/// left under the same prefix ([`sweep_leftovers`]). Not for what outlives us on purpose (the
+/// demo's store), which [`fresh_temp_dir`] makes.
+pub fn fresh_work_dir(prefix: &str) -> Result<PathBuf, ServerError> {
+    sweep_leftovers(&std::env::temp_dir(), prefix);
+    fresh_temp_dir(prefix)
+}
+
 /// A new, empty directory under the system temp dir, named `<prefix>-<our pid>-<unique>`.
-/// Before making it, removes what killed flashback processes left under the same prefix (see
-/// [`sweep_leftovers`]).
 pub fn fresh_temp_dir(prefix: &str) -> Result<PathBuf, ServerError> {
     let base = std::env::temp_dir();
-    sweep_leftovers(&base, prefix);
     for i in 0..100u32 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
