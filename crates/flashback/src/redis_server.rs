@@ -589,6 +589,19 @@ mod tests {
         .unwrap();
         let orphan_port = orphan.port;
         let orphan_pid = orphan.detach().unwrap();
+        // Should the sweep fail to kill it, the test must not leave it running either (checked
+        // by its working directory, so a reused pid is left alone).
+        struct KillOnDrop(u32, PathBuf);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.0)).ok();
+                if cwd.is_some_and(|c| c.starts_with(&self.1)) {
+                    // SAFETY: kill(2) with a pid and a signal; no memory is involved.
+                    unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+                }
+            }
+        }
+        let _reap = KillOnDrop(orphan_pid, base.path().canonicalize().unwrap());
         std::fs::remove_file(orphan_dir.join(DETACHED_FILE)).unwrap();
         std::fs::write(orphan_dir.join(PID_FILE), orphan_pid.to_string()).unwrap();
         // A served instance of a finished restore --serve.
