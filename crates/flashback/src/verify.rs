@@ -677,13 +677,10 @@ impl GenCheck<'_> {
     /// are gone, which the names of those left cannot show. A head that cannot be read is a
     /// warning only (it is advice about the log, not part of it).
     async fn check_head(&mut self, key: &Path, chain: &Chain, log_problems: &mut Vec<usize>) {
-        let head = match self.store.os.get(key).await {
-            Ok(r) => match r.bytes().await {
-                Ok(b) => LogHead::decode(key.as_ref(), &b).map_err(|e| Failure::format(&e)),
-                Err(e) => Err(Failure::store(e)),
-            },
-            Err(e) => Err(Failure::store(e)),
-        };
+        let head = self
+            .read_small(key)
+            .await
+            .and_then(|b| LogHead::decode(key.as_ref(), &b).map_err(|e| Failure::format(&e)));
         let head = match head {
             Ok(h) => h,
             Err(f) => {
@@ -733,12 +730,16 @@ impl GenCheck<'_> {
         }
     }
 
-    async fn read_manifest(&mut self, key: &Path) -> Option<GenerationManifest> {
-        let bytes = match self.store.os.get(key).await {
+    /// A small object whole (a manifest, a log head).
+    async fn read_small(&self, key: &Path) -> Result<bytes::Bytes, Failure> {
+        match self.store.os.get(key).await {
             Ok(r) => r.bytes().await.map_err(Failure::store),
             Err(e) => Err(Failure::store(e)),
-        };
-        let failure = match bytes {
+        }
+    }
+
+    async fn read_manifest(&mut self, key: &Path) -> Option<GenerationManifest> {
+        let failure = match self.read_small(key).await {
             Ok(b) => match GenerationManifest::decode(key.as_ref(), &b) {
                 Ok(m) => {
                     self.counts.bytes += b.len() as u64;

@@ -596,19 +596,27 @@ fn round_trip(backend: Backend, test: &str) {
         failures.extend(restore_mismatch(
             &store,
             &env,
-            p,
+            &p.label,
+            &p.state,
             &["--at", &at_arg(p.t_ms)],
         ));
         if i % 2 == 0 {
             failures.extend(restore_mismatch(
                 &store,
                 &env,
-                p,
+                &p.label,
+                &p.state,
                 &["--at-offset", &p.offset.to_string()],
             ));
         }
     }
-    failures.extend(restore_mismatch(&store, &env, &last, &["--latest"]));
+    failures.extend(restore_mismatch(
+        &store,
+        &env,
+        &last.label,
+        &last.state,
+        &["--latest"],
+    ));
 
     // Prune: a window that starts just after the compacted base drops the first base.
     let keep = format!("{}ms", now_ms() - (new_base_time + 300));
@@ -629,7 +637,8 @@ fn round_trip(backend: Backend, test: &str) {
         failures.extend(restore_mismatch(
             &store,
             &env,
-            p,
+            &p.label,
+            &p.state,
             &["--at", &at_arg(p.t_ms)],
         ));
     }

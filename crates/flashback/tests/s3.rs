@@ -650,21 +650,15 @@ fn record(w: &mut Writer, primary: &RedisProc, agent: Option<&mut Agent>, label:
 /// Restores `p` with `args` and compares; None when equal, else the failure in full.
 fn check_one(store: &str, env: &[(&str, &str)], p: &Point, args: &[&str]) -> Option<String> {
     let started = Instant::now();
-    match try_restore_rdb_env(store, args, env) {
-        Ok(got) if got == p.state => {
-            eprintln!(
-                "  ok   {} {args:?} ({} ms)",
-                p.label,
-                started.elapsed().as_millis()
-            );
-            None
-        }
-        Ok(got) => Some(format!(
-            "point {} restored with {args:?}:\n    want {}\n    got  {got}",
-            p.label, p.state
-        )),
-        Err(e) => Some(format!("point {}: {e}", p.label)),
+    let failure = restore_mismatch(store, env, &p.label, &p.state, args);
+    if failure.is_none() {
+        eprintln!(
+            "  ok   {} {args:?} ({} ms)",
+            p.label,
+            started.elapsed().as_millis()
+        );
     }
+    failure
 }
 
 /// Every point by time (when it has one), and by offset when `by_offset(i)` or it has no time.
@@ -706,6 +700,32 @@ fn assert_no_failures(test: &str, seed: u64, failures: &[String], agent_log: &st
         failures.join("\n"),
         tail.join("\n")
     );
+}
+
+/// `flashback capture` of `primary` into `store` through the S3 `endpoint`, spooling into
+/// `spool`, with the test credentials and `env` besides; its log appended to `log`.
+fn s3_agent(
+    primary: &RedisProc,
+    store: &str,
+    endpoint: &str,
+    spool: impl AsRef<std::ffi::OsStr>,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Agent {
+    let spool = spool.as_ref().to_str().unwrap();
+    let mut all = vec![
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    all.extend_from_slice(env);
+    Agent::start_env(
+        &primary.url(),
+        primary.port,
+        store,
+        log,
+        &["--s3-endpoint", endpoint, "--spool", spool],
+        &all,
+    )
 }
 
 /// `flashback verify --no-drill` of `store`; its output as a failure unless it exits 0.
@@ -789,21 +809,13 @@ fn s3_capture_compact_prune_restore() {
     let spool = dir.path().join("spool");
     let store = "s3://fb-roundtrip/team/cache";
     let prefix = source_prefix("team/cache", &primary);
-    let mut agent = Agent::start_env(
-        &primary.url(),
-        primary.port,
+    let mut agent = s3_agent(
+        &primary,
         store,
+        &moto.endpoint,
+        &spool,
         &dir.path().join("agent.log"),
-        &[
-            "--s3-endpoint",
-            &moto.endpoint,
-            "--spool",
-            spool.to_str().unwrap(),
-        ],
-        &[
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-        ],
+        &[],
     );
     agent.wait_online(&primary);
     let mut points = vec![record(&mut w, &primary, Some(&mut agent), "online")];
@@ -1034,22 +1046,13 @@ fn s3_store_stalled_down_and_flaky_capture_continues() {
     let prefix = source_prefix("o", &primary);
     // object_store's request timeout is 30 s by default; 3 s lets a stall turn into timeouts
     // within the test's budget (AWS_TIMEOUT is read by object_store's builder).
-    let mut agent = Agent::start_env(
-        &primary.url(),
-        primary.port,
+    let mut agent = s3_agent(
+        &primary,
         store,
+        &proxy.url(),
+        &spool,
         &dir.path().join("agent.log"),
-        &[
-            "--s3-endpoint",
-            &proxy.url(),
-            "--spool",
-            spool.to_str().unwrap(),
-        ],
-        &[
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_TIMEOUT", "3s"),
-        ],
+        &[("AWS_TIMEOUT", "3s")],
     );
     agent.wait_online(&primary);
     // Records, so a segment rolls and uploads now rather than at the primary's next PING.
@@ -1224,19 +1227,7 @@ fn s3_kill9_during_transfer_mid_segment_and_mid_upload() {
     let prefix = source_prefix("k", &primary);
     let proxy_url = proxy.url();
     let log = dir.path().join("agent.log");
-    let start = || {
-        Agent::start_env(
-            &primary.url(),
-            primary.port,
-            store,
-            &log,
-            &["--s3-endpoint", &proxy_url, "--spool", &spool_arg],
-            &[
-                ("AWS_ACCESS_KEY_ID", "test"),
-                ("AWS_SECRET_ACCESS_KEY", "test"),
-            ],
-        )
-    };
+    let start = || s3_agent(&primary, store, &proxy_url, &spool_arg, &log, &[]);
 
     let mut failures = Vec::new();
     // (a) During the RDB transfer.
@@ -1417,21 +1408,13 @@ fn corrupted_segment(test: &str, first_segment: bool) {
     let spool = dir.path().join("spool");
     let store = "s3://fb-corrupt/c";
     let prefix = source_prefix("c", &primary);
-    let mut agent = Agent::start_env(
-        &primary.url(),
-        primary.port,
+    let mut agent = s3_agent(
+        &primary,
         store,
+        &moto.endpoint,
+        &spool,
         &dir.path().join("agent.log"),
-        &[
-            "--s3-endpoint",
-            &moto.endpoint,
-            "--spool",
-            spool.to_str().unwrap(),
-        ],
-        &[
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-        ],
+        &[],
     );
     agent.wait_online(&primary);
     let mut points = vec![record(&mut w, &primary, Some(&mut agent), "online")];
@@ -1572,21 +1555,13 @@ fn s3_second_writer_exits_with_a_clear_error() {
     let store = "s3://fb-two-writers/t";
     let start = |name: &str| {
         let spool = dir.path().join(format!("spool-{name}"));
-        Agent::start_env(
-            &primary.url(),
-            primary.port,
+        s3_agent(
+            &primary,
             store,
+            &moto.endpoint,
+            &spool,
             &dir.path().join(format!("agent-{name}.log")),
-            &[
-                "--s3-endpoint",
-                &moto.endpoint,
-                "--spool",
-                spool.to_str().unwrap(),
-            ],
-            &[
-                ("AWS_ACCESS_KEY_ID", "test"),
-                ("AWS_SECRET_ACCESS_KEY", "test"),
-            ],
+            &[],
         )
     };
     let mut a = start("a");
@@ -1735,24 +1710,7 @@ fn s3_spool_disk_full_is_a_clear_error_and_corrupts_nothing() {
     let store = "s3://fb-disk-full/d";
     let prefix = source_prefix("d", &primary);
     let log = dir.path().join("agent.log");
-    let start = || {
-        Agent::start_env(
-            &primary.url(),
-            primary.port,
-            store,
-            &log,
-            &[
-                "--s3-endpoint",
-                &proxy.url(),
-                "--spool",
-                spool.to_str().unwrap(),
-            ],
-            &[
-                ("AWS_ACCESS_KEY_ID", "test"),
-                ("AWS_SECRET_ACCESS_KEY", "test"),
-            ],
-        )
-    };
+    let start = || s3_agent(&primary, store, &proxy.url(), &spool, &log, &[]);
     let mut agent = start();
     agent.wait_online(&primary);
     w.burst(100);
@@ -2003,7 +1961,6 @@ fn s3_credentials_and_region_from_the_aws_files() {
     // A profile the files do not have.
     let out = flashback_s3(&["info", "--store", "s3://fb-files/x"], &files_env("nope"));
     assert_eq!(out.code, Some(1), "{}", out.all());
-    let err = out.stderr.trim();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_error_line(&out);
     assert!(err.contains("AWS profile 'nope'"), "{err}");
 }

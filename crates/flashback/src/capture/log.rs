@@ -275,13 +275,7 @@ impl Log {
         // that lists the remote store too, and the disk filled because the remote is down.
         let (header, s) = self.recover_tail(&gen, &key)?;
         self.notify_sealed();
-        self.state = Some(StreamState::new(
-            header.replid,
-            s.end_offset,
-            s.end_db,
-            s.end_in_multi,
-            s.end_time_ms,
-        ));
+        self.state = Some(state_after(&header, &s));
         self.durable_offset = s.end_offset;
         self.covered_through_ms = s.end_time_ms;
         Ok(())
@@ -344,13 +338,7 @@ impl Log {
                 let (Some(header), Some(s)) = (scan.header(), scan.summary()) else {
                     unreachable!("a scan that ended without error read the header");
                 };
-                let state = StreamState::new(
-                    header.replid.clone(),
-                    s.end_offset,
-                    s.end_db,
-                    s.end_in_multi,
-                    s.end_time_ms,
-                );
+                let state = state_after(header, &s);
                 Ok(Resume {
                     generation: g.id.clone(),
                     state,
@@ -742,6 +730,17 @@ impl Log {
         }
         p
     }
+}
+
+/// Where the stream stands after the segment with this header and summary.
+fn state_after(h: &SegmentHeader, s: &flashback_format::segment::SegmentSummary) -> StreamState {
+    StreamState::new(
+        h.replid.clone(),
+        s.end_offset,
+        s.end_db,
+        s.end_in_multi,
+        s.end_time_ms,
+    )
 }
 
 /// The name of a finished, fsynced segment file at `path`; its size and checksum are read back

@@ -961,21 +961,21 @@ pub fn record_point(
     }
 }
 
-/// Restores `p` from `store` with `at_args` (e.g. `--at @…`) and compares; None when equal,
-/// else the failure in full.
+/// Restores from `store` with `at_args` (e.g. `--at @…`) and compares with `want`, the
+/// [`state`] recorded at point `label`; None when equal, else the failure in full.
 pub fn restore_mismatch(
     store: &str,
     env: &[(&str, &str)],
-    p: &RecordedPoint,
+    label: &str,
+    want: &str,
     at_args: &[&str],
 ) -> Option<String> {
     match try_restore_rdb_env(store, at_args, env) {
-        Ok(got) if got == p.state => None,
+        Ok(got) if got == want => None,
         Ok(got) => Some(format!(
-            "point {} restored with {at_args:?}:\n    want {}\n    got  {got}",
-            p.label, p.state
+            "point {label} restored with {at_args:?}:\n    want {want}\n    got  {got}"
         )),
-        Err(e) => Some(format!("point {}: {e}", p.label)),
+        Err(e) => Some(format!("point {label}: {e}")),
     }
 }
 
