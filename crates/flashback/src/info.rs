@@ -380,6 +380,7 @@ mod tests {
             sealed,
             tails,
             head: None,
+            uncertain: vec![],
         }
     }
 

@@ -522,6 +522,7 @@ mod tests {
                     sealed: vec![],
                     tails: vec![],
                     head: None,
+                    uncertain: vec![],
                 },
             };
             g.base(base_offset, start_ms);

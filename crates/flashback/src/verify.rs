@@ -219,6 +219,8 @@ struct Listed {
     tails: Vec<(Path, u64, u64)>,
     /// (start offset, when the store last modified it in ms) of every sealed segment.
     sealed_modified: Vec<(u64, u64)>,
+    /// (key, size) of every uncertain-interval object.
+    uncertain: Vec<(Path, u64)>,
 }
 
 /// The integrity half of verify, for one source.
@@ -290,6 +292,7 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
                 })
             }
             Entry::Tail { start_offset } => g.tails.push((o.location, o.size, start_offset)),
+            Entry::Uncertain(_) => g.uncertain.push((o.location, o.size)),
         }
     }
     let agent_live = agent_lease_live(store, name, listed_ms).await;
@@ -577,6 +580,9 @@ impl GenCheck<'_> {
         if let Some(key) = &listed.head {
             self.check_head(key, &chain, &mut log_problems).await;
         }
+        for (key, _) in &listed.uncertain {
+            self.check_uncertain(key).await;
+        }
         // Every log problem gets the same impact: the first break bounds the generation.
         let through = chain.broken.flatten();
         let impact = match through {
@@ -727,6 +733,20 @@ impl GenCheck<'_> {
                 format_ms(head.end_time_ms)
             );
             self.report.problems[i].restorable_through_ms = Some(chain.end_ms);
+        }
+    }
+
+    /// An uncertain-interval object must decode: it is what tells restore and `info` that times
+    /// in it are not exact (restore also finds the catch-up blocks themselves, so a damaged one
+    /// costs the explanation, not the protection).
+    async fn check_uncertain(&mut self, key: &Path) {
+        let read = self.read_small(key).await.and_then(|b| {
+            crate::store::manifest::UncertainRecord::decode(key.as_ref(), &b)
+                .map_err(|e| Failure::format(&e))
+        });
+        if let Err(f) = read {
+            let impact = "no instant is lost; `info` cannot show this uncertain interval (restore still finds it in the log)".to_string();
+            self.problem(key.to_string(), f, impact, None);
         }
     }
 
