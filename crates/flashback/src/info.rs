@@ -47,8 +47,24 @@ pub struct SourceInfo {
     /// clock); null when nothing is restorable. A live agent writes a heartbeat block about
     /// every second, so a healthy lag is about 1 s.
     pub lag_ms: Option<u64>,
+    /// Uncertain intervals inside the windows, oldest first: the agent could not vouch for the
+    /// source then (a silent link, a reconnect, a restart), so `restore --at` a time inside one
+    /// refuses unless `--inexact`; `--at-offset` between its offsets stays exact.
+    #[serde(default)]
+    pub uncertain: Vec<UncertainInfo>,
     /// Oldest first.
     pub generations: Vec<GenerationInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UncertainInfo {
+    pub generation: String,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub from_offset: u64,
+    pub to_offset: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,11 +191,26 @@ pub fn source_info(name: &str, gens: &[Generation], now_ms: u64) -> SourceInfo {
         .map(|w| w.to_ms)
         .max()
         .map(|end| now_ms.saturating_sub(end));
+    let uncertain = gens
+        .iter()
+        .flat_map(|g| {
+            g.uncertain.iter().map(|u| UncertainInfo {
+                generation: g.id.clone(),
+                from_ms: u.name.from_ms,
+                to_ms: u.name.to_ms,
+                from: format_rfc3339_ms(u.name.from_ms),
+                to: format_rfc3339_ms(u.name.to_ms),
+                from_offset: u.name.from_offset,
+                to_offset: u.name.to_offset,
+            })
+        })
+        .collect();
     SourceInfo {
         name: name.to_string(),
         bytes: generations.iter().map(|g| g.bytes).sum(),
         windows,
         lag_ms,
+        uncertain,
         generations,
     }
 }

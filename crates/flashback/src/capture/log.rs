@@ -746,6 +746,17 @@ impl Log {
         let Some(t) = self.tail.take() else {
             return Ok(());
         };
+        let mut t = t;
+        if t.writer.blocks().is_empty()
+            && t.writer.pending().0 == 0
+            && self.evidence_ms > self.covered_through_ms
+        {
+            // Evidence arrived since the last block (a clean stop's last poll): one heartbeat
+            // carries it, or the window would end at the previous seal.
+            t.writer
+                .flush_block(self.evidence_ms, 0)
+                .map_err(io_err(&t.path))?;
+        }
         if t.writer.blocks().is_empty() && t.writer.pending().0 == 0 {
             drop(t.writer);
             fs::remove_file(&t.path).map_err(io_err(&t.path))?;

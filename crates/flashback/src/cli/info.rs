@@ -135,6 +135,24 @@ fn render_source(o: &mut String, r: &StoreInfo, s: &SourceInfo) {
             );
         }
     }
+    if !s.uncertain.is_empty() {
+        let _ = writeln!(
+            o,
+            "  uncertain intervals (restore --at refuses a time inside one unless --inexact; --at-offset stays exact):"
+        );
+        for u in &s.uncertain {
+            let _ = writeln!(
+                o,
+                "    {} → {}  ({}, offsets {}..{}, generation {})",
+                format_ms(u.from_ms),
+                format_ms(u.to_ms),
+                format_duration_ms(u.to_ms.saturating_sub(u.from_ms)),
+                u.from_offset,
+                u.to_offset,
+                u.generation
+            );
+        }
+    }
     let _ = writeln!(o, "  generations, oldest first:");
     for g in &s.generations {
         render_generation(o, g);
@@ -314,6 +332,7 @@ mod tests {
             bytes: gens.iter().map(|g| g.bytes).sum(),
             windows,
             lag_ms,
+            uncertain: vec![],
             generations: gens,
         }
     }

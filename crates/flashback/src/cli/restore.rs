@@ -66,6 +66,10 @@ pub struct Args {
     /// Print the plan (base, segments, cut) and stop
     #[arg(long)]
     dry_run: bool,
+    /// Restore a time inside an uncertain interval anyway (by arrival time, with a loud note);
+    /// without it such a time is refused, naming the interval and the exact offsets
+    #[arg(long)]
+    inexact: bool,
     /// With --rdb: overwrite an existing file
     #[arg(long)]
     force: bool,
@@ -137,7 +141,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if let (Some(req), false) = (&req, a.dry_run) {
         restore::check_request(req)?;
     }
-    let plan = restore::plan(&store, &source, target).await?;
+    let plan = restore::plan_with(&store, &source, target, a.inexact).await?;
     print!("{plan}");
     let Some(req) = req.filter(|_| !a.dry_run) else {
         return Ok(());

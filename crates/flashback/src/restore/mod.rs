@@ -27,7 +27,7 @@ use crate::store::{Store, StoreError};
 use crate::timespec::format_ms;
 use std::path::PathBuf;
 
-pub use plan::{plan, RestorePlan, Target};
+pub use plan::{plan, plan_with, RestorePlan, Target};
 
 /// Where the restored dataset goes.
 #[derive(Debug, Clone)]
@@ -73,6 +73,38 @@ pub struct RestoreRequest {
 pub enum Requested {
     Time(u64),
     Offset(u64),
+}
+
+/// The requested time is inside an uncertain interval: the agent could not vouch for the
+/// source then (a silent link, a reconnect, a restart), so a state by arrival time may be one the
+/// source never had. Display names the interval, the last exact instant and the exact offsets.
+#[derive(Debug, Clone)]
+pub struct Uncertain {
+    pub source: String,
+    pub requested_ms: u64,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub from_offset: u64,
+    pub to_offset: u64,
+}
+
+impl std::fmt::Display for Uncertain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is inside an uncertain interval of source '{}' ({} .. {}): the agent could not vouch for the source then \
+             (a silent link, a reconnect or a restart), so writes made in it arrived late and a restore by time could give \
+             a state the source never had. The last exact instant before it is {}; offsets {} to {} stay exact \
+             (--at-offset N); or pass --inexact to restore by arrival time anyway",
+            format_ms(self.requested_ms),
+            self.source,
+            format_ms(self.from_ms),
+            format_ms(self.to_ms),
+            format_ms(self.from_ms),
+            self.from_offset,
+            self.to_offset
+        )
+    }
 }
 
 /// The requested point is in no restorable window. Display prints every window and the fix.
@@ -134,6 +166,8 @@ pub enum RestoreError {
     Format(#[from] flashback_format::Error),
     #[error("{0}")]
     OutsideWindow(Box<OutsideWindow>),
+    #[error("{0}")]
+    Uncertain(Box<Uncertain>),
     #[error("source '{name}' has nothing restorable yet: {why}")]
     NothingRestorable { name: String, why: String },
     /// The log does not hold what the listing promised (a hole, a record out of place).

@@ -6,7 +6,7 @@
 //! Segment names carry their offsets and times, so planning by time reads only the segment(s)
 //! that can contain the cut, never the whole log.
 
-use super::{OutsideWindow, Requested, RestoreError};
+use super::{OutsideWindow, Requested, RestoreError, Uncertain};
 use crate::store::catalog::{self, Generation, Window};
 use crate::store::manifest::GenerationManifest;
 use crate::store::Store;
@@ -173,10 +173,24 @@ struct Cut {
     time_ms: u64,
 }
 
+/// The plan for `target`, refusing a time inside an uncertain interval (see [`plan_with`]).
 pub async fn plan(
     store: &Store,
     source: &str,
     target: Target,
+) -> Result<RestorePlan, RestoreError> {
+    plan_with(store, source, target, false).await
+}
+
+/// The plan for `target`. A time inside an uncertain interval (DESIGN: "the window is evidence,
+/// never hope") is refused with [`RestoreError::Uncertain`], naming the interval, the last
+/// exact instant before it and the offsets that stay exact; with `inexact` it is planned like
+/// any time, with a loud note.
+pub async fn plan_with(
+    store: &Store,
+    source: &str,
+    target: Target,
+    inexact: bool,
 ) -> Result<RestorePlan, RestoreError> {
     let gens = catalog::load_generations(store, source).await?;
     let mut windows: Vec<(&Generation, Window)> = gens
@@ -310,13 +324,47 @@ pub async fn plan(
         }
     }
     if let Target::At(t) = target {
-        // Advisory: a segment the restore itself does not need must not fail it.
-        match catchup_note(store, &chain, w.from_ms, t).await {
-            Ok(Some(n)) => notes.push(n),
-            Ok(None) => {}
-            Err(e) => notes.push(format!(
-                "could not check for late-arriving writes near this time ({e}); if the agent was away then, prefer --at-offset"
+        // The intervals the agent stored, then the log's own catch-up blocks (an interval the
+        // agent never got to store: it died inside it).
+        let stored = g
+            .uncertain
+            .iter()
+            .map(|u| Span {
+                from_ms: u.name.from_ms,
+                to_ms: u.name.to_ms,
+                from_offset: u.name.from_offset,
+                to_offset: u.name.to_offset,
+                records: None,
+            })
+            .find(|s| s.contains(t));
+        let found = match stored {
+            Some(s) => Ok(Some(s)),
+            None => uncertain_span(store, &chain, w.from_ms, t).await,
+        };
+        match found {
+            Ok(Some(span)) if !inexact => {
+                return Err(RestoreError::Uncertain(Box::new(Uncertain {
+                    source: source.to_string(),
+                    requested_ms: t,
+                    from_ms: span.from_ms,
+                    to_ms: span.to_ms,
+                    from_offset: span.from_offset,
+                    to_offset: span.to_offset,
+                })))
+            }
+            Ok(Some(span)) => notes.push(format!(
+                "INEXACT (--inexact): {} is inside an uncertain interval ({} .. {}): writes made then reached the agent late,                  so this state may lack writes the source had made by then, or hold some made after; --at-offset between {} and {} is exact",
+                format_ms(t),
+                format_ms(span.from_ms),
+                format_ms(span.to_ms),
+                span.from_offset,
+                span.to_offset
             )),
+            Ok(None) => {}
+            Err(e) if inexact => notes.push(format!(
+                "could not check for uncertain intervals near this time ({e})"
+            )),
+            Err(e) => return Err(e),
         }
     }
     let segments: Vec<SegmentRef> = chain
@@ -523,26 +571,36 @@ async fn find_cut(
     Ok(None)
 }
 
-/// A run of consecutive catch-up blocks: writes made while the agent was away.
-struct CatchupRun {
-    /// Time through which the log was complete before the run (the agent's departure).
+/// An uncertain interval found for a restore by time.
+#[derive(Debug, Clone, Copy)]
+struct Span {
     from_ms: u64,
+    to_ms: u64,
     from_offset: u64,
-    last_ms: u64,
-    end_offset: u64,
-    records: u64,
+    to_offset: u64,
+    /// Catch-up records seen in it (None: from a stored interval, not counted).
+    records: Option<u64>,
 }
 
-/// A note when `t` falls inside a catch-up interval: between the end of the log before a
-/// catch-up burst and the last catch-up record's arrival. There, the time of a write says when
-/// it reached the agent, not when it was made, so a cut by time is not exact.
-async fn catchup_note(
+impl Span {
+    /// Strictly inside: at its start the agent could vouch for the source, and at its end again.
+    fn contains(&self, t: u64) -> bool {
+        self.from_ms < t && t < self.to_ms
+    }
+}
+
+/// The uncertain interval around `t` that the log itself shows: a run of catch-up blocks
+/// (records that arrived while the agent could not vouch for the source, `capture::core`),
+/// from the evidence before the run to the last covered-through time in it (the agent stamps
+/// the run's last block with the evidence that closed it). Reads from the segment that holds
+/// `t` onward, and stops at the first block known complete past `t`.
+async fn uncertain_span(
     store: &Store,
     chain: &[SegmentRef],
     base_time_ms: u64,
     t: u64,
-) -> Result<Option<String>, RestoreError> {
-    // Start at the segment holding the cut; a burst relevant to `t` starts at or after it.
+) -> Result<Option<Span>, RestoreError> {
+    // Start at the segment holding the cut; a run relevant to `t` starts at or after it.
     let start = chain
         .iter()
         .rposition(|s| s.first_time_ms != 0 && s.first_time_ms <= t)
@@ -553,19 +611,7 @@ async fn catchup_note(
         chain[start - 1].end_time_ms
     };
     let mut prev_end_offset = chain.get(start).map(|s| s.start_offset).unwrap_or(0);
-    let mut run: Option<CatchupRun> = None;
-    let verdict = |r: &CatchupRun| {
-        (r.from_ms <= t && t < r.last_ms).then(|| {
-            format!(
-                "{} writes made while the agent was away arrived late, between {} and {}: their times are arrival times, so a restore by time inside this interval is not exact; use --at-offset N with N between {} and {} to pick an exact point",
-                r.records,
-                format_ms(r.from_ms),
-                format_ms(r.last_ms),
-                r.from_offset,
-                r.end_offset
-            )
-        })
-    };
+    let mut run: Option<Span> = None;
     for seg in &chain[start..] {
         if prev_covered > t && run.is_none() {
             break;
@@ -574,17 +620,17 @@ async fn catchup_note(
         while let Some(block) = stream.next_block().await? {
             let b = &block.info;
             if b.flags & block_flags::CATCHUP != 0 {
-                let r = run.get_or_insert(CatchupRun {
+                let r = run.get_or_insert(Span {
                     from_ms: prev_covered,
                     from_offset: prev_end_offset,
-                    last_ms: 0,
-                    end_offset: 0,
-                    records: 0,
+                    to_ms: prev_covered,
+                    to_offset: prev_end_offset,
+                    records: Some(0),
                 });
                 extend(r, b);
             } else if let Some(r) = run.take() {
-                if let Some(note) = verdict(&r) {
-                    return Ok(Some(note));
+                if r.contains(t) {
+                    return Ok(Some(r));
                 }
             }
             prev_covered = prev_covered.max(b.covered_through_ms);
@@ -596,16 +642,18 @@ async fn catchup_note(
         // A sealed segment is complete through its seal time, which can be later than its
         // last block's: without it the walk would open the next segment for nothing (and
         // fail there if that one is damaged, though the restore does not need it).
-        prev_covered = prev_covered.max(seg.end_time_ms);
+        if run.is_none() {
+            prev_covered = prev_covered.max(seg.end_time_ms);
+        }
     }
-    Ok(run.as_ref().and_then(verdict))
+    Ok(run.filter(|r| r.contains(t)))
 }
 
-fn extend(r: &mut CatchupRun, b: &BlockInfo) {
-    r.records += b.record_count as u64;
+fn extend(r: &mut Span, b: &BlockInfo) {
+    r.records = r.records.map(|n| n + u64::from(b.record_count));
+    r.to_ms = r.to_ms.max(b.covered_through_ms).max(b.last_time_ms);
     if b.record_count > 0 {
-        r.last_ms = r.last_ms.max(b.last_time_ms);
-        r.end_offset = b.end_offset;
+        r.to_offset = b.end_offset;
     }
 }
 
@@ -898,8 +946,10 @@ mod tests {
         );
     }
 
+    /// A time inside a run of catch-up blocks is refused (it was a note until the trust issue:
+    /// DESIGN's "the window is evidence, never hope" makes it exit 1 unless --inexact).
     #[tokio::test]
-    async fn catch_up_intervals_are_noted_and_point_to_at_offset() {
+    async fn a_time_inside_a_catch_up_interval_is_refused_unless_inexact() {
         let s = store();
         let gen = layout::generation_id(T0);
         generation(&s, &gen, 0, T0).await;
@@ -911,32 +961,77 @@ mod tests {
         b.command(T0 + 9000, 0, &["SET", "b", "1"])
             .command(T0 + 9001, 0, &["SET", "c", "1"])
             .cut_with_flags(T0 + 9001, block_flags::CATCHUP);
+        let caught_up = b.end_offset();
         b.command(T0 + 9500, 0, &["SET", "d", "1"]).cut(T0 + 9600);
         seal(&s, &gen, &b, T0 + 9600).await;
-        let p = plan(&s, "src", Target::At(T0 + 5000)).await.unwrap();
-        assert_eq!(p.stop_offset, a.end_offset());
-        let note = p
-            .notes
-            .iter()
-            .find(|n| n.contains("arrived late"))
-            .expect("a catch-up note");
-        assert!(
-            note.starts_with("2 writes")
-                && note.contains(&format_ms(T0 + 2000))
-                && note.contains(&format_ms(T0 + 9001)),
-            "{note}"
+        let err = plan(&s, "src", Target::At(T0 + 5000)).await.unwrap_err();
+        let RestoreError::Uncertain(u) = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (u.from_ms, u.to_ms, u.from_offset, u.to_offset),
+            (T0 + 2000, T0 + 9001, a.end_offset(), caught_up)
         );
-        assert!(note.contains("--at-offset"), "{note}");
-        assert!(plan(&s, "src", Target::At(T0 + 9550))
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format_ms(T0 + 2000))
+                && msg.contains("--at-offset")
+                && msg.contains("--inexact"),
+            "{msg}"
+        );
+        let p = plan_with(&s, "src", Target::At(T0 + 5000), true)
             .await
-            .unwrap()
-            .notes
-            .is_empty());
-        assert!(plan(&s, "src", Target::At(T0 + 1500))
-            .await
-            .unwrap()
-            .notes
-            .is_empty());
+            .unwrap();
+        assert_eq!(p.stop_offset, a.end_offset());
+        assert!(
+            p.notes.iter().any(|n| n.starts_with("INEXACT")),
+            "{:?}",
+            p.notes
+        );
+        // Before and after the interval: exact, no note.
+        for t in [T0 + 9550, T0 + 1500, T0 + 2000] {
+            assert!(
+                plan(&s, "src", Target::At(t))
+                    .await
+                    .unwrap()
+                    .notes
+                    .is_empty(),
+                "{t}"
+            );
+        }
+    }
+
+    /// The intervals the agent stored are refused without reading the log.
+    #[tokio::test]
+    async fn a_stored_uncertain_interval_is_refused() {
+        let s = store();
+        let gen = layout::generation_id(T0);
+        generation(&s, &gen, 0, T0).await;
+        let mut a = spec(0, T0, Origin::NewGeneration);
+        a.command(T0 + 1000, 0, &["SET", "a", "1"])
+            .command(T0 + 4000, 0, &["SET", "b", "1"])
+            .cut(T0 + 5000);
+        seal(&s, &gen, &a, T0 + 5000).await;
+        let name = layout::UncertainName {
+            from_offset: 10,
+            to_offset: 20,
+            from_ms: T0 + 1000,
+            to_ms: T0 + 4000,
+        };
+        let rec = crate::store::manifest::UncertainRecord {
+            from_ms: name.from_ms,
+            to_ms: name.to_ms,
+            from_offset: 10,
+            to_offset: 20,
+            records: 1,
+            cause: "silence".into(),
+        };
+        put(&s, layout::uncertain_key("src", &gen, &name), rec.encode()).await;
+        match plan(&s, "src", Target::At(T0 + 2000)).await {
+            Err(RestoreError::Uncertain(u)) => assert_eq!(u.from_ms, T0 + 1000),
+            other => panic!("{other:?}"),
+        }
+        assert!(plan(&s, "src", Target::At(T0 + 4500)).await.is_ok());
     }
 
     #[tokio::test]
