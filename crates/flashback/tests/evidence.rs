@@ -198,12 +198,16 @@ impl Fixed {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let child = die_with_parent(&mut cmd).spawn().unwrap();
+        // Owned by the guard at once, so a failed start still kills and reaps it.
+        let fixed = Fixed {
+            child: die_with_parent(&mut cmd).spawn().unwrap(),
+            port,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut c) = Conn::connect(port) {
                 if matches!(c.try_call(&["PING"]), Ok(Reply::Status(s)) if s == b"PONG") {
-                    return Fixed { child, port };
+                    return fixed;
                 }
             }
             assert!(
