@@ -1,6 +1,7 @@
 //! What a store holds, from its listing plus the small manifests: sources, generations, and the
 //! restorable window of each. No database, no index object: a LIST is the catalog.
 
+use super::chain;
 use super::layout::{self, Entry, SealedName};
 use super::manifest::GenerationManifest;
 use super::{Store, StoreError};
@@ -68,61 +69,16 @@ pub struct Window {
 
 impl Generation {
     /// From the oldest base whose log reaches furthest, to the last time that log is known
-    /// complete. None when the generation has no manifest. Usually that is the manifest's own
-    /// base; after a prune removed it and the first segments, it is the oldest base kept.
-    /// Segments that end at or before the base are not needed from it and are passed over; a
-    /// hole in the chain ends the window at the hole.
+    /// complete ([`chain::Chain::window`]). None without a manifest or a base. Usually that is
+    /// the manifest's own base; after a prune removed it and the first segments, it is the
+    /// oldest base kept on the log.
     pub fn window(&self) -> Option<Window> {
-        let m = self.manifest.as_ref()?;
-        let mut starts: Vec<(u64, u64)> = self
-            .bases
-            .iter()
-            .filter(|b| b.offset >= m.base_offset)
-            .map(|b| {
-                let t = if b.offset == m.base_offset {
-                    m.base_time_ms
-                } else {
-                    b.time_ms
-                };
-                (b.offset, t)
-            })
-            .collect();
-        if starts.is_empty() {
-            starts.push((m.base_offset, m.base_time_ms));
-        }
-        let mut best: Option<Window> = None;
-        for (offset, time_ms) in starts {
-            let mut w = Window {
-                from_ms: time_ms,
-                to_ms: time_ms,
-                from_offset: offset,
-                to_offset: offset,
-            };
-            let spans = self
-                .sealed
-                .iter()
-                .map(|s| (s.name.start_offset, s.name.end_offset, s.name.end_time_ms))
-                .chain(
-                    self.tails
-                        .iter()
-                        .map(|t| (t.start_offset, t.end_offset, t.covered_through_ms)),
-                );
-            for (start, end, end_ms) in spans {
-                if end <= w.to_offset && start < w.to_offset {
-                    continue;
-                }
-                if start > w.to_offset {
-                    break;
-                }
-                w.to_offset = end;
-                w.to_ms = w.to_ms.max(end_ms);
-            }
-            match best {
-                Some(b) if b.to_offset >= w.to_offset => {}
-                _ => best = Some(w),
-            }
-        }
-        best
+        self.chain().window()
+    }
+
+    /// What restores from where: the one walk of this generation's log.
+    pub fn chain(&self) -> chain::Chain<'_> {
+        chain::Chain::of(self)
     }
 
     pub fn bytes(&self) -> u64 {

@@ -10,6 +10,7 @@
 
 pub mod aws_files;
 pub mod catalog;
+pub mod chain;
 pub mod crypt;
 pub mod layout;
 pub mod manifest;
