@@ -8,6 +8,7 @@
 
 use super::{OutsideWindow, Requested, RestoreError};
 use crate::store::catalog::{self, Generation, Window};
+use crate::store::chain::{Chain, Span, Which};
 use crate::store::manifest::GenerationManifest;
 use crate::store::Store;
 use crate::timespec::format_ms;
@@ -179,33 +180,20 @@ pub async fn plan(
     target: Target,
 ) -> Result<RestorePlan, RestoreError> {
     let gens = catalog::load_generations(store, source).await?;
-    let mut windows: Vec<(&Generation, Window)> = gens
+    let chains: Vec<Chain> = gens.iter().map(Generation::chain).collect();
+    // Every run of every generation: its continuous window, and before it the bases kept by
+    // retention after the log around them was pruned (restorable at their own instant:
+    // zero-length windows, so the rest of planning needs no special case).
+    let mut windows: Vec<(&Generation, Window, usize)> = chains
         .iter()
-        .filter_map(|g| g.window().map(|w| (g, w)))
-        .filter(|(g, _)| !g.bases.is_empty())
-        .collect();
-    // Bases older than their generation's window (daily/weekly/monthly restore points kept by
-    // retention after the log around them was pruned) are restorable at their own instant:
-    // zero-length windows, so the rest of planning needs no special case.
-    let points: Vec<(&Generation, Window)> = windows
-        .iter()
-        .flat_map(|(g, w)| {
-            g.bases
+        .flat_map(|c| {
+            c.runs
                 .iter()
-                .filter(|b| b.offset < w.from_offset)
-                .map(|b| {
-                    let at = Window {
-                        from_ms: b.time_ms,
-                        to_ms: b.time_ms,
-                        from_offset: b.offset,
-                        to_offset: b.offset,
-                    };
-                    (*g, at)
-                })
+                .enumerate()
+                .map(move |(ri, r)| (c.generation, r.window, ri))
         })
         .collect();
-    windows.extend(points);
-    windows.sort_by_key(|(g, w)| (g.id.clone(), w.from_offset));
+    windows.sort_by_key(|(g, w, _)| (g.id.clone(), w.from_offset));
     if windows.is_empty() {
         let why = if gens.is_empty() {
             "no generation has been captured".to_string()
@@ -222,41 +210,41 @@ pub async fn plan(
         RestoreError::OutsideWindow(Box::new(OutsideWindow {
             source: source.to_string(),
             requested,
-            windows: windows.iter().map(|(g, w)| (g.id.clone(), *w)).collect(),
+            windows: windows.iter().map(|(g, w, _)| (g.id.clone(), *w)).collect(),
         }))
     };
-    let (g, w, limit) = match target {
+    let (g, w, run, limit) = match target {
         Target::At(t) => {
             // Windows of successive generations do not overlap in time; if they ever touch, the
             // later one wins, as it holds the later history.
-            let (g, w) = windows
+            let (g, w, run) = windows
                 .iter()
                 .rev()
-                .find(|(_, w)| w.from_ms <= t && t <= w.to_ms)
+                .find(|(_, w, _)| w.from_ms <= t && t <= w.to_ms)
                 .ok_or_else(|| outside(Requested::Time(t)))?;
-            (*g, *w, Limit::Time(t))
+            (*g, *w, *run, Limit::Time(t))
         }
         Target::AtOffset(n) => {
             let hits: Vec<_> = windows
                 .iter()
-                .filter(|(_, w)| w.from_offset <= n && n <= w.to_offset)
+                .filter(|(_, w, _)| w.from_offset <= n && n <= w.to_offset)
                 .collect();
-            let (g, w) = hits.last().ok_or_else(|| outside(Requested::Offset(n)))?;
+            let (g, w, run) = hits.last().ok_or_else(|| outside(Requested::Offset(n)))?;
             if hits.len() > 1 {
                 notes.push(format!(
                     "offset {n} exists in {} generations ({}) because offsets restart with a new replication history; using the latest, {}",
                     hits.len(),
-                    hits.iter().map(|(g, _)| g.id.as_str()).collect::<Vec<_>>().join(", "),
+                    hits.iter().map(|(g, _, _)| g.id.as_str()).collect::<Vec<_>>().join(", "),
                     g.id
                 ));
             }
-            (*g, *w, Limit::Offset(n))
+            (*g, *w, *run, Limit::Offset(n))
         }
         Target::Latest => {
-            let (g, w) = windows
+            let (g, w, run) = windows
                 .last()
                 .ok_or_else(|| outside(Requested::Offset(0)))?;
-            (*g, *w, Limit::Offset(w.to_offset))
+            (*g, *w, *run, Limit::Offset(w.to_offset))
         }
     };
     let m = g
@@ -266,13 +254,36 @@ pub async fn plan(
             name: source.to_string(),
             why: "no manifest".into(),
         })?;
-    let (chain, reaches_all) = chain(g, w.from_offset);
-    let point = w.from_offset == w.to_offset && g.bases.iter().any(|b| b.offset == w.from_offset);
-    if !reaches_all && !point {
-        notes.push(format!(
-            "the log of generation {} has a hole after offset {}: later segments cannot be reached from its base and are not restorable",
-            g.id, w.to_offset
-        ));
+    let walked = chains
+        .iter()
+        .find(|c| c.generation.id == g.id)
+        .ok_or_else(|| RestoreError::NothingRestorable {
+            name: source.to_string(),
+            why: "no manifest".into(),
+        })?;
+    let chain: Vec<SegmentRef> = walked.runs[run]
+        .segments
+        .iter()
+        .map(|s| SegmentRef::of(g, s))
+        .collect();
+    if let Some(h) = walked.holes.iter().find(|h| h.run == run) {
+        notes.push(match h.bridged_by.map(|r| walked.runs[r].window) {
+            None => format!(
+                "the log of generation {} has a hole after offset {}: later segments cannot be reached from its base and are not restorable",
+                g.id, h.from_offset
+            ),
+            Some(next) => format!(
+                "the log of generation {} has a hole after offset {} (offsets {}..{} are missing): instants after {} and before {} cannot be restored; from {} on they restore from the base at offset {}",
+                g.id,
+                h.from_offset,
+                h.from_offset,
+                h.to_offset,
+                format_ms(h.from_ms),
+                format_ms(next.from_ms),
+                format_ms(next.from_ms),
+                next.from_offset
+            ),
+        });
     }
     if g.tails.iter().any(|t| t.torn) {
         notes.push("the open tail ends in a torn write (the agent stopped mid-write); the incomplete bytes are ignored".into());
@@ -283,11 +294,8 @@ pub async fn plan(
         .await?
         .filter(|c| c.end_offset > w.from_offset);
     let stop_offset = cut.map(|c| c.end_offset).unwrap_or(w.from_offset);
-    let (base_offset, base_key, base_size, base_time_ms) = g
-        .bases
-        .iter()
-        .rev()
-        .find(|b| b.offset <= stop_offset && b.offset >= w.from_offset)
+    let (base_offset, base_key, base_size, base_time_ms) = walked
+        .base_for(run, stop_offset)
         .map(|b| (b.offset, b.key.clone(), b.size, b.time_ms))
         .ok_or_else(|| RestoreError::Log {
             key: g.id.clone(),
@@ -340,49 +348,23 @@ pub async fn plan(
     })
 }
 
-/// The segments that chain from `from` without a hole (sealed ones, then open tails, as
-/// `Generation::window` walks them), and whether every segment of the generation was reached.
-fn chain(g: &Generation, from: u64) -> (Vec<SegmentRef>, bool) {
-    let mut at = from;
-    let mut out = Vec::new();
-    for s in &g.sealed {
-        // Ends at or before the base the chain starts from: not needed.
-        if s.name.end_offset <= at && s.name.start_offset < at {
-            continue;
+impl SegmentRef {
+    /// The segment the walker placed on a run, from the listing.
+    fn of(g: &Generation, s: &Span) -> SegmentRef {
+        let (key, size, sealed) = match s.which {
+            Which::Sealed(i) => (&g.sealed[i].key, g.sealed[i].size, true),
+            Which::Tail(i) => (&g.tails[i].key, g.tails[i].size, false),
+        };
+        SegmentRef {
+            key: key.clone(),
+            size,
+            start_offset: s.start_offset,
+            end_offset: s.end_offset,
+            first_time_ms: s.first_time_ms,
+            end_time_ms: s.end_time_ms,
+            sealed,
         }
-        if s.name.start_offset > at {
-            return (out, false);
-        }
-        out.push(SegmentRef {
-            key: s.key.clone(),
-            size: s.size,
-            start_offset: s.name.start_offset,
-            end_offset: s.name.end_offset,
-            first_time_ms: s.name.first_time_ms,
-            end_time_ms: s.name.end_time_ms,
-            sealed: true,
-        });
-        at = s.name.end_offset;
     }
-    for t in &g.tails {
-        if t.end_offset <= at && t.start_offset < at {
-            continue;
-        }
-        if t.start_offset > at {
-            return (out, false);
-        }
-        out.push(SegmentRef {
-            key: t.key.clone(),
-            size: t.size,
-            start_offset: t.start_offset,
-            end_offset: t.end_offset,
-            first_time_ms: t.first_time_ms,
-            end_time_ms: t.covered_through_ms,
-            sealed: false,
-        });
-        at = t.end_offset;
-    }
-    (out, true)
 }
 
 /// A segment streamed from the store one block at a time: a segment can hold a 512 MB
