@@ -25,7 +25,8 @@
 use crate::redis_server::{RedisServer, ServerBinary, ServerOptions};
 use crate::restore::{self, engine, RestoreError, Target};
 use crate::source::Client;
-use crate::store::catalog::{BaseObject, SealedSegment};
+use crate::store::catalog::{BaseObject, Generation, SealedSegment, TailSegment};
+use crate::store::chain::{Chain, Hole, Role, Which};
 use crate::store::layout::{self, Entry};
 use crate::store::manifest::{GenerationManifest, LogHead};
 use crate::store::Store;
@@ -400,16 +401,13 @@ struct GenCheck<'a> {
     uploading_from: Option<u64>,
 }
 
-/// How far the log of a generation is intact, walking it in restore's order.
-struct Chain {
-    /// The end offset of the intact chain.
-    at: u64,
-    /// Its end time (the base's time, then each segment's end).
-    end_ms: u64,
+/// How far one run of a generation's log is intact, in restore's order.
+#[derive(Default)]
+struct RunState {
     /// First record time of the last good block with records: restore at T reads on to the
     /// first block after T, so instants before this time never touch what comes after.
     last_good_first_ms: Option<u64>,
-    /// Set at the first break: up to which instant the generation still restores.
+    /// Set at the first break: up to which instant the run still restores.
     broken: Option<Option<u64>>,
 }
 
@@ -444,40 +442,57 @@ impl GenCheck<'_> {
             }
         };
         self.check_bases(&listed.bases, manifest.as_ref()).await;
-        // The chain starts where restore's does: at the oldest base left (a prune deletes the
-        // first base and the log before the next one).
-        let oldest = manifest.as_ref().and_then(|m| {
-            let b = listed.bases.iter().find(|b| b.offset >= m.base_offset)?;
-            let t = if b.offset == m.base_offset {
-                m.base_time_ms
-            } else {
-                b.time_ms
+        // Tails first: the walk needs to know where each ends, which only a scan tells.
+        let mut tails = Vec::new();
+        let mut tail_scans = Vec::new();
+        for (key, size, start) in &listed.tails {
+            let scan = self.scan(key, *size, Sealed::No).await;
+            if matches!(&scan.failure, Some(f) if f.kind == Kind::Missing) {
+                // A live agent sealed it since the listing: what it held is in a sealed
+                // segment that the next run of verify will read. Not damage.
+                continue;
+            }
+            let (first_ms, end, through) = match (&scan.summary, &scan.header) {
+                (Some(s), h) => (
+                    s.first_time_ms,
+                    s.end_offset,
+                    s.end_time_ms.max(h.as_ref().map_or(0, |h| h.created_ms)),
+                ),
+                (None, _) => (0, *start, 0),
             };
-            Some((b.offset, t))
-        });
-        let (start_offset, start_ms) = match (&manifest, oldest) {
-            (Some(_), Some(start)) => start,
-            (Some(m), None) => (m.base_offset, m.base_time_ms),
-            (None, _) => match listed.sealed.first() {
-                Some(s) => (s.name.start_offset, s.name.first_time_ms),
-                None => (listed.tails.first().map_or(0, |t| t.2), 0),
-            },
+            tails.push(TailSegment {
+                key: key.clone(),
+                size: *size,
+                start_offset: *start,
+                end_offset: end,
+                first_time_ms: first_ms,
+                covered_through_ms: through,
+                torn: scan.torn.is_some(),
+            });
+            tail_scans.push(scan);
+        }
+        let gen = Generation {
+            id: self.gen.clone(),
+            manifest: manifest.clone(),
+            bases: listed.bases.clone(),
+            sealed: listed.sealed.clone(),
+            tails,
+            head: None,
         };
-        let mut chain = Chain {
-            at: start_offset,
-            end_ms: start_ms,
-            last_good_first_ms: None,
-            broken: manifest.is_none().then_some(None),
+        // The walk restore plans with: what each segment is for, where the holes are.
+        let walk = Chain::of(&gen);
+        let mut runs: Vec<RunState> = walk.runs.iter().map(|_| RunState::default()).collect();
+        // Damage past an unbridged hole is charged to the last run, whose bound the hole sets.
+        let last_run = walk.runs.len().checked_sub(1);
+        let run_of = |which: Which| match walk.role(which) {
+            Some(Role::Needed(r)) => Some(Some(r)),
+            Some(Role::Unreachable) => Some(None),
+            _ => None,
         };
-        let mut log_problems = Vec::new();
-        for s in &listed.sealed {
+        // (run the problem bounds, problem index)
+        let mut log_problems: Vec<(Option<usize>, usize)> = Vec::new();
+        for (i, s) in listed.sealed.iter().enumerate() {
             let n = &s.name;
-            let needed = self.link(
-                &mut chain,
-                &mut log_problems,
-                (n.start_offset, n.end_offset),
-                n.first_time_ms,
-            );
             let scan = self.scan(&s.key, s.size, Sealed::Yes).await;
             // Cheaper to explain than whatever the scan tripped on: the object is not the
             // size it was written at. The scan still ran, for how far the log is good.
@@ -500,36 +515,28 @@ impl GenCheck<'_> {
                 failure = name_mismatch(n, scan.header.as_ref(), scan.summary.as_ref())
                     .or_else(|| crc_mismatch(scan.crc32c, n.crc32c));
             }
-            if !needed {
+            let Some(run) = run_of(Which::Sealed(i)) else {
                 if let Some(f) = failure {
                     self.problem(s.key.to_string(), f, UNNEEDED.into(), None);
                 }
                 continue;
+            };
+            if let Some(r) = run {
+                runs[r].advance_good(scan.last_good_first_ms);
             }
-            chain.advance_good(scan.last_good_first_ms);
             if let Some(f) = failure {
-                chain.break_here();
-                log_problems.push(self.problem(s.key.to_string(), f, String::new(), None));
+                if let Some(r) = run {
+                    runs[r].break_here();
+                }
+                let i = self.problem(s.key.to_string(), f, String::new(), None);
+                log_problems.push((run.or(last_run), i));
             }
-            // Chained by name, as restore plans: damage inside is reported above, and must not
-            // also show as a hole before the next segment.
-            chain.at = n.end_offset;
-            chain.end_ms = chain.end_ms.max(n.end_time_ms);
         }
-        for (key, size, start) in &listed.tails {
-            let scan = self.scan(key, *size, Sealed::No).await;
-            if matches!(&scan.failure, Some(f) if f.kind == Kind::Missing) {
-                // A live agent sealed it since the listing: what it held is in a sealed
-                // segment that the next run of verify will read. Not damage.
-                continue;
-            }
-            let (first_ms, end) = scan
-                .summary
-                .as_ref()
-                .map_or((0, *start), |s| (s.first_time_ms, s.end_offset));
-            if !self.link(&mut chain, &mut log_problems, (*start, end), first_ms) {
+        for (i, scan) in tail_scans.into_iter().enumerate() {
+            let t = &gen.tails[i];
+            let Some(run) = run_of(Which::Tail(i)) else {
                 self.report.warnings.push(Problem {
-                    key: key.to_string(),
+                    key: t.key.to_string(),
                     offset: None,
                     kind: Kind::Leftover,
                     message: "an open tail whose data sealed segments already hold (the agent died while sealing)".into(),
@@ -537,7 +544,7 @@ impl GenCheck<'_> {
                     restorable_through_ms: None,
                 });
                 continue;
-            }
+            };
             if let Some(reason) = &scan.torn {
                 // The scanner says "byte <n>: <why>"; the offset gets its own field.
                 let (offset, why) = match reason
@@ -548,7 +555,7 @@ impl GenCheck<'_> {
                     None => (None, reason.as_str()),
                 };
                 self.report.warnings.push(Problem {
-                    key: key.to_string(),
+                    key: t.key.to_string(),
                     offset,
                     kind: Kind::Torn,
                     message: format!("the open tail ends in a partly written block: {why}"),
@@ -558,39 +565,69 @@ impl GenCheck<'_> {
             }
             let failure = match scan.failure {
                 Some(f) => Some(f),
-                None => name_mismatch_tail(*start, scan.header.as_ref()),
+                None => name_mismatch_tail(t.start_offset, scan.header.as_ref()),
             };
-            chain.advance_good(scan.last_good_first_ms);
-            match failure {
-                Some(f) => {
-                    chain.break_here();
-                    log_problems.push(self.problem(key.to_string(), f, String::new(), None));
+            if let Some(r) = run {
+                runs[r].advance_good(scan.last_good_first_ms);
+            }
+            if let Some(f) = failure {
+                if let Some(r) = run {
+                    runs[r].break_here();
                 }
-                None => {
-                    if let Some(s) = &scan.summary {
-                        chain.at = chain.at.max(s.end_offset);
-                        chain.end_ms = chain.end_ms.max(s.end_time_ms);
-                    }
-                }
+                let i = self.problem(t.key.to_string(), f, String::new(), None);
+                log_problems.push((run.or(last_run), i));
+            }
+        }
+        for h in &walk.holes {
+            // At a hole restore stops cleanly: every instant of the run before it is reachable.
+            let state = &mut runs[h.run];
+            if state.broken.is_none() {
+                state.broken = Some(Some(h.from_ms));
+            }
+            if let Some(i) = self.hole(h) {
+                log_problems.push((Some(h.run), i));
             }
         }
         if let Some(key) = &listed.head {
-            self.check_head(key, &chain, &mut log_problems).await;
+            if let Some(i) = self.check_head(key, &walk, &runs).await {
+                log_problems.push((last_run, i));
+            }
         }
-        // Every log problem gets the same impact: the first break bounds the generation.
-        let through = chain.broken.flatten();
-        let impact = match through {
-            Some(t) => format!(
-                "instants of generation {} up to {} still restore; later ones cannot",
-                self.gen,
-                format_ms(t)
-            ),
-            None => format!("no instant of generation {} can be restored", self.gen),
-        };
-        for i in log_problems {
+        // Every log problem of a run gets the same impact: the run's first break bounds it,
+        // and a later run (a base past a hole) restores again from its own start.
+        for (run, i) in log_problems {
+            let (through, resumes) = match run {
+                Some(r) => (
+                    runs[r].broken.flatten(),
+                    walk.runs.get(r + 1).map(|n| n.window),
+                ),
+                None => (None, None),
+            };
+            let impact = match (through, resumes) {
+                (Some(t), None) => format!(
+                    "instants of generation {} up to {} still restore; later ones cannot",
+                    self.gen,
+                    format_ms(t)
+                ),
+                (None, None) => format!("no instant of generation {} can be restored", self.gen),
+                (Some(t), Some(n)) => format!(
+                    "instants of generation {} up to {} still restore, and again from {} (the base at offset {}) on; those between cannot",
+                    self.gen,
+                    format_ms(t),
+                    format_ms(n.from_ms),
+                    n.from_offset
+                ),
+                (None, Some(n)) => format!(
+                    "instants of generation {} before {} cannot be restored; from {} (the base at offset {}) on they restore",
+                    self.gen,
+                    format_ms(n.from_ms),
+                    format_ms(n.from_ms),
+                    n.from_offset
+                ),
+            };
             let p = &mut self.report.problems[i];
             if p.impact.is_empty() {
-                p.impact = impact.clone();
+                p.impact = impact;
                 p.restorable_through_ms = through;
             }
         }
@@ -615,40 +652,22 @@ impl GenCheck<'_> {
         self.report.problems.len() - 1
     }
 
-    /// Places a segment spanning offsets `span` on the chain, as restore's planner does: one
-    /// that ends at or before the chain's end is not needed (its data is before the oldest
-    /// base, or held by another segment): returns false. One that starts after it leaves a
-    /// hole, reported here. One that starts inside the data (the oldest base falls inside a
-    /// segment) continues it.
-    fn link(
-        &mut self,
-        chain: &mut Chain,
-        log_problems: &mut Vec<usize>,
-        (start, end): (u64, u64),
-        first_ms: u64,
-    ) -> bool {
-        if start < chain.at && end <= chain.at {
-            return false;
-        }
-        if start <= chain.at {
-            return true;
-        }
+    /// Reports a hole the walk found: a warning while an upload is filling it, else a
+    /// problem (returned) whose impact the caller fills in.
+    fn hole(&mut self, h: &Hole) -> Option<usize> {
         let key = format!(
             "{}/{:016x}-*.seg",
             layout::segments_prefix(self.source, &self.gen),
-            chain.at
+            h.from_offset
         );
         let what = format!(
-            "no segment holds offsets {}..{start}: the log has a hole between {} (the data before it ends) and {} (the next segment starts)",
-            chain.at,
-            format_ms(chain.end_ms),
-            if first_ms == 0 { "an unknown time".to_string() } else { format_ms(first_ms) },
+            "no segment holds offsets {}..{}: the log has a hole between {} (the data before it ends) and {} (the next segment starts)",
+            h.from_offset,
+            h.to_offset,
+            format_ms(h.from_ms),
+            if h.to_ms == 0 { "an unknown time".to_string() } else { format_ms(h.to_ms) },
         );
-        // At a hole restore stops cleanly: every instant before it is reachable.
-        if chain.broken.is_none() {
-            chain.broken = Some(Some(chain.end_ms));
-        }
-        if self.uploading_from.is_some_and(|from| start >= from) {
+        if self.uploading_from.is_some_and(|from| h.to_offset >= from) {
             self.report.warnings.push(Problem {
                 key,
                 offset: None,
@@ -660,30 +679,29 @@ impl GenCheck<'_> {
                 impact: "none once the upload completes; until then restore stops its window at the hole".into(),
                 restorable_through_ms: None,
             });
-            chain.at = start;
-            return true;
+            return None;
         }
-        log_problems.push(self.problem(
+        Some(self.problem(
             key,
             Failure::new(Kind::Missing, None, what),
             String::new(),
             None,
-        ));
-        chain.at = start;
-        true
+        ))
     }
 
     /// The listing must reach the log head the agent recorded: otherwise the newest segments
-    /// are gone, which the names of those left cannot show. A head that cannot be read is a
-    /// warning only (it is advice about the log, not part of it).
-    async fn check_head(&mut self, key: &Path, chain: &Chain, log_problems: &mut Vec<usize>) {
+    /// are gone, which the names of those left cannot show. A head that cannot be read is
+    /// damage like any other stored file's (verify cannot vouch for the log's end without it);
+    /// one that vanished since the listing is a warning (a prune or a new generation raced us).
+    /// Returns the problem for the caller to give the log's impact, when that is not known here.
+    async fn check_head(&mut self, key: &Path, walk: &Chain<'_>, runs: &[RunState]) -> Option<usize> {
         let head = self
             .read_small(key)
             .await
             .and_then(|b| LogHead::decode(key.as_ref(), &b).map_err(|e| Failure::format(&e)));
         let head = match head {
             Ok(h) => h,
-            Err(f) => {
+            Err(f) if f.kind == Kind::Missing => {
                 self.report.warnings.push(Problem {
                     key: key.to_string(),
                     offset: f.offset,
@@ -692,22 +710,59 @@ impl GenCheck<'_> {
                     impact: "none for restore; verify cannot tell whether the newest segments are all there".into(),
                     restorable_through_ms: None,
                 });
-                return;
+                return None;
+            }
+            Err(f) => {
+                let through = walk.window().map(|w| w.to_ms);
+                let what = format!("the log head is damaged: {}", f.what);
+                let impact = format!(
+                    "restore does not read it, so the restorable instants are as reported for the log{}; but verify cannot tell whether the newest segments are all there, and a restarted agent cannot use it: rewrite it by restarting capture",
+                    through.map(|t| format!(" (through {})", format_ms(t))).unwrap_or_default()
+                );
+                self.problem(key.to_string(), Failure { what, ..f }, impact, None);
+                return None;
             }
         };
-        if chain.at >= head.end_offset {
-            return;
+        let g = walk.generation;
+        if g.sealed.is_empty() && g.tails.is_empty() && !g.bases.is_empty() {
+            // A head beside bases alone: a prune (older than the one that deletes such heads)
+            // kept this generation for its restore points only and deleted the log it
+            // describes. Those points need no log.
+            self.report.warnings.push(Problem {
+                key: key.to_string(),
+                offset: None,
+                kind: Kind::Leftover,
+                message: format!(
+                    "a log head (the log went through offset {}, {}) beside no segment: the generation holds only restore points, its log was pruned",
+                    head.end_offset,
+                    format_ms(head.end_time_ms)
+                ),
+                impact: "none: each kept base restores at its own instant; `flashback prune` deletes such a head".into(),
+                restorable_through_ms: None,
+            });
+            return None;
+        }
+        // How far the listing reaches, past holes too: a hole is reported on its own.
+        let listed_end = walk
+            .spans
+            .iter()
+            .map(|(s, _)| s.end_offset)
+            .chain(walk.window().map(|w| w.to_offset))
+            .max()
+            .unwrap_or(0);
+        if listed_end >= head.end_offset {
+            return None;
         }
         let f = Failure::new(
             Kind::Missing,
-            Some(chain.at),
+            Some(listed_end),
             format!(
                 "the log ends at offset {} but the agent stored it through offset {} ({}, newest segment {}): the segments after offset {} are gone",
-                chain.at,
+                listed_end,
                 head.end_offset,
                 format_ms(head.end_time_ms),
                 head.segment,
-                chain.at
+                listed_end
             ),
         );
         let i = self.problem(
@@ -716,18 +771,20 @@ impl GenCheck<'_> {
             String::new(),
             None,
         );
-        log_problems.push(i);
         // Instants up to the end of what is left still restore, unless an earlier break
         // already bounds them.
-        if chain.broken.is_none() {
+        let last = runs.last().zip(walk.window());
+        if let Some((state, w)) = last.filter(|(s, _)| s.broken.is_none()) {
+            let _ = state;
             self.report.problems[i].impact = format!(
                 "instants of generation {} up to {} still restore; later ones, through {}, are lost",
                 self.gen,
-                format_ms(chain.end_ms),
+                format_ms(w.to_ms),
                 format_ms(head.end_time_ms)
             );
-            self.report.problems[i].restorable_through_ms = Some(chain.end_ms);
+            self.report.problems[i].restorable_through_ms = Some(w.to_ms);
         }
+        Some(i)
     }
 
     /// A small object whole (a manifest, a log head).
@@ -1004,7 +1061,7 @@ impl GenCheck<'_> {
     }
 }
 
-impl Chain {
+impl RunState {
     fn advance_good(&mut self, first_ms: Option<u64>) {
         if self.broken.is_none() && first_ms.is_some() {
             self.last_good_first_ms = first_ms;
