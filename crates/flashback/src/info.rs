@@ -53,8 +53,9 @@ pub struct SourceInfo {
     /// restorable.
     pub latest_base: Option<BaseInfo>,
     /// Bases before their generation's window, kept by retention after the log around them was
-    /// pruned (or before a hole that a later base bridges): each restores from its own instant
-    /// through `to_ms` (the same instant, for a base alone). Oldest first.
+    /// pruned (or before a hole that a later base bridges), and older generations whose window
+    /// is a base alone (kept for that point; they stay in `windows` too): each restores from
+    /// its own instant through `to_ms` (the same instant, for a base alone). Oldest first.
     pub restore_points: Vec<RestorePointInfo>,
 }
 
@@ -198,7 +199,26 @@ pub async fn gather(store: &Store, now_ms: u64) -> Result<StoreInfo, StoreError>
 
 /// The pure part of [`gather`], over generations already loaded (oldest first).
 pub fn source_info(name: &str, gens: &[Generation], now_ms: u64) -> SourceInfo {
-    let generations: Vec<GenerationInfo> = gens.iter().map(generation_info).collect();
+    let mut generations: Vec<GenerationInfo> = gens.iter().map(generation_info).collect();
+    // An older generation whose window is a base alone was kept by retention for that
+    // restore point; the newest one's is where capture is now, not a kept point.
+    let newest = generations.iter().rposition(|g| g.window.is_some());
+    for (i, g) in generations.iter_mut().enumerate() {
+        match &g.window {
+            Some(w) if Some(i) != newest && w.from_offset == w.to_offset => {
+                g.restore_points.push(RestorePointInfo {
+                    generation: g.id.clone(),
+                    offset: w.from_offset,
+                    time_ms: w.from_ms,
+                    time: w.from.clone(),
+                    to_ms: w.to_ms,
+                    to: w.to.clone(),
+                    to_offset: w.to_offset,
+                })
+            }
+            _ => {}
+        }
+    }
     let windows: Vec<RestorableWindow> = generations
         .iter()
         .filter_map(|g| {

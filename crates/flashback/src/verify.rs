@@ -29,12 +29,10 @@ use crate::store::catalog::{BaseObject, Generation, SealedSegment, TailSegment};
 use crate::store::chain::{Chain, Hole, Role, Which};
 use crate::store::layout::{self, Entry};
 use crate::store::manifest::{GenerationManifest, LogHead};
-use crate::store::Store;
+use crate::store::stream::{SegmentStream, StreamError};
+use crate::store::{Store, StoreError};
 use crate::timespec::{format_ms, format_rfc3339_ms};
-use bytes::BytesMut;
-use flashback_format::segment::{
-    self, Item, Sealed, SegmentHeader, SegmentScanner, SegmentSummary,
-};
+use flashback_format::segment::{self, Item, Sealed, SegmentHeader, SegmentSummary};
 use flashback_format::{rdb, Error as FormatError};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -361,6 +359,20 @@ impl Failure {
                 Failure::new(Kind::Unreadable, None, source.to_string())
             }
             other => Failure::new(Kind::Corrupt, None, other.to_string()),
+        }
+    }
+
+    /// A segment that could not be read to its end.
+    fn stream(e: StreamError) -> Self {
+        match e {
+            StreamError::Format(e) => Failure::format(&e),
+            StreamError::Short { have, len, .. } => Failure::new(
+                Kind::Truncated,
+                Some(have),
+                format!("the store returned {have} of the object's {len} bytes"),
+            ),
+            StreamError::Store(StoreError::ObjectStore(e)) => Failure::store(e),
+            StreamError::Store(e) => Failure::new(Kind::Unreadable, None, e.to_string()),
         }
     }
 
@@ -942,66 +954,25 @@ impl GenCheck<'_> {
         crc_mismatch(Some(crc32c), b.crc32c)
     }
 
-    /// Streams a segment through the scanner, decoding every block.
+    /// Streams a segment through the scanner ([`SegmentStream`]), decoding every block.
     async fn scan(&mut self, key: &Path, size: u64, sealed: Sealed) -> Scan {
         let mut scan = Scan::default();
-        let got = match self.store.os.get(key).await {
-            Ok(g) => g,
+        // An open tail may have grown since the listing; a sealed segment must not have.
+        let expected = (sealed == Sealed::Yes).then_some(size);
+        let mut stream = match SegmentStream::open(self.store, key, sealed, expected).await {
+            Ok(s) => s,
             Err(e) => {
-                scan.failure = Some(Failure::store(e));
+                scan.failure = Some(Failure::stream(e));
                 return scan;
             }
         };
-        // An open tail may have grown since the listing; a sealed segment must not have.
-        let len = match sealed {
-            Sealed::Yes => size,
-            Sealed::No => got.meta.size,
-        };
-        let mut scanner = SegmentScanner::new(key.as_ref(), len, sealed);
-        let mut body = got.into_stream();
-        let mut buf = BytesMut::new();
-        let mut fetched = 0u64;
-        let (mut received, mut crc) = (0u64, 0u32);
         let failure = loop {
-            let n = match scanner.next_need() {
-                Ok(0) => break None,
-                Ok(n) => n,
-                Err(e) => break Some(Failure::format(&e)),
-            };
-            let mut short = false;
-            while buf.len() < n {
-                match body.next().await {
-                    Some(Ok(c)) => {
-                        received += c.len() as u64;
-                        crc = crc32c::crc32c_append(crc, &c);
-                        buf.extend_from_slice(&c);
-                    }
-                    Some(Err(e)) => {
-                        scan.failure = Some(Failure::store(e));
-                        return scan;
-                    }
-                    None => {
-                        short = true;
-                        break;
-                    }
-                }
-            }
-            if short {
-                let have = fetched + buf.len() as u64;
-                break Some(Failure::new(
-                    Kind::Truncated,
-                    Some(have),
-                    format!("the store returned {have} of the object's {len} bytes"),
-                ));
-            }
-            let bytes = buf.split_to(n);
-            fetched += n as u64;
-            let block = match scanner.feed(&bytes) {
+            let block = match stream.next_block().await {
                 Ok(Some(b)) => b,
-                Ok(None) => continue,
-                Err(e) => break Some(Failure::format(&e)),
+                Ok(None) => break None,
+                Err(e) => break Some(Failure::stream(e)),
             };
-            match scanner.decode(&block) {
+            match stream.decode(&block) {
                 Ok(items) => {
                     self.counts.blocks += 1;
                     self.counts.records += items
@@ -1012,30 +983,25 @@ impl GenCheck<'_> {
                         scan.last_good_first_ms = Some(block.info.first_time_ms);
                     }
                 }
-                Err(e) => break Some(Failure::format(&e)),
+                Err(e) => break Some(Failure::stream(e)),
             }
         };
         // The scan is done; what it did not need still counts for the checksum.
         if failure.is_none() {
-            while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(c) => {
-                        received += c.len() as u64;
-                        crc = crc32c::crc32c_append(crc, &c);
-                    }
-                    Err(e) => {
-                        scan.failure = Some(Failure::store(e));
-                        return scan;
-                    }
+            match stream.drain().await {
+                Ok((crc, _)) => scan.crc32c = Some(crc),
+                Err(e) => {
+                    self.counts.bytes += stream.received();
+                    scan.failure = Some(Failure::stream(e));
+                    return scan;
                 }
             }
-            scan.crc32c = Some(crc);
         }
-        self.counts.bytes += received;
-        scan.header = scanner.header().cloned();
+        self.counts.bytes += stream.received();
+        scan.header = stream.header().cloned();
         if failure.is_none() {
-            scan.summary = scanner.summary();
-            scan.torn = scanner.torn_reason().map(str::to_string);
+            scan.summary = stream.summary();
+            scan.torn = stream.torn_reason().map(str::to_string);
         }
         scan.failure = failure;
         scan

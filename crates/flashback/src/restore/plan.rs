@@ -12,14 +12,10 @@ use crate::store::chain::{Chain, Span, Which};
 use crate::store::manifest::GenerationManifest;
 use crate::store::Store;
 use crate::timespec::format_ms;
-use bytes::{Bytes, BytesMut};
-use flashback_format::segment::{
-    block_flags, BlockInfo, Item, ScannedBlock, Sealed, SegmentHeader, SegmentScanner,
-};
-use futures::stream::BoxStream;
-use futures::StreamExt;
+pub(crate) use crate::store::stream::SegmentStream;
+use crate::store::stream::StreamError;
+use flashback_format::segment::{block_flags, BlockInfo, Item, Sealed};
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
 
 /// The point in history to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,76 +363,31 @@ impl SegmentRef {
     }
 }
 
-/// A segment streamed from the store one block at a time: a segment can hold a 512 MB
-/// record (in fragments), and neither planning nor replaying may need that much memory.
-pub(crate) struct SegmentStream {
-    key: String,
-    scanner: SegmentScanner,
-    body: BoxStream<'static, object_store::Result<Bytes>>,
-    buf: BytesMut,
-    /// Bytes taken from the store so far.
-    pub fetched: u64,
-}
-
-impl SegmentStream {
-    pub(crate) async fn open(store: &Store, seg: &SegmentRef) -> Result<Self, RestoreError> {
-        let got = match store.os.get(&seg.key).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Err(RestoreError::Log {
-                key: seg.key.to_string(),
+impl SegmentRef {
+    /// Opens the segment as a [`SegmentStream`], as long as the object is at this GET (an open
+    /// tail may have grown since the listing).
+    pub(crate) async fn open(&self, store: &Store) -> Result<SegmentStream, RestoreError> {
+        match SegmentStream::open(store, &self.key, self.sealed_mode(), None).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_not_found() => Err(RestoreError::Log {
+                key: self.key.to_string(),
                 what: "disappeared since the listing (a live agent sealed or pruned it): run the restore again".into(),
             }),
-            Err(e) => return Err(crate::store::StoreError::from(e).into()),
-        };
-        // The object's size at this GET (an open tail may have grown since the listing).
-        let len = got.meta.size;
-        Ok(SegmentStream {
-            key: seg.key.to_string(),
-            scanner: SegmentScanner::new(seg.key.as_ref(), len, seg.sealed_mode()),
-            body: got.into_stream(),
-            buf: BytesMut::new(),
-            fetched: 0,
-        })
-    }
-
-    /// The next block, checked (its payload is decoded by [`decode`](Self::decode)).
-    pub(crate) async fn next_block(&mut self) -> Result<Option<ScannedBlock>, RestoreError> {
-        loop {
-            let n = self.scanner.next_need()?;
-            if n == 0 {
-                return Ok(None);
-            }
-            while self.buf.len() < n {
-                match self.body.next().await {
-                    Some(chunk) => self
-                        .buf
-                        .extend_from_slice(&chunk.map_err(crate::store::StoreError::from)?),
-                    None => {
-                        return Err(RestoreError::Log {
-                            key: self.key.clone(),
-                            what: format!(
-                                "the store returned {} bytes, fewer than the object's size",
-                                self.fetched + self.buf.len() as u64
-                            ),
-                        })
-                    }
-                }
-            }
-            let bytes = self.buf.split_to(n);
-            self.fetched += n as u64;
-            if let Some(b) = self.scanner.feed(&bytes)? {
-                return Ok(Some(b));
-            }
+            Err(e) => Err(e.into()),
         }
     }
+}
 
-    pub(crate) fn decode(&self, b: &ScannedBlock) -> Result<Vec<Item>, RestoreError> {
-        Ok(self.scanner.decode(b)?)
-    }
-
-    /// The segment's header, once a block (or the end) was read.
-    pub(crate) fn header(&self) -> Option<&SegmentHeader> {
-        self.scanner.header()
+impl From<StreamError> for RestoreError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Store(e) => e.into(),
+            StreamError::Format(e) => e.into(),
+            StreamError::Short { key, have, len } => RestoreError::Log {
+                key,
+                what: format!("the store returned {have} bytes, fewer than the object's {len}"),
+            },
+        }
     }
 }
 
@@ -461,7 +412,7 @@ async fn find_cut(
         if seg.end_offset == seg.start_offset || beyond {
             continue;
         }
-        let mut stream = SegmentStream::open(store, seg).await?;
+        let mut stream = seg.open(store).await?;
         let mut best = None;
         while let Some(block) = stream.next_block().await? {
             let b = &block.info;
@@ -552,7 +503,7 @@ async fn catchup_note(
         if prev_covered > t && run.is_none() {
             break;
         }
-        let mut stream = SegmentStream::open(store, seg).await?;
+        let mut stream = seg.open(store).await?;
         while let Some(block) = stream.next_block().await? {
             let b = &block.info;
             if b.flags & block_flags::CATCHUP != 0 {
@@ -598,6 +549,7 @@ mod tests {
     use flashback_format::segment::Origin;
     use flashback_format::spec::SegmentSpec;
     use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
     use std::sync::Arc;
 
     const REPLID: &str = "8f0c2a5b6e1d4c3b9a7f8e6d5c4b3a2918273645";

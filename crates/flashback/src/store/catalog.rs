@@ -4,6 +4,7 @@
 use super::chain;
 use super::layout::{self, Entry, SealedName};
 use super::manifest::GenerationManifest;
+use super::stream::{SegmentStream, StreamError};
 use super::{Store, StoreError};
 use flashback_format::segment::{Sealed, SegmentScanner};
 use futures::TryStreamExt;
@@ -230,40 +231,34 @@ async fn scan_tail(store: &Store, t: &mut TailSegment) -> Result<(), StoreError>
 }
 
 /// Streams a segment object through a [`SegmentScanner`] to its end, one block in memory at a
-/// time, and returns the finished scan (header, summary, blocks). Every block's checksum is
-/// checked on the way. An open tail shorter than its listed size (it was truncated since) ends
-/// as a torn write; a sealed segment that short is an error naming it.
+/// time ([`SegmentStream`]), and returns the finished scan (header, summary, blocks). Every
+/// block's checksum is checked on the way. An open tail shorter than its listed size (it was
+/// truncated since) ends as a torn write; a sealed segment that short is an error naming it.
 pub async fn scan_object(
     store: &Store,
     key: &Path,
     sealed: Sealed,
 ) -> Result<SegmentScanner, StoreError> {
-    use futures::StreamExt;
-    let got = store.os.get(key).await?;
-    let mut scanner = SegmentScanner::new(key.as_ref(), got.meta.size, sealed);
-    let mut body = got.into_stream();
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let n = scanner.next_need()?;
-        if n == 0 {
-            return Ok(scanner);
-        }
-        while buf.len() < n {
-            match body.next().await {
-                Some(chunk) => buf.extend_from_slice(&chunk?),
-                None if sealed == Sealed::No => return Ok(scanner),
-                None => {
-                    return Err(StoreError::Io {
-                        path: key.to_string(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the store returned fewer bytes than the object's listed size",
-                        ),
-                    })
-                }
-            }
-        }
-        let bytes = buf.split_to(n);
-        scanner.feed(&bytes)?;
+    let mut stream = SegmentStream::open(store, key, sealed, None)
+        .await
+        .map_err(store_error)?;
+    match stream.skip_to_end().await {
+        Ok(()) => Ok(stream.into_scanner()),
+        Err(StreamError::Short { .. }) if sealed == Sealed::No => Ok(stream.into_scanner()),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+fn store_error(e: StreamError) -> StoreError {
+    match e {
+        StreamError::Store(e) => e,
+        StreamError::Format(e) => StoreError::Format(e),
+        StreamError::Short { key, .. } => StoreError::Io {
+            path: key,
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the store returned fewer bytes than the object's listed size",
+            ),
+        },
     }
 }

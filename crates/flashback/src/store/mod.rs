@@ -14,6 +14,7 @@ pub mod chain;
 pub mod crypt;
 pub mod layout;
 pub mod manifest;
+pub mod stream;
 
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
