@@ -272,11 +272,7 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
         let w = run.window;
         let is_newest = Some(gi) == newest;
         // The bases on the window's log (not the kept points before it).
-        let on_chain = |b: &&BaseObject| {
-            run.bases
-                .iter()
-                .any(|&i| std::ptr::eq(&g.bases[i], *b))
-        };
+        let on_chain = |b: &&BaseObject| run.bases.iter().any(|&i| std::ptr::eq(&g.bases[i], *b));
         // The base from which this generation's kept history runs, if it keeps any.
         let anchor: Option<usize> = if w.to_ms >= cutoff_ms {
             g.bases
@@ -1053,7 +1049,11 @@ mod tests {
             .collect();
         assert_eq!(heads.len(), 1, "{:?}", deleted(&p));
         assert_eq!(heads[0].key, layout::head_key("src", &gens[0].id));
-        assert!(heads[0].reason.contains("only restore points"), "{}", heads[0].reason);
+        assert!(
+            heads[0].reason.contains("only restore points"),
+            "{}",
+            heads[0].reason
+        );
         assert_eq!(p.restore_points.len(), 1);
         assert!(!p.deletions.iter().any(|d| d.kind == ObjectKind::Manifest));
         // The restore point's generation still restores at that instant, from the walker.

@@ -706,7 +706,12 @@ impl GenCheck<'_> {
     /// damage like any other stored file's (verify cannot vouch for the log's end without it);
     /// one that vanished since the listing is a warning (a prune or a new generation raced us).
     /// Returns the problem for the caller to give the log's impact, when that is not known here.
-    async fn check_head(&mut self, key: &Path, walk: &Chain<'_>, runs: &[RunState]) -> Option<usize> {
+    async fn check_head(
+        &mut self,
+        key: &Path,
+        walk: &Chain<'_>,
+        runs: &[RunState],
+    ) -> Option<usize> {
         let head = self
             .read_small(key)
             .await

@@ -279,7 +279,11 @@ fn kept_restore_points_before_the_window_restore_and_raise_no_false_alarm() {
     let (g1, g2) = (gens[0].clone(), gens[1].clone());
     let bases1 = files(&g1.join("base"), ".rdb");
     let bases2 = files(&g2.join("base"), ".rdb");
-    assert_eq!((bases1.len(), bases2.len()), (2, 3), "{bases1:?} {bases2:?}");
+    assert_eq!(
+        (bases1.len(), bases2.len()),
+        (2, 3),
+        "{bases1:?} {bases2:?}"
+    );
     let anchor_offset = base_offset(&bases2[2]);
     let anchor_time = base_time(&bases2[2]);
     // C1 was made two days ago, C2 yesterday: each the newest base of its day.
@@ -317,7 +321,12 @@ fn kept_restore_points_before_the_window_restore_and_raise_no_false_alarm() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["offset"].as_u64().unwrap(), p["to_offset"].as_u64().unwrap()))
+        .map(|p| {
+            (
+                p["offset"].as_u64().unwrap(),
+                p["to_offset"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         points,
@@ -356,8 +365,14 @@ fn kept_restore_points_before_the_window_restore_and_raise_no_false_alarm() {
 
     // Every kept point and the window restore exactly.
     let at = |t: u64| at_arg(t);
-    assert_eq!(restore_rdb(&store, &["--at", &at(base_time(&c1_name))]), state_a);
-    assert_eq!(restore_rdb(&store, &["--at", &at(base_time(&c2_name))]), state_b);
+    assert_eq!(
+        restore_rdb(&store, &["--at", &at(base_time(&c1_name))]),
+        state_a
+    );
+    assert_eq!(
+        restore_rdb(&store, &["--at", &at(base_time(&c2_name))]),
+        state_b
+    );
     assert_eq!(restore_rdb(&store, &["--at", &at(anchor_time)]), state_c);
     assert_eq!(restore_rdb(&store, &["--at", &at(t_d)]), state_d);
     assert_eq!(restore_rdb(&store, &["--latest"]), state_d);

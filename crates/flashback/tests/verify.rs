@@ -378,7 +378,10 @@ fn verify_healthy_store_then_each_kind_of_damage() {
     let p = assert_fails_naming(&out, &j, &key_of(&copy, &head), "corrupt");
     assert!(p["offset"].is_u64(), "the byte is named: {p}");
     assert!(
-        p["impact"].as_str().unwrap().contains("restore does not read it"),
+        p["impact"]
+            .as_str()
+            .unwrap()
+            .contains("restore does not read it"),
         "{p}"
     );
     assert_eq!(problems(&j).len(), 1, "{}", out.all());

@@ -10,10 +10,10 @@ use super::{OutsideWindow, Requested, RestoreError};
 use crate::store::catalog::{self, Generation, Window};
 use crate::store::chain::{Chain, Span, Which};
 use crate::store::manifest::GenerationManifest;
-use crate::store::Store;
-use crate::timespec::format_ms;
 pub(crate) use crate::store::stream::SegmentStream;
 use crate::store::stream::StreamError;
+use crate::store::Store;
+use crate::timespec::format_ms;
 use flashback_format::segment::{block_flags, BlockInfo, Item, Sealed};
 use object_store::path::Path;
 
