@@ -1411,6 +1411,169 @@ fn plural(n: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::layout::SealedName;
+    use flashback_format::segment::Origin;
+    use flashback_format::spec::SegmentSpec;
+    use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    const REPLID: &str = "8f0c2a5b6e1d4c3b9a7f8e6d5c4b3a2918273645";
+    const T0: u64 = 1_790_000_000_000;
+    const GEN: &str = "000001a0b2c3d4e5";
+
+    fn store() -> Store {
+        Store {
+            os: Arc::new(InMemory::new()),
+            local_root: None,
+            encrypted: false,
+            url: "memory://".into(),
+        }
+    }
+
+    async fn put(s: &Store, key: Path, bytes: Vec<u8>) {
+        s.os.put(&key, bytes.into()).await.unwrap();
+    }
+
+    /// An empty RDB (CRC 0: written with `rdbchecksum no`), named with its size and crc32c.
+    async fn base(s: &Store, offset: u64, time_ms: u64) {
+        let rdb = b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec();
+        let (size, crc) = (rdb.len() as u64, crc32c::crc32c(&rdb));
+        put(
+            s,
+            layout::base_key("src", GEN, offset, time_ms, size, crc),
+            rdb,
+        )
+        .await;
+    }
+
+    /// Four sealed segments of one SET each, chained from offset 0 (record times T0+10..40 s);
+    /// returns their (start, end) offsets, after putting the ones `keep` says.
+    async fn log(s: &Store, keep: [bool; 4]) -> Vec<(u64, u64)> {
+        let m = GenerationManifest {
+            source: "src".into(),
+            generation: GEN.into(),
+            replid: REPLID.into(),
+            base_offset: 0,
+            base_time_ms: T0,
+            base_db: 0,
+            base_size: 18,
+            rdb_version: 10,
+            server: "redis 7.0.15".into(),
+            reason: "test".into(),
+            previous: None,
+            agent_version: "test".into(),
+        };
+        put(s, layout::manifest_key("src", GEN), m.encode()).await;
+        let mut start = 0;
+        let mut spans = Vec::new();
+        for (i, keep) in keep.into_iter().enumerate() {
+            let t = T0 + (i as u64 + 1) * 10_000;
+            let mut spec = SegmentSpec::new(REPLID, start, t - 5_000, Origin::Roll);
+            spec.command(t, 0, &["SET", "k", "v"]);
+            let (bytes, sum) = spec.build_sealed_with_summary(t + 1_000).unwrap();
+            let name = SealedName {
+                start_offset: sum.start_offset,
+                end_offset: sum.end_offset,
+                first_time_ms: sum.first_time_ms,
+                end_time_ms: sum.end_time_ms,
+                size: bytes.len() as u64,
+                crc32c: crc32c::crc32c(&bytes),
+            };
+            if keep {
+                put(s, layout::segment_key("src", GEN, &name), bytes).await;
+            }
+            spans.push((sum.start_offset, sum.end_offset));
+            start = sum.end_offset;
+        }
+        spans
+    }
+
+    async fn head(s: &Store, end_offset: u64) -> Vec<u8> {
+        let h = LogHead {
+            source: "src".into(),
+            generation: GEN.into(),
+            end_offset,
+            end_time_ms: T0 + 41_000,
+            segment: "x.seg".into(),
+            written_ms: T0 + 41_000,
+        };
+        let bytes = h.encode();
+        put(s, layout::head_key("src", GEN), bytes.clone()).await;
+        bytes
+    }
+
+    /// What a prune leaves: the first base kept as a daily point, the log up to a later base
+    /// deleted. Not "missing" anything.
+    #[tokio::test]
+    async fn a_kept_point_before_the_window_is_not_a_hole() {
+        let s = store();
+        let spans = log(&s, [false, false, true, true]).await;
+        base(&s, 0, T0).await;
+        base(&s, spans[2].0, T0 + 25_000).await;
+        head(&s, spans[3].1).await;
+        let r = check_source(&s, "src").await;
+        assert!(r.problems.is_empty(), "{:#?}", r.problems);
+        assert!(r.warnings.is_empty(), "{:#?}", r.warnings);
+    }
+
+    /// A lost segment between two bases: instants before it and from the later base on still
+    /// restore, and the report says both.
+    #[tokio::test]
+    async fn a_hole_bridged_by_a_later_base_spoils_only_the_instants_between() {
+        let s = store();
+        let spans = log(&s, [true, false, true, true]).await;
+        base(&s, 0, T0).await;
+        base(&s, spans[2].1, T0 + 31_000).await;
+        let r = check_source(&s, "src").await;
+        assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
+        let p = &r.problems[0];
+        assert_eq!(p.kind, Kind::Missing);
+        assert!(
+            p.message
+                .contains(&format!("offsets {}..{}", spans[1].0, spans[1].1)),
+            "{}",
+            p.message
+        );
+        assert!(
+            p.impact.contains("and again from")
+                && p.impact.contains(&format!("offset {}", spans[2].1)),
+            "{}",
+            p.impact
+        );
+        assert_eq!(p.restorable_through_ms, Some(T0 + 11_000));
+    }
+
+    /// A damaged log head is damage (exit 1), named with its byte; one beside a log that a
+    /// prune deleted whole (only a restore point kept) is a warning.
+    #[tokio::test]
+    async fn a_damaged_log_head_is_a_problem_and_one_beside_no_log_a_warning() {
+        let s = store();
+        let spans = log(&s, [true, true, true, true]).await;
+        base(&s, 0, T0).await;
+        let mut bytes = head(&s, spans[3].1).await;
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        put(&s, layout::head_key("src", GEN), bytes).await;
+        let r = check_source(&s, "src").await;
+        assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
+        let p = &r.problems[0];
+        assert_eq!(
+            (p.key.as_str(), p.kind),
+            (layout::head_key("src", GEN).as_ref(), Kind::Corrupt)
+        );
+        assert!(p.offset.is_some(), "{p:#?}");
+
+        let s = store();
+        let spans = log(&s, [false, false, false, false]).await;
+        base(&s, 0, T0).await;
+        head(&s, spans[3].1).await;
+        let r = check_source(&s, "src").await;
+        assert!(r.problems.is_empty(), "{:#?}", r.problems);
+        assert_eq!(
+            r.warnings.iter().map(|w| w.kind).collect::<Vec<_>>(),
+            [Kind::Leftover]
+        );
+    }
 
     /// A hole followed only by fresh segments while the agent is live is an upload in
     /// progress; an old segment after the hole, a dead agent, or the grace passing make it a
