@@ -2,9 +2,11 @@
 //!
 //! **Integrity.** For every generation of a source: the manifest decodes; every base is whole
 //! (the size the manifest recorded, the RDB's own CRC-64); every segment parses in its mode
-//! (sealed, or open tail) and every block decodes (checksums, zstd, the record chain); and the
-//! segments chain from the base offset without a hole or an overlap, each agreeing with its
-//! name. Every base's and sealed segment's name records its size and the crc32c of all its
+//! (sealed, or open tail) and every block decodes (checksums, zstd, the record chain); the
+//! segments chain, as restore walks them ([`crate::store::chain`]), without a hole, each
+//! agreeing with its name (a base kept as a restore point before the window needs no log, so
+//! the log a prune deleted before the window is no hole); and the log head decodes and the
+//! listing reaches it. Every base's and sealed segment's name records its size and the crc32c of all its
 //! bytes (`store::layout`): the listed size must be the recorded one, and the bytes read must
 //! have that checksum, which also catches damage the formats' own checks cannot see (a byte
 //! in an RDB's unchecked padding, a valid object swapped in under another's name). Objects are streamed, one block in memory at a time: a base can be gigabytes and a
