@@ -454,6 +454,30 @@ mod tests {
         assert!(text.contains("partly written block"), "{text}");
     }
 
+    /// A hole that a later base bridges costs only the instants between: the warning says the
+    /// window resumes, not that later segments are lost.
+    #[test]
+    fn a_bridged_hole_says_where_the_window_resumes() {
+        let now = T0 + 100_000;
+        let mut g = gen(
+            "g1",
+            Some(window(T0 + 50_000, T0 + 99_000, 500, 700)),
+            Some("first capture"),
+        );
+        g.chain_break = Some(ChainBreak {
+            at_offset: 100,
+            resumes_at_offset: 150,
+            unreachable_segments: 0,
+            bridged_by_base_offset: Some(500),
+        });
+        let text = render(&report(vec![source(vec![g], now)], now));
+        assert!(
+            text.contains("WARNING: segments missing between offsets 100 and 150: instants in between cannot be restored; the window resumes at the base at offset 500"),
+            "{text}"
+        );
+        assert!(!text.contains("cannot be restored; run"), "{text}");
+    }
+
     /// After a prune: the base restores use, not the deleted first one, and the kept points.
     #[test]
     fn pruned_base_and_kept_restore_points_are_shown() {
