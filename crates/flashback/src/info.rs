@@ -466,6 +466,7 @@ mod tests {
             sealed,
             tails,
             head: None,
+            uncertain: vec![],
         }
     }
 

@@ -546,6 +546,7 @@ mod tests {
                     sealed: vec![],
                     tails: vec![],
                     head: None,
+                    uncertain: vec![],
                 },
             };
             g.base(base_offset, start_ms);

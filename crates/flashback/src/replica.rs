@@ -777,6 +777,10 @@ pub struct Acker {
 }
 
 impl Acker {
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     pub async fn ack(&mut self, offset: u64) -> Result<(), ReplicaError> {
         let cmd = resp::encode_command(&["REPLCONF", "ACK", &offset.to_string()]);
         self.half

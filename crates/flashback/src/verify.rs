@@ -220,6 +220,8 @@ struct Listed {
     tails: Vec<(Path, u64, u64)>,
     /// (start offset, when the store last modified it in ms) of every sealed segment.
     sealed_modified: Vec<(u64, u64)>,
+    /// (key, size) of every uncertain-interval object.
+    uncertain: Vec<(Path, u64)>,
 }
 
 /// The integrity half of verify, for one source.
@@ -291,6 +293,7 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
                 })
             }
             Entry::Tail { start_offset } => g.tails.push((o.location, o.size, start_offset)),
+            Entry::Uncertain(_) => g.uncertain.push((o.location, o.size)),
         }
     }
     let agent_live = agent_lease_live(store, name, listed_ms).await;
@@ -492,6 +495,8 @@ impl GenCheck<'_> {
             sealed: listed.sealed.clone(),
             tails,
             head: None,
+            // Not part of the chain: checked on their own below.
+            uncertain: vec![],
         };
         // The walk restore plans with: what each segment is for, where the holes are.
         let walk = Chain::of(&gen);
@@ -606,6 +611,9 @@ impl GenCheck<'_> {
             if let Some(i) = self.check_head(key, &walk, &runs).await {
                 log_problems.push((last_run, i));
             }
+        }
+        for (key, _) in &listed.uncertain {
+            self.check_uncertain(key).await;
         }
         // Every log problem of a run gets the same impact: the run's first break bounds it,
         // and a later run (a base past a hole) restores again from its own start.
@@ -804,6 +812,20 @@ impl GenCheck<'_> {
             self.report.problems[i].restorable_through_ms = Some(w.to_ms);
         }
         Some(i)
+    }
+
+    /// An uncertain-interval object must decode: it is what tells restore and `info` that times
+    /// in it are not exact (restore also finds the catch-up blocks themselves, so a damaged one
+    /// costs the explanation, not the protection).
+    async fn check_uncertain(&mut self, key: &Path) {
+        let read = self.read_small(key).await.and_then(|b| {
+            crate::store::manifest::UncertainRecord::decode(key.as_ref(), &b)
+                .map_err(|e| Failure::format(&e))
+        });
+        if let Err(f) = read {
+            let impact = "no instant is lost; `info` cannot show this uncertain interval (restore still finds it in the log)".to_string();
+            self.problem(key.to_string(), f, impact, None);
+        }
     }
 
     /// A small object whole (a manifest, a log head).

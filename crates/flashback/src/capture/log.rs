@@ -34,8 +34,6 @@ pub struct Tail {
     opened: Instant,
     /// Flags of the records waiting in the writer's current block.
     pending_flags: u16,
-    /// When the last block (records or heartbeat) was written.
-    last_block: Instant,
 }
 
 pub struct Log {
@@ -51,7 +49,12 @@ pub struct Log {
     tail: Option<Tail>,
     /// End offset of the last record known to be on disk (fsync'd): the only offset we ACK.
     pub durable_offset: u64,
+    /// The covered-through time of the last block made durable (see `evidence_ms`).
     pub covered_through_ms: u64,
+    /// The last instant the capture loop can vouch for the source (`capture::core`): what new
+    /// blocks and seals are stamped with. Never the clock: a silent link must not stretch the
+    /// window, and a generation ends at its last evidence, not when the next one starts.
+    pub evidence_ms: u64,
     _lock: File,
     roll_bytes: u64,
     roll_age: Duration,
@@ -98,6 +101,7 @@ impl Log {
             tail: None,
             durable_offset: 0,
             covered_through_ms: 0,
+            evidence_ms: 0,
             _lock: lock,
             roll_bytes,
             roll_age,
@@ -165,6 +169,7 @@ impl Log {
         self.state = Some(r.state.clone());
         self.durable_offset = r.state.offset;
         self.covered_through_ms = r.covered_through_ms;
+        self.evidence_ms = r.covered_through_ms;
         Ok(Some(r))
     }
 
@@ -278,6 +283,7 @@ impl Log {
         self.state = Some(state_after(&header, &s));
         self.durable_offset = s.end_offset;
         self.covered_through_ms = s.end_time_ms;
+        self.evidence_ms = self.evidence_ms.max(s.end_time_ms);
         Ok(())
     }
 
@@ -432,7 +438,9 @@ impl Log {
     }
 
     /// The base is complete and checked: make it durable, write the manifest (create-only, so
-    /// a second writer is caught), and open the first segment.
+    /// a second writer is caught), and open the first segment. `now_ms` is when the primary
+    /// answered +FULLRESYNC: the snapshot is its state then (it forks at that answer), and the
+    /// writes made during the transfer arrive after it, inside an uncertain interval.
     #[allow(clippy::too_many_arguments)]
     pub async fn commit_generation(
         &mut self,
@@ -515,8 +523,55 @@ impl Log {
         ));
         self.durable_offset = offset;
         self.covered_through_ms = now_ms;
+        self.evidence_ms = now_ms;
         self.notify_sealed();
-        self.open_tail(Origin::NewGeneration, now_ms)
+        self.open_tail(Origin::NewGeneration, crate::now_ms())
+    }
+
+    /// Stores an uncertain interval of the current generation (`capture::core`), after the
+    /// blocks that hold its records were made durable. Create-new + fsync + directory fsync
+    /// like every object the agent writes; the uploader takes it to a remote store. A failure
+    /// is logged, not fatal: restore finds the interval's catch-up blocks in the log anyway,
+    /// only `info` would not list it.
+    pub fn record_uncertain(&self, i: &super::core::Interval) {
+        let Some(gen) = self.generation.as_deref() else {
+            return;
+        };
+        let name = layout::UncertainName {
+            from_offset: i.from_offset,
+            to_offset: i.to_offset,
+            from_ms: i.from_ms,
+            to_ms: i.to_ms,
+        };
+        let rec = crate::store::manifest::UncertainRecord {
+            from_ms: i.from_ms,
+            to_ms: i.to_ms,
+            from_offset: i.from_offset,
+            to_offset: i.to_offset,
+            records: i.records,
+            cause: i.cause.as_str().to_string(),
+        };
+        let path = self.local(&layout::uncertain_key(&self.source, gen, &name));
+        let write = || -> std::io::Result<()> {
+            let dir = path.parent().unwrap_or(&self.root);
+            fs::create_dir_all(dir)?;
+            let tmp = path.with_extension("gap.tmp");
+            {
+                use std::io::Write;
+                let mut f = File::create(&tmp)?;
+                f.write_all(&rec.encode())?;
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        };
+        match write() {
+            Ok(()) => self.notify_sealed(),
+            Err(e) => warn!(
+                "{}: {e} (info will not list this uncertain interval)",
+                path.display()
+            ),
+        }
     }
 
     /// Opens a new tail segment at the current stream position.
@@ -556,7 +611,6 @@ impl Log {
             header,
             opened: now,
             pending_flags: 0,
-            last_block: now,
         });
         Ok(())
     }
@@ -566,20 +620,20 @@ impl Log {
     }
 
     /// Buffers a record (not yet durable).
-    pub fn append(&mut self, rec: &Record, flags: u16, now_ms: u64) -> Result<(), CaptureError> {
+    pub fn append(&mut self, rec: &Record, flags: u16) -> Result<(), CaptureError> {
         let tail = self
             .tail
             .as_mut()
             .ok_or_else(|| CaptureError::Unsupported("no open segment".into()))?;
         if tail.writer.pending().0 > 0 && tail.pending_flags != flags {
             // A block carries one set of flags: catch-up records never share one with live ones.
-            self.flush_block(now_ms)?;
+            self.flush_block()?;
         }
         let tail = self.tail.as_mut().expect("still open");
         tail.pending_flags = flags;
         tail.writer.append(rec).map_err(io_err(&tail.path))?;
         if tail.writer.pending().1 >= BLOCK_BYTES {
-            self.flush_block(now_ms)?;
+            self.flush_block()?;
         }
         Ok(())
     }
@@ -591,20 +645,19 @@ impl Log {
         chunk: &[u8],
         end: Option<&RecordMeta>,
         flags: u16,
-        now_ms: u64,
     ) -> Result<(), CaptureError> {
         let pending = self.tail.as_ref().is_some_and(|t| t.writer.pending().0 > 0);
         if pending {
-            self.flush_block(now_ms)?;
+            self.flush_block()?;
         }
+        let covered = self.evidence_ms;
         let tail = self
             .tail
             .as_mut()
             .ok_or_else(|| CaptureError::Unsupported("no open segment".into()))?;
         tail.writer
-            .append_fragment(chunk, end, now_ms, flags)
+            .append_fragment(chunk, end, covered, flags)
             .map_err(io_err(&tail.path))?;
-        tail.last_block = Instant::now();
         Ok(())
     }
 
@@ -620,25 +673,22 @@ impl Log {
         Ok(())
     }
 
-    fn flush_block(&mut self, now_ms: u64) -> Result<(), CaptureError> {
+    fn flush_block(&mut self) -> Result<(), CaptureError> {
         if let Some(t) = self.tail.as_mut() {
             t.writer
-                .flush_block(now_ms, t.pending_flags)
+                .flush_block(self.evidence_ms, t.pending_flags)
                 .map_err(io_err(&t.path))?;
             t.pending_flags = 0;
-            t.last_block = Instant::now();
         }
         Ok(())
     }
 
-    /// Writes what is pending and fsyncs; afterwards everything appended is durable. An idle
-    /// tail gets an empty heartbeat block once per `heartbeat`, so the window's end (and
-    /// `info`'s lag) stays current without writes.
-    pub fn make_durable(
-        &mut self,
-        now_ms: u64,
-        heartbeat: Option<Duration>,
-    ) -> Result<bool, CaptureError> {
+    /// Writes what is pending (stamped with `covered_ms`, the evidence) and fsyncs; afterwards
+    /// everything appended is durable. With `heartbeat`, an idle tail gets an empty block, so
+    /// the window's end (and `info`'s lag) follows the evidence without writes; the capture
+    /// core asks for one only when the evidence moved.
+    pub fn make_durable(&mut self, covered_ms: u64, heartbeat: bool) -> Result<bool, CaptureError> {
+        self.evidence_ms = self.evidence_ms.max(covered_ms);
         let Some(t) = self.tail.as_mut() else {
             return Ok(false);
         };
@@ -646,19 +696,26 @@ impl Log {
         let unsynced = t.writer.end_offset() > self.durable_offset;
         // No heartbeat between the fragments of a record: the format forbids it, and the
         // fragments themselves show the link is alive.
-        let beat =
-            !t.writer.in_fragments() && heartbeat.is_some_and(|h| t.last_block.elapsed() >= h);
+        let beat = !t.writer.in_fragments() && heartbeat;
         if !(pending || unsynced || beat) {
             return Ok(false);
         }
         if pending || beat {
-            self.flush_block(now_ms)?;
+            self.flush_block()?;
         }
         let t = self.tail.as_mut().expect("still open");
         t.writer.get_ref().sync_data().map_err(io_err(&t.path))?;
         self.durable_offset = t.writer.end_offset();
-        self.covered_through_ms = now_ms;
+        if let Some(b) = t.writer.blocks().last() {
+            self.covered_through_ms = self.covered_through_ms.max(b.covered_through_ms);
+        }
         Ok(true)
+    }
+
+    /// [`make_durable`](Self::make_durable) at the evidence already known: on a disconnect, a
+    /// failure or shutdown, when no newer evidence can come.
+    pub fn make_durable_now(&mut self) -> Result<bool, CaptureError> {
+        self.make_durable(self.evidence_ms, false)
     }
 
     /// Seals the tail when it is big or old enough, at a transaction boundary.
@@ -680,14 +737,23 @@ impl Log {
     }
 
     /// Footer, fsync, rename to the sealed name. The rename is the commit point: a crash
-    /// before it leaves a tail that the next start recovers.
+    /// before it leaves a tail that the next start recovers. The seal time is the last
+    /// evidence, so a generation that ends (the primary restarted empty, a gap) ends where the
+    /// agent last could vouch for it, not when the next one began. A tail that never got a
+    /// block is removed instead: it holds nothing, and its creation time is no evidence.
     pub fn seal(&mut self) -> Result<(), CaptureError> {
         self.abandon_partial()?;
         let Some(t) = self.tail.take() else {
             return Ok(());
         };
-        let now_ms = crate::now_ms().max(self.covered_through_ms);
-        let (file, summary) = t.writer.finish(now_ms).map_err(io_err(&t.path))?;
+        if t.writer.blocks().is_empty() && t.writer.pending().0 == 0 {
+            drop(t.writer);
+            fs::remove_file(&t.path).map_err(io_err(&t.path))?;
+            sync_dir(t.path.parent().unwrap_or(&self.root))?;
+            return Ok(());
+        }
+        let end_ms = self.evidence_ms.max(self.covered_through_ms);
+        let (file, summary) = t.writer.finish(end_ms).map_err(io_err(&t.path))?;
         file.sync_all().map_err(io_err(&t.path))?;
         self.durable_offset = summary.end_offset;
         self.covered_through_ms = summary.end_time_ms;

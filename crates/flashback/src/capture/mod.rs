@@ -5,11 +5,13 @@
 //! - this module: the loop that connects them to a socket, with reconnects and shutdown.
 //!
 //! Guarantee: the agent ACKs to the primary only offsets whose records are fsync'd, and the
-//! tail is fsync'd at least every `flush_interval` (100 ms). So `WAIT` on the primary means
+//! tail is fsync'd at least every `core::FLUSH_EVERY` (100 ms). So `WAIT` on the primary means
 //! "durably backed up", and a kill -9 loses nothing that was acknowledged.
 
+pub mod core;
 pub mod lease;
 pub mod log;
+pub mod poll;
 pub mod state;
 pub mod upload;
 
@@ -24,7 +26,7 @@ use state::{continuity, Continuity, GapReason, Reply};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +83,8 @@ pub struct CaptureOptions {
     pub roll_bytes: u64,
     /// …or is this old.
     pub roll_age: Duration,
-    /// Upper bound on how long a received record waits for its fsync (DESIGN: ≤ 100 ms).
-    pub flush_interval: Duration,
-    /// An idle tail gets a heartbeat block this often, keeping the window's end current.
-    pub heartbeat: Duration,
+    /// Evidence older than this opens an uncertain interval (`capture::core`).
+    pub uncertain_after: Duration,
     /// With a remote store: the local directory capture writes into before uploading
     /// (default: `~/.cache/flashback/spool/<store>`).
     pub spool: Option<std::path::PathBuf>,
@@ -115,8 +115,7 @@ impl CaptureOptions {
             handshake: HandshakeOptions::default(),
             roll_bytes: 32 << 20,
             roll_age: Duration::from_secs(600),
-            flush_interval: Duration::from_millis(100),
-            heartbeat: Duration::from_secs(1),
+            uncertain_after: Duration::from_secs(1),
             spool: None,
             upload_interval: Duration::from_secs(1),
             upload_concurrency: 4,
@@ -362,8 +361,9 @@ async fn capture_spooled(
         r = run_log(&mut log, &opts, shutdown, progress) => r,
         u = &mut upload_task => {
             // The uploader only ends early on a fatal error (a second writer).
-            let _ = log.make_durable(crate::now_ms(), None);
-            let _ = log.seal();
+            if let Err(e) = log.make_durable_now().and_then(|_| log.seal()) {
+                warn!("could not seal the open segment: {e}; the next start recovers it");
+            }
             return match u {
                 Ok(Err(e)) => Err(CaptureError::SecondWriter(e.to_string())),
                 Ok(Ok(())) => Err(CaptureError::Unsupported("the uploader stopped unexpectedly".into())),
@@ -391,6 +391,44 @@ pub fn default_spool(url: &str) -> std::path::PathBuf {
         .join(file_name_safe(url))
 }
 
+/// A doubling delay between retries, back to its minimum once things worked for a while: one
+/// type for the reconnect, disk-full and poll loops.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The delay to wait now; the one after it doubles, up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// What survives from one link to the next.
+struct Links {
+    polls: mpsc::Receiver<poll::Poll>,
+    /// The source refused INFO once: evidence comes from link bytes only.
+    link_only: bool,
+    synced_once: bool,
+}
+
 async fn run_log(
     log: &mut Log,
     opts: &CaptureOptions,
@@ -399,11 +437,18 @@ async fn run_log(
 ) -> Result<(), CaptureError> {
     let log = &mut *log;
     let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
-    let mut synced_once = false;
-    let mut backoff = Duration::from_millis(500);
+    let (poll_tx, polls) = mpsc::channel(64);
+    // Aborted on drop: the poller must not outlive capture (it holds a connection to the source).
+    let _poller = AbortOnDrop(tokio::spawn(poll::run(opts.source.clone(), poll_tx)));
+    let mut links = Links {
+        polls,
+        link_only: false,
+        synced_once: false,
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
-        let result = session(log, opts, shutdown.as_mut(), &progress, &mut synced_once).await;
+        let result = session(log, opts, shutdown.as_mut(), &progress, &mut links).await;
         // A big command cut off by the disconnect is sent again whole after the resync. On a
         // session that already failed, the session's error is the one worth reporting.
         if let Err(e) = log.abandon_partial() {
@@ -415,9 +460,12 @@ async fn run_log(
         if let Some(p) = &progress {
             p.send_modify(|p| p.online = false);
         }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff.reset();
+        }
         match result {
             Ok(()) => {
-                log.make_durable(crate::now_ms(), None)?;
+                log.make_durable_now()?;
                 log.seal()?;
                 info!(
                     "capture stopped; everything received is durable up to offset {}",
@@ -444,14 +492,10 @@ async fn run_log(
                 );
                 // Backoff first: sealing freed the torn write's bytes, so the disk may look
                 // roomy while the same backlog burst is about to fill it again.
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Duration::from_millis(500);
-                }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = shutdown.as_mut() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 let mut said = Instant::now();
                 while !log.spool_has_room() {
                     if said.elapsed() >= Duration::from_secs(10) {
@@ -469,38 +513,44 @@ async fn run_log(
                 info!("the spool's disk has room again: reconnecting");
             }
             Err(e)
-                if (!synced_once
+                if (!links.synced_once
                     && !matches!(&e, CaptureError::Replica(ReplicaError::NotReady { .. })))
                     || !e.is_retryable() =>
             {
                 // Best effort: when the failure is the disk (ENOSPC), sealing fails too, and
                 // its error must not hide the original one.
-                if let Err(also) = log
-                    .make_durable(crate::now_ms(), None)
-                    .and_then(|_| log.seal())
-                {
+                if let Err(also) = log.make_durable_now().and_then(|_| log.seal()) {
                     warn!("could not seal the open segment after the failure: {also}; the next start recovers it");
                 }
                 return Err(e);
             }
             Err(e) => {
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Duration::from_millis(500);
-                }
-                warn!("{e}; reconnecting in {:.1} s", backoff.as_secs_f64());
-                // Keep what we have durable while we wait: the heartbeat stops, the window
-                // honestly ends at the disconnect.
-                log.make_durable(crate::now_ms(), None)?;
+                let delay = backoff.next_delay();
+                warn!(
+                    "{e}; reconnecting in {:.1} s (restore by time is uncertain from {} until the agent has caught up)",
+                    delay.as_secs_f64(),
+                    crate::timespec::format_ms(log.evidence_ms)
+                );
+                // Keep what we have durable while we wait, stamped with the last evidence: the
+                // window honestly ends where the agent last could vouch for the source.
+                log.make_durable_now()?;
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.as_mut() => {
                         log.seal()?;
                         return Ok(());
                     }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -510,7 +560,7 @@ async fn session(
     opts: &CaptureOptions,
     mut shutdown: Shutdown<'_>,
     progress: &Option<watch::Sender<Progress>>,
-    synced_once: &mut bool,
+    links: &mut Links,
 ) -> Result<(), CaptureError> {
     let resume = match log.current_resume() {
         Some(r) => Some(r),
@@ -527,10 +577,12 @@ async fn session(
         s = conn.psync(asked) => s?,
         _ = shutdown.as_mut() => return Ok(()),
     };
-    let (mut stream, catchup) = match synced {
+    // When the primary answered: for a full resync, the instant its snapshot describes (it
+    // forks at this answer; `notes/redis-replication.md` §1.2).
+    let answered_ms = crate::now_ms();
+    let mut stream = match synced {
         Synced::Full { reply, rdb } => {
-            let now = crate::now_ms();
-            let gen = crate::store::layout::generation_id(now);
+            let gen = crate::store::layout::generation_id(answered_ms);
             match &reply {
                 PsyncReply::FullResync { replid, offset } => info!(
                     "full resync: receiving the snapshot at offset {offset} (replid {replid}) into generation {gen}"
@@ -599,7 +651,7 @@ async fn session(
                 db,
                 &received,
                 &reason,
-                crate::now_ms(),
+                answered_ms,
             )
             .await?;
             info!(
@@ -612,7 +664,7 @@ async fn session(
                     "disk"
                 }
             );
-            (stream, false)
+            stream
         }
         Synced::Continue {
             reply: PsyncReply::Continue { replid },
@@ -627,7 +679,6 @@ async fn session(
                 }
                 .into());
             };
-            let now = crate::now_ms();
             match continuity(Some(saved), &PsyncReply::Continue { replid }) {
                 Continuity::Continue {
                     new_replid: Some(id),
@@ -637,7 +688,7 @@ async fn session(
                     if let Some(s) = log.state.as_mut() {
                         s.replid = id;
                     }
-                    log.open_tail(Origin::ReplidChange, now)?;
+                    log.open_tail(Origin::ReplidChange, answered_ms)?;
                 }
                 _ => {
                     info!(
@@ -645,40 +696,48 @@ async fn session(
                         saved.state.offset + 1
                     );
                     if !log.has_tail() {
-                        log.open_tail(Origin::Resume, now)?;
+                        log.open_tail(Origin::Resume, answered_ms)?;
                     }
                 }
             }
-            (stream, true)
+            stream
         }
         Synced::Continue { .. } => unreachable!("psync pairs Continue with Continue"),
     };
-    *synced_once = true;
-    stream_loop(log, opts, &mut stream, catchup, shutdown, progress).await
+    links.synced_once = true;
+    let cfg = core::CoreConfig {
+        link_timeout_ms: opts.handshake.timeout.as_millis() as u64,
+        stale_after_ms: opts.uncertain_after.as_millis() as u64,
+        ..core::CoreConfig::default()
+    };
+    // The session opens inside an uncertain interval from the log's last evidence: writes made
+    // while the agent was away (or during the snapshot transfer) arrive now, late.
+    let mut core = core::Core::new(cfg, log.durable_offset, log.evidence_ms, crate::now_ms())
+        .with_link_only(links.link_only);
+    stream_loop(
+        log,
+        &mut core,
+        links,
+        &mut stream,
+        &opts.source,
+        shutdown,
+        progress,
+    )
+    .await
 }
 
+/// The socket, the log and the timers around the capture core: feeds it events, carries out
+/// its actions.
 async fn stream_loop(
     log: &mut Log,
-    opts: &CaptureOptions,
+    core: &mut core::Core,
+    links: &mut Links,
     stream: &mut ReplicationStream,
-    mut catchup: bool,
+    source: &RedisUrl,
     mut shutdown: Shutdown<'_>,
     progress: &Option<watch::Sender<Progress>>,
 ) -> Result<(), CaptureError> {
-    // Diskless syncs send no command until the first ACK after the snapshot (notes §1.3).
-    stream.acker.ack(log.durable_offset).await?;
-    let mut tick = tokio::time::interval(opts.flush_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_rx = Instant::now();
-    // Spool at --spool-max: stop reading (the primary buffers, and past its output-buffer
-    // limit drops us; a later PSYNC continues or names the gap). Never drop records silently.
-    let mut paused = false;
-    let mut last_metrics = Instant::now()
-        .checked_sub(Duration::from_secs(5))
-        .unwrap_or_else(Instant::now);
-    let mut last_spool_warning: Option<Instant> = None;
-    let mut last_ack = Instant::now();
-    let mut acked = log.durable_offset;
+    let addr = stream.acker.addr().to_string();
     let report = |log: &Log| {
         if let Some(p) = progress {
             p.send_replace(Progress {
@@ -688,48 +747,21 @@ async fn stream_loop(
             });
         }
     };
+    // Diskless syncs send no command until the first ACK after the snapshot (notes §1.3).
+    let first = core.first_ack(crate::now_ms());
+    apply(log, core, stream, vec![first], &addr).await?;
     report(log);
+    let mut tick = tokio::time::interval(core::FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_metrics = Instant::now()
+        .checked_sub(Duration::from_secs(5))
+        .unwrap_or_else(Instant::now);
     // Bytes that came in the same read as +CONTINUE (or right after a sized snapshot) are
     // already buffered: drain them before waiting for more.
     let mut arrived = stream.reader.buffered();
     loop {
         if arrived > 0 {
-            let now = crate::now_ms();
-            let flags = if catchup { block_flags::CATCHUP } else { 0 };
-            while let Some(item) = stream.reader.try_next()? {
-                let state = log
-                    .state
-                    .as_mut()
-                    .expect("a synced session has a stream state");
-                let reply = match item {
-                    StreamItem::Command(cmd) => {
-                        let (rec, reply) = state.on_command(&cmd.raw, &cmd.argv, now)?;
-                        log.append(&rec, flags, now)?;
-                        reply
-                    }
-                    // A big command goes to disk part by part as it arrives (bounded memory);
-                    // it becomes a record, and can be acknowledged, only with its last part.
-                    StreamItem::Part { bytes, end } => {
-                        let done = match end {
-                            Some(e) => Some(state.on_streamed_command(&e.head, e.len, now)?),
-                            None => None,
-                        };
-                        log.append_fragment(&bytes, done.as_ref().map(|d| &d.0), flags, now)?;
-                        done.map_or(Reply::None, |d| d.1)
-                    }
-                };
-                if let Reply::AckNow(offset) = reply {
-                    log.make_durable(now, None)?;
-                    stream.acker.ack(offset).await?;
-                }
-            }
-            // The backlog burst after a resume arrives in full reads; the first short read
-            // means the agent has caught up with the primary. Erring long only makes the
-            // "arrived late" warning of a restore by time more cautious.
-            if catchup && arrived < 16 * 1024 {
-                catchup = false;
-                log.make_durable(now, None)?;
-            }
+            take_records(log, core, stream, arrived, &addr).await?;
             arrived = 0;
         }
         tokio::select! {
@@ -738,63 +770,216 @@ async fn stream_loop(
             // and the ACKs (found by bench/capture.py).
             biased;
             _ = shutdown.as_mut() => {
-                log.make_durable(crate::now_ms(), None)?;
+                if !core.link_only() {
+                    last_evidence(log, core, stream, source, &addr).await?;
+                }
+                log.make_durable_now()?;
                 let _ = stream.acker.ack(log.durable_offset).await;
                 return Ok(());
             }
             _ = tick.tick() => {
                 let now = crate::now_ms();
-                if last_rx.elapsed() > opts.handshake.timeout {
-                    return Err(ReplicaError::Timeout { addr: format!("{}:{}", opts.source.host, opts.source.port), secs: opts.handshake.timeout.as_secs() }.into());
-                }
-                log.make_durable(now, Some(opts.heartbeat))?;
-                log.roll_if_due(now)?;
+                let mut actions = Vec::new();
                 if let Some(fill) = log.spool_fill() {
-                    let due = last_spool_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
-                    if fill >= 1.0 {
-                        if !paused || due {
-                            tracing::error!(
-                                "the spool is full ({:.0} % of its limit: --spool-max, or what its disk can still hold) because \
-                                 uploads to the store are failing: capture has STOPPED reading from the primary; nothing was \
-                                 dropped, and reading resumes when uploads catch up (fix the store, or give the spool more room)",
-                                fill * 100.0
-                            );
-                            last_spool_warning = Some(Instant::now());
-                        }
-                        paused = true;
-                    } else {
-                        if paused {
-                            info!("the spool has room again ({:.0} %): reading from the primary resumes", fill * 100.0);
-                        } else if fill >= 0.8 && due {
-                            warn!(
-                                "the spool is {:.0} % full (of --spool-max, or of what its disk can still hold): uploads to \
-                                 the store are falling behind; at 100 % capture stops reading from the primary",
-                                fill * 100.0
-                            );
-                            last_spool_warning = Some(Instant::now());
-                        }
-                        paused = false;
-                    }
+                    actions.extend(core.on(core::Event::SpoolFill(fill), now));
                 }
+                actions.extend(core.on(core::Event::Tick, now));
+                apply(log, core, stream, actions, &addr).await?;
+                log.roll_if_due(now)?;
                 if last_metrics.elapsed() >= Duration::from_secs(5) {
-                    log.write_metrics(paused);
+                    log.write_metrics(core.paused());
                     last_metrics = Instant::now();
                 }
-                if paused {
-                    // Silence we chose is not a dead link.
-                    last_rx = Instant::now();
-                }
-                if log.durable_offset != acked || last_ack.elapsed() >= Duration::from_secs(1) {
-                    stream.acker.ack(log.durable_offset).await?;
-                    acked = log.durable_offset;
-                    last_ack = Instant::now();
-                    report(log);
+                report(log);
+            }
+            p = links.polls.recv() => {
+                let now = crate::now_ms();
+                let event = match p {
+                    // The source's offset means something only in the history being captured:
+                    // a primary restarted empty answers with a new replid and a small offset.
+                    Some(poll::Poll::Offset { sent_ms, replid, offset }) => {
+                        match log.state.as_ref() {
+                            Some(s) if s.replid == replid => Some(core::Event::Polled { sent_ms, offset }),
+                            _ => None,
+                        }
+                    }
+                    Some(poll::Poll::Refused(why)) => {
+                        warn!(
+                            "the source refuses INFO ({why}): evidence of what it has written falls back to the \
+                             replication link's own bytes, so a silent link shorter than {} s goes unnoticed; \
+                             grant the capture user +info to fix this",
+                            core::CoreConfig::default().stale_after_link_only_ms / 1000
+                        );
+                        links.link_only = true;
+                        Some(core::Event::PollRefused)
+                    }
+                    None => None,
+                };
+                if let Some(e) = event {
+                    let actions = core.on(e, now);
+                    apply(log, core, stream, actions, &addr).await?;
                 }
             }
-            n = stream.reader.fill(), if !paused => {
+            n = stream.reader.fill(), if !core.paused() => {
                 arrived = n?;
-                last_rx = Instant::now();
             }
         }
     }
+}
+
+/// Frames what `arrived` brought and appends it: records are flagged catch-up while the core
+/// is inside an uncertain interval, a GETACK is answered once it is durable, and the read
+/// itself goes to the core last (it may close the interval).
+async fn take_records(
+    log: &mut Log,
+    core: &mut core::Core,
+    stream: &mut ReplicationStream,
+    arrived: usize,
+    addr: &str,
+) -> Result<(), CaptureError> {
+    let now = crate::now_ms();
+    while let Some(item) = stream.reader.try_next()? {
+        let flags = if core.uncertain() {
+            block_flags::CATCHUP
+        } else {
+            0
+        };
+        let state = log
+            .state
+            .as_mut()
+            .expect("a synced session has a stream state");
+        let reply = match item {
+            StreamItem::Command(cmd) => {
+                let (rec, reply) = state.on_command(&cmd.raw, &cmd.argv, now)?;
+                log.append(&rec, flags)?;
+                core.counted();
+                reply
+            }
+            // A big command goes to disk part by part as it arrives (bounded memory); it
+            // becomes a record, and can be acknowledged, only with its last part.
+            StreamItem::Part { bytes, end } => {
+                let done = match end {
+                    Some(e) => Some(state.on_streamed_command(&e.head, e.len, now)?),
+                    None => None,
+                };
+                log.append_fragment(&bytes, done.as_ref().map(|d| &d.0), flags)?;
+                if done.is_some() {
+                    core.counted();
+                }
+                done.map_or(Reply::None, |d| d.1)
+            }
+        };
+        if let Reply::AckNow(offset) = reply {
+            let actions = core.on(core::Event::GetAck { offset }, now);
+            apply(log, core, stream, actions, addr).await?;
+        }
+    }
+    let offset = log.state.as_ref().map_or(0, |s| s.offset);
+    let actions = core.on(
+        core::Event::Read {
+            bytes: arrived,
+            offset,
+        },
+        now,
+    );
+    apply(log, core, stream, actions, addr).await
+}
+
+/// On a clean stop: one more poll of the source, and what the link still carries up to its
+/// offset (at most a second), so the window reaches the moment capture stopped rather than the
+/// last poll before it. Best effort: without an answer the window ends at the last evidence.
+async fn last_evidence(
+    log: &mut Log,
+    core: &mut core::Core,
+    stream: &mut ReplicationStream,
+    source: &RedisUrl,
+    addr: &str,
+) -> Result<(), CaptureError> {
+    let Some(replid) = log.state.as_ref().map(|s| s.replid.clone()) else {
+        return Ok(());
+    };
+    let Some((sent_ms, offset)) = poll::once(source, &replid).await else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while log.state.as_ref().is_some_and(|s| s.offset < offset) {
+        match tokio::time::timeout_at(deadline, stream.reader.fill()).await {
+            Ok(Ok(n)) if n > 0 => take_records(log, core, stream, n, addr).await?,
+            _ => break,
+        }
+    }
+    let actions = core.on(core::Event::Polled { sent_ms, offset }, crate::now_ms());
+    apply(log, core, stream, actions, addr).await
+}
+
+/// Carries out the core's actions in order; an fsync's result goes back to the core at once,
+/// so the ACKs it allows follow in the same call.
+async fn apply(
+    log: &mut Log,
+    core: &mut core::Core,
+    stream: &mut ReplicationStream,
+    actions: Vec<core::Action>,
+    addr: &str,
+) -> Result<(), CaptureError> {
+    // The log stamps every block and the seal with the newest evidence, whichever path writes
+    // them next (a full block, a shutdown, a reconnect).
+    log.evidence_ms = log.evidence_ms.max(core.evidence_ms());
+    let mut queue: std::collections::VecDeque<core::Action> = actions.into();
+    while let Some(a) = queue.pop_front() {
+        match a {
+            core::Action::MakeDurable {
+                covered_ms,
+                heartbeat,
+            } => {
+                log.make_durable(covered_ms, heartbeat)?;
+                let more = core.on(
+                    core::Event::Durable {
+                        offset: log.durable_offset,
+                    },
+                    crate::now_ms(),
+                );
+                queue.extend(more);
+            }
+            core::Action::Ack(offset) => stream.acker.ack(offset).await?,
+            core::Action::Uncertain(i) => {
+                warn!(
+                    "restore by time is not exact from {} to {}: {} writes made while the agent could not vouch for \
+                     the source ({}) arrived late; --at-offset between {} and {} stays exact",
+                    crate::timespec::format_ms(i.from_ms),
+                    crate::timespec::format_ms(i.to_ms),
+                    i.records,
+                    match i.cause {
+                        core::Cause::Silence => "the link was silent",
+                        core::Cause::Reconnect => "a reconnect, an agent restart or a new snapshot",
+                    },
+                    i.from_offset,
+                    i.to_offset
+                );
+                log.record_uncertain(&i);
+            }
+            core::Action::Pause => {}
+            core::Action::Resume => {
+                info!("the spool has room again: reading from the primary resumes");
+            }
+            core::Action::SpoolWarning(fill) if fill >= 1.0 => tracing::error!(
+                "the spool is full ({:.0} % of its limit: --spool-max, or what its disk can still hold) because \
+                 uploads to the store are failing: capture has STOPPED reading from the primary; nothing was \
+                 dropped, and reading resumes when uploads catch up (fix the store, or give the spool more room)",
+                fill * 100.0
+            ),
+            core::Action::SpoolWarning(fill) => warn!(
+                "the spool is {:.0} % full (of --spool-max, or of what its disk can still hold): uploads to \
+                 the store are falling behind; at 100 % capture stops reading from the primary",
+                fill * 100.0
+            ),
+            core::Action::LinkDead => {
+                return Err(ReplicaError::Timeout {
+                    addr: addr.to_string(),
+                    secs: core.link_timeout_secs(),
+                }
+                .into())
+            }
+        }
+    }
+    Ok(())
 }

@@ -488,6 +488,13 @@ fn upload_order(source: &str, gens: &[Generation]) -> Vec<Pending> {
             key: s.key.clone(),
             alone: false,
         }));
+        // An interval is stored after the segments that hold its records were sealed or are
+        // still in the tail; uploading it after them keeps "the store never says more than it
+        // holds".
+        out.extend(g.uncertain.iter().map(|u| Pending {
+            key: u.key.clone(),
+            alone: false,
+        }));
     }
     out
 }

@@ -31,6 +31,12 @@ pub struct Args {
     /// every 10 s by default)
     #[arg(long, default_value_t = 60)]
     repl_timeout: u64,
+    /// Milliseconds without evidence (the source's own offset, polled every 100 ms on a second
+    /// connection, reached by the stream) after which restore by time is uncertain until
+    /// evidence returns; the interval is stored and `restore --at` inside it refuses unless
+    /// `--inexact`
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    uncertain_after: u64,
     /// Port announced in REPLCONF listening-port (0: none, so Sentinel never picks the agent)
     #[arg(long, default_value_t = 0)]
     listening_port: u16,
@@ -102,6 +108,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut opts = CaptureOptions::new(url.clone(), name.clone());
     opts.handshake.psync_command = a.psync_command;
     opts.handshake.timeout = Duration::from_secs(a.repl_timeout);
+    opts.uncertain_after = Duration::from_millis(a.uncertain_after.max(200));
     opts.handshake.listening_port = a.listening_port;
     opts.roll_bytes = a.segment_mib.max(1) << 20;
     opts.spool = a.spool;

@@ -2,7 +2,7 @@
 //! restorable window of each. No database, no index object: a LIST is the catalog.
 
 use super::chain;
-use super::layout::{self, Entry, SealedName};
+use super::layout::{self, Entry, SealedName, UncertainName};
 use super::manifest::GenerationManifest;
 use super::stream::{SegmentStream, StreamError};
 use super::{Store, StoreError};
@@ -57,6 +57,16 @@ pub struct Generation {
     pub tails: Vec<TailSegment>,
     /// The log head object (key, size), if the agent wrote one (see `manifest::LogHead`).
     pub head: Option<(Path, u64)>,
+    /// Uncertain intervals the agent stored (see `capture::core`), in offset order.
+    pub uncertain: Vec<UncertainObject>,
+}
+
+/// An uncertain-interval object: its name holds the interval.
+#[derive(Debug, Clone)]
+pub struct UncertainObject {
+    pub name: UncertainName,
+    pub key: Path,
+    pub size: u64,
 }
 
 /// One continuous time range restore can reach, and the offsets behind it.
@@ -115,6 +125,12 @@ pub fn merge(spool: Vec<Generation>, remote: Vec<Generation>) -> Vec<Generation>
                     }
                 }
                 r.tails.extend(g.tails);
+                for u in g.uncertain {
+                    if !r.uncertain.iter().any(|x| x.name == u.name) {
+                        r.uncertain.push(u);
+                    }
+                }
+                r.uncertain.sort_by_key(|u| u.name);
                 r.bases.sort_by_key(|b| b.offset);
                 r.sealed.sort_by_key(|s| s.name);
                 r.tails.sort_by_key(|t| t.start_offset);
@@ -160,6 +176,7 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
             sealed: vec![],
             tails: vec![],
             head: None,
+            uncertain: vec![],
         });
         match entry {
             Entry::Manifest => manifests.push((gen, o.location)),
@@ -178,6 +195,11 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
                 crc32c,
             }),
             Entry::Sealed(name) => g.sealed.push(SealedSegment {
+                name,
+                key: o.location,
+                size: o.size,
+            }),
+            Entry::Uncertain(name) => g.uncertain.push(UncertainObject {
                 name,
                 key: o.location,
                 size: o.size,
@@ -204,6 +226,7 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
         g.bases.sort_by_key(|b| b.offset);
         g.sealed.sort_by_key(|s| s.name);
         g.tails.sort_by_key(|t| t.start_offset);
+        g.uncertain.sort_by_key(|u| u.name);
         for t in &mut g.tails {
             scan_tail(store, t).await?;
         }

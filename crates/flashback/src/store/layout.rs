@@ -6,6 +6,7 @@
 //! sources/<name>/generations/<gen>/segments/<start>-<end>-<t0>-<t1>-<size>-<crc>.seg sealed segment
 //! sources/<name>/generations/<gen>/segments/<start>.tail                             the open tail
 //! sources/<name>/generations/<gen>/log.head          how far the agent sealed (envelope + JSON)
+//! sources/<name>/generations/<gen>/uncertain/<from_off>-<to_off>-<t0>-<t1>.gap  an uncertain interval
 //! ```
 //! `<gen>` is the generation's start time in ms as 16 hex digits; offsets are 16 hex digits and
 //! times (ms) 12 hex digits, all fixed-width lowercase, so a plain LIST returns them in order and
@@ -121,6 +122,25 @@ pub fn segment_key(source: &str, gen: &str, n: &SealedName) -> Path {
     ))
 }
 
+/// An uncertain interval (`capture::core::Interval`): the agent could not vouch for the source
+/// between `from_ms` and `to_ms`, while the stream moved from `from_offset` to `to_offset`. The
+/// name alone carries it, so `info` lists intervals without a GET; the object (an envelope, see
+/// `manifest::UncertainRecord`) repeats it with its cause and checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UncertainName {
+    pub from_offset: u64,
+    pub to_offset: u64,
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+pub fn uncertain_key(source: &str, gen: &str, n: &UncertainName) -> Path {
+    Path::from(format!(
+        "{SOURCES}/{source}/generations/{gen}/uncertain/{:016x}-{:016x}-{:012x}-{:012x}.gap",
+        n.from_offset, n.to_offset, n.from_ms, n.to_ms
+    ))
+}
+
 pub fn tail_key(source: &str, gen: &str, start_offset: u64) -> Path {
     Path::from(format!(
         "{SOURCES}/{source}/generations/{gen}/segments/{start_offset:016x}.tail"
@@ -142,6 +162,7 @@ pub enum Entry {
     Tail {
         start_offset: u64,
     },
+    Uncertain(UncertainName),
 }
 
 /// Parses a full key below a source: returns (generation id, entry). Unknown names give None
@@ -189,6 +210,19 @@ pub fn parse_key(source: &str, key: &Path) -> Option<(String, Entry)> {
                 }
                 Entry::Sealed(n)
             }
+        }
+        ("uncertain", Some(f), None) => {
+            let mut it = f.strip_suffix(".gap")?.split('-');
+            let n = UncertainName {
+                from_offset: parse_hex(it.next()?, 16)?,
+                to_offset: parse_hex(it.next()?, 16)?,
+                from_ms: parse_hex(it.next()?, 12)?,
+                to_ms: parse_hex(it.next()?, 12)?,
+            };
+            if it.next().is_some() {
+                return None;
+            }
+            Entry::Uncertain(n)
         }
         _ => return None,
     };
@@ -305,6 +339,17 @@ mod tests {
         );
         assert!(k.as_ref() < later.as_ref());
         assert_eq!(source_of(&k).as_deref(), Some("cache"));
+        let u = UncertainName {
+            from_offset: 14,
+            to_offset: 9000,
+            from_ms: 1_790_000_000_000,
+            to_ms: 1_790_000_005_000,
+        };
+        let uk = uncertain_key("cache", "0000019a2b3c4d5e", &u);
+        assert_eq!(
+            parse_key("cache", &uk).map(|x| x.1),
+            Some(Entry::Uncertain(u))
+        );
     }
 
     #[test]

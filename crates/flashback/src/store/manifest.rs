@@ -50,6 +50,41 @@ impl GenerationManifest {
     }
 }
 
+pub const UNCERTAIN_MAGIC: [u8; 8] = *b"FBUNCERT";
+pub const UNCERTAIN_VERSION: u16 = 1;
+
+/// An uncertain interval, as the agent stored it when evidence returned (`layout::uncertain_key`
+/// names it; this repeats the name's facts with the cause). Written once, never changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UncertainRecord {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub from_offset: u64,
+    pub to_offset: u64,
+    /// Records that arrived inside the interval (flagged catch-up in the log).
+    pub records: u64,
+    /// `silence` (the link went quiet while the source went on) or `reconnect` (a new link,
+    /// an agent restart, a full resync).
+    pub cause: String,
+}
+
+impl UncertainRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec_pretty(self).expect("interval serialises");
+        envelope::encode(&UNCERTAIN_MAGIC, UNCERTAIN_VERSION, &json)
+    }
+
+    pub fn decode(file: &str, bytes: &[u8]) -> Result<Self, flashback_format::Error> {
+        decode_json(
+            file,
+            &UNCERTAIN_MAGIC,
+            UNCERTAIN_VERSION,
+            bytes,
+            "uncertain interval",
+        )
+    }
+}
+
 pub const HEAD_MAGIC: [u8; 8] = *b"FBLOGHED";
 pub const HEAD_VERSION: u16 = 1;
 
