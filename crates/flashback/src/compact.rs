@@ -152,7 +152,8 @@ fn candidate<'a>(
     let Some(newest) = g.bases.last() else {
         return Err(CompactError::NothingCaptured(source.to_string()));
     };
-    // Not `g.window()`: that walks from the manifest's base, which a prune may have removed.
+    // The window the chain walker gives restore: from the oldest base kept on the log, not the
+    // manifest's base, which a prune may have removed.
     let Some(w) = g.window() else {
         return Err(CompactError::NothingCaptured(source.to_string()));
     };

@@ -10,7 +10,7 @@
 //! ([`catalog::load_generations`]); sealed segments are not read, because their names already
 //! carry their offsets and times.
 
-use crate::store::catalog::{self, Generation, Window};
+use crate::store::catalog::{self, BaseObject, Generation, Window};
 use crate::store::layout;
 use crate::store::{Store, StoreError};
 use crate::timespec::format_rfc3339_ms;
@@ -54,6 +54,40 @@ pub struct SourceInfo {
     pub uncertain: Vec<UncertainInfo>,
     /// Oldest first.
     pub generations: Vec<GenerationInfo>,
+    /// The base a restore of the latest restorable instant starts from; null when nothing is
+    /// restorable.
+    pub latest_base: Option<BaseInfo>,
+    /// Bases before their generation's window, kept by retention after the log around them was
+    /// pruned (or before a hole that a later base bridges), and older generations whose window
+    /// is a base alone (kept for that point; they stay in `windows` too): each restores from
+    /// its own instant through `to_ms` (the same instant, for a base alone). Oldest first.
+    pub restore_points: Vec<RestorePointInfo>,
+}
+
+/// A base snapshot that restores start from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseInfo {
+    pub generation: String,
+    pub offset: u64,
+    pub time_ms: u64,
+    pub time: String,
+    pub size: u64,
+    /// Its key in the store.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePointInfo {
+    pub generation: String,
+    /// The base's offset and time: the first instant it restores.
+    pub offset: u64,
+    pub time_ms: u64,
+    pub time: String,
+    /// The last instant (and offset) restorable from it; equal to `time_ms` (and `offset`) for
+    /// a base alone.
+    pub to_ms: u64,
+    pub to: String,
+    pub to_offset: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +165,14 @@ pub struct GenerationInfo {
     /// `resumes_at_offset`, so the window stops at the hole and `unreachable_segments` segments
     /// after it are not restorable. Null when the chain is whole.
     pub chain_break: Option<ChainBreak>,
+    /// The manifest's own base (`base_offset`, `base_size`) is no longer in the store: a prune
+    /// deleted it once a later base anchored the window. Restores start from `restore_base`.
+    pub base_pruned: bool,
+    /// The base a restore of this generation's latest instant starts from (the newest base on
+    /// its window); null when incomplete.
+    pub restore_base: Option<BaseInfo>,
+    /// This generation's kept restore points, as in [`SourceInfo::restore_points`].
+    pub restore_points: Vec<RestorePointInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +189,10 @@ pub struct ChainBreak {
     pub at_offset: u64,
     pub resumes_at_offset: u64,
     pub unreachable_segments: usize,
+    /// A later base past the hole, from which the window restores again: the hole costs only
+    /// the instants between `at_offset` and this base (then `unreachable_segments` is 0).
+    /// Null when no base bridges it.
+    pub bridged_by_base_offset: Option<u64>,
 }
 
 /// Reads the store's catalog and builds the report. `now_ms` is a parameter so tests (and
@@ -169,7 +215,26 @@ pub async fn gather(store: &Store, now_ms: u64) -> Result<StoreInfo, StoreError>
 
 /// The pure part of [`gather`], over generations already loaded (oldest first).
 pub fn source_info(name: &str, gens: &[Generation], now_ms: u64) -> SourceInfo {
-    let generations: Vec<GenerationInfo> = gens.iter().map(generation_info).collect();
+    let mut generations: Vec<GenerationInfo> = gens.iter().map(generation_info).collect();
+    // An older generation whose window is a base alone was kept by retention for that
+    // restore point; the newest one's is where capture is now, not a kept point.
+    let newest = generations.iter().rposition(|g| g.window.is_some());
+    for (i, g) in generations.iter_mut().enumerate() {
+        match &g.window {
+            Some(w) if Some(i) != newest && w.from_offset == w.to_offset => {
+                g.restore_points.push(RestorePointInfo {
+                    generation: g.id.clone(),
+                    offset: w.from_offset,
+                    time_ms: w.from_ms,
+                    time: w.from.clone(),
+                    to_ms: w.to_ms,
+                    to: w.to.clone(),
+                    to_offset: w.to_offset,
+                })
+            }
+            _ => {}
+        }
+    }
     let windows: Vec<RestorableWindow> = generations
         .iter()
         .filter_map(|g| {
@@ -205,6 +270,16 @@ pub fn source_info(name: &str, gens: &[Generation], now_ms: u64) -> SourceInfo {
             })
         })
         .collect();
+    // The window a restore of the latest instant uses: the one ending last.
+    let latest_base = generations
+        .iter()
+        .filter(|g| g.window.is_some())
+        .max_by_key(|g| g.window.as_ref().map(|w| w.to_ms))
+        .and_then(|g| g.restore_base.clone());
+    let restore_points = generations
+        .iter()
+        .flat_map(|g| g.restore_points.iter().cloned())
+        .collect();
     SourceInfo {
         name: name.to_string(),
         bytes: generations.iter().map(|g| g.bytes).sum(),
@@ -212,6 +287,8 @@ pub fn source_info(name: &str, gens: &[Generation], now_ms: u64) -> SourceInfo {
         lag_ms,
         uncertain,
         generations,
+        latest_base,
+        restore_points,
     }
 }
 
@@ -244,11 +321,33 @@ fn generation_info(g: &Generation) -> GenerationInfo {
         )),
         Some(_) => None,
     };
-    let window = if problem.is_none() {
-        g.window().map(window_info)
-    } else {
-        None
-    };
+    let chain = g.chain();
+    let complete = problem.is_none();
+    let window = chain.window().filter(|_| complete).map(window_info);
+    let restore_base = chain
+        .latest_base()
+        .filter(|_| complete)
+        .map(|b| base_info(&g.id, b));
+    let restore_points = chain
+        .points()
+        .iter()
+        .filter(|_| complete)
+        .map(|r| RestorePointInfo {
+            generation: g.id.clone(),
+            offset: r.window.from_offset,
+            time_ms: r.window.from_ms,
+            time: format_rfc3339_ms(r.window.from_ms),
+            to_ms: r.window.to_ms,
+            to: format_rfc3339_ms(r.window.to_ms),
+            to_offset: r.window.to_offset,
+        })
+        .collect();
+    let chain_break = chain.first_hole().map(|h| ChainBreak {
+        at_offset: h.from_offset,
+        resumes_at_offset: h.to_offset,
+        unreachable_segments: h.unreachable_segments,
+        bridged_by_base_offset: h.bridged_by.map(|r| chain.runs[r].window.from_offset),
+    });
     GenerationInfo {
         id: g.id.clone(),
         status: if problem.is_none() {
@@ -276,35 +375,22 @@ fn generation_info(g: &Generation) -> GenerationInfo {
         bytes: g.bytes(),
         window,
         torn_tail: g.tails.iter().any(|t| t.torn),
-        chain_break: m.and_then(|m| chain_break(g, m.base_offset)),
+        chain_break,
+        base_pruned: m.is_some_and(|m| !g.bases.iter().any(|b| b.offset == m.base_offset)),
+        restore_base,
+        restore_points,
     }
 }
 
-/// Walks the segments from the base offset the way [`Generation::window`] does, and reports
-/// the first hole. A segment that ends at or before the current end is a duplicate (a tail
-/// whose sealed copy already landed) and is not a hole.
-fn chain_break(g: &Generation, base_offset: u64) -> Option<ChainBreak> {
-    let spans = g
-        .sealed
-        .iter()
-        .map(|s| (s.name.start_offset, s.name.end_offset))
-        .chain(g.tails.iter().map(|t| (t.start_offset, t.end_offset)));
-    let mut end = base_offset;
-    let mut brk: Option<ChainBreak> = None;
-    for (start, stop) in spans {
-        if let Some(b) = brk.as_mut() {
-            b.unreachable_segments += 1;
-        } else if start == end {
-            end = stop;
-        } else if stop > end {
-            brk = Some(ChainBreak {
-                at_offset: end,
-                resumes_at_offset: start,
-                unreachable_segments: 1,
-            });
-        }
+fn base_info(generation: &str, b: &BaseObject) -> BaseInfo {
+    BaseInfo {
+        generation: generation.to_string(),
+        offset: b.offset,
+        time_ms: b.time_ms,
+        time: format_rfc3339_ms(b.time_ms),
+        size: b.size,
+        key: b.key.to_string(),
     }
-    brk
 }
 
 /// Bytes as a person reads them: `512 B`, `4.1 KiB`, `12.3 MiB`, `1.2 GiB`.
@@ -529,10 +615,58 @@ mod tests {
             Some(ChainBreak {
                 at_offset: 100,
                 resumes_at_offset: 150,
-                unreachable_segments: 3
+                unreachable_segments: 3,
+                bridged_by_base_offset: None,
             })
         );
         assert_eq!(s.lag_ms, Some(50_000));
+    }
+
+    /// What a prune leaves: the manifest's base and the early log deleted, a daily restore
+    /// point kept before the window, the window anchored at a later base. No hole, no
+    /// description of the deleted base as the one restores use.
+    #[test]
+    fn after_prune_kept_points_are_listed_and_no_hole_is_reported() {
+        let g = layout::generation_id(T0);
+        let mut gen = generation(
+            T0,
+            Some(manifest(&g, 0, T0, None)),
+            vec![
+                sealed(&g, 450, 600, T0 + 45_000, T0 + 60_000, 10),
+                sealed(&g, 600, 700, T0 + 60_000, T0 + 70_000, 10),
+            ],
+            vec![],
+        );
+        let base = |offset: u64, time_ms: u64| crate::store::catalog::BaseObject {
+            offset,
+            time_ms,
+            key: layout::base_key(SRC, &g, offset, time_ms, 100, 0),
+            size: 100,
+            recorded_size: 100,
+            crc32c: 0,
+        };
+        gen.bases = vec![base(100, T0 + 10_000), base(500, T0 + 50_000)];
+        let s = source_info(SRC, &[gen], T0 + 71_000);
+        let info = &s.generations[0];
+        assert_eq!(info.chain_break, None);
+        assert!(info.base_pruned);
+        assert_eq!(
+            info.window.as_ref().map(|w| (w.from_offset, w.to_offset)),
+            Some((500, 700))
+        );
+        assert_eq!(
+            info.restore_base.as_ref().map(|b| (b.offset, b.time_ms)),
+            Some((500, T0 + 50_000))
+        );
+        assert_eq!(s.latest_base, info.restore_base);
+        assert_eq!(
+            s.restore_points
+                .iter()
+                .map(|p| (p.offset, p.time_ms, p.to_offset))
+                .collect::<Vec<_>>(),
+            [(100, T0 + 10_000, 100)]
+        );
+        assert_eq!(s.windows.len(), 1);
     }
 
     #[test]
@@ -595,6 +729,7 @@ mod tests {
             keys,
             [
                 "base_offset",
+                "base_pruned",
                 "base_size",
                 "bytes",
                 "chain_break",
@@ -604,6 +739,8 @@ mod tests {
                 "rdb_version",
                 "reason",
                 "replid",
+                "restore_base",
+                "restore_points",
                 "sealed_segments",
                 "server",
                 "started",

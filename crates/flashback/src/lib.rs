@@ -13,7 +13,8 @@
 //! - [`capture`]: `capture::state` is the pure state machine (offsets, SELECT, MULTI, continue or
 //!   new generation); `capture::run` wires it to a socket and the store.
 //! - [`store`]: `Arc<dyn ObjectStore>` plus [`store::layout`] (the only place object names are
-//!   built), generation manifests and the catalog (windows from a LIST).
+//!   built), generation manifests, the catalog (windows from a LIST), the one chain walker
+//!   (`store::chain`: what restores from which base) and the one segment stream (`store::stream`).
 //! - [`restore`]: `plan` (pure: which base, which segments, where to cut) then one reader that
 //!   serves base + records to a real redis-server as its master, then a sink: `--rdb`, `--to`,
 //!   `--serve`.

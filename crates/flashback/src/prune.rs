@@ -11,7 +11,8 @@
 //! - Grandfather-father-son: for each of the last N calendar days, ISO weeks and months (UTC,
 //!   counted back from now, the current one included) the newest base of that period is kept.
 //!   A base alone is a restore point (its own instant needs no log), so it keeps only itself
-//!   and its generation's manifest, not the segments after it.
+//!   and its generation's manifest, not the segments after it (nor the log head, which would
+//!   describe a log that is gone).
 //! - Never deleted: an open tail (a live or crashed agent's file), the newest generation's last
 //!   sealed segment (the capture agent resumes from it), the manifest of a generation that keeps
 //!   anything, and generations without a manifest (a base still arriving).
@@ -263,10 +264,15 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
     let mut window_from_ms: Option<u64> = None;
     for (gi, g) in &complete {
         let (gi, g) = (*gi, *g);
-        // The same window restore plans against: prune and restore must never disagree.
-        let Some(w) = g.window() else { continue };
+        // The same walk restore plans with: prune and restore must never disagree.
+        let chain = g.chain();
+        let Some(run) = chain.window_run() else {
+            continue;
+        };
+        let w = run.window;
         let is_newest = Some(gi) == newest;
-        let on_chain = |b: &&BaseObject| w.from_offset <= b.offset && b.offset <= w.to_offset;
+        // The bases on the window's log (not the kept points before it).
+        let on_chain = |b: &&BaseObject| run.bases.iter().any(|&i| std::ptr::eq(&g.bases[i], *b));
         // The base from which this generation's kept history runs, if it keeps any.
         let anchor: Option<usize> = if w.to_ms >= cutoff_ms {
             g.bases
@@ -297,12 +303,14 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
         }
 
         let mut keeps_anything = false;
+        let mut keeps_log = !g.tails.is_empty();
         for (si, s) in g.sealed.iter().enumerate() {
             let needed = anchor_base
                 .is_some_and(|b| s.name.end_offset > b.offset || s.name.start_offset >= b.offset);
             let checkpoint = is_newest && si + 1 == g.sealed.len();
             if needed || checkpoint {
                 keeps_anything = true;
+                keeps_log = true;
                 continue;
             }
             let reason = match anchor_base {
@@ -361,6 +369,22 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
                 size: b.size,
                 reason,
             });
+        }
+        if keeps_anything && !keeps_log {
+            // Only restore points stay: the head describes a log that is now deleted, and
+            // `verify` would take its end for segments gone missing.
+            if let Some((key, size)) = &g.head {
+                deletions.push(Deletion {
+                    generation: g.id.clone(),
+                    kind: ObjectKind::Head,
+                    key: key.clone(),
+                    size: *size,
+                    reason: format!(
+                        "generation {} keeps only restore points, not the log it describes",
+                        g.id
+                    ),
+                });
+            }
         }
         if !keeps_anything {
             if let Some((key, size)) = &g.head {
@@ -999,6 +1023,48 @@ mod tests {
         assert!(!p.deletions.iter().any(|d| d.kind == ObjectKind::Manifest));
         assert_eq!(p.earliest_restorable_ms, Some(t));
         assert_eq!(p.window_from_ms, Some(MON + 2 * 24 * H));
+    }
+
+    /// An old generation kept only for a restore point keeps no log, so its log head (the
+    /// end of a log that no longer exists) goes: `verify` would read it as segments lost.
+    #[test]
+    fn a_generation_kept_for_a_restore_point_loses_its_log_head() {
+        let mut g1 = G::new(MON, 0);
+        g1.segments(6);
+        let (o, t) = g1.seg_end(3);
+        g1.base(o, t);
+        let mut g2 = G::new(MON + 2 * 24 * H, 0);
+        g2.segments(2).tail();
+        let mut gens = vec![g1.build(), g2.build()];
+        gens[0].head = Some((layout::head_key("src", &gens[0].id), 180));
+        gens[1].head = Some((layout::head_key("src", &gens[1].id), 180));
+        let pol = Policy {
+            keep_daily: 7,
+            ..policy(H)
+        };
+        let p = assert_idempotent(&gens, &pol, MON + 2 * 24 * H + 3 * H);
+        let heads: Vec<&Deletion> = p
+            .deletions
+            .iter()
+            .filter(|d| d.kind == ObjectKind::Head)
+            .collect();
+        assert_eq!(heads.len(), 1, "{:?}", deleted(&p));
+        assert_eq!(heads[0].key, layout::head_key("src", &gens[0].id));
+        assert!(
+            heads[0].reason.contains("only restore points"),
+            "{}",
+            heads[0].reason
+        );
+        assert_eq!(p.restore_points.len(), 1);
+        assert!(!p.deletions.iter().any(|d| d.kind == ObjectKind::Manifest));
+        // The restore point's generation still restores at that instant, from the walker.
+        let after = apply(&gens, &p);
+        let c = after[0].chain();
+        assert_eq!(
+            c.window().map(|w| (w.from_offset, w.to_offset, w.from_ms)),
+            Some((o, o, t))
+        );
+        assert!(c.holes.is_empty());
     }
 
     #[test]

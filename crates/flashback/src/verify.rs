@@ -2,9 +2,11 @@
 //!
 //! **Integrity.** For every generation of a source: the manifest decodes; every base is whole
 //! (the size the manifest recorded, the RDB's own CRC-64); every segment parses in its mode
-//! (sealed, or open tail) and every block decodes (checksums, zstd, the record chain); and the
-//! segments chain from the base offset without a hole or an overlap, each agreeing with its
-//! name. Every base's and sealed segment's name records its size and the crc32c of all its
+//! (sealed, or open tail) and every block decodes (checksums, zstd, the record chain); the
+//! segments chain, as restore walks them ([`crate::store::chain`]), without a hole, each
+//! agreeing with its name (a base kept as a restore point before the window needs no log, so
+//! the log a prune deleted before the window is no hole); and the log head decodes and the
+//! listing reaches it. Every base's and sealed segment's name records its size and the crc32c of all its
 //! bytes (`store::layout`): the listed size must be the recorded one, and the bytes read must
 //! have that checksum, which also catches damage the formats' own checks cannot see (a byte
 //! in an RDB's unchecked padding, a valid object swapped in under another's name). Objects are streamed, one block in memory at a time: a base can be gigabytes and a
@@ -25,15 +27,14 @@
 use crate::redis_server::{RedisServer, ServerBinary, ServerOptions};
 use crate::restore::{self, engine, RestoreError, Target};
 use crate::source::Client;
-use crate::store::catalog::{BaseObject, SealedSegment};
+use crate::store::catalog::{BaseObject, Generation, SealedSegment, TailSegment};
+use crate::store::chain::{Chain, Hole, Role, Which};
 use crate::store::layout::{self, Entry};
 use crate::store::manifest::{GenerationManifest, LogHead};
-use crate::store::Store;
+use crate::store::stream::{SegmentStream, StreamError};
+use crate::store::{Store, StoreError};
 use crate::timespec::{format_ms, format_rfc3339_ms};
-use bytes::BytesMut;
-use flashback_format::segment::{
-    self, Item, Sealed, SegmentHeader, SegmentScanner, SegmentSummary,
-};
+use flashback_format::segment::{self, Item, Sealed, SegmentHeader, SegmentSummary};
 use flashback_format::{rdb, Error as FormatError};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -366,6 +367,20 @@ impl Failure {
         }
     }
 
+    /// A segment that could not be read to its end.
+    fn stream(e: StreamError) -> Self {
+        match e {
+            StreamError::Format(e) => Failure::format(&e),
+            StreamError::Short { have, len, .. } => Failure::new(
+                Kind::Truncated,
+                Some(have),
+                format!("the store returned {have} of the object's {len} bytes"),
+            ),
+            StreamError::Store(StoreError::ObjectStore(e)) => Failure::store(e),
+            StreamError::Store(e) => Failure::new(Kind::Unreadable, None, e.to_string()),
+        }
+    }
+
     fn store(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { .. } => Failure::new(
@@ -403,16 +418,13 @@ struct GenCheck<'a> {
     uploading_from: Option<u64>,
 }
 
-/// How far the log of a generation is intact, walking it in restore's order.
-struct Chain {
-    /// The end offset of the intact chain.
-    at: u64,
-    /// Its end time (the base's time, then each segment's end).
-    end_ms: u64,
+/// How far one run of a generation's log is intact, in restore's order.
+#[derive(Default)]
+struct RunState {
     /// First record time of the last good block with records: restore at T reads on to the
     /// first block after T, so instants before this time never touch what comes after.
     last_good_first_ms: Option<u64>,
-    /// Set at the first break: up to which instant the generation still restores.
+    /// Set at the first break: up to which instant the run still restores.
     broken: Option<Option<u64>>,
 }
 
@@ -447,40 +459,59 @@ impl GenCheck<'_> {
             }
         };
         self.check_bases(&listed.bases, manifest.as_ref()).await;
-        // The chain starts where restore's does: at the oldest base left (a prune deletes the
-        // first base and the log before the next one).
-        let oldest = manifest.as_ref().and_then(|m| {
-            let b = listed.bases.iter().find(|b| b.offset >= m.base_offset)?;
-            let t = if b.offset == m.base_offset {
-                m.base_time_ms
-            } else {
-                b.time_ms
+        // Tails first: the walk needs to know where each ends, which only a scan tells.
+        let mut tails = Vec::new();
+        let mut tail_scans = Vec::new();
+        for (key, size, start) in &listed.tails {
+            let scan = self.scan(key, *size, Sealed::No).await;
+            if matches!(&scan.failure, Some(f) if f.kind == Kind::Missing) {
+                // A live agent sealed it since the listing: what it held is in a sealed
+                // segment that the next run of verify will read. Not damage.
+                continue;
+            }
+            let (first_ms, end, through) = match (&scan.summary, &scan.header) {
+                (Some(s), h) => (
+                    s.first_time_ms,
+                    s.end_offset,
+                    s.end_time_ms.max(h.as_ref().map_or(0, |h| h.created_ms)),
+                ),
+                (None, _) => (0, *start, 0),
             };
-            Some((b.offset, t))
-        });
-        let (start_offset, start_ms) = match (&manifest, oldest) {
-            (Some(_), Some(start)) => start,
-            (Some(m), None) => (m.base_offset, m.base_time_ms),
-            (None, _) => match listed.sealed.first() {
-                Some(s) => (s.name.start_offset, s.name.first_time_ms),
-                None => (listed.tails.first().map_or(0, |t| t.2), 0),
-            },
+            tails.push(TailSegment {
+                key: key.clone(),
+                size: *size,
+                start_offset: *start,
+                end_offset: end,
+                first_time_ms: first_ms,
+                covered_through_ms: through,
+                torn: scan.torn.is_some(),
+            });
+            tail_scans.push(scan);
+        }
+        let gen = Generation {
+            id: self.gen.clone(),
+            manifest: manifest.clone(),
+            bases: listed.bases.clone(),
+            sealed: listed.sealed.clone(),
+            tails,
+            head: None,
+            // Not part of the chain: checked on their own below.
+            uncertain: vec![],
         };
-        let mut chain = Chain {
-            at: start_offset,
-            end_ms: start_ms,
-            last_good_first_ms: None,
-            broken: manifest.is_none().then_some(None),
+        // The walk restore plans with: what each segment is for, where the holes are.
+        let walk = Chain::of(&gen);
+        let mut runs: Vec<RunState> = walk.runs.iter().map(|_| RunState::default()).collect();
+        // Damage past an unbridged hole is charged to the last run, whose bound the hole sets.
+        let last_run = walk.runs.len().checked_sub(1);
+        let run_of = |which: Which| match walk.role(which) {
+            Some(Role::Needed(r)) => Some(Some(r)),
+            Some(Role::Unreachable) => Some(None),
+            _ => None,
         };
-        let mut log_problems = Vec::new();
-        for s in &listed.sealed {
+        // (run the problem bounds, problem index)
+        let mut log_problems: Vec<(Option<usize>, usize)> = Vec::new();
+        for (i, s) in listed.sealed.iter().enumerate() {
             let n = &s.name;
-            let needed = self.link(
-                &mut chain,
-                &mut log_problems,
-                (n.start_offset, n.end_offset),
-                n.first_time_ms,
-            );
             let scan = self.scan(&s.key, s.size, Sealed::Yes).await;
             // Cheaper to explain than whatever the scan tripped on: the object is not the
             // size it was written at. The scan still ran, for how far the log is good.
@@ -503,36 +534,28 @@ impl GenCheck<'_> {
                 failure = name_mismatch(n, scan.header.as_ref(), scan.summary.as_ref())
                     .or_else(|| crc_mismatch(scan.crc32c, n.crc32c));
             }
-            if !needed {
+            let Some(run) = run_of(Which::Sealed(i)) else {
                 if let Some(f) = failure {
                     self.problem(s.key.to_string(), f, UNNEEDED.into(), None);
                 }
                 continue;
+            };
+            if let Some(r) = run {
+                runs[r].advance_good(scan.last_good_first_ms);
             }
-            chain.advance_good(scan.last_good_first_ms);
             if let Some(f) = failure {
-                chain.break_here();
-                log_problems.push(self.problem(s.key.to_string(), f, String::new(), None));
+                if let Some(r) = run {
+                    runs[r].break_here();
+                }
+                let i = self.problem(s.key.to_string(), f, String::new(), None);
+                log_problems.push((run.or(last_run), i));
             }
-            // Chained by name, as restore plans: damage inside is reported above, and must not
-            // also show as a hole before the next segment.
-            chain.at = n.end_offset;
-            chain.end_ms = chain.end_ms.max(n.end_time_ms);
         }
-        for (key, size, start) in &listed.tails {
-            let scan = self.scan(key, *size, Sealed::No).await;
-            if matches!(&scan.failure, Some(f) if f.kind == Kind::Missing) {
-                // A live agent sealed it since the listing: what it held is in a sealed
-                // segment that the next run of verify will read. Not damage.
-                continue;
-            }
-            let (first_ms, end) = scan
-                .summary
-                .as_ref()
-                .map_or((0, *start), |s| (s.first_time_ms, s.end_offset));
-            if !self.link(&mut chain, &mut log_problems, (*start, end), first_ms) {
+        for (i, scan) in tail_scans.into_iter().enumerate() {
+            let t = &gen.tails[i];
+            let Some(run) = run_of(Which::Tail(i)) else {
                 self.report.warnings.push(Problem {
-                    key: key.to_string(),
+                    key: t.key.to_string(),
                     offset: None,
                     kind: Kind::Leftover,
                     message: "an open tail whose data sealed segments already hold (the agent died while sealing)".into(),
@@ -540,7 +563,7 @@ impl GenCheck<'_> {
                     restorable_through_ms: None,
                 });
                 continue;
-            }
+            };
             if let Some(reason) = &scan.torn {
                 // The scanner says "byte <n>: <why>"; the offset gets its own field.
                 let (offset, why) = match reason
@@ -551,7 +574,7 @@ impl GenCheck<'_> {
                     None => (None, reason.as_str()),
                 };
                 self.report.warnings.push(Problem {
-                    key: key.to_string(),
+                    key: t.key.to_string(),
                     offset,
                     kind: Kind::Torn,
                     message: format!("the open tail ends in a partly written block: {why}"),
@@ -561,42 +584,72 @@ impl GenCheck<'_> {
             }
             let failure = match scan.failure {
                 Some(f) => Some(f),
-                None => name_mismatch_tail(*start, scan.header.as_ref()),
+                None => name_mismatch_tail(t.start_offset, scan.header.as_ref()),
             };
-            chain.advance_good(scan.last_good_first_ms);
-            match failure {
-                Some(f) => {
-                    chain.break_here();
-                    log_problems.push(self.problem(key.to_string(), f, String::new(), None));
+            if let Some(r) = run {
+                runs[r].advance_good(scan.last_good_first_ms);
+            }
+            if let Some(f) = failure {
+                if let Some(r) = run {
+                    runs[r].break_here();
                 }
-                None => {
-                    if let Some(s) = &scan.summary {
-                        chain.at = chain.at.max(s.end_offset);
-                        chain.end_ms = chain.end_ms.max(s.end_time_ms);
-                    }
-                }
+                let i = self.problem(t.key.to_string(), f, String::new(), None);
+                log_problems.push((run.or(last_run), i));
+            }
+        }
+        for h in &walk.holes {
+            // At a hole restore stops cleanly: every instant of the run before it is reachable.
+            let state = &mut runs[h.run];
+            if state.broken.is_none() {
+                state.broken = Some(Some(h.from_ms));
+            }
+            if let Some(i) = self.hole(h) {
+                log_problems.push((Some(h.run), i));
             }
         }
         if let Some(key) = &listed.head {
-            self.check_head(key, &chain, &mut log_problems).await;
+            if let Some(i) = self.check_head(key, &walk, &runs).await {
+                log_problems.push((last_run, i));
+            }
         }
         for (key, _) in &listed.uncertain {
             self.check_uncertain(key).await;
         }
-        // Every log problem gets the same impact: the first break bounds the generation.
-        let through = chain.broken.flatten();
-        let impact = match through {
-            Some(t) => format!(
-                "instants of generation {} up to {} still restore; later ones cannot",
-                self.gen,
-                format_ms(t)
-            ),
-            None => format!("no instant of generation {} can be restored", self.gen),
-        };
-        for i in log_problems {
+        // Every log problem of a run gets the same impact: the run's first break bounds it,
+        // and a later run (a base past a hole) restores again from its own start.
+        for (run, i) in log_problems {
+            let (through, resumes) = match run {
+                Some(r) => (
+                    runs[r].broken.flatten(),
+                    walk.runs.get(r + 1).map(|n| n.window),
+                ),
+                None => (None, None),
+            };
+            let impact = match (through, resumes) {
+                (Some(t), None) => format!(
+                    "instants of generation {} up to {} still restore; later ones cannot",
+                    self.gen,
+                    format_ms(t)
+                ),
+                (None, None) => format!("no instant of generation {} can be restored", self.gen),
+                (Some(t), Some(n)) => format!(
+                    "instants of generation {} up to {} still restore, and again from {} (the base at offset {}) on; those between cannot",
+                    self.gen,
+                    format_ms(t),
+                    format_ms(n.from_ms),
+                    n.from_offset
+                ),
+                (None, Some(n)) => format!(
+                    "instants of generation {} before {} cannot be restored; from {} (the base at offset {}) on they restore",
+                    self.gen,
+                    format_ms(n.from_ms),
+                    format_ms(n.from_ms),
+                    n.from_offset
+                ),
+            };
             let p = &mut self.report.problems[i];
             if p.impact.is_empty() {
-                p.impact = impact.clone();
+                p.impact = impact;
                 p.restorable_through_ms = through;
             }
         }
@@ -621,40 +674,22 @@ impl GenCheck<'_> {
         self.report.problems.len() - 1
     }
 
-    /// Places a segment spanning offsets `span` on the chain, as restore's planner does: one
-    /// that ends at or before the chain's end is not needed (its data is before the oldest
-    /// base, or held by another segment): returns false. One that starts after it leaves a
-    /// hole, reported here. One that starts inside the data (the oldest base falls inside a
-    /// segment) continues it.
-    fn link(
-        &mut self,
-        chain: &mut Chain,
-        log_problems: &mut Vec<usize>,
-        (start, end): (u64, u64),
-        first_ms: u64,
-    ) -> bool {
-        if start < chain.at && end <= chain.at {
-            return false;
-        }
-        if start <= chain.at {
-            return true;
-        }
+    /// Reports a hole the walk found: a warning while an upload is filling it, else a
+    /// problem (returned) whose impact the caller fills in.
+    fn hole(&mut self, h: &Hole) -> Option<usize> {
         let key = format!(
             "{}/{:016x}-*.seg",
             layout::segments_prefix(self.source, &self.gen),
-            chain.at
+            h.from_offset
         );
         let what = format!(
-            "no segment holds offsets {}..{start}: the log has a hole between {} (the data before it ends) and {} (the next segment starts)",
-            chain.at,
-            format_ms(chain.end_ms),
-            if first_ms == 0 { "an unknown time".to_string() } else { format_ms(first_ms) },
+            "no segment holds offsets {}..{}: the log has a hole between {} (the data before it ends) and {} (the next segment starts)",
+            h.from_offset,
+            h.to_offset,
+            format_ms(h.from_ms),
+            if h.to_ms == 0 { "an unknown time".to_string() } else { format_ms(h.to_ms) },
         );
-        // At a hole restore stops cleanly: every instant before it is reachable.
-        if chain.broken.is_none() {
-            chain.broken = Some(Some(chain.end_ms));
-        }
-        if self.uploading_from.is_some_and(|from| start >= from) {
+        if self.uploading_from.is_some_and(|from| h.to_offset >= from) {
             self.report.warnings.push(Problem {
                 key,
                 offset: None,
@@ -666,30 +701,34 @@ impl GenCheck<'_> {
                 impact: "none once the upload completes; until then restore stops its window at the hole".into(),
                 restorable_through_ms: None,
             });
-            chain.at = start;
-            return true;
+            return None;
         }
-        log_problems.push(self.problem(
+        Some(self.problem(
             key,
             Failure::new(Kind::Missing, None, what),
             String::new(),
             None,
-        ));
-        chain.at = start;
-        true
+        ))
     }
 
     /// The listing must reach the log head the agent recorded: otherwise the newest segments
-    /// are gone, which the names of those left cannot show. A head that cannot be read is a
-    /// warning only (it is advice about the log, not part of it).
-    async fn check_head(&mut self, key: &Path, chain: &Chain, log_problems: &mut Vec<usize>) {
+    /// are gone, which the names of those left cannot show. A head that cannot be read is
+    /// damage like any other stored file's (verify cannot vouch for the log's end without it);
+    /// one that vanished since the listing is a warning (a prune or a new generation raced us).
+    /// Returns the problem for the caller to give the log's impact, when that is not known here.
+    async fn check_head(
+        &mut self,
+        key: &Path,
+        walk: &Chain<'_>,
+        runs: &[RunState],
+    ) -> Option<usize> {
         let head = self
             .read_small(key)
             .await
             .and_then(|b| LogHead::decode(key.as_ref(), &b).map_err(|e| Failure::format(&e)));
         let head = match head {
             Ok(h) => h,
-            Err(f) => {
+            Err(f) if f.kind == Kind::Missing => {
                 self.report.warnings.push(Problem {
                     key: key.to_string(),
                     offset: f.offset,
@@ -698,22 +737,59 @@ impl GenCheck<'_> {
                     impact: "none for restore; verify cannot tell whether the newest segments are all there".into(),
                     restorable_through_ms: None,
                 });
-                return;
+                return None;
+            }
+            Err(f) => {
+                let through = walk.window().map(|w| w.to_ms);
+                let what = format!("the log head is damaged: {}", f.what);
+                let impact = format!(
+                    "restore does not read it, so the restorable instants are as reported for the log{}; but verify cannot tell whether the newest segments are all there, and a restarted agent cannot use it: rewrite it by restarting capture",
+                    through.map(|t| format!(" (through {})", format_ms(t))).unwrap_or_default()
+                );
+                self.problem(key.to_string(), Failure { what, ..f }, impact, None);
+                return None;
             }
         };
-        if chain.at >= head.end_offset {
-            return;
+        let g = walk.generation;
+        if g.sealed.is_empty() && g.tails.is_empty() && !g.bases.is_empty() {
+            // A head beside bases alone: a prune (older than the one that deletes such heads)
+            // kept this generation for its restore points only and deleted the log it
+            // describes. Those points need no log.
+            self.report.warnings.push(Problem {
+                key: key.to_string(),
+                offset: None,
+                kind: Kind::Leftover,
+                message: format!(
+                    "a log head (the log went through offset {}, {}) beside no segment: the generation holds only restore points, its log was pruned",
+                    head.end_offset,
+                    format_ms(head.end_time_ms)
+                ),
+                impact: "none: each kept base restores at its own instant; `flashback prune` deletes such a head".into(),
+                restorable_through_ms: None,
+            });
+            return None;
+        }
+        // How far the listing reaches, past holes too: a hole is reported on its own.
+        let listed_end = walk
+            .spans
+            .iter()
+            .map(|(s, _)| s.end_offset)
+            .chain(walk.window().map(|w| w.to_offset))
+            .max()
+            .unwrap_or(0);
+        if listed_end >= head.end_offset {
+            return None;
         }
         let f = Failure::new(
             Kind::Missing,
-            Some(chain.at),
+            Some(listed_end),
             format!(
                 "the log ends at offset {} but the agent stored it through offset {} ({}, newest segment {}): the segments after offset {} are gone",
-                chain.at,
+                listed_end,
                 head.end_offset,
                 format_ms(head.end_time_ms),
                 head.segment,
-                chain.at
+                listed_end
             ),
         );
         let i = self.problem(
@@ -722,18 +798,20 @@ impl GenCheck<'_> {
             String::new(),
             None,
         );
-        log_problems.push(i);
         // Instants up to the end of what is left still restore, unless an earlier break
         // already bounds them.
-        if chain.broken.is_none() {
+        let last = runs.last().zip(walk.window());
+        if let Some((state, w)) = last.filter(|(s, _)| s.broken.is_none()) {
+            let _ = state;
             self.report.problems[i].impact = format!(
                 "instants of generation {} up to {} still restore; later ones, through {}, are lost",
                 self.gen,
-                format_ms(chain.end_ms),
+                format_ms(w.to_ms),
                 format_ms(head.end_time_ms)
             );
-            self.report.problems[i].restorable_through_ms = Some(chain.end_ms);
+            self.report.problems[i].restorable_through_ms = Some(w.to_ms);
         }
+        Some(i)
     }
 
     /// An uncertain-interval object must decode: it is what tells restore and `info` that times
@@ -905,66 +983,25 @@ impl GenCheck<'_> {
         crc_mismatch(Some(crc32c), b.crc32c)
     }
 
-    /// Streams a segment through the scanner, decoding every block.
+    /// Streams a segment through the scanner ([`SegmentStream`]), decoding every block.
     async fn scan(&mut self, key: &Path, size: u64, sealed: Sealed) -> Scan {
         let mut scan = Scan::default();
-        let got = match self.store.os.get(key).await {
-            Ok(g) => g,
+        // An open tail may have grown since the listing; a sealed segment must not have.
+        let expected = (sealed == Sealed::Yes).then_some(size);
+        let mut stream = match SegmentStream::open(self.store, key, sealed, expected).await {
+            Ok(s) => s,
             Err(e) => {
-                scan.failure = Some(Failure::store(e));
+                scan.failure = Some(Failure::stream(e));
                 return scan;
             }
         };
-        // An open tail may have grown since the listing; a sealed segment must not have.
-        let len = match sealed {
-            Sealed::Yes => size,
-            Sealed::No => got.meta.size,
-        };
-        let mut scanner = SegmentScanner::new(key.as_ref(), len, sealed);
-        let mut body = got.into_stream();
-        let mut buf = BytesMut::new();
-        let mut fetched = 0u64;
-        let (mut received, mut crc) = (0u64, 0u32);
         let failure = loop {
-            let n = match scanner.next_need() {
-                Ok(0) => break None,
-                Ok(n) => n,
-                Err(e) => break Some(Failure::format(&e)),
-            };
-            let mut short = false;
-            while buf.len() < n {
-                match body.next().await {
-                    Some(Ok(c)) => {
-                        received += c.len() as u64;
-                        crc = crc32c::crc32c_append(crc, &c);
-                        buf.extend_from_slice(&c);
-                    }
-                    Some(Err(e)) => {
-                        scan.failure = Some(Failure::store(e));
-                        return scan;
-                    }
-                    None => {
-                        short = true;
-                        break;
-                    }
-                }
-            }
-            if short {
-                let have = fetched + buf.len() as u64;
-                break Some(Failure::new(
-                    Kind::Truncated,
-                    Some(have),
-                    format!("the store returned {have} of the object's {len} bytes"),
-                ));
-            }
-            let bytes = buf.split_to(n);
-            fetched += n as u64;
-            let block = match scanner.feed(&bytes) {
+            let block = match stream.next_block().await {
                 Ok(Some(b)) => b,
-                Ok(None) => continue,
-                Err(e) => break Some(Failure::format(&e)),
+                Ok(None) => break None,
+                Err(e) => break Some(Failure::stream(e)),
             };
-            match scanner.decode(&block) {
+            match stream.decode(&block) {
                 Ok(items) => {
                     self.counts.blocks += 1;
                     self.counts.records += items
@@ -975,30 +1012,25 @@ impl GenCheck<'_> {
                         scan.last_good_first_ms = Some(block.info.first_time_ms);
                     }
                 }
-                Err(e) => break Some(Failure::format(&e)),
+                Err(e) => break Some(Failure::stream(e)),
             }
         };
         // The scan is done; what it did not need still counts for the checksum.
         if failure.is_none() {
-            while let Some(chunk) = body.next().await {
-                match chunk {
-                    Ok(c) => {
-                        received += c.len() as u64;
-                        crc = crc32c::crc32c_append(crc, &c);
-                    }
-                    Err(e) => {
-                        scan.failure = Some(Failure::store(e));
-                        return scan;
-                    }
+            match stream.drain().await {
+                Ok((crc, _)) => scan.crc32c = Some(crc),
+                Err(e) => {
+                    self.counts.bytes += stream.received();
+                    scan.failure = Some(Failure::stream(e));
+                    return scan;
                 }
             }
-            scan.crc32c = Some(crc);
         }
-        self.counts.bytes += received;
-        scan.header = scanner.header().cloned();
+        self.counts.bytes += stream.received();
+        scan.header = stream.header().cloned();
         if failure.is_none() {
-            scan.summary = scanner.summary();
-            scan.torn = scanner.torn_reason().map(str::to_string);
+            scan.summary = stream.summary();
+            scan.torn = stream.torn_reason().map(str::to_string);
         }
         scan.failure = failure;
         scan
@@ -1024,7 +1056,7 @@ impl GenCheck<'_> {
     }
 }
 
-impl Chain {
+impl RunState {
     fn advance_good(&mut self, first_ms: Option<u64>) {
         if self.broken.is_none() && first_ms.is_some() {
             self.last_good_first_ms = first_ms;
@@ -1403,6 +1435,169 @@ fn plural(n: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::layout::SealedName;
+    use flashback_format::segment::Origin;
+    use flashback_format::spec::SegmentSpec;
+    use object_store::memory::InMemory;
+    use std::sync::Arc;
+
+    const REPLID: &str = "8f0c2a5b6e1d4c3b9a7f8e6d5c4b3a2918273645";
+    const T0: u64 = 1_790_000_000_000;
+    const GEN: &str = "000001a0b2c3d4e5";
+
+    fn store() -> Store {
+        Store {
+            os: Arc::new(InMemory::new()),
+            local_root: None,
+            encrypted: false,
+            url: "memory://".into(),
+        }
+    }
+
+    async fn put(s: &Store, key: Path, bytes: Vec<u8>) {
+        s.os.put(&key, bytes.into()).await.unwrap();
+    }
+
+    /// An empty RDB (CRC 0: written with `rdbchecksum no`), named with its size and crc32c.
+    async fn base(s: &Store, offset: u64, time_ms: u64) {
+        let rdb = b"REDIS0010\xff\0\0\0\0\0\0\0\0".to_vec();
+        let (size, crc) = (rdb.len() as u64, crc32c::crc32c(&rdb));
+        put(
+            s,
+            layout::base_key("src", GEN, offset, time_ms, size, crc),
+            rdb,
+        )
+        .await;
+    }
+
+    /// Four sealed segments of one SET each, chained from offset 0 (record times T0+10..40 s);
+    /// returns their (start, end) offsets, after putting the ones `keep` says.
+    async fn log(s: &Store, keep: [bool; 4]) -> Vec<(u64, u64)> {
+        let m = GenerationManifest {
+            source: "src".into(),
+            generation: GEN.into(),
+            replid: REPLID.into(),
+            base_offset: 0,
+            base_time_ms: T0,
+            base_db: 0,
+            base_size: 18,
+            rdb_version: 10,
+            server: "redis 7.0.15".into(),
+            reason: "test".into(),
+            previous: None,
+            agent_version: "test".into(),
+        };
+        put(s, layout::manifest_key("src", GEN), m.encode()).await;
+        let mut start = 0;
+        let mut spans = Vec::new();
+        for (i, keep) in keep.into_iter().enumerate() {
+            let t = T0 + (i as u64 + 1) * 10_000;
+            let mut spec = SegmentSpec::new(REPLID, start, t - 5_000, Origin::Roll);
+            spec.command(t, 0, &["SET", "k", "v"]);
+            let (bytes, sum) = spec.build_sealed_with_summary(t + 1_000).unwrap();
+            let name = SealedName {
+                start_offset: sum.start_offset,
+                end_offset: sum.end_offset,
+                first_time_ms: sum.first_time_ms,
+                end_time_ms: sum.end_time_ms,
+                size: bytes.len() as u64,
+                crc32c: crc32c::crc32c(&bytes),
+            };
+            if keep {
+                put(s, layout::segment_key("src", GEN, &name), bytes).await;
+            }
+            spans.push((sum.start_offset, sum.end_offset));
+            start = sum.end_offset;
+        }
+        spans
+    }
+
+    async fn head(s: &Store, end_offset: u64) -> Vec<u8> {
+        let h = LogHead {
+            source: "src".into(),
+            generation: GEN.into(),
+            end_offset,
+            end_time_ms: T0 + 41_000,
+            segment: "x.seg".into(),
+            written_ms: T0 + 41_000,
+        };
+        let bytes = h.encode();
+        put(s, layout::head_key("src", GEN), bytes.clone()).await;
+        bytes
+    }
+
+    /// What a prune leaves: the first base kept as a daily point, the log up to a later base
+    /// deleted. Not "missing" anything.
+    #[tokio::test]
+    async fn a_kept_point_before_the_window_is_not_a_hole() {
+        let s = store();
+        let spans = log(&s, [false, false, true, true]).await;
+        base(&s, 0, T0).await;
+        base(&s, spans[2].0, T0 + 25_000).await;
+        head(&s, spans[3].1).await;
+        let r = check_source(&s, "src").await;
+        assert!(r.problems.is_empty(), "{:#?}", r.problems);
+        assert!(r.warnings.is_empty(), "{:#?}", r.warnings);
+    }
+
+    /// A lost segment between two bases: instants before it and from the later base on still
+    /// restore, and the report says both.
+    #[tokio::test]
+    async fn a_hole_bridged_by_a_later_base_spoils_only_the_instants_between() {
+        let s = store();
+        let spans = log(&s, [true, false, true, true]).await;
+        base(&s, 0, T0).await;
+        base(&s, spans[2].1, T0 + 31_000).await;
+        let r = check_source(&s, "src").await;
+        assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
+        let p = &r.problems[0];
+        assert_eq!(p.kind, Kind::Missing);
+        assert!(
+            p.message
+                .contains(&format!("offsets {}..{}", spans[1].0, spans[1].1)),
+            "{}",
+            p.message
+        );
+        assert!(
+            p.impact.contains("and again from")
+                && p.impact.contains(&format!("offset {}", spans[2].1)),
+            "{}",
+            p.impact
+        );
+        assert_eq!(p.restorable_through_ms, Some(T0 + 11_000));
+    }
+
+    /// A damaged log head is damage (exit 1), named with its byte; one beside a log that a
+    /// prune deleted whole (only a restore point kept) is a warning.
+    #[tokio::test]
+    async fn a_damaged_log_head_is_a_problem_and_one_beside_no_log_a_warning() {
+        let s = store();
+        let spans = log(&s, [true, true, true, true]).await;
+        base(&s, 0, T0).await;
+        let mut bytes = head(&s, spans[3].1).await;
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        put(&s, layout::head_key("src", GEN), bytes).await;
+        let r = check_source(&s, "src").await;
+        assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
+        let p = &r.problems[0];
+        assert_eq!(
+            (p.key.as_str(), p.kind),
+            (layout::head_key("src", GEN).as_ref(), Kind::Corrupt)
+        );
+        assert!(p.offset.is_some(), "{p:#?}");
+
+        let s = store();
+        let spans = log(&s, [false, false, false, false]).await;
+        base(&s, 0, T0).await;
+        head(&s, spans[3].1).await;
+        let r = check_source(&s, "src").await;
+        assert!(r.problems.is_empty(), "{:#?}", r.problems);
+        assert_eq!(
+            r.warnings.iter().map(|w| w.kind).collect::<Vec<_>>(),
+            [Kind::Leftover]
+        );
+    }
 
     /// A hole followed only by fresh segments while the agent is live is an upload in
     /// progress; an old segment after the hole, a dead agent, or the grace passing make it a

@@ -365,4 +365,28 @@ fn verify_healthy_store_then_each_kind_of_damage() {
     let (out, j) = verify(&copy, &["--json"]);
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert_eq!(j["sources"][0]["drill"]["digest"], final_digest.as_str());
+
+    // (h) A flipped byte in the log head: every stored file is checked, so verify fails
+    // naming it and the byte, yet says the log itself still restores (the drill passes).
+    let (copy, g) = damaged(&store, gen, root.path(), "corrupt-head");
+    let head = g.join("log.head");
+    let mut bytes = std::fs::read(&head).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&head, &bytes).unwrap();
+    let (out, j) = verify(&copy, &["--json"]);
+    let p = assert_fails_naming(&out, &j, &key_of(&copy, &head), "corrupt");
+    assert!(p["offset"].is_u64(), "the byte is named: {p}");
+    assert!(
+        p["impact"]
+            .as_str()
+            .unwrap()
+            .contains("restore does not read it"),
+        "{p}"
+    );
+    assert_eq!(problems(&j).len(), 1, "{}", out.all());
+    assert_eq!(j["sources"][0]["drill"]["digest"], final_digest.as_str());
+    let (out, _) = verify(&copy, &["--no-drill"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stdout.contains("log.head"), "{}", out.all());
 }

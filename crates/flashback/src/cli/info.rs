@@ -107,6 +107,40 @@ fn render_source(o: &mut String, r: &StoreInfo, s: &SourceInfo) {
             );
         }
     }
+    if let Some(b) = &s.latest_base {
+        let _ = writeln!(
+            o,
+            "  latest restore starts from: the base at offset {} ({}, {}, generation {})",
+            b.offset,
+            format_ms(b.time_ms),
+            format_bytes(b.size),
+            b.generation
+        );
+    }
+    if !s.restore_points.is_empty() {
+        let _ = writeln!(o, "  kept restore points (before the windows):");
+        for p in &s.restore_points {
+            if p.to_offset == p.offset {
+                let _ = writeln!(
+                    o,
+                    "    {}  (a base alone, offset {}, generation {}: this exact instant only)",
+                    format_ms(p.time_ms),
+                    p.offset,
+                    p.generation
+                );
+            } else {
+                let _ = writeln!(
+                    o,
+                    "    {} → {}  (offsets {}..{}, generation {})",
+                    format_ms(p.time_ms),
+                    format_ms(p.to_ms),
+                    p.offset,
+                    p.to_offset,
+                    p.generation
+                );
+            }
+        }
+    }
     if !s.windows.is_empty() {
         let _ = writeln!(o, "  restorable windows:");
         for (i, w) in s.windows.iter().enumerate() {
@@ -202,8 +236,17 @@ fn render_generation(o: &mut String, g: &GenerationInfo) {
             None => server.clone(),
         });
     }
-    if let (Some(off), Some(size)) = (g.base_offset, g.base_size) {
-        facts.push(format!("base {} at offset {off}", format_bytes(size)));
+    match (&g.restore_base, g.base_offset, g.base_size) {
+        // After a prune the manifest's base is gone: describe the one restores use.
+        (Some(b), Some(first), _) if g.base_pruned => facts.push(format!(
+            "base {} at offset {} (the first base, at offset {first}, was pruned)",
+            format_bytes(b.size),
+            b.offset
+        )),
+        (_, Some(off), Some(size)) => {
+            facts.push(format!("base {} at offset {off}", format_bytes(size)))
+        }
+        _ => {}
     }
     facts.push(format!(
         "{} sealed segment{}, {} open tail{}",
@@ -232,7 +275,15 @@ fn render_generation(o: &mut String, g: &GenerationInfo) {
             p.end_offset
         );
     }
-    if let Some(b) = &g.chain_break {
+    if let Some(b) = g.chain_break.filter(|b| b.bridged_by_base_offset.is_some()) {
+        let _ = writeln!(
+            o,
+            "      WARNING: segments missing between offsets {} and {}: instants in between cannot be restored; the window resumes at the base at offset {}; run flashback verify",
+            b.at_offset,
+            b.resumes_at_offset,
+            b.bridged_by_base_offset.unwrap_or_default()
+        );
+    } else if let Some(b) = &g.chain_break {
         let _ = writeln!(
             o,
             "      WARNING: segments missing between offsets {} and {}: the window stops there and {} later segment{} cannot be restored; run flashback verify",
@@ -297,6 +348,9 @@ mod tests {
             window: w,
             torn_tail: false,
             chain_break: None,
+            base_pruned: false,
+            restore_base: None,
+            restore_points: vec![],
         }
     }
 
@@ -333,6 +387,11 @@ mod tests {
             windows,
             lag_ms,
             uncertain: vec![],
+            latest_base: gens.iter().rev().find_map(|g| g.restore_base.clone()),
+            restore_points: gens
+                .iter()
+                .flat_map(|g| g.restore_points.iter().cloned())
+                .collect(),
             generations: gens,
         }
     }
@@ -393,6 +452,7 @@ mod tests {
             at_offset: 100,
             resumes_at_offset: 150,
             unreachable_segments: 2,
+            bridged_by_base_offset: None,
         });
         g.torn_tail = true;
         let text = render(&report(vec![source(vec![g], now)], now));
@@ -411,6 +471,74 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("partly written block"), "{text}");
+    }
+
+    /// A hole that a later base bridges costs only the instants between: the warning says the
+    /// window resumes, not that later segments are lost.
+    #[test]
+    fn a_bridged_hole_says_where_the_window_resumes() {
+        let now = T0 + 100_000;
+        let mut g = gen(
+            "g1",
+            Some(window(T0 + 50_000, T0 + 99_000, 500, 700)),
+            Some("first capture"),
+        );
+        g.chain_break = Some(ChainBreak {
+            at_offset: 100,
+            resumes_at_offset: 150,
+            unreachable_segments: 0,
+            bridged_by_base_offset: Some(500),
+        });
+        let text = render(&report(vec![source(vec![g], now)], now));
+        assert!(
+            text.contains("WARNING: segments missing between offsets 100 and 150: instants in between cannot be restored; the window resumes at the base at offset 500"),
+            "{text}"
+        );
+        assert!(!text.contains("cannot be restored; run"), "{text}");
+    }
+
+    /// After a prune: the base restores use, not the deleted first one, and the kept points.
+    #[test]
+    fn pruned_base_and_kept_restore_points_are_shown() {
+        let now = T0 + 100_000;
+        let mut g = gen(
+            "g1",
+            Some(window(T0 + 50_000, T0 + 99_000, 500, 700)),
+            Some("first capture"),
+        );
+        g.base_offset = Some(0);
+        g.base_pruned = true;
+        g.restore_base = Some(info::BaseInfo {
+            generation: "g1".into(),
+            offset: 500,
+            time_ms: T0 + 50_000,
+            time: format_rfc3339_ms(T0 + 50_000),
+            size: 4096,
+            key: "sources/cache/generations/g1/base/x.rdb".into(),
+        });
+        g.restore_points = vec![info::RestorePointInfo {
+            generation: "g1".into(),
+            offset: 100,
+            time_ms: T0 + 10_000,
+            time: format_rfc3339_ms(T0 + 10_000),
+            to_ms: T0 + 10_000,
+            to: format_rfc3339_ms(T0 + 10_000),
+            to_offset: 100,
+        }];
+        let text = render(&report(vec![source(vec![g], now)], now));
+        for want in [
+            "latest restore starts from: the base at offset 500",
+            "kept restore points (before the windows):",
+            &format!(
+                "{}  (a base alone, offset 100, generation g1: this exact instant only)",
+                format_ms(T0 + 10_000)
+            ),
+            "base 4.0 KiB at offset 500 (the first base, at offset 0, was pruned)",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert!(!text.contains("WARNING"), "{text}");
+        assert!(!text.contains("base 2.0 KiB at offset 0"), "{text}");
     }
 
     #[test]

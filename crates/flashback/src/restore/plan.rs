@@ -8,17 +8,14 @@
 
 use super::{OutsideWindow, Requested, RestoreError, Uncertain};
 use crate::store::catalog::{self, Generation, Window};
+use crate::store::chain::{Chain, Span, Which};
 use crate::store::manifest::GenerationManifest;
+pub(crate) use crate::store::stream::SegmentStream;
+use crate::store::stream::StreamError;
 use crate::store::Store;
 use crate::timespec::format_ms;
-use bytes::{Bytes, BytesMut};
-use flashback_format::segment::{
-    block_flags, BlockInfo, Item, ScannedBlock, Sealed, SegmentHeader, SegmentScanner,
-};
-use futures::stream::BoxStream;
-use futures::StreamExt;
+use flashback_format::segment::{block_flags, BlockInfo, Item, Sealed};
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
 
 /// The point in history to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,33 +190,20 @@ pub async fn plan_with(
     inexact: bool,
 ) -> Result<RestorePlan, RestoreError> {
     let gens = catalog::load_generations(store, source).await?;
-    let mut windows: Vec<(&Generation, Window)> = gens
+    let chains: Vec<Chain> = gens.iter().map(Generation::chain).collect();
+    // Every run of every generation: its continuous window, and before it the bases kept by
+    // retention after the log around them was pruned (restorable at their own instant:
+    // zero-length windows, so the rest of planning needs no special case).
+    let mut windows: Vec<(&Generation, Window, usize)> = chains
         .iter()
-        .filter_map(|g| g.window().map(|w| (g, w)))
-        .filter(|(g, _)| !g.bases.is_empty())
-        .collect();
-    // Bases older than their generation's window (daily/weekly/monthly restore points kept by
-    // retention after the log around them was pruned) are restorable at their own instant:
-    // zero-length windows, so the rest of planning needs no special case.
-    let points: Vec<(&Generation, Window)> = windows
-        .iter()
-        .flat_map(|(g, w)| {
-            g.bases
+        .flat_map(|c| {
+            c.runs
                 .iter()
-                .filter(|b| b.offset < w.from_offset)
-                .map(|b| {
-                    let at = Window {
-                        from_ms: b.time_ms,
-                        to_ms: b.time_ms,
-                        from_offset: b.offset,
-                        to_offset: b.offset,
-                    };
-                    (*g, at)
-                })
+                .enumerate()
+                .map(move |(ri, r)| (c.generation, r.window, ri))
         })
         .collect();
-    windows.extend(points);
-    windows.sort_by_key(|(g, w)| (g.id.clone(), w.from_offset));
+    windows.sort_by_key(|(g, w, _)| (g.id.clone(), w.from_offset));
     if windows.is_empty() {
         let why = if gens.is_empty() {
             "no generation has been captured".to_string()
@@ -236,41 +220,41 @@ pub async fn plan_with(
         RestoreError::OutsideWindow(Box::new(OutsideWindow {
             source: source.to_string(),
             requested,
-            windows: windows.iter().map(|(g, w)| (g.id.clone(), *w)).collect(),
+            windows: windows.iter().map(|(g, w, _)| (g.id.clone(), *w)).collect(),
         }))
     };
-    let (g, w, limit) = match target {
+    let (g, w, run, limit) = match target {
         Target::At(t) => {
             // Windows of successive generations do not overlap in time; if they ever touch, the
             // later one wins, as it holds the later history.
-            let (g, w) = windows
+            let (g, w, run) = windows
                 .iter()
                 .rev()
-                .find(|(_, w)| w.from_ms <= t && t <= w.to_ms)
+                .find(|(_, w, _)| w.from_ms <= t && t <= w.to_ms)
                 .ok_or_else(|| outside(Requested::Time(t)))?;
-            (*g, *w, Limit::Time(t))
+            (*g, *w, *run, Limit::Time(t))
         }
         Target::AtOffset(n) => {
             let hits: Vec<_> = windows
                 .iter()
-                .filter(|(_, w)| w.from_offset <= n && n <= w.to_offset)
+                .filter(|(_, w, _)| w.from_offset <= n && n <= w.to_offset)
                 .collect();
-            let (g, w) = hits.last().ok_or_else(|| outside(Requested::Offset(n)))?;
+            let (g, w, run) = hits.last().ok_or_else(|| outside(Requested::Offset(n)))?;
             if hits.len() > 1 {
                 notes.push(format!(
                     "offset {n} exists in {} generations ({}) because offsets restart with a new replication history; using the latest, {}",
                     hits.len(),
-                    hits.iter().map(|(g, _)| g.id.as_str()).collect::<Vec<_>>().join(", "),
+                    hits.iter().map(|(g, _, _)| g.id.as_str()).collect::<Vec<_>>().join(", "),
                     g.id
                 ));
             }
-            (*g, *w, Limit::Offset(n))
+            (*g, *w, *run, Limit::Offset(n))
         }
         Target::Latest => {
-            let (g, w) = windows
+            let (g, w, run) = windows
                 .last()
                 .ok_or_else(|| outside(Requested::Offset(0)))?;
-            (*g, *w, Limit::Offset(w.to_offset))
+            (*g, *w, *run, Limit::Offset(w.to_offset))
         }
     };
     let m = g
@@ -280,13 +264,36 @@ pub async fn plan_with(
             name: source.to_string(),
             why: "no manifest".into(),
         })?;
-    let (chain, reaches_all) = chain(g, w.from_offset);
-    let point = w.from_offset == w.to_offset && g.bases.iter().any(|b| b.offset == w.from_offset);
-    if !reaches_all && !point {
-        notes.push(format!(
-            "the log of generation {} has a hole after offset {}: later segments cannot be reached from its base and are not restorable",
-            g.id, w.to_offset
-        ));
+    let walked = chains
+        .iter()
+        .find(|c| c.generation.id == g.id)
+        .ok_or_else(|| RestoreError::NothingRestorable {
+            name: source.to_string(),
+            why: "no manifest".into(),
+        })?;
+    let chain: Vec<SegmentRef> = walked.runs[run]
+        .segments
+        .iter()
+        .map(|s| SegmentRef::of(g, s))
+        .collect();
+    if let Some(h) = walked.holes.iter().find(|h| h.run == run) {
+        notes.push(match h.bridged_by.map(|r| walked.runs[r].window) {
+            None => format!(
+                "the log of generation {} has a hole after offset {}: later segments cannot be reached from its base and are not restorable",
+                g.id, h.from_offset
+            ),
+            Some(next) => format!(
+                "the log of generation {} has a hole after offset {} (offsets {}..{} are missing): instants after {} and before {} cannot be restored; from {} on they restore from the base at offset {}",
+                g.id,
+                h.from_offset,
+                h.from_offset,
+                h.to_offset,
+                format_ms(h.from_ms),
+                format_ms(next.from_ms),
+                format_ms(next.from_ms),
+                next.from_offset
+            ),
+        });
     }
     if g.tails.iter().any(|t| t.torn) {
         notes.push("the open tail ends in a torn write (the agent stopped mid-write); the incomplete bytes are ignored".into());
@@ -297,11 +304,8 @@ pub async fn plan_with(
         .await?
         .filter(|c| c.end_offset > w.from_offset);
     let stop_offset = cut.map(|c| c.end_offset).unwrap_or(w.from_offset);
-    let (base_offset, base_key, base_size, base_time_ms) = g
-        .bases
-        .iter()
-        .rev()
-        .find(|b| b.offset <= stop_offset && b.offset >= w.from_offset)
+    let (base_offset, base_key, base_size, base_time_ms) = walked
+        .base_for(run, stop_offset)
         .map(|b| (b.offset, b.key.clone(), b.size, b.time_ms))
         .ok_or_else(|| RestoreError::Log {
             key: g.id.clone(),
@@ -329,7 +333,7 @@ pub async fn plan_with(
         let stored = g
             .uncertain
             .iter()
-            .map(|u| Span {
+            .map(|u| UncertainSpan {
                 from_ms: u.name.from_ms,
                 to_ms: u.name.to_ms,
                 from_offset: u.name.from_offset,
@@ -388,121 +392,50 @@ pub async fn plan_with(
     })
 }
 
-/// The segments that chain from `from` without a hole (sealed ones, then open tails, as
-/// `Generation::window` walks them), and whether every segment of the generation was reached.
-fn chain(g: &Generation, from: u64) -> (Vec<SegmentRef>, bool) {
-    let mut at = from;
-    let mut out = Vec::new();
-    for s in &g.sealed {
-        // Ends at or before the base the chain starts from: not needed.
-        if s.name.end_offset <= at && s.name.start_offset < at {
-            continue;
+impl SegmentRef {
+    /// The segment the walker placed on a run, from the listing.
+    fn of(g: &Generation, s: &Span) -> SegmentRef {
+        let (key, size, sealed) = match s.which {
+            Which::Sealed(i) => (&g.sealed[i].key, g.sealed[i].size, true),
+            Which::Tail(i) => (&g.tails[i].key, g.tails[i].size, false),
+        };
+        SegmentRef {
+            key: key.clone(),
+            size,
+            start_offset: s.start_offset,
+            end_offset: s.end_offset,
+            first_time_ms: s.first_time_ms,
+            end_time_ms: s.end_time_ms,
+            sealed,
         }
-        if s.name.start_offset > at {
-            return (out, false);
-        }
-        out.push(SegmentRef {
-            key: s.key.clone(),
-            size: s.size,
-            start_offset: s.name.start_offset,
-            end_offset: s.name.end_offset,
-            first_time_ms: s.name.first_time_ms,
-            end_time_ms: s.name.end_time_ms,
-            sealed: true,
-        });
-        at = s.name.end_offset;
     }
-    for t in &g.tails {
-        if t.end_offset <= at && t.start_offset < at {
-            continue;
-        }
-        if t.start_offset > at {
-            return (out, false);
-        }
-        out.push(SegmentRef {
-            key: t.key.clone(),
-            size: t.size,
-            start_offset: t.start_offset,
-            end_offset: t.end_offset,
-            first_time_ms: t.first_time_ms,
-            end_time_ms: t.covered_through_ms,
-            sealed: false,
-        });
-        at = t.end_offset;
-    }
-    (out, true)
 }
 
-/// A segment streamed from the store one block at a time: a segment can hold a 512 MB
-/// record (in fragments), and neither planning nor replaying may need that much memory.
-pub(crate) struct SegmentStream {
-    key: String,
-    scanner: SegmentScanner,
-    body: BoxStream<'static, object_store::Result<Bytes>>,
-    buf: BytesMut,
-    /// Bytes taken from the store so far.
-    pub fetched: u64,
-}
-
-impl SegmentStream {
-    pub(crate) async fn open(store: &Store, seg: &SegmentRef) -> Result<Self, RestoreError> {
-        let got = match store.os.get(&seg.key).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Err(RestoreError::Log {
-                key: seg.key.to_string(),
+impl SegmentRef {
+    /// Opens the segment as a [`SegmentStream`], as long as the object is at this GET (an open
+    /// tail may have grown since the listing).
+    pub(crate) async fn open(&self, store: &Store) -> Result<SegmentStream, RestoreError> {
+        match SegmentStream::open(store, &self.key, self.sealed_mode(), None).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.is_not_found() => Err(RestoreError::Log {
+                key: self.key.to_string(),
                 what: "disappeared since the listing (a live agent sealed or pruned it): run the restore again".into(),
             }),
-            Err(e) => return Err(crate::store::StoreError::from(e).into()),
-        };
-        // The object's size at this GET (an open tail may have grown since the listing).
-        let len = got.meta.size;
-        Ok(SegmentStream {
-            key: seg.key.to_string(),
-            scanner: SegmentScanner::new(seg.key.as_ref(), len, seg.sealed_mode()),
-            body: got.into_stream(),
-            buf: BytesMut::new(),
-            fetched: 0,
-        })
-    }
-
-    /// The next block, checked (its payload is decoded by [`decode`](Self::decode)).
-    pub(crate) async fn next_block(&mut self) -> Result<Option<ScannedBlock>, RestoreError> {
-        loop {
-            let n = self.scanner.next_need()?;
-            if n == 0 {
-                return Ok(None);
-            }
-            while self.buf.len() < n {
-                match self.body.next().await {
-                    Some(chunk) => self
-                        .buf
-                        .extend_from_slice(&chunk.map_err(crate::store::StoreError::from)?),
-                    None => {
-                        return Err(RestoreError::Log {
-                            key: self.key.clone(),
-                            what: format!(
-                                "the store returned {} bytes, fewer than the object's size",
-                                self.fetched + self.buf.len() as u64
-                            ),
-                        })
-                    }
-                }
-            }
-            let bytes = self.buf.split_to(n);
-            self.fetched += n as u64;
-            if let Some(b) = self.scanner.feed(&bytes)? {
-                return Ok(Some(b));
-            }
+            Err(e) => Err(e.into()),
         }
     }
+}
 
-    pub(crate) fn decode(&self, b: &ScannedBlock) -> Result<Vec<Item>, RestoreError> {
-        Ok(self.scanner.decode(b)?)
-    }
-
-    /// The segment's header, once a block (or the end) was read.
-    pub(crate) fn header(&self) -> Option<&SegmentHeader> {
-        self.scanner.header()
+impl From<StreamError> for RestoreError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Store(e) => e.into(),
+            StreamError::Format(e) => e.into(),
+            StreamError::Short { key, have, len } => RestoreError::Log {
+                key,
+                what: format!("the store returned {have} bytes, fewer than the object's {len}"),
+            },
+        }
     }
 }
 
@@ -527,7 +460,7 @@ async fn find_cut(
         if seg.end_offset == seg.start_offset || beyond {
             continue;
         }
-        let mut stream = SegmentStream::open(store, seg).await?;
+        let mut stream = seg.open(store).await?;
         let mut best = None;
         while let Some(block) = stream.next_block().await? {
             let b = &block.info;
@@ -573,7 +506,7 @@ async fn find_cut(
 
 /// An uncertain interval found for a restore by time.
 #[derive(Debug, Clone, Copy)]
-struct Span {
+struct UncertainSpan {
     from_ms: u64,
     to_ms: u64,
     from_offset: u64,
@@ -582,7 +515,7 @@ struct Span {
     records: Option<u64>,
 }
 
-impl Span {
+impl UncertainSpan {
     /// Strictly inside: at its start the agent could vouch for the source, and at its end again.
     fn contains(&self, t: u64) -> bool {
         self.from_ms < t && t < self.to_ms
@@ -599,7 +532,7 @@ async fn uncertain_span(
     chain: &[SegmentRef],
     base_time_ms: u64,
     t: u64,
-) -> Result<Option<Span>, RestoreError> {
+) -> Result<Option<UncertainSpan>, RestoreError> {
     // Start at the segment holding the cut; a run relevant to `t` starts at or after it.
     let start = chain
         .iter()
@@ -611,16 +544,16 @@ async fn uncertain_span(
         chain[start - 1].end_time_ms
     };
     let mut prev_end_offset = chain.get(start).map(|s| s.start_offset).unwrap_or(0);
-    let mut run: Option<Span> = None;
+    let mut run: Option<UncertainSpan> = None;
     for seg in &chain[start..] {
         if prev_covered > t && run.is_none() {
             break;
         }
-        let mut stream = SegmentStream::open(store, seg).await?;
+        let mut stream = seg.open(store).await?;
         while let Some(block) = stream.next_block().await? {
             let b = &block.info;
             if b.flags & block_flags::CATCHUP != 0 {
-                let r = run.get_or_insert(Span {
+                let r = run.get_or_insert(UncertainSpan {
                     from_ms: prev_covered,
                     from_offset: prev_end_offset,
                     to_ms: prev_covered,
@@ -649,7 +582,7 @@ async fn uncertain_span(
     Ok(run.filter(|r| r.contains(t)))
 }
 
-fn extend(r: &mut Span, b: &BlockInfo) {
+fn extend(r: &mut UncertainSpan, b: &BlockInfo) {
     r.records = r.records.map(|n| n + u64::from(b.record_count));
     r.to_ms = r.to_ms.max(b.covered_through_ms).max(b.last_time_ms);
     if b.record_count > 0 {
@@ -664,6 +597,7 @@ mod tests {
     use flashback_format::segment::Origin;
     use flashback_format::spec::SegmentSpec;
     use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
     use std::sync::Arc;
 
     const REPLID: &str = "8f0c2a5b6e1d4c3b9a7f8e6d5c4b3a2918273645";

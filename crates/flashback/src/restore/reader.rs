@@ -152,7 +152,7 @@ fn open_one<'a>(
     store: &'a Store,
     seg: &'a SegmentRef,
 ) -> futures::future::BoxFuture<'a, Opened<'a>> {
-    Box::pin(async move { (seg, SegmentStream::open(store, seg).await) })
+    Box::pin(async move { (seg, seg.open(store).await) })
 }
 
 fn check_start(stream: &SegmentStream, key: &str, named: u64) -> Result<(), RestoreError> {

@@ -1,8 +1,10 @@
 //! What a store holds, from its listing plus the small manifests: sources, generations, and the
 //! restorable window of each. No database, no index object: a LIST is the catalog.
 
+use super::chain;
 use super::layout::{self, Entry, SealedName, UncertainName};
 use super::manifest::GenerationManifest;
+use super::stream::{SegmentStream, StreamError};
 use super::{Store, StoreError};
 use flashback_format::segment::{Sealed, SegmentScanner};
 use futures::TryStreamExt;
@@ -78,61 +80,16 @@ pub struct Window {
 
 impl Generation {
     /// From the oldest base whose log reaches furthest, to the last time that log is known
-    /// complete. None when the generation has no manifest. Usually that is the manifest's own
-    /// base; after a prune removed it and the first segments, it is the oldest base kept.
-    /// Segments that end at or before the base are not needed from it and are passed over; a
-    /// hole in the chain ends the window at the hole.
+    /// complete ([`chain::Chain::window`]). None without a manifest or a base. Usually that is
+    /// the manifest's own base; after a prune removed it and the first segments, it is the
+    /// oldest base kept on the log.
     pub fn window(&self) -> Option<Window> {
-        let m = self.manifest.as_ref()?;
-        let mut starts: Vec<(u64, u64)> = self
-            .bases
-            .iter()
-            .filter(|b| b.offset >= m.base_offset)
-            .map(|b| {
-                let t = if b.offset == m.base_offset {
-                    m.base_time_ms
-                } else {
-                    b.time_ms
-                };
-                (b.offset, t)
-            })
-            .collect();
-        if starts.is_empty() {
-            starts.push((m.base_offset, m.base_time_ms));
-        }
-        let mut best: Option<Window> = None;
-        for (offset, time_ms) in starts {
-            let mut w = Window {
-                from_ms: time_ms,
-                to_ms: time_ms,
-                from_offset: offset,
-                to_offset: offset,
-            };
-            let spans = self
-                .sealed
-                .iter()
-                .map(|s| (s.name.start_offset, s.name.end_offset, s.name.end_time_ms))
-                .chain(
-                    self.tails
-                        .iter()
-                        .map(|t| (t.start_offset, t.end_offset, t.covered_through_ms)),
-                );
-            for (start, end, end_ms) in spans {
-                if end <= w.to_offset && start < w.to_offset {
-                    continue;
-                }
-                if start > w.to_offset {
-                    break;
-                }
-                w.to_offset = end;
-                w.to_ms = w.to_ms.max(end_ms);
-            }
-            match best {
-                Some(b) if b.to_offset >= w.to_offset => {}
-                _ => best = Some(w),
-            }
-        }
-        best
+        self.chain().window()
+    }
+
+    /// What restores from where: the one walk of this generation's log.
+    pub fn chain(&self) -> chain::Chain<'_> {
+        chain::Chain::of(self)
     }
 
     pub fn bytes(&self) -> u64 {
@@ -297,40 +254,34 @@ async fn scan_tail(store: &Store, t: &mut TailSegment) -> Result<(), StoreError>
 }
 
 /// Streams a segment object through a [`SegmentScanner`] to its end, one block in memory at a
-/// time, and returns the finished scan (header, summary, blocks). Every block's checksum is
-/// checked on the way. An open tail shorter than its listed size (it was truncated since) ends
-/// as a torn write; a sealed segment that short is an error naming it.
+/// time ([`SegmentStream`]), and returns the finished scan (header, summary, blocks). Every
+/// block's checksum is checked on the way. An open tail shorter than its listed size (it was
+/// truncated since) ends as a torn write; a sealed segment that short is an error naming it.
 pub async fn scan_object(
     store: &Store,
     key: &Path,
     sealed: Sealed,
 ) -> Result<SegmentScanner, StoreError> {
-    use futures::StreamExt;
-    let got = store.os.get(key).await?;
-    let mut scanner = SegmentScanner::new(key.as_ref(), got.meta.size, sealed);
-    let mut body = got.into_stream();
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let n = scanner.next_need()?;
-        if n == 0 {
-            return Ok(scanner);
-        }
-        while buf.len() < n {
-            match body.next().await {
-                Some(chunk) => buf.extend_from_slice(&chunk?),
-                None if sealed == Sealed::No => return Ok(scanner),
-                None => {
-                    return Err(StoreError::Io {
-                        path: key.to_string(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the store returned fewer bytes than the object's listed size",
-                        ),
-                    })
-                }
-            }
-        }
-        let bytes = buf.split_to(n);
-        scanner.feed(&bytes)?;
+    let mut stream = SegmentStream::open(store, key, sealed, None)
+        .await
+        .map_err(store_error)?;
+    match stream.skip_to_end().await {
+        Ok(()) => Ok(stream.into_scanner()),
+        Err(StreamError::Short { .. }) if sealed == Sealed::No => Ok(stream.into_scanner()),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+fn store_error(e: StreamError) -> StoreError {
+    match e {
+        StreamError::Store(e) => e,
+        StreamError::Format(e) => StoreError::Format(e),
+        StreamError::Short { key, .. } => StoreError::Io {
+            path: key,
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the store returned fewer bytes than the object's listed size",
+            ),
+        },
     }
 }

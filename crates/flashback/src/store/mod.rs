@@ -10,9 +10,11 @@
 
 pub mod aws_files;
 pub mod catalog;
+pub mod chain;
 pub mod crypt;
 pub mod layout;
 pub mod manifest;
+pub mod stream;
 
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
