@@ -38,7 +38,9 @@ pub fn shim() -> PathBuf {
         .arg("-ldl")
         .arg("-lpthread")
         .status()
-        .unwrap_or_else(|e| panic!("cannot run cc to build the power-loss shim: {e} (install gcc)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run cc to build the power-loss shim: {e} (install gcc)")
+        });
     assert!(status.success(), "building {SHIM_SOURCE} failed: {status}");
     fs::rename(&tmp, &out).unwrap();
     out
@@ -113,7 +115,8 @@ impl PowerCut {
         let mut d = std::mem::take(&mut self.initial);
         let mut current: HashMap<u64, usize> = HashMap::new();
         let mut stats = CutStats::default();
-        let inc = |current: &HashMap<u64, usize>, i: u64| (i, current.get(&i).copied().unwrap_or(0));
+        let inc =
+            |current: &HashMap<u64, usize>, i: u64| (i, current.get(&i).copied().unwrap_or(0));
         for (n, line) in text.split_inclusive('\n').enumerate() {
             // A line cut short by the kill is a sync that never returned: ignore it.
             let Some(line) = line.strip_suffix(" .\n") else {
@@ -167,7 +170,9 @@ impl PowerCut {
         fs::create_dir_all(&rebuilt).unwrap();
         build(&d, (self.root_ino, 0), &rebuilt, 0);
         compare(&self.root, &rebuilt, &mut stats);
-        let mut keep = self.root.with_extension(format!("before-cut-{}", self.cuts));
+        let mut keep = self
+            .root
+            .with_extension(format!("before-cut-{}", self.cuts));
         let mut k = 0;
         while keep.exists() {
             k += 1;
@@ -207,7 +212,11 @@ fn walk(dir: &Path, d: &mut Durable) {
 }
 
 fn build(d: &Durable, dir: Inc, at: &Path, depth: usize) {
-    assert!(depth < 64, "directory cycle in the durable tree at {}", at.display());
+    assert!(
+        depth < 64,
+        "directory cycle in the durable tree at {}",
+        at.display()
+    );
     use std::os::unix::ffi::OsStrExt;
     for (name, kind, i) in d.dirs.get(&dir).map(|v| v.as_slice()).unwrap_or(&[]) {
         let p = at.join(std::ffi::OsStr::from_bytes(name));
