@@ -1642,6 +1642,16 @@ fn s3_second_writer_exits_with_a_clear_error() {
 // ---------------------------------------------------------------------------------------------
 // 6. The spool's disk fills up while the store is down
 
+/// A test that needs a privilege it lacks: a failure under `FLASHBACK_REQUIRE_TEST_SERVERS`
+/// (scripts/test.sh, CI), a loud skip otherwise.
+fn no_privilege(test: &str, msg: &str) {
+    if matches!(std::env::var("FLASHBACK_REQUIRE_TEST_SERVERS").as_deref(), Ok(v) if !v.is_empty() && v != "0")
+    {
+        panic!("[{test}] {msg} (FLASHBACK_REQUIRE_TEST_SERVERS is set, so this is a failure)");
+    }
+    eprintln!("\n!!!!!!!! [{test}] SKIPPED: {msg}\n");
+}
+
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
@@ -1694,9 +1704,8 @@ fn s3_spool_disk_full_is_a_clear_error_and_corrupts_nothing() {
         Ok(t) => t,
         Err(e) => {
             // CI runs as root, where this works; a developer's unprivileged run cannot do it.
-            eprintln!(
-                "[{test}] SKIPPED: cannot mount a 2 MiB tmpfs for the spool ({e}); run as root"
-            );
+            let msg = format!("cannot mount a 2 MiB tmpfs for the spool ({e}); run as root");
+            no_privilege(test, &msg);
             return;
         }
     };
@@ -1808,9 +1817,8 @@ fn local_store_disk_full_is_a_clear_error_and_corrupts_nothing() {
     let tmpfs = match Tmpfs::mount(&store_dir, "3m") {
         Ok(t) => t,
         Err(e) => {
-            eprintln!(
-                "[{test}] SKIPPED: cannot mount a 3 MiB tmpfs for the store ({e}); run as root"
-            );
+            let msg = format!("cannot mount a 3 MiB tmpfs for the store ({e}); run as root");
+            no_privilege(test, &msg);
             return;
         }
     };
