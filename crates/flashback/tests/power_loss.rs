@@ -132,7 +132,7 @@ impl Workload {
                 pts.lock().unwrap().push((offset, digest));
                 writes += 1;
                 // About 1.5 MB/s of stream: a 1 MiB segment seals every second or so.
-                if writes % 4 == 0 {
+                if writes.is_multiple_of(4) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }

@@ -408,10 +408,9 @@ mod tests {
     async fn a_fresh_lease_of_another_host_is_not_taken() {
         let store = memory_store();
         plant(&store, 5).await;
-        let e = Lease::acquire(&store, "src")
-            .await
-            .err()
-            .expect("took a live lease");
+        let Err(e) = Lease::acquire(&store, "src").await else {
+            panic!("took a live lease");
+        };
         assert!(
             e.to_string()
                 .starts_with("another agent (elsewhere, pid 4242) is capturing source 'src'"),
@@ -493,8 +492,10 @@ mod tests {
             "nnnn",
             "the loser overwrote the winner"
         );
-        let e = old.renew().await.err().expect("a second renewal succeeded");
-        assert!(e.to_string().contains("took over source 'src'"), "{e}");
+        match old.renew().await {
+            Err(e) => assert!(e.to_string().contains("took over source 'src'"), "{e}"),
+            Ok(()) => panic!("a second renewal succeeded"),
+        }
     }
 
     #[tokio::test]
