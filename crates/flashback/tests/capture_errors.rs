@@ -111,6 +111,9 @@ fn acl_user_with_replication_rights_works() {
     assert_eq!(r, Reply::Status(b"OK".to_vec()));
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
+    let mut c = src.conn();
+    c.call(&["SET", "before", "in the snapshot"]);
+    c.call(&["HSET", "h", "f", "v"]);
     let mut agent = Agent::start_url(
         &format!("redis://replica:pw@127.0.0.1:{}", src.port),
         src.port,
@@ -118,7 +121,20 @@ fn acl_user_with_replication_rights_works() {
         &[],
     );
     agent.wait_online(&src);
+    // Through the stream too, not only the snapshot: the restricted user carries both.
+    c.call(&["SET", "after", "in the stream"]);
+    c.call(&["RPUSH", "l", "a", "b", "c"]);
+    c.call(&["DEL", "before"]);
+    let want = state(&mut c);
+    let offset = src.master_repl_offset();
+    agent.wait_caught_up(&src);
     agent.stop();
+    let got = restore_rdb(&store, &["--at-offset", &offset.to_string()]);
+    assert_eq!(
+        got, want,
+        "restored from a capture by the ACL-restricted user"
+    );
+    assert!(want.contains("keys=3"), "{want}");
 }
 
 #[test]
@@ -156,8 +172,23 @@ fn store_not_writable() {
     // A regular file where a directory must be: unwritable even for root (chmod is not).
     let file = dir.path().join("file");
     std::fs::write(&file, b"not a directory").unwrap();
-    let out = capture(&src.url(), &file.join("store"), &[]);
+    let store = file.join("store");
+    let out = capture(&src.url(), &store, &[]);
     expect_failure(&out, &["store"]);
+    let last = out
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert_eq!(
+        last,
+        format!(
+            "error: store {}: cannot create the directory: Not a directory (os error 20)",
+            store.display()
+        ),
+        "the one line must name the store path and why it cannot be created"
+    );
 }
 
 #[test]

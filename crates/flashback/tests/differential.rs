@@ -903,6 +903,21 @@ fn differential_kill9_resume() {
         .map(|l| l.trim())
         .collect();
     eprintln!("[{test}] agent log lines about resync: {resync_lines:#?}");
+    // One snapshot at the first start, and the restart continued by partial resync.
+    let full = resync_lines
+        .iter()
+        .filter(|l| l.contains("full resync"))
+        .count();
+    let partial = resync_lines
+        .iter()
+        .filter(|l| l.contains("partial resync from offset") && l.contains("no gap"))
+        .count();
+    if full != 1 || partial != 1 {
+        failures.push(format!(
+            "expected one full resync (the first start) and one gapless partial resync (the restart), \
+             the agent logged {full} and {partial}: {resync_lines:#?}"
+        ));
+    }
 
     // DESIGN.md: a restore by time inside a catch-up interval says so and points to
     // --at-offset. The writes made while the agent was down arrived at its restart.
@@ -994,6 +1009,30 @@ fn oracle_agrees_with_a_real_replica() {
     finish(test, seed, &w, failures, "");
 }
 
+/// Until `info --json` shows a restorable window of the store reaching `t_ms`: the agent has
+/// made durable a record or heartbeat at or after it (instead of sleeping and hoping one came).
+fn wait_window_reaches(store: &Path, t_ms: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = info_json(store);
+        let reached = info["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["windows"].as_array().into_iter().flatten())
+            .filter_map(|w| w["to_ms"].as_u64())
+            .any(|to| to >= t_ms);
+        if reached {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no restorable window reached {t_ms} within 20 s: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// kill -9, then more writes than the primary's backlog holds (16 KB here): the restart must
 /// full-resync into a SECOND generation, both generations restore exactly, and an instant in
 /// the gap between them is refused instead of being papered over with a neighbour's state.
@@ -1028,7 +1067,14 @@ fn differential_kill9_backlog_overrun_new_generation() {
     // After a kill -9 the first generation's window ends at the last durable evidence: the
     // last record, or the agent's heartbeat (about every second) while idle. Give it time
     // for one, so the last point's time is provably covered.
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_window_reaches(
+        &store,
+        points
+            .last()
+            .unwrap()
+            .t_ms
+            .expect("recorded with the agent up"),
+    );
     agent.kill9();
     wait_no_replicas(&primary);
     let mut gap = Vec::new();

@@ -307,7 +307,9 @@ fn encrypted_local_store_end_to_end() {
 /// test is optional, `tests/s3.rs` is where a missing server is a failure.
 fn moto_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FLASHBACK_TEST_MOTO") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        // A variable naming no file is as missing as no variable.
+        return p.is_file().then_some(p);
     }
     let home = std::env::var_os("HOME")?;
     let p = PathBuf::from(home).join(".cache/flashback-moto/bin/moto_server");
@@ -371,7 +373,15 @@ fn start_moto(bin: &Path, bucket: &str) -> Moto {
 #[test]
 fn encrypted_s3_store() {
     let Some(bin) = moto_bin() else {
-        eprintln!("SKIPPED: no S3 test server (run scripts/install-s3-test-server.sh or set FLASHBACK_TEST_MOTO)");
+        let msg = match std::env::var("FLASHBACK_TEST_MOTO") {
+            Ok(p) => format!("no S3 test server: FLASHBACK_TEST_MOTO={p} is not a file (run scripts/install-s3-test-server.sh and export what it prints)"),
+            Err(_) => "no S3 test server (run scripts/install-s3-test-server.sh and export what it prints, or set FLASHBACK_TEST_MOTO)".to_string(),
+        };
+        if matches!(std::env::var("FLASHBACK_REQUIRE_TEST_SERVERS").as_deref(), Ok(v) if !v.is_empty() && v != "0")
+        {
+            panic!("{msg} (FLASHBACK_REQUIRE_TEST_SERVERS is set, so this is a failure)");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {msg}\n");
         return;
     };
     let moto = start_moto(&bin, "fb-enc");

@@ -1642,6 +1642,16 @@ fn s3_second_writer_exits_with_a_clear_error() {
 // ---------------------------------------------------------------------------------------------
 // 6. The spool's disk fills up while the store is down
 
+/// A test that needs a privilege it lacks: a failure under `FLASHBACK_REQUIRE_TEST_SERVERS`
+/// (scripts/test.sh, CI), a loud skip otherwise.
+fn no_privilege(test: &str, msg: &str) {
+    if matches!(std::env::var("FLASHBACK_REQUIRE_TEST_SERVERS").as_deref(), Ok(v) if !v.is_empty() && v != "0")
+    {
+        panic!("[{test}] {msg} (FLASHBACK_REQUIRE_TEST_SERVERS is set, so this is a failure)");
+    }
+    eprintln!("\n!!!!!!!! [{test}] SKIPPED: {msg}\n");
+}
+
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
@@ -1694,9 +1704,8 @@ fn s3_spool_disk_full_is_a_clear_error_and_corrupts_nothing() {
         Ok(t) => t,
         Err(e) => {
             // CI runs as root, where this works; a developer's unprivileged run cannot do it.
-            eprintln!(
-                "[{test}] SKIPPED: cannot mount a 2 MiB tmpfs for the spool ({e}); run as root"
-            );
+            let msg = format!("cannot mount a 2 MiB tmpfs for the spool ({e}); run as root");
+            no_privilege(test, &msg);
             return;
         }
     };
@@ -1808,9 +1817,8 @@ fn local_store_disk_full_is_a_clear_error_and_corrupts_nothing() {
     let tmpfs = match Tmpfs::mount(&store_dir, "3m") {
         Ok(t) => t,
         Err(e) => {
-            eprintln!(
-                "[{test}] SKIPPED: cannot mount a 3 MiB tmpfs for the store ({e}); run as root"
-            );
+            let msg = format!("cannot mount a 3 MiB tmpfs for the store ({e}); run as root");
+            no_privilege(test, &msg);
             return;
         }
     };
@@ -1963,4 +1971,149 @@ fn s3_credentials_and_region_from_the_aws_files() {
     assert_eq!(out.code, Some(1), "{}", out.all());
     let err = one_error_line(&out);
     assert!(err.contains("AWS profile 'nope'"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lease: a stale one taken over by exactly one of two agents; a lost one stops its holder
+
+/// A lease left by an agent on another host that died `age_s` seconds ago.
+fn stale_lease_body(age_s: u64) -> Vec<u8> {
+    format!(
+        r#"{{"agent":"dead0000dead0000","host":"elsewhere.invalid","pid":4242,"renewed_ms":{}}}"#,
+        now_ms() - age_s * 1000
+    )
+    .into_bytes()
+}
+
+#[test]
+fn s3_two_agents_racing_for_a_stale_lease_exactly_one_wins() {
+    let test = "s3_two_agents_racing_for_a_stale_lease_exactly_one_wins";
+    if skip(test) {
+        return;
+    }
+    let moto = Moto::start("fb-lease");
+    let primary = RedisProc::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = "s3://fb-lease/race";
+    let key = format!("race/sources/127.0.0.1-{}/agent.lease", primary.port);
+    moto.put(&key, &stale_lease_body(600));
+    let start = |name: &str| {
+        s3_agent(
+            &primary,
+            store,
+            &moto.endpoint,
+            dir.path().join(format!("spool-{name}")),
+            &dir.path().join(format!("agent-{name}.log")),
+            &[],
+        )
+    };
+    // Started together: both find the same stale lease and both try to take it over.
+    let (mut a, mut b) = (start("a"), start("b"));
+    let (pa, pb) = (a.pid(), b.pid());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (loser, loser_status, winner, winner_pid) = loop {
+        if let Some(s) = a.exit_status() {
+            break (a, s, b, pb);
+        }
+        if let Some(s) = b.exit_status() {
+            break (b, s, a, pa);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two agents took the same stale lease and both ran for 30 s:\n--- a\n{}\n--- b\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut winner = winner;
+    winner.wait_online(&primary);
+    winner.assert_alive("after the other agent lost the lease");
+    assert_eq!(loser_status.code(), Some(1), "{}", loser.log_text());
+    let log = loser.log_text();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let want = format!(
+        "another agent ({}, pid {winner_pid}) is capturing source '127.0.0.1-{}' into {store}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        primary.port
+    );
+    assert!(
+        last.starts_with("error: ") && last.contains(&want),
+        "the losing agent's last line must name the winner ({want}):\n{log}"
+    );
+    let lease = String::from_utf8(moto.get(&key)).unwrap();
+    assert!(
+        lease.contains(&format!("\"pid\":{winner_pid}")),
+        "the lease is not the winner's: {lease}"
+    );
+    winner.stop();
+}
+
+/// The lease is taken from under a running agent (as by an operator's stray second agent after a
+/// network partition): its next renewal fails, and it exits naming the other agent instead of
+/// overwriting its lease.
+#[test]
+fn s3_an_agent_whose_lease_was_taken_stops_at_its_next_renewal() {
+    let test = "s3_an_agent_whose_lease_was_taken_stops_at_its_next_renewal";
+    if skip(test) {
+        return;
+    }
+    let moto = Moto::start("fb-lost");
+    let primary = RedisProc::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = "s3://fb-lost/t";
+    let key = format!("t/sources/127.0.0.1-{}/agent.lease", primary.port);
+    let mut agent = s3_agent(
+        &primary,
+        store,
+        &moto.endpoint,
+        dir.path().join("spool"),
+        &dir.path().join("agent.log"),
+        &[],
+    );
+    agent.wait_online(&primary);
+    let thief = format!(
+        r#"{{"agent":"0123456789abcdef","host":"thief.invalid","pid":777,"renewed_ms":{}}}"#,
+        now_ms()
+    );
+    moto.put(&key, thief.as_bytes());
+    // Renewals come every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let status = loop {
+        if let Some(s) = agent.exit_status() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent still runs 25 s after its lease was taken:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = agent.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(
+        last.starts_with("error: ")
+            && last.contains(&format!(
+                "another agent (thief.invalid, pid 777) took over source '127.0.0.1-{}' in {store}",
+                primary.port
+            )),
+        "expected one line naming the agent that took the lease:\n{log}"
+    );
+    assert_eq!(
+        String::from_utf8(moto.get(&key)).unwrap(),
+        thief,
+        "the agent overwrote the lease it had lost"
+    );
 }

@@ -1169,10 +1169,14 @@ fn wrong_engines_refuse(kind: &Kind, store: &Path, t: u64, version: &str, base: 
         let (engine, engine_version) = match engine {
             Ok(e) => e,
             Err(why) => {
-                eprintln!(
-                    "\n!!!!!!!! SKIPPED: [{}] restore with {what} must be refused: {why}\n",
+                let msg = format!(
+                    "SKIPPED: [{}] restore with {what} must be refused: {why}",
                     kind.name
                 );
+                if required() {
+                    panic!("{msg} (FLASHBACK_REQUIRE_TEST_SERVERS is set, so this is a failure)");
+                }
+                eprintln!("\n!!!!!!!! {msg}\n");
                 continue;
             }
         };

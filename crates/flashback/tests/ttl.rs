@@ -73,6 +73,20 @@ fn ttl_modes() {
 
     let per = restore("persist");
     let mut p = per.conn();
+    // The one key where persist differs from both others: expired by now under absolute time,
+    // a few seconds left under relative, and here present for good with its value.
+    assert_eq!(
+        pttl(&mut p, "short"),
+        -1,
+        "persist: the key with 3 s left at the restore point must be there without a TTL"
+    );
+    assert_eq!(p.call(&["GET", "short"]), Reply::Bulk(Some(b"x".to_vec())));
     assert_eq!(pttl(&mut p, "long"), -1, "persist: no TTL");
+    assert_eq!(p.call(&["GET", "long"]), Reply::Bulk(Some(b"y".to_vec())));
     assert_eq!(pttl(&mut p, "forever"), -1);
+    assert_eq!(
+        p.call(&["DBSIZE"]).int(),
+        3,
+        "persist: every key of the restore point"
+    );
 }

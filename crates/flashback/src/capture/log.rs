@@ -431,7 +431,7 @@ impl Log {
     /// which a legacy SYNC answer only reveals inside the snapshot, hence a neutral name first.
     pub fn base_file(&self, gen: &str) -> Result<(File, PathBuf), CaptureError> {
         let dir = self.local(&layout::base_prefix(&self.source, gen));
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        create_dir_durable(&dir)?;
         let partial = dir.join("incoming.rdb.partial");
         let f = File::create(&partial).map_err(io_err(&partial))?;
         Ok((f, partial))
@@ -592,7 +592,7 @@ impl Log {
         };
         let path = self.local(&layout::tail_key(&self.source, &gen, st.offset));
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            create_dir_durable(dir)?;
         }
         let file = OpenOptions::new()
             .write(true)
@@ -875,6 +875,28 @@ fn truncate(f: &mut File, len: u64) -> std::io::Result<()> {
     f.seek(SeekFrom::Start(len)).map(|_| ())
 }
 
+/// `create_dir_all` whose new directories survive a power cut: each one created is fsync'd
+/// into its parent. Without it a base or segment fsync'd inside a new generation directory
+/// (and acknowledged) is gone after a power loss along with the directory entry (found by
+/// tests/power_loss.rs; a kill -9 keeps the entry in the page cache).
+fn create_dir_durable(dir: &Path) -> Result<(), CaptureError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(io_err(dir)(e)),
+    }
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent),
+        None => sync_dir(Path::new(".")),
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), CaptureError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -885,7 +907,7 @@ fn sync_dir(dir: &Path) -> Result<(), CaptureError> {
 /// by the kernel when the process dies, so a kill -9 leaves no stale lock behind.
 fn lock_source(root: &Path, source: &str) -> Result<File, CaptureError> {
     let dir = root.join(layout::SOURCES).join(source);
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    create_dir_durable(&dir)?;
     let path = dir.join("agent.lock");
     let f = OpenOptions::new()
         .create(true)

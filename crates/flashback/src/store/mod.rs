@@ -188,9 +188,13 @@ impl Store {
         };
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" => {
+                // Conditional put (If-Match on the ETag) makes the agent's lease takeover
+                // atomic (capture/lease.rs); set here so an AWS_CONDITIONAL_PUT in the
+                // environment cannot turn it off.
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_retry(retry);
+                    .with_retry(retry)
+                    .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
                 // The environment wins; the AWS shared files fill in what it leaves unset.
                 let env_keys = std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
                 let mut has_region = std::env::var_os("AWS_REGION").is_some()
