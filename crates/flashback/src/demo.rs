@@ -179,6 +179,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         ttl: TtlMode::Absolute,
         replace: false,
         force: false,
+        db_map: Vec::new(),
     };
     let started = std::time::Instant::now();
     let report = restore::run(&store, req).await?;
