@@ -85,11 +85,20 @@ mod tests {
     #[test]
     fn urls_never_show_the_password() {
         let cases = [
-            ("redis://u:Zq9SecretPw@127.0.0.1:1", "redis://u:***@127.0.0.1:1"),
-            ("rediss://repl:replpw@h:6380/2", "rediss://repl:***@h:6380/2"),
+            (
+                "redis://u:Zq9SecretPw@127.0.0.1:1",
+                "redis://u:***@127.0.0.1:1",
+            ),
+            (
+                "rediss://repl:replpw@h:6380/2",
+                "rediss://repl:***@h:6380/2",
+            ),
             ("redis://:pw@h", "redis://:***@h"),
             ("redis://u:p@ss@h:1", "redis://u:***@h:1"),
-            ("redis://u:pw@127.0.0.1:99999", "redis://u:***@127.0.0.1:99999"),
+            (
+                "redis://u:pw@127.0.0.1:99999",
+                "redis://u:***@127.0.0.1:99999",
+            ),
             ("u:pw@host:1", "u:***@host:1"),
             ("redis://h:1", "redis://h:1"),
             ("redis://user@h:1", "redis://user@h:1"),

@@ -88,7 +88,11 @@ enum Ttl {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let target = if a.at.as_deref().is_some_and(flashback::timespec::means_latest) {
+    let target = if a
+        .at
+        .as_deref()
+        .is_some_and(flashback::timespec::means_latest)
+    {
         Target::Latest
     } else if let Some(t) = &a.at {
         Target::At(

@@ -236,7 +236,6 @@ pub async fn run(store: &Store, req: RestoreRequest) -> Result<RestoreReport, Re
 /// Refuses what cannot work, from the request alone (no I/O).
 pub fn check_request(req: &RestoreRequest) -> Result<(), RestoreError> {
     match &req.sink {
-        Sink::Rdb(p) if p.exists() && !req.force => return Err(RestoreError::Exists(p.clone())),
         Sink::To(u) if u.db != 0 => {
             return Err(RestoreError::Unsupported(format!(
                 "--to {u}: every db is copied to the db of the same number on the target, so the URL must not name a db; leave out '/{}' (or map dbs with --db-map S:D)",

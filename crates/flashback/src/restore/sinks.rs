@@ -479,10 +479,8 @@ async fn copy_batch(
                     } else {
                         String::new()
                     };
-                    counts.first_failure = Some(format!(
-                        "RESTORE {}: {msg}{hint}",
-                        crate::show::key(k)
-                    ));
+                    counts.first_failure =
+                        Some(format!("RESTORE {}: {msg}{hint}", crate::show::key(k)));
                 }
             }
             _ => counts.written += 1,
