@@ -570,6 +570,18 @@ pub fn sweep_leftovers(base: &std::path::Path, prefix: &str) {
     }
 }
 
+/// Kills a server handed over by [`RedisServer::detach`] and removes its directory, for a caller
+/// that took it back (the demo, stopped by a signal). Only if that pid still runs in `dir`, so a
+/// reused pid is never hit.
+pub fn stop_detached(pid: u32, dir: &Path) {
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    if cwd.is_some() && cwd == dir.canonicalize().ok() {
+        // SAFETY: kill(2) with a pid and a signal; no memory is involved.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn process_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let rc = unsafe { libc::kill(pid, 0) };
