@@ -534,7 +534,7 @@ fn passwords_never_appear_in_messages() {
 fn key_names_in_messages_are_escaped_and_capped() {
     let source = RedisProc::start(&["--repl-diskless-sync-delay", "0"]);
     let mut big = b"bad\r\nkey\x00".to_vec();
-    big.extend(std::iter::repeat(b'x').take(1_000_000));
+    big.extend(std::iter::repeat_n(b'x', 1_000_000));
     source.conn().call(&[&b"SET"[..], &big, b"v"]);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
