@@ -128,7 +128,7 @@ fn main() -> ExitCode {
 
 /// SIGINT or SIGTERM arrived: the command was abandoned and cleaned up after.
 #[derive(Debug, thiserror::Error)]
-#[error("stopped by {0}: every redis-server this command started is stopped and its work files are removed; nothing was written")]
+#[error("stopped by {0} before it finished: every redis-server this command started is stopped and its work files are removed")]
 struct Stopped(&'static str);
 
 /// Resolves with the name of the first SIGINT or SIGTERM. Installed before the work starts, so
