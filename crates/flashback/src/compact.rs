@@ -247,6 +247,7 @@ pub async fn compact_or_skip(
         ttl: TtlMode::Absolute,
         replace: false,
         force: true,
+        db_map: Vec::new(),
     };
     info!(
         "compacting '{source}' generation {}: rebuilding the state at offset {} ({}) from the base at offset {}",

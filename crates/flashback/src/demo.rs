@@ -78,6 +78,12 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
 
     // 2. The agent, in this process, into a fresh store.
     let store_dir = fresh_temp_dir("flashback-demo-store")?;
+    // Removes the store if the demo is stopped (SIGINT drops this future) or fails; the normal
+    // end below decides itself (--keep-store).
+    let mut cleanup = Cleanup {
+        store: Some(store_dir.clone()),
+        served: None,
+    };
     let store = Store::open(&store_dir.display().to_string(), Access::Write)?;
     let (progress_tx, mut progress) = watch::channel(Progress::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -179,9 +185,18 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         ttl: TtlMode::Absolute,
         replace: false,
         force: false,
+        db_map: Vec::new(),
     };
     let started = std::time::Instant::now();
     let report = restore::run(&store, req).await?;
+    if let restore::sinks::SinkOutcome::Serve {
+        pid: Some(pid),
+        dir,
+        ..
+    } = &report.sink
+    {
+        cleanup.served = Some((*pid, dir.clone()));
+    }
     say(
         out,
         format!(
@@ -285,6 +300,9 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
     // The restored server was detached for --serve; this demo is throwaway, so stop it.
     let _ = restored.call(&["SHUTDOWN", "NOSAVE"]).await;
     if opts.keep_store {
+        cleanup.store = None;
+    }
+    if opts.keep_store {
         say(
             out,
             format!("\nthe store is kept in {}", store_dir.display()),
@@ -297,6 +315,24 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         let _ = std::fs::remove_dir_all(&store_dir);
     }
     Ok(())
+}
+
+/// What the demo made that outlives its handles: the store directory, and the restored server
+/// once `--serve` detached it.
+struct Cleanup {
+    store: Option<PathBuf>,
+    served: Option<(u32, PathBuf)>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some((pid, dir)) = self.served.take() {
+            crate::redis_server::stop_detached(pid, &dir);
+        }
+        if let Some(d) = self.store.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 async fn hash_lines(c: &mut Client) -> Result<Vec<String>, DemoError> {

@@ -18,6 +18,7 @@
 //! - [`restore`]: `plan` (pure: which base, which segments, where to cut) then one reader that
 //!   serves base + records to a real redis-server as its master, then a sink: `--rdb`, `--to`,
 //!   `--serve`.
+//! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
 //! - [`info`]: what `flashback info` reports, as serde types shared by text and `--json`.
 //! - [`demo`]: the end-to-end story of `flashback demo`.
@@ -39,6 +40,7 @@ pub mod redis_server;
 pub mod replica;
 pub mod resp;
 pub mod restore;
+pub mod show;
 pub mod source;
 pub mod store;
 pub mod timespec;

@@ -76,17 +76,43 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Capture stops gracefully on its own signals (it must make what it received durable);
+    // these commands just stop.
+    let stoppable = matches!(
+        cli.command,
+        Command::Restore(_) | Command::Verify(_) | Command::Compact(_) | Command::Demo(_)
+    );
     let result = rt.block_on(async {
-        match cli.command {
-            Command::Capture(a) => cli::capture::run(a).await,
-            Command::Restore(a) => cli::restore::run(a).await,
-            Command::Info(a) => cli::info::run(a).await,
-            Command::Verify(a) => cli::verify::run(a).await,
-            Command::Compact(a) => cli::compact::run(a).await,
-            Command::Prune(a) => cli::prune::run(a).await,
-            Command::Demo(a) => cli::demo::run(a).await,
+        let work = async {
+            match cli.command {
+                Command::Capture(a) => cli::capture::run(a).await,
+                Command::Restore(a) => cli::restore::run(a).await,
+                Command::Info(a) => cli::info::run(a).await,
+                Command::Verify(a) => cli::verify::run(a).await,
+                Command::Compact(a) => cli::compact::run(a).await,
+                Command::Prune(a) => cli::prune::run(a).await,
+                Command::Demo(a) => cli::demo::run(a).await,
+            }
+        };
+        if !stoppable {
+            return work.await;
+        }
+        let stop = match stop_signal() {
+            Ok(s) => s,
+            Err(e) => return Err(anyhow::anyhow!("cannot watch for SIGINT/SIGTERM: {e}")),
+        };
+        // Dropping `work` runs every destructor of the command in flight: each private
+        // redis-server is killed and its directory removed, an --rdb temp file is deleted.
+        // Rejected: a process-wide registry of children to kill from a signal handler; it
+        // would duplicate what ownership already knows (and miss temp files).
+        tokio::select! {
+            r = work => r,
+            sig = stop => Err(Stopped(sig).into()),
         }
     });
+    // Tasks still running (the demo's agent) are dropped here, their servers with them; a
+    // blocking copy in flight gets a bounded wait rather than holding the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -98,6 +124,25 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// SIGINT or SIGTERM arrived: the command was abandoned and cleaned up after.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {0} before it finished: every redis-server this command started is stopped and its work files are removed")]
+struct Stopped(&'static str);
+
+/// Resolves with the name of the first SIGINT or SIGTERM. Installed before the work starts, so
+/// a signal during startup is not lost to the default action (which would skip the cleanup).
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    })
 }
 
 /// The error and its causes on one line, leaving out a cause whose text the message already

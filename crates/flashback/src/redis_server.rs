@@ -196,9 +196,10 @@ pub struct ServerOptions {
     pub port: Option<u16>,
     /// None: a fresh directory under the system temp dir, removed on drop.
     pub dir: Option<PathBuf>,
-    /// Put the server in its own process group, so that a Ctrl-C aimed at flashback does not
-    /// reach a server meant to outlive it (`--serve`).
-    pub own_process_group: bool,
+    /// The server may outlive this process (`restore --serve`): it gets no parent-death signal.
+    /// Until [`RedisServer::detach`] it is still killed on drop (a failed or interrupted
+    /// restore), and after a kill -9 of flashback the next [`sweep_leftovers`] kills it.
+    pub may_outlive_us: bool,
     /// More `--name value` arguments (e.g. `--repl-diskless-sync no` for the demo's source).
     pub extra_args: Vec<String>,
 }
@@ -300,10 +301,14 @@ impl RedisServer {
             // Fatal config errors go to stderr before the log file is open: keep them too.
             .stdout(log)
             .stderr(log2);
-        if opts.own_process_group {
-            cmd.process_group(0);
+        // Its own process group: a Ctrl-C at the terminal reaches flashback alone, which then
+        // stops its servers itself (in order, removing their directories) instead of racing
+        // them to shut down on the same SIGINT.
+        cmd.process_group(0);
+        if !opts.may_outlive_us {
+            die_with_this_process(&mut cmd);
         }
-        let child = cmd.spawn().map_err(|e| ServerError::Spawn {
+        let child = spawn_from_lasting_thread(cmd).map_err(|e| ServerError::Spawn {
             path: self.binary.path.clone(),
             what: e.to_string(),
         })?;
@@ -410,6 +415,66 @@ impl Drop for RedisServer {
     }
 }
 
+/// Makes the child get SIGKILL when this process dies, however it dies (kill -9 included).
+fn die_with_this_process(cmd: &mut Command) {
+    // SAFETY: getpid(2) has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // calls (prctl, getppid, _exit); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // We died between fork and prctl: the signal will never come, so go now.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+type SpawnRequest = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` from one thread that lives as long as the process.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process
+/// (prctl(2)). Spawning from whatever thread polls the future would tie a server's life to a
+/// tokio worker or blocking-pool thread, and the blocking pool retires idle threads after 10 s,
+/// killing healthy servers mid-restore (the reason this was once rejected). A dedicated thread
+/// that never returns makes "the thread exits" mean "the process exits".
+fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
+    use std::sync::{mpsc, Mutex, OnceLock};
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        let started = std::thread::Builder::new()
+            .name("flashback-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!("cannot start the thread that starts redis-servers: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let sent = spawner
+        .lock()
+        .map_err(|_| std::io::Error::other("the spawner thread panicked"))?
+        .send((cmd, reply_tx));
+    if sent.is_err() {
+        return Err(std::io::Error::other("the spawner thread is gone"));
+    }
+    // A fork+exec takes about a millisecond; blocking the caller's thread that long is fine.
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
 /// A port nobody listens on right now (the OS's pick for 127.0.0.1:0).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -458,8 +523,9 @@ const DETACHED_FILE: &str = "served";
 /// kill the server named in the directory's pid file (only if it runs in that very directory,
 /// so a reused pid is never hit) and remove the directory. Best effort.
 ///
-/// Rejected: `PR_SET_PDEATHSIG` on the server. It fires when the *thread* that spawned the
-/// child exits, and tokio's blocking threads come and go, so it would kill healthy servers.
+/// Since servers get `PR_SET_PDEATHSIG` ([`die_with_this_process`]) this mostly finds dead
+/// servers' directories; the kill remains for a `--serve` server whose restore was killed
+/// before it finished, and for servers started by older versions.
 pub fn sweep_leftovers(base: &std::path::Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
@@ -502,6 +568,18 @@ pub fn sweep_leftovers(base: &std::path::Path, prefix: &str) {
             );
         }
     }
+}
+
+/// Kills a server handed over by [`RedisServer::detach`] and removes its directory, for a caller
+/// that took it back (the demo, stopped by a signal). Only if that pid still runs in `dir`, so a
+/// reused pid is never hit.
+pub fn stop_detached(pid: u32, dir: &Path) {
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    if cwd.is_some() && cwd == dir.canonicalize().ok() {
+        // SAFETY: kill(2) with a pid and a signal; no memory is involved.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn process_alive(pid: i32) -> bool {

@@ -663,8 +663,8 @@ impl FrameScan {
                 }
                 _ => {
                     return Err(FrameError::Protocol(format!(
-                        "a command in the stream is not an array of bulk strings (line {:?})",
-                        String::from_utf8_lossy(line)
+                        "a command in the stream is not an array of bulk strings (line {})",
+                        crate::show::key(line)
                     )))
                 }
             }

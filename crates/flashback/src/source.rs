@@ -42,15 +42,21 @@ impl std::fmt::Display for RedisUrl {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
+    /// Holds the input already masked ([`crate::show::url`]): the error may be printed anywhere.
     #[error("'{0}' is not a redis:// URL: expected redis://[user:pass@]host:port[/db]")]
     Syntax(String),
+    #[error("'{0}': TLS (rediss://) is not supported yet; reach the server over redis://, e.g. through a TLS tunnel (stunnel, spiped)")]
+    Tls(String),
 }
 
 impl std::str::FromStr for RedisUrl {
     type Err = UrlError;
     fn from_str(s: &str) -> Result<Self, UrlError> {
-        let bad = || UrlError::Syntax(s.to_string());
+        let bad = || UrlError::Syntax(crate::show::url(s));
         let u = url::Url::parse(s).map_err(|_| bad())?;
+        if u.scheme() == "rediss" {
+            return Err(UrlError::Tls(crate::show::url(s)));
+        }
         if u.scheme() != "redis" {
             return Err(bad());
         }
@@ -281,5 +287,13 @@ mod tests {
         );
         assert!("http://x:1".parse::<RedisUrl>().is_err());
         assert!("127.0.0.1:6379".parse::<RedisUrl>().is_err());
+        for bad in [
+            "rediss://repl:replpw@127.0.0.1:6380",
+            "redis://repl:replpw@127.0.0.1:99999",
+            "redis://repl:replpw@127.0.0.1:1/x",
+        ] {
+            let e = bad.parse::<RedisUrl>().unwrap_err().to_string();
+            assert!(!e.contains("replpw") && e.contains("repl:***@"), "{e}");
+        }
     }
 }

@@ -66,6 +66,19 @@ pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, TimeError> {
     parse_time_in(s, now_ms, &Local)
 }
 
+/// Whether `s` names the present moment (`now`, `-0s`, `0m ago`…), which restore reads as
+/// `--latest` (DESIGN.md): "now" taken literally is a few milliseconds past the last record the
+/// agent has vouched for, so it would always be outside the restorable window.
+pub fn means_latest(s: &str) -> bool {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("now") {
+        return true;
+    }
+    relative_amount(t)
+        .and_then(|ago| parse_duration_str(ago).ok())
+        .is_some_and(|d| d.is_zero())
+}
+
 pub(crate) fn parse_time_in<Tz: TimeZone>(s: &str, now_ms: u64, tz: &Tz) -> Result<u64, TimeError>
 where
     Tz::Offset: std::fmt::Display,
@@ -385,6 +398,16 @@ mod tests {
                 matches!(parse_time(bad, NOW), Err(TimeError::Time { .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn now_and_zero_ago_mean_latest() {
+        for s in ["now", " NOW ", "-0s", "0m ago", "-0h0m"] {
+            assert!(means_latest(s), "{s}");
+        }
+        for s in ["-1s", "-1ms", "@0", "2026-08-03 20:28:10", "nowhere", ""] {
+            assert!(!means_latest(s), "{s}");
         }
     }
 

@@ -260,6 +260,7 @@ fn req(target: Target, sink: Sink) -> RestoreRequest {
         ttl: TtlMode::Absolute,
         replace: false,
         force: false,
+        db_map: vec![],
     }
 }
 

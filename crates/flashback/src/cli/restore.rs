@@ -20,7 +20,12 @@ use std::path::PathBuf;
 
 At TIME the result holds every transaction that arrived at or before TIME, never half of a
 MULTI/EXEC. A TIME outside the restorable window is an error that prints the window
-(see also: flashback info). --to leaves keys that exist on the target alone unless --replace."
+(see also: flashback info); --at now (or -0s) means --latest. --to leaves keys that exist on
+the target alone unless --replace.
+
+Before any work, restore checks its output: --to answers, accepts the credentials and has the
+databases needed (or --db-map says where they go); the --serve port is free; the --rdb path is
+writable (a device or symlink is written through, never replaced)."
 )]
 pub struct Args {
     /// Where capture stored the data: a directory
@@ -59,6 +64,10 @@ pub struct Args {
     /// With --to: overwrite keys that already exist on the target
     #[arg(long)]
     replace: bool,
+    /// With --to: put the keys of db S into db D on the target, e.g. --db-map 5:0,6:1
+    /// (dbs not named keep their number)
+    #[arg(long, value_name = "S:D,…")]
+    db_map: Option<String>,
     /// The redis-server (or valkey-server) binary that rebuilds the dataset; it must load the
     /// source's RDB version [default: redis-server on PATH]
     #[arg(long, value_name = "PATH")]
@@ -83,7 +92,13 @@ enum Ttl {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let target = if let Some(t) = &a.at {
+    let target = if a
+        .at
+        .as_deref()
+        .is_some_and(flashback::timespec::means_latest)
+    {
+        Target::Latest
+    } else if let Some(t) = &a.at {
         Target::At(
             flashback::timespec::parse_time(t, flashback::now_ms())
                 .map_err(|e| UsageError(format!("--at: {e}")))?,
@@ -111,6 +126,16 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if a.replace && !matches!(sink, Some(Sink::To(_))) {
         return Err(UsageError("--replace only applies to --to".into()).into());
     }
+    let db_map = match &a.db_map {
+        Some(m) => parse_db_map(m).map_err(|e| UsageError(format!("--db-map {m}: {e}")))?,
+        None => Vec::new(),
+    };
+    if !db_map.is_empty() && !matches!(sink, Some(Sink::To(_))) {
+        return Err(UsageError(
+            "--db-map only applies to --to (an RDB file or a served instance keeps the source's db numbers)".into(),
+        )
+        .into());
+    }
     if a.force && !matches!(sink, Some(Sink::Rdb(_))) {
         return Err(UsageError("--force only applies to --rdb".into()).into());
     }
@@ -136,21 +161,54 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         ttl,
         replace: a.replace,
         force: a.force,
+        db_map,
     });
-    // Refuse what cannot work (an existing --rdb file, --ttl relative) before any work.
-    if let (Some(req), false) = (&req, a.dry_run) {
-        restore::check_request(req)?;
-    }
+    // Refuse what cannot work (an unreachable target, a busy port, an --rdb path that cannot
+    // be written) before any work: before the plan reads segments, the base is fetched or a
+    // private server starts.
+    let checked = match (&req, a.dry_run) {
+        (Some(req), false) => Some(restore::preflight::check_output(req).await?),
+        _ => None,
+    };
     let plan = restore::plan_with(&store, &source, target, a.inexact).await?;
     print!("{plan}");
-    let Some(req) = req.filter(|_| !a.dry_run) else {
+    let (Some(req), Some(checked)) = (req.filter(|_| !a.dry_run), checked) else {
         return Ok(());
     };
-    let report = restore::execute(&store, &plan, &req).await?;
+    if let (Sink::To(url), Some(facts)) = (&req.sink, &checked.target) {
+        if let Some(w) = restore::preflight::same_as_source(&store, &source, facts, url).await {
+            eprintln!("{w}");
+        }
+    }
+    let report = restore::execute_checked(&store, &plan, &req, &checked).await?;
     println!();
     print!("{report}");
     if report.has_failures() {
         anyhow::bail!("the restore finished, but not everything applied (see above)");
     }
     Ok(())
+}
+
+/// `S:D,S:D…` into pairs; a source db named twice is a mistake, not a merge.
+fn parse_db_map(s: &str) -> Result<Vec<(u32, u32)>, String> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (from, to) = part
+            .split_once(':')
+            .ok_or_else(|| format!("'{part}' is not S:D (source db, target db), e.g. 5:0"))?;
+        let num = |x: &str| {
+            x.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("'{x}' in '{part}' is not a db number"))
+        };
+        let (from, to) = (num(from)?, num(to)?);
+        if out.iter().any(|&(f, _)| f == from) {
+            return Err(format!("db {from} is mapped twice"));
+        }
+        out.push((from, to));
+    }
+    if out.is_empty() {
+        return Err("expected S:D pairs, e.g. --db-map 5:0,6:1".into());
+    }
+    Ok(out)
 }

@@ -48,6 +48,7 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let target = match &a.at {
+        Some(t) if flashback::timespec::means_latest(t) => Target::Latest,
         Some(t) => Target::At(
             flashback::timespec::parse_time(t, flashback::now_ms())
                 .map_err(|e| UsageError(format!("--at: {e}")))?,

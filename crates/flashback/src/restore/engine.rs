@@ -385,12 +385,7 @@ async fn handshake(rd: &mut FrameReader, wr: &mut BufWriter<OwnedWriteHalf>) -> 
             b"PING" => b"+PONG\r\n".to_vec(),
             b"AUTH" | b"REPLCONF" => b"+OK\r\n".to_vec(),
             b"PSYNC" | b"SYNC" => format!("+FULLRESYNC {} 0\r\n", random_replid()).into_bytes(),
-            other => {
-                return Err(format!(
-                    "unexpected command {:?}",
-                    String::from_utf8_lossy(other)
-                ))
-            }
+            other => return Err(format!("unexpected command {}", crate::show::key(other))),
         };
         wr.write_all(&reply).await.map_err(|e| e.to_string())?;
         wr.flush().await.map_err(|e| e.to_string())?;

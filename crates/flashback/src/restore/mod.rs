@@ -17,6 +17,7 @@
 
 pub mod engine;
 pub mod plan;
+pub mod preflight;
 pub mod reader;
 pub mod sinks;
 
@@ -66,6 +67,8 @@ pub struct RestoreRequest {
     pub replace: bool,
     /// `--rdb`: overwrite an existing file.
     pub force: bool,
+    /// `--to`: `--db-map S:D,…`, where the keys of db S go on the target (others: same number).
+    pub db_map: Vec<(u32, u32)>,
 }
 
 /// What was asked for, for [`OutsideWindow`]'s message.
@@ -202,6 +205,12 @@ pub enum RestoreError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// The output cannot take the restore (found before any work, or before the first write).
+    #[error("{0}")]
+    Preflight(String),
+    /// `--keys` matched nothing: an empty result is almost surely a wrong pattern.
+    #[error("--keys {patterns}: no key of the restored dataset ({total} keys) matches; nothing was written: check the pattern (Redis glob syntax, case-sensitive)")]
+    NoKeyMatched { patterns: String, total: u64 },
     #[error("{0}")]
     Sink(String),
 }
@@ -251,33 +260,49 @@ impl std::fmt::Display for RestoreReport {
     }
 }
 
-/// Plans and runs a restore (what the demo and tests call).
+/// Checks the output, plans and runs a restore (what the demo and tests call).
 pub async fn run(store: &Store, req: RestoreRequest) -> Result<RestoreReport, RestoreError> {
-    check_request(&req)?;
+    let checked = preflight::check_output(&req).await?;
     let plan = plan::plan(store, &req.source, req.target).await?;
-    execute(store, &plan, &req).await
+    execute_checked(store, &plan, &req, &checked).await
 }
 
-/// Refuses what cannot work before any work is done.
+/// Refuses what cannot work, from the request alone (no I/O).
 pub fn check_request(req: &RestoreRequest) -> Result<(), RestoreError> {
     match &req.sink {
-        Sink::Rdb(p) if p.exists() && !req.force => return Err(RestoreError::Exists(p.clone())),
         Sink::To(u) if u.db != 0 => {
             return Err(RestoreError::Unsupported(format!(
-                "--to {u}: every db is copied to the db of the same number on the target, so the URL must not name a db; leave out '/{}'",
+                "--to {u}: every db is copied to the db of the same number on the target, so the URL must not name a db; leave out '/{}' (or map dbs with --db-map S:D)",
                 u.db
             )))
         }
         _ => {}
     }
+    if !req.db_map.is_empty() && !matches!(req.sink, Sink::To(_)) {
+        return Err(RestoreError::Unsupported(
+            "--db-map only applies to --to (an RDB file or a served instance keeps the source's db numbers)".into(),
+        ));
+    }
     Ok(())
 }
 
-/// Runs a plan made by [`plan()`]: engine, then key filter and TTL mode, then the sink.
+/// Runs a plan made by [`plan()`], checking the output first ([`preflight::check_output`]).
 pub async fn execute(
     store: &Store,
     plan: &RestorePlan,
     req: &RestoreRequest,
+) -> Result<RestoreReport, RestoreError> {
+    let checked = preflight::check_output(req).await?;
+    execute_checked(store, plan, req, &checked).await
+}
+
+/// Runs a plan whose output passed [`preflight::check_output`]: engine, then key filter and
+/// TTL mode, then the sink.
+pub async fn execute_checked(
+    store: &Store,
+    plan: &RestorePlan,
+    req: &RestoreRequest,
+    checked: &preflight::Checked,
 ) -> Result<RestoreReport, RestoreError> {
     check_request(req)?;
     let binary = ServerBinary::find(req.redis_server.as_deref())?;
@@ -285,7 +310,7 @@ pub async fn execute(
     let opts = match req.sink {
         Sink::Serve(port) => ServerOptions {
             port: Some(port),
-            own_process_group: true,
+            may_outlive_us: true,
             ..Default::default()
         },
         _ => ServerOptions::default(),
@@ -317,11 +342,31 @@ pub async fn execute(
     let filtered = if req.keys.is_empty() {
         None
     } else {
-        Some(sinks::keep_only(&server, &req.keys).await?)
+        let (kept, deleted) = sinks::keep_only(&server, &req.keys).await?;
+        if kept == 0 {
+            return Err(RestoreError::NoKeyMatched {
+                patterns: req
+                    .keys
+                    .iter()
+                    .map(|p| crate::show::key(p))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                total: deleted,
+            });
+        }
+        Some((kept, deleted))
     };
     let sink = match &req.sink {
         Sink::Rdb(path) => sinks::to_rdb(&server, path, req.force).await?,
-        Sink::To(url) => sinks::to_live(&server, url, req.replace).await?,
+        Sink::To(url) => {
+            let to = sinks::LiveTarget {
+                url,
+                replace: req.replace,
+                db_map: &req.db_map,
+                facts: checked.target.as_ref(),
+            };
+            sinks::to_live(&server, &to).await?
+        }
         Sink::Serve(_) => sinks::serve(server),
     };
     Ok(RestoreReport {

@@ -6,6 +6,7 @@
 //! `--to` copies with DUMP/RESTORE rather than by pointing the target at a master: the target
 //! keeps its other keys, and existing keys are left alone unless `--replace` (DESIGN.md).
 
+use super::preflight::{check_target_dbs, map_db, resolve_rdb, temp_name, RdbOut, TargetFacts};
 use super::RestoreError;
 use crate::redis_server::RedisServer;
 use crate::resp::Frame;
@@ -13,6 +14,7 @@ use crate::source::{Client, RedisUrl};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 /// Keys per SCAN page and per pipelined batch.
 const BATCH: usize = 500;
@@ -152,12 +154,20 @@ fn match_class(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
     (hit != negate).then_some((j + 1).min(pattern.len()))
 }
 
-/// The dbs that hold keys, from `INFO keyspace` (`db3:keys=…`).
-async fn dbs_with_keys(c: &mut Client) -> Result<Vec<u32>, RestoreError> {
+/// The dbs that hold keys and how many, from `INFO keyspace` (`db3:keys=12,expires=0,…`).
+async fn dbs_with_keys(c: &mut Client) -> Result<Vec<(u32, u64)>, RestoreError> {
     let info = c.info("keyspace").await?;
-    let mut dbs: Vec<u32> = info
+    let mut dbs: Vec<(u32, u64)> = info
         .iter()
-        .filter_map(|(k, _)| k.strip_prefix("db")?.parse().ok())
+        .filter_map(|(k, v)| {
+            let db = k.strip_prefix("db")?.parse().ok()?;
+            let keys = v
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("keys="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Some((db, keys))
+        })
         .collect();
     dbs.sort_unstable();
     Ok(dbs)
@@ -199,7 +209,8 @@ async fn scan_page(c: &mut Client, cursor: &[u8]) -> Result<(Bytes, Vec<Bytes>),
 /// Every key of every db, a SCAN page at a time, in a pull style so that callers can use
 /// their own state between pages. Leaves `c` on the db of the page it returned.
 struct KeyScan {
-    dbs: Vec<u32>,
+    /// (db, key count when the scan began).
+    dbs: Vec<(u32, u64)>,
     /// Index into `dbs` of the db being scanned, and its cursor (None: not started).
     at: usize,
     cursor: Option<Bytes>,
@@ -219,7 +230,7 @@ impl KeyScan {
         &mut self,
         c: &mut Client,
     ) -> Result<Option<(u32, Vec<Bytes>)>, RestoreError> {
-        while let Some(&db) = self.dbs.get(self.at) {
+        while let Some(&(db, _)) = self.dbs.get(self.at) {
             let cursor = match self.cursor.take() {
                 Some(cur) => cur,
                 None => {
@@ -274,7 +285,7 @@ pub async fn keep_only(
             if let Frame::Error(e) = r {
                 return Err(RestoreError::Sink(format!(
                     "--keys: UNLINK failed: {}",
-                    String::from_utf8_lossy(&e)
+                    crate::show::key(&e)
                 )));
             }
         }
@@ -282,8 +293,10 @@ pub async fn keep_only(
     Ok((kept, deleted))
 }
 
-/// `--rdb FILE`: SAVE on the restore server, then copy its dump next to FILE and rename it into
-/// place, so FILE is either absent, the old file, or the complete new one.
+/// `--rdb FILE`: SAVE on the restore server, then move its dump where [`resolve_rdb`] says:
+/// a regular file through a temp file next to it and a rename (FILE is the old file or the
+/// complete new one, never half, and a symlink keeps pointing at it), a device or FIFO written
+/// through in place.
 pub async fn to_rdb(
     server: &RedisServer,
     path: &Path,
@@ -296,49 +309,91 @@ pub async fn to_rdb(
         let p = p.to_path_buf();
         move |source| RestoreError::Io { path: p, source }
     };
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    // Resolved again, not taken from the pre-flight: the file may have appeared (or a link
+    // changed) while the restore ran.
+    let bytes = match resolve_rdb(path, force)? {
+        RdbOut::WriteThrough(dev) => {
+            let mut src = tokio::fs::File::open(&dump).await.map_err(io(&dump))?;
+            let mut dst = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(&dev)
+                .await
+                .map_err(io(path))?;
+            let n = tokio::io::copy(&mut src, &mut dst)
+                .await
+                .map_err(io(path))?;
+            dst.flush().await.map_err(io(path))?;
+            // fsync means nothing to /dev/null or a pipe (EINVAL); a real device reports its
+            // write errors through it, so only "not supported" is let pass.
+            match dst.sync_all().await {
+                Err(e) if e.raw_os_error() != Some(libc::EINVAL) => return Err(io(path)(e)),
+                _ => {}
+            }
+            n
+        }
+        RdbOut::File { file, dir } => {
+            let tmp = TempFile(Some(temp_name(&file, "tmp")));
+            let tmp_path = tmp.path().to_path_buf();
+            let bytes = tokio::fs::copy(&dump, &tmp_path).await.map_err(io(path))?;
+            let f = tokio::fs::File::open(&tmp_path).await.map_err(io(path))?;
+            f.sync_all().await.map_err(io(path))?;
+            drop(f);
+            if !force && tokio::fs::symlink_metadata(path).await.is_ok() {
+                return Err(RestoreError::Exists(path.to_path_buf()));
+            }
+            tokio::fs::rename(&tmp_path, &file)
+                .await
+                .map_err(io(path))?;
+            tmp.keep();
+            if let Ok(d) = tokio::fs::File::open(&dir).await {
+                d.sync_all().await.ok();
+            }
+            bytes
+        }
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| RestoreError::Sink(format!("--rdb {}: not a file name", path.display())))?;
-    let tmp = parent.join(format!(
-        ".{}.flashback-{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let bytes = tokio::fs::copy(&dump, &tmp).await.map_err(io(&tmp))?;
-    let f = tokio::fs::File::open(&tmp).await.map_err(io(&tmp))?;
-    f.sync_all().await.map_err(io(&tmp))?;
-    // Checked again here: the file may have appeared while the restore ran.
-    if !force && path.exists() {
-        tokio::fs::remove_file(&tmp).await.ok();
-        return Err(RestoreError::Exists(path.to_path_buf()));
-    }
-    if let Err(e) = tokio::fs::rename(&tmp, path).await {
-        tokio::fs::remove_file(&tmp).await.ok();
-        return Err(RestoreError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        });
-    }
-    if let Ok(d) = tokio::fs::File::open(&parent).await {
-        d.sync_all().await.ok();
-    }
     Ok(SinkOutcome::Rdb {
         path: path.to_path_buf(),
         bytes,
     })
 }
 
+/// A temp file removed when dropped: on an error (ENOSPC mid-copy), and also when the restore
+/// is abandoned on SIGINT/SIGTERM (main drops the future in flight), unless [`keep`](Self::keep)
+/// says it was renamed into place.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Where `--to` copies, and what the pre-flight learned about it.
+pub struct LiveTarget<'a> {
+    pub url: &'a RedisUrl,
+    pub replace: bool,
+    pub db_map: &'a [(u32, u32)],
+    pub facts: Option<&'a TargetFacts>,
+}
+
 /// `--to redis://…`: copies every key of every db into the same db on the target with
 /// `RESTORE key <abs expiry> <payload> ABSTTL [REPLACE]`.
 pub async fn to_live(
     server: &RedisServer,
-    url: &RedisUrl,
-    replace: bool,
+    to: &LiveTarget<'_>,
 ) -> Result<SinkOutcome, RestoreError> {
+    let (url, replace) = (to.url, to.replace);
     let mut target = Client::connect(url, Duration::from_secs(30)).await?;
     let mut c = server.client().await?;
     let mut counts = CopyCounts {
@@ -351,7 +406,10 @@ pub async fn to_live(
     let engine = server.binary.to_string();
     let mut target_db = 0u32;
     let mut scan = KeyScan::new(&mut c).await?;
+    // Before the first write: a db the target lacks would otherwise abort the copy halfway.
+    check_target_dbs(&mut target, url, to.facts, &scan.dbs, to.db_map).await?;
     while let Some((db, keys)) = scan.next_page(&mut c).await? {
+        let db = map_db(to.db_map, db);
         if target_db != db {
             target.ok(&["SELECT", &db.to_string()]).await?;
             target_db = db;
@@ -384,8 +442,8 @@ async fn copy_batch(
             other => {
                 return Err(RestoreError::Sink(format!(
                     "DUMP {}: unexpected reply {}",
-                    String::from_utf8_lossy(k),
-                    other.text()
+                    crate::show::key(k),
+                    crate::show::key(other.text().as_bytes())
                 )))
             }
         };
@@ -421,10 +479,8 @@ async fn copy_batch(
                     } else {
                         String::new()
                     };
-                    counts.first_failure = Some(format!(
-                        "RESTORE {}: {msg}{hint}",
-                        String::from_utf8_lossy(k)
-                    ));
+                    counts.first_failure =
+                        Some(format!("RESTORE {}: {msg}{hint}", crate::show::key(k)));
                 }
             }
             _ => counts.written += 1,
