@@ -359,6 +359,9 @@ impl Failure {
             FormatError::Io { source, .. } => {
                 Failure::new(Kind::Unreadable, None, source.to_string())
             }
+            FormatError::Damaged { damage, .. } => {
+                Failure::new(Kind::Corrupt, Some(damage.offset), damage.to_string())
+            }
             other => Failure::new(Kind::Corrupt, None, other.to_string()),
         }
     }
@@ -383,6 +386,9 @@ struct Scan {
     /// First record time of the last block with records that read and decoded fine.
     last_good_first_ms: Option<u64>,
     torn: Option<String>,
+    /// An open tail damaged (a bad block with intact ones after it): the time through which
+    /// its valid prefix is complete, where restore stops cleanly.
+    damaged_through_ms: Option<u64>,
     failure: Option<Failure>,
     /// The crc32c of every byte the store returned, when it returned the whole object.
     crc32c: Option<u32>,
@@ -563,6 +569,9 @@ impl GenCheck<'_> {
             chain.advance_good(scan.last_good_first_ms);
             match failure {
                 Some(f) => {
+                    if chain.broken.is_none() && scan.damaged_through_ms.is_some() {
+                        chain.broken = Some(scan.damaged_through_ms);
+                    }
                     chain.break_here();
                     log_problems.push(self.problem(key.to_string(), f, String::new(), None));
                 }
@@ -979,6 +988,10 @@ impl GenCheck<'_> {
         if failure.is_none() {
             scan.summary = scanner.summary();
             scan.torn = scanner.torn_reason().map(str::to_string);
+        } else if scanner.damage().is_some() {
+            // The prefix before the damage is intact, and restore reads it (plan.rs).
+            scan.summary = scanner.summary();
+            scan.damaged_through_ms = scan.summary.as_ref().map(|s| s.end_time_ms);
         }
         scan.failure = failure;
         scan

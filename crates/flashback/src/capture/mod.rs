@@ -585,6 +585,7 @@ async fn session(
                 Continuity::NewGeneration(r) => r,
                 Continuity::Continue { .. } => GapReason::FirstCapture,
             };
+            let reason = log.damage_lost(reason, resume.as_ref().map(|r| r.generation.as_str()));
             if !matches!(reason, GapReason::FirstCapture) {
                 warn!("{reason}");
             }
@@ -628,6 +629,7 @@ async fn session(
                 .into());
             };
             let now = crate::now_ms();
+            log.damage_refetched();
             match continuity(Some(saved), &PsyncReply::Continue { replid }) {
                 Continuity::Continue {
                     new_replid: Some(id),

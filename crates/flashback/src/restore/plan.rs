@@ -225,6 +225,9 @@ pub async fn plan(
             windows: windows.iter().map(|(g, w)| (g.id.clone(), *w)).collect(),
         }))
     };
+    if let Some(e) = beyond_damage(&windows, target) {
+        return Err(e);
+    }
     let (g, w, limit) = match target {
         Target::At(t) => {
             // Windows of successive generations do not overlap in time; if they ever touch, the
@@ -340,6 +343,31 @@ pub async fn plan(
     })
 }
 
+/// A target the window does not reach because an open tail is damaged: named as that (file,
+/// byte, last restorable instant), not as a time outside the window, and never restored from
+/// the prefix as if it were the latest state. `windows` is sorted by generation and offset.
+fn beyond_damage(windows: &[(&Generation, Window)], target: Target) -> Option<RestoreError> {
+    let reached = |(_, w): &(&Generation, Window)| match target {
+        Target::Latest => false,
+        Target::At(t) => w.from_ms <= t && t <= w.to_ms,
+        Target::AtOffset(n) => w.from_offset <= n && n <= w.to_offset,
+    };
+    if windows.iter().any(reached) {
+        return None;
+    }
+    // The window the target lies after: the latest that ends before it.
+    let (g, _) = windows.iter().rev().find(|(_, w)| match target {
+        Target::Latest => true,
+        Target::At(t) => w.to_ms < t,
+        Target::AtOffset(n) => w.to_offset < n,
+    })?;
+    let t = g.tails.iter().find(|t| t.damage.is_some())?;
+    Some(RestoreError::Log {
+        key: t.key.to_string(),
+        what: t.damage_what()?,
+    })
+}
+
 /// The segments that chain from `from` without a hole (sealed ones, then open tails, as
 /// `Generation::window` walks them), and whether every segment of the generation was reached.
 fn chain(g: &Generation, from: u64) -> (Vec<SegmentRef>, bool) {
@@ -394,6 +422,8 @@ pub(crate) struct SegmentStream {
     buf: BytesMut,
     /// Bytes taken from the store so far.
     pub fetched: u64,
+    /// Where the listing said this segment ends (for a damaged tail: where the damage starts).
+    listed_end: u64,
 }
 
 impl SegmentStream {
@@ -414,13 +444,17 @@ impl SegmentStream {
             body: got.into_stream(),
             buf: BytesMut::new(),
             fetched: 0,
+            listed_end: seg.end_offset,
         })
     }
 
     /// The next block, checked (its payload is decoded by [`decode`](Self::decode)).
     pub(crate) async fn next_block(&mut self) -> Result<Option<ScannedBlock>, RestoreError> {
         loop {
-            let n = self.scanner.next_need()?;
+            let n = match self.scanner.next_need() {
+                Ok(n) => n,
+                Err(e) => return self.past_damage(e),
+            };
             if n == 0 {
                 return Ok(None);
             }
@@ -442,9 +476,28 @@ impl SegmentStream {
             }
             let bytes = self.buf.split_to(n);
             self.fetched += n as u64;
-            if let Some(b) = self.scanner.feed(&bytes)? {
-                return Ok(Some(b));
+            match self.scanner.feed(&bytes) {
+                Ok(Some(b)) => return Ok(Some(b)),
+                Ok(None) => {}
+                Err(e) => return self.past_damage(e),
             }
+        }
+    }
+
+    /// Damage after everything the plan reads from this segment (the listing already ended the
+    /// window there, and `plan` refused any target beyond it) ends the segment; damage inside
+    /// what the plan counted on is the error it is.
+    fn past_damage(
+        &self,
+        e: flashback_format::Error,
+    ) -> Result<Option<ScannedBlock>, RestoreError> {
+        match &e {
+            flashback_format::Error::Damaged { damage, .. }
+                if damage.good_end_offset >= self.listed_end =>
+            {
+                Ok(None)
+            }
+            _ => Err(e.into()),
         }
     }
 
