@@ -360,7 +360,7 @@ impl Failure {
                 Failure::new(Kind::Unreadable, None, source.to_string())
             }
             FormatError::Damaged { damage, .. } => {
-                Failure::new(Kind::Corrupt, Some(damage.offset), damage.to_string())
+                Failure::new(Kind::Corrupt, Some(damage.offset), damage.details())
             }
             other => Failure::new(Kind::Corrupt, None, other.to_string()),
         }

@@ -95,6 +95,7 @@ fn a_flipped_byte_in_a_middle_block_is_damage_named_everywhere_and_refetched() {
     let out = flashback(&["verify", "--store", store_s]);
     assert_eq!(out.code, Some(1), "{}", out.all());
     let all = out.all();
+    eprintln!("verify:\n{all}");
     assert!(all.contains(&tail_name) && all.contains(&byte), "{all}");
     assert!(all.contains("still restore"), "{all}");
     assert!(!all.contains("[torn]"), "damage reported as torn:\n{all}");
@@ -118,6 +119,7 @@ fn a_flipped_byte_in_a_middle_block_is_damage_named_everywhere_and_refetched() {
     let out = flashback(&["restore", "--store", store_s, "--latest", "--dry-run"]);
     assert_eq!(out.code, Some(1), "{}", out.all());
     let e = one_error_line(&out);
+    eprintln!("restore --latest: {e}");
     assert!(
         e.contains(&tail_name) && e.contains(&byte) && e.contains("restore reaches up to"),
         "{e}"
@@ -170,6 +172,7 @@ fn a_flipped_byte_in_a_middle_block_is_damage_named_everywhere_and_refetched() {
         "were damaged on disk after being acknowledged; re-fetching them from the primary by PSYNC from offset {}",
         before.end_offset
     );
+    eprintln!("agent log:\n{log}");
     assert!(log.contains(&want) && log.contains(&byte), "{log}");
     assert!(log.contains("ERROR"), "{log}");
     assert!(

@@ -45,13 +45,13 @@ pub struct Damage {
     pub last_end_offset: u64,
 }
 
-impl std::fmt::Display for Damage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "byte {}: {}; {} intact block(s) follow it (the first at byte {}, holding data from replication offset {}), \
+impl Damage {
+    /// What [`Display`](std::fmt::Display) says after "byte N: ", for a message that gives the
+    /// byte its own field.
+    pub fn details(&self) -> String {
+        format!(
+            "{}; {} intact block(s) follow it (the first at byte {}, holding data from replication offset {}), \
              so this is damage on disk, not a torn write: the records from offset {} to {} are not readable here",
-            self.offset,
             self.what,
             self.blocks_after,
             self.next_pos,
@@ -59,6 +59,12 @@ impl std::fmt::Display for Damage {
             self.good_end_offset,
             self.last_end_offset.max(self.good_end_offset),
         )
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "byte {}: {}", self.offset, self.details())
     }
 }
 
