@@ -161,6 +161,10 @@ pub struct GenerationInfo {
     /// The open tail's last block was cut short when read: the agent died mid-write (the
     /// block is dropped; nothing acknowledged was in it), or was writing at that moment.
     pub torn_tail: bool,
+    /// An open tail holds a bad block with intact blocks after it: damage on disk, not a torn
+    /// write. Names the file, the byte and the last restorable instant (the window ends there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged_tail: Option<String>,
     /// The segment chain has a hole: records after `at_offset` resume only at
     /// `resumes_at_offset`, so the window stops at the hole and `unreachable_segments` segments
     /// after it are not restorable. Null when the chain is whole.
@@ -375,6 +379,7 @@ fn generation_info(g: &Generation) -> GenerationInfo {
         bytes: g.bytes(),
         window,
         torn_tail: g.tails.iter().any(|t| t.torn),
+        damaged_tail: g.tails.iter().find_map(|t| t.damage_message()),
         chain_break,
         base_pruned: m.is_some_and(|m| !g.bases.iter().any(|b| b.offset == m.base_offset)),
         restore_base,
@@ -469,6 +474,7 @@ mod tests {
             first_time_ms: through - 500,
             covered_through_ms: through,
             torn,
+            damage: None,
         }
     }
 

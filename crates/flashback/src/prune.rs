@@ -597,6 +597,7 @@ mod tests {
                 first_time_ms: t0 + 1,
                 covered_through_ms: t0 + 60_000,
                 torn: false,
+                damage: None,
             });
             self
         }

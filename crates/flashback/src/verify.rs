@@ -363,6 +363,9 @@ impl Failure {
             FormatError::Io { source, .. } => {
                 Failure::new(Kind::Unreadable, None, source.to_string())
             }
+            FormatError::Damaged { damage, .. } => {
+                Failure::new(Kind::Corrupt, Some(damage.offset), damage.details())
+            }
             other => Failure::new(Kind::Corrupt, None, other.to_string()),
         }
     }
@@ -401,6 +404,9 @@ struct Scan {
     /// First record time of the last block with records that read and decoded fine.
     last_good_first_ms: Option<u64>,
     torn: Option<String>,
+    /// An open tail damaged (a bad block with intact ones after it): the time through which
+    /// its valid prefix is complete, where restore stops cleanly.
+    damaged_through_ms: Option<u64>,
     failure: Option<Failure>,
     /// The crc32c of every byte the store returned, when it returned the whole object.
     crc32c: Option<u32>,
@@ -485,6 +491,9 @@ impl GenCheck<'_> {
                 first_time_ms: first_ms,
                 covered_through_ms: through,
                 torn: scan.torn.is_some(),
+                // Damage is this scan's failure, reported (and bounding its run) below; the
+                // walker sees the intact prefix the summary describes.
+                damage: None,
             });
             tail_scans.push(scan);
         }
@@ -591,6 +600,10 @@ impl GenCheck<'_> {
             }
             if let Some(f) = failure {
                 if let Some(r) = run {
+                    // A damaged tail's intact prefix still restores, through its last block.
+                    if runs[r].broken.is_none() && scan.damaged_through_ms.is_some() {
+                        runs[r].broken = Some(scan.damaged_through_ms);
+                    }
                     runs[r].break_here();
                 }
                 let i = self.problem(t.key.to_string(), f, String::new(), None);
@@ -1031,6 +1044,10 @@ impl GenCheck<'_> {
         if failure.is_none() {
             scan.summary = stream.summary();
             scan.torn = stream.torn_reason().map(str::to_string);
+        } else if stream.damage().is_some() {
+            // The prefix before the damage is intact, and restore reads it (plan.rs).
+            scan.summary = stream.summary();
+            scan.damaged_through_ms = scan.summary.as_ref().map(|s| s.end_time_ms);
         }
         scan.failure = failure;
         scan

@@ -26,7 +26,7 @@
 //! server from one process-wide env var, and these tests run several kinds side by side.
 
 use flashback_format::rdb;
-use flashback_format::segment::{Record, Sealed, SegmentFile};
+use flashback_format::segment::{Item, Record, Sealed, SegmentReader};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -916,9 +916,14 @@ fn records(store: &Path) -> Vec<Record> {
             Sealed::No
         };
         let name = f.display().to_string();
-        let seg = SegmentFile::parse(&name, &bytes, sealed).unwrap();
-        for i in 0..seg.blocks.len() {
-            out.extend(seg.records(i).unwrap());
+        let mut seg = SegmentReader::new(&name, &bytes[..], bytes.len() as u64, sealed);
+        while let Some(b) = seg.next_block().unwrap() {
+            for item in seg.scanner().decode(&b).unwrap() {
+                match item {
+                    Item::Record(r) => out.push(r),
+                    Item::Fragment(_) => panic!("{name}: these tests write no fragmented record"),
+                }
+            }
         }
     }
     out

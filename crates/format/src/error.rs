@@ -19,11 +19,14 @@ pub enum Error {
         found: u32,
         supported: u32,
     },
-    /// `records()` was asked for a block that holds a slice of a large record.
-    #[error(
-        "{file}: block {block} holds a slice of a record stored in fragments; read it with items()"
-    )]
-    Fragmented { file: String, block: usize },
+    /// An open tail holds a bad block with intact blocks after it: damage on disk (bit rot, a
+    /// bad sector, a stray write), not a write the agent died in the middle of. The records
+    /// from the bad block on are not to be used, and not to be dropped silently either.
+    #[error("{file}: damaged at {damage}")]
+    Damaged {
+        file: String,
+        damage: Box<crate::segment::Damage>,
+    },
     #[error("{file}: {source}")]
     Io {
         file: String,

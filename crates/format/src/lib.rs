@@ -15,6 +15,7 @@
 //!
 //! Every reader names the file and the byte offset of any corruption ([`Error::Corrupt`]).
 
+mod damage;
 pub mod envelope;
 pub mod error;
 pub mod rdb;

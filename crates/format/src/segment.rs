@@ -3,8 +3,9 @@
 //! A segment holds consecutive records of one source's replication stream under one replid.
 //! It is written append-only by [`SegmentWriter`]: a header, then blocks, then (when sealed) a
 //! footer index. An unsealed segment (the "open tail" of a live or crashed agent) is read by
-//! scanning blocks; a torn last block is dropped, never misread ([`SegmentFile::parse`] with
-//! `Sealed::No`). Inside a sealed segment any bad block is corruption.
+//! scanning blocks ([`SegmentScanner`] with `Sealed::No`): a torn last block is dropped, never
+//! misread, and a bad block that intact blocks follow is damage ([`Error::Damaged`]), never
+//! dropped. Inside a sealed segment any bad block is corruption.
 //!
 //! Offsets: a record's `end_offset` is the source's replication offset just after the record's
 //! last byte, so `end_offset - resp.len()` is where it starts. A segment's `start_offset` is the
@@ -15,6 +16,8 @@
 //! is also exactly what a restore serves to a replica. Storing the parsed argv instead was
 //! rejected: re-encoding would have to reproduce the sender's bytes to keep offsets exact.
 
+pub use crate::damage::Damage;
+use crate::damage::Probe;
 use crate::error::{Error, Result};
 use crate::varint;
 use std::io::Write;
@@ -748,317 +751,10 @@ pub enum Sealed {
     /// A sealed segment: the footer must be present and intact; any bad block is corruption.
     Yes,
     /// An open tail: no footer expected; blocks are scanned and a torn last block is dropped.
-    /// A file that does carry an intact footer (a crash after sealing, before the rename) is
-    /// read as sealed.
+    /// A bad block with an intact block anywhere after it is damage, not torn
+    /// ([`Error::Damaged`]). A file that does carry an intact footer (a crash after sealing,
+    /// before the rename) is read as sealed.
     No,
-}
-
-/// A parsed segment: header and block index; records are decoded block by block on demand.
-pub struct SegmentFile<'a> {
-    pub name: String,
-    pub header: SegmentHeader,
-    pub blocks: Vec<BlockInfo>,
-    /// For an open tail: the byte length of the valid prefix (header + intact blocks); a writer
-    /// resuming the file truncates it here. For a sealed segment: the file length.
-    pub valid_len: u64,
-    /// For an open tail: true when bytes after `valid_len` were dropped as a torn write.
-    pub torn_tail: bool,
-    bytes: &'a [u8],
-    /// The footer's summary, when the file has an intact footer.
-    footer: Option<SegmentSummary>,
-    /// Why the bytes after `valid_len` were dropped.
-    torn_reason: Option<String>,
-}
-
-impl<'a> SegmentFile<'a> {
-    /// Reads the header and the block index (from the footer, or by scanning the blocks of an
-    /// open tail). Block payloads are checked when [`records`](Self::records) decodes them; block
-    /// headers are all checked here.
-    ///
-    /// A header that is short or fails its checksum is corruption in both modes: an agent
-    /// writes and syncs the header before any block. With `Sealed::No`, the scan stops at the
-    /// first block that is truncated, has a wrong magic or fails its checksum, and everything
-    /// from there on is dropped as torn, even when valid-looking blocks follow: the agent only
-    /// appends, so bytes after a bad block were never acknowledged as a chain and cannot be
-    /// trusted. A block that passes its checksum but does not follow the previous one
-    /// (offsets, times, db) is corruption, not a torn write.
-    pub fn parse(name: &str, bytes: &'a [u8], sealed: Sealed) -> Result<Self> {
-        let header = decode_header(name, bytes)?;
-        let mut f = SegmentFile {
-            name: name.to_string(),
-            header,
-            blocks: Vec::new(),
-            valid_len: bytes.len() as u64,
-            torn_tail: false,
-            bytes,
-            footer: None,
-            torn_reason: None,
-        };
-        match sealed {
-            Sealed::Yes => f.read_footer()?,
-            Sealed::No => {
-                let has_footer = bytes.len() >= HEADER_LEN + TRAILER_LEN
-                    && bytes[bytes.len() - 8..] == FOOTER_MAGIC;
-                if !(has_footer && f.read_footer().is_ok()) {
-                    f.blocks.clear();
-                    f.footer = None;
-                    f.scan()?;
-                }
-            }
-        }
-        Ok(f)
-    }
-
-    /// Why the bytes after `valid_len` were dropped (an open tail with `torn_tail`).
-    pub fn torn_reason(&self) -> Option<&str> {
-        self.torn_reason.as_deref()
-    }
-
-    fn corrupt(&self, offset: u64, what: impl Into<String>) -> Error {
-        Error::corrupt(&self.name, offset, what)
-    }
-
-    fn read_footer(&mut self) -> Result<()> {
-        let bytes = self.bytes;
-        let len = bytes.len();
-        if len < HEADER_LEN + TRAILER_LEN {
-            return Err(self.corrupt(
-                len as u64,
-                format!("{len} bytes is too short for a sealed segment (header + footer is {}); an open tail is read unsealed", HEADER_LEN + TRAILER_LEN),
-            ));
-        }
-        let tpos = len - TRAILER_LEN;
-        let t = &bytes[tpos..];
-        if t[64..72] != FOOTER_MAGIC {
-            return Err(self.corrupt(
-                (len - 8) as u64,
-                "no footer magic: the segment is truncated or was never sealed",
-            ));
-        }
-        let stored_crc = le32(t, 60);
-        let index_pos = le64(t, 0);
-        let block_count = le32(t, 8);
-        let index_len = u64::from(block_count) * INDEX_ENTRY_LEN as u64;
-        if index_pos < HEADER_LEN as u64 || index_pos.checked_add(index_len) != Some(tpos as u64) {
-            return Err(self.corrupt(
-                tpos as u64,
-                format!("footer says {block_count} index entries at byte {index_pos}, which does not end at the trailer (byte {tpos})"),
-            ));
-        }
-        let index_pos = index_pos as usize;
-        let crc = crc32c::crc32c(&bytes[index_pos..len - 12]);
-        if crc != stored_crc {
-            return Err(self.corrupt(
-                (len - 12) as u64,
-                format!(
-                    "footer checksum mismatch (stored {stored_crc:#010x}, computed {crc:#010x})"
-                ),
-            ));
-        }
-        if t[56] > 1 || t[57..60] != [0, 0, 0] {
-            return Err(self.corrupt(
-                (tpos + 56) as u64,
-                "footer has a bad multi flag or non-zero reserved bytes",
-            ));
-        }
-        let trailer = SegmentSummary {
-            start_offset: le64(t, 16),
-            end_offset: le64(t, 24),
-            first_time_ms: le64(t, 32),
-            end_time_ms: le64(t, 40),
-            record_count: le64(t, 48),
-            block_count,
-            end_db: le32(t, 12),
-            end_in_multi: t[56] == 1,
-        };
-        let mut chain = ChainState::start(&self.header);
-        let mut next_pos = HEADER_LEN as u64;
-        let mut blocks = Vec::with_capacity(block_count as usize);
-        for i in 0..block_count as usize {
-            let epos = index_pos + i * INDEX_ENTRY_LEN;
-            let e = &bytes[epos..epos + INDEX_ENTRY_LEN];
-            if e[18] > 1 || e[19] != 0 {
-                return Err(self.corrupt(
-                    epos as u64 + 18,
-                    format!("index entry {i} has a bad multi flag or reserved byte"),
-                ));
-            }
-            let b = BlockInfo {
-                file_pos: le64(e, 0),
-                len: le32(e, 8),
-                record_count: le32(e, 12),
-                flags: le16(e, 16),
-                end_in_multi: e[18] == 1,
-                end_db: le32(e, 20),
-                start_offset: le64(e, 24),
-                end_offset: le64(e, 32),
-                first_time_ms: le64(e, 40),
-                last_time_ms: le64(e, 48),
-                covered_through_ms: le64(e, 56),
-            };
-            if b.file_pos != next_pos
-                || next_pos.saturating_add(u64::from(b.len)) > index_pos as u64
-            {
-                return Err(self.corrupt(
-                    epos as u64,
-                    format!("index entry {i} places block at byte {} (+{}), expected byte {next_pos} before the index", b.file_pos, b.len),
-                ));
-            }
-            chain
-                .step(&b)
-                .map_err(|m| self.corrupt(epos as u64, format!("index entry {i}: {m}")))?;
-            // The block's own header must say the same as the index: a reader that seeks by
-            // the index and one that scans must never disagree.
-            let (h, _) = read_block_header(bytes, b.file_pos as usize)
-                .map_err(|m| self.corrupt(b.file_pos, format!("block {i}: {m}")))?;
-            if BLOCK_HEADER_LEN as u64 + u64::from(h.comp_len) != u64::from(b.len)
-                || h.info(b.file_pos) != b
-            {
-                return Err(self.corrupt(
-                    b.file_pos,
-                    format!("block {i}'s header disagrees with its index entry"),
-                ));
-            }
-            next_pos += u64::from(b.len);
-            blocks.push(b);
-        }
-        if next_pos != index_pos as u64 {
-            return Err(self.corrupt(
-                next_pos,
-                format!(
-                    "{} bytes between the last block and the index",
-                    index_pos as u64 - next_pos
-                ),
-            ));
-        }
-        if let Some((start, pos)) = chain.run {
-            return Err(self.corrupt(
-                pos,
-                format!(
-                    "the segment ends inside the record stored in fragments from offset {start}"
-                ),
-            ));
-        }
-        let computed = summarize(&self.header, &blocks, chain.covered_ms);
-        let consistent = trailer.start_offset == computed.start_offset
-            && trailer.end_offset == computed.end_offset
-            && trailer.first_time_ms == computed.first_time_ms
-            && trailer.record_count == computed.record_count
-            && trailer.end_db == computed.end_db
-            && trailer.end_in_multi == computed.end_in_multi
-            && trailer.end_time_ms >= chain.covered_ms;
-        if !consistent {
-            return Err(self.corrupt(
-                tpos as u64,
-                format!("footer summary {trailer:?} disagrees with its blocks {computed:?}"),
-            ));
-        }
-        self.blocks = blocks;
-        self.footer = Some(trailer);
-        self.valid_len = len as u64;
-        self.torn_tail = false;
-        Ok(())
-    }
-
-    fn scan(&mut self) -> Result<()> {
-        let bytes = self.bytes;
-        let mut pos = HEADER_LEN;
-        let mut chain = ChainState::start(&self.header);
-        while pos < bytes.len() {
-            let (h, payload) = match read_block_header(bytes, pos) {
-                Ok(x) => x,
-                Err(reason) => {
-                    self.torn_reason = Some(format!("byte {pos}: {reason}"));
-                    break;
-                }
-            };
-            // Checksum before the chain: a torn write can leave a block whose fields are
-            // garbage, which is a torn tail, not corruption.
-            if let Err(m) = check_block_crc(&h, bytes, pos, payload) {
-                self.torn_reason = Some(format!("byte {pos}: {m}"));
-                break;
-            }
-            let b = h.info(pos as u64);
-            chain.step(&b).map_err(|m| {
-                self.corrupt(pos as u64, format!("block {}: {m}", self.blocks.len()))
-            })?;
-            pos += b.len as usize;
-            self.blocks.push(b);
-        }
-        self.valid_len = pos as u64;
-        self.torn_tail = pos < bytes.len();
-        if let Some((start, run_pos)) = chain.run {
-            // The agent died (or is still writing) between the first and the final fragment
-            // of a record: nothing of that record was acknowledged, so all of it goes.
-            self.blocks.retain(|b| b.file_pos < run_pos);
-            if self.torn_reason.is_none() {
-                self.torn_reason = Some(format!(
-                    "byte {run_pos}: the record stored in fragments from offset {start} has no final fragment"
-                ));
-            }
-            self.valid_len = run_pos;
-            self.torn_tail = true;
-        }
-        Ok(())
-    }
-
-    /// Decodes block `i` (index into `blocks`), checking its checksum and record contiguity.
-    /// A block holding a fragment of a large record is refused (`Error::Fragmented`): read it
-    /// with [`items`](Self::items).
-    ///
-    /// # Panics
-    /// When `i >= self.blocks.len()`, like slice indexing.
-    pub fn records(&self, i: usize) -> Result<Vec<Record>> {
-        if self.blocks[i].flags & block_flags::FRAGMENT != 0 {
-            return Err(Error::Fragmented {
-                file: self.name.clone(),
-                block: i,
-            });
-        }
-        let items = self.items(i)?;
-        Ok(items
-            .into_iter()
-            .filter_map(|it| match it {
-                Item::Record(r) => Some(r),
-                Item::Fragment(_) => None,
-            })
-            .collect())
-    }
-
-    /// Decodes block `i`: its records, or its fragment of a large record.
-    ///
-    /// # Panics
-    /// When `i >= self.blocks.len()`, like slice indexing.
-    pub fn items(&self, i: usize) -> Result<Vec<Item>> {
-        let b = &self.blocks[i];
-        let pos = b.file_pos as usize;
-        // parse() checked that the block lies inside the file.
-        let (h, payload) = read_block_header(self.bytes, pos)
-            .map_err(|m| self.corrupt(b.file_pos, format!("block {i}: {m}")))?;
-        if h.info(b.file_pos) != *b {
-            return Err(self.corrupt(
-                b.file_pos,
-                format!("block {i}'s header disagrees with its index entry"),
-            ));
-        }
-        check_block_crc(&h, self.bytes, pos, payload)
-            .map_err(|m| self.corrupt(b.file_pos + 64, format!("block {i}: {m}")))?;
-        decode_block(&self.name, i, b, h.raw_len, payload)
-    }
-
-    /// Summary of what the file holds (from the footer, or computed from the scanned blocks:
-    /// then `end_time_ms` is the last block's covered-through time, or the header's
-    /// `created_ms` when there is no block yet).
-    pub fn summary(&self) -> SegmentSummary {
-        if let Some(s) = &self.footer {
-            return s.clone();
-        }
-        let end_time = self
-            .blocks
-            .last()
-            .map_or(self.header.created_ms, |b| b.covered_through_ms);
-        summarize(&self.header, &self.blocks, end_time)
-    }
 }
 
 /// A block read by [`SegmentScanner`]: its index entry and its still-compressed payload.
@@ -1077,6 +773,8 @@ enum Next {
     Payload(Box<([u8; BLOCK_HEADER_LEN], BlockHeader)>),
     /// The footer, of which these first bytes were read as a would-be block header.
     Footer(Vec<u8>),
+    /// In an open tail, after a bad block: the rest of the file is searched for intact blocks.
+    Probe(Box<Probe>),
     Done,
 }
 
@@ -1086,10 +784,17 @@ enum Next {
 /// come next, [`feed`](Self::feed) exactly those, and get each block as it completes.
 /// [`SegmentReader`] drives it over `std::io::Read`.
 ///
-/// It checks what [`SegmentFile::parse`] checks, in the same two modes, knowing the file's
-/// length up front (a store lists it): in a sealed segment the footer must follow the last
-/// block and equal, byte for byte, the index of the blocks read; in an open tail the scan stops
-/// at the first torn block. One difference follows from streaming: the fragments of a record
+/// It knows the file's length up front (a store lists it). In a sealed segment the footer must
+/// follow the last block and equal, byte for byte, the index of the blocks read; any bad block
+/// is [`Error::Corrupt`]. In an open tail the scan stops at the first bad block (truncated, no
+/// magic, a bad header, a checksum mismatch), then reads the rest of the file in bounded chunks
+/// looking for any block that verifies after it: if none does, the bad bytes are a torn write
+/// and dropped ([`torn_reason`](Self::torn_reason)); if one does, the scan fails with
+/// [`Error::Damaged`], and [`damage`](Self::damage), [`blocks`](Self::blocks),
+/// [`summary`](Self::summary) and [`valid_len`](Self::valid_len) still describe the valid
+/// prefix before it, for a caller that keeps what is good. A block that verifies but does not
+/// follow the one before (offsets, times, db) is corruption. One difference follows from
+/// streaming: the fragments of a record
 /// whose final fragment never comes (the end of an open tail) have already been handed out
 /// when the scan ends; the scan then reports them torn ([`torn_reason`](Self::torn_reason))
 /// and leaves them out of [`summary`](Self::summary) and [`valid_len`](Self::valid_len). A
@@ -1107,6 +812,7 @@ pub struct SegmentScanner {
     blocks: Vec<BlockInfo>,
     footer: Option<SegmentSummary>,
     torn_reason: Option<String>,
+    damage: Option<Damage>,
     valid_len: u64,
 }
 
@@ -1124,6 +830,7 @@ impl SegmentScanner {
             blocks: Vec::new(),
             footer: None,
             torn_reason: None,
+            damage: None,
             valid_len: 0,
         }
     }
@@ -1132,14 +839,51 @@ impl SegmentScanner {
         Error::corrupt(&self.name, offset, what)
     }
 
-    /// In a tail: the bytes from here on are dropped. In a sealed segment: corruption.
-    fn torn(&mut self, what: String) -> Result<()> {
+    /// A bad block at `self.pos`, of which `consumed` were fed already (the stream cannot go
+    /// back). In a sealed segment: corruption. In a tail: torn unless an intact block follows,
+    /// which the probe (driven by `next_need`/`feed`) finds out.
+    fn torn(&mut self, what: String, consumed: &[u8]) -> Result<()> {
         if self.sealed == Sealed::Yes {
             return Err(self.corrupt(self.pos, what));
+        }
+        // No room for a whole block after the bad one's first byte: nothing to probe.
+        if self.len - self.pos > BLOCK_HEADER_LEN as u64 {
+            let mut p = Probe::new(self.pos, what, self.len);
+            p.feed(consumed.get(1..).unwrap_or_default());
+            self.next = Next::Probe(Box::new(p));
+            return self.next_need().map(|_| ());
         }
         self.torn_reason = Some(format!("byte {}: {what}", self.pos));
         self.finish();
         Ok(())
+    }
+
+    /// The probe has seen the rest of the file: torn, or damaged.
+    fn end_probe(&mut self, probe: Probe) -> Result<()> {
+        self.pos = probe.bad_pos;
+        let reason = format!("byte {}: {}", probe.bad_pos, probe.what);
+        let torn_reason = self.torn_reason.replace(reason);
+        self.finish();
+        let good_end = match (self.blocks.last(), &self.header) {
+            (Some(b), _) => b.end_offset,
+            (None, Some(h)) => h.start_offset,
+            (None, None) => 0,
+        };
+        match probe.finish(good_end) {
+            None => Ok(()),
+            Some(d) => {
+                self.torn_reason = torn_reason;
+                self.damage = Some(d);
+                Err(self.damaged())
+            }
+        }
+    }
+
+    fn damaged(&self) -> Error {
+        Error::Damaged {
+            file: self.name.clone(),
+            damage: Box::new(self.damage.clone().expect("damage found")),
+        }
     }
 
     fn finish(&mut self) {
@@ -1162,7 +906,16 @@ impl SegmentScanner {
         let rem = self.len - self.pos;
         let footer_len = (self.blocks.len() * INDEX_ENTRY_LEN + TRAILER_LEN) as u64;
         match &self.next {
+            Next::Done if self.damage.is_some() => Err(self.damaged()),
             Next::Done => Ok(0),
+            Next::Probe(p) if p.need() == 0 => {
+                let Next::Probe(p) = std::mem::replace(&mut self.next, Next::Done) else {
+                    unreachable!("matched above")
+                };
+                self.end_probe(*p)?;
+                Ok(0)
+            }
+            Next::Probe(p) => Ok(p.need()),
             // A short header is corruption in both modes; decode_header says how.
             Next::Header if self.len == 0 => Err(decode_header(&self.name, &[])
                 .err()
@@ -1185,17 +938,19 @@ impl SegmentScanner {
                 Ok(rem as usize)
             }
             Next::BlockHeader if rem < BLOCK_HEADER_LEN as u64 => {
-                self.torn(format!(
-                    "truncated block header ({rem} of {BLOCK_HEADER_LEN} bytes)"
-                ))?;
-                Ok(0)
+                self.torn(
+                    format!("truncated block header ({rem} of {BLOCK_HEADER_LEN} bytes)"),
+                    &[],
+                )?;
+                self.next_need()
             }
             Next::BlockHeader => Ok(BLOCK_HEADER_LEN),
             Next::Payload(h) if u64::from(h.1.comp_len) > rem => {
                 let what = format!("truncated block payload ({rem} of {} bytes)", h.1.comp_len);
+                let raw = h.0;
                 self.pos -= BLOCK_HEADER_LEN as u64;
-                self.torn(what)?;
-                Ok(0)
+                self.torn(what, &raw)?;
+                self.next_need()
             }
             Next::Payload(h) => Ok(h.1.comp_len as usize),
             Next::Footer(prefix) => Ok(rem as usize - prefix.len()),
@@ -1224,7 +979,7 @@ impl SegmentScanner {
                 let h = match parse_block_header(bytes) {
                     Ok(h) => h,
                     Err(m) => {
-                        self.torn(m)?;
+                        self.torn(m, bytes)?;
                         return Ok(None);
                     }
                 };
@@ -1241,14 +996,20 @@ impl SegmentScanner {
             Next::Payload(b) => {
                 let (raw, h) = *b;
                 let block_pos = self.pos - BLOCK_HEADER_LEN as u64;
-                // Checksum before the chain: a torn write is not corruption (SegmentFile::scan).
+                // Checksum before the chain: a torn write can leave a block whose fields are
+                // garbage, which is a torn tail (or damage), not a broken chain.
                 let crc = crc32c::crc32c_append(crc32c::crc32c(&raw[..64]), bytes);
                 if crc != h.crc {
                     self.pos = block_pos;
-                    self.torn(format!(
-                        "block checksum mismatch (stored {:#010x}, computed {crc:#010x})",
-                        h.crc
-                    ))?;
+                    let mut consumed = raw.to_vec();
+                    consumed.extend_from_slice(bytes);
+                    self.torn(
+                        format!(
+                            "block checksum mismatch (stored {:#010x}, computed {crc:#010x})",
+                            h.crc
+                        ),
+                        &consumed,
+                    )?;
                     return Ok(None);
                 }
                 let info = h.info(block_pos);
@@ -1270,6 +1031,15 @@ impl SegmentScanner {
             Next::Footer(mut prefix) => {
                 prefix.extend_from_slice(bytes);
                 self.check_footer(&prefix)?;
+                Ok(None)
+            }
+            Next::Probe(mut p) => {
+                p.feed(bytes);
+                if p.need() == 0 {
+                    self.end_probe(*p)?;
+                } else {
+                    self.next = Next::Probe(p);
+                }
                 Ok(None)
             }
         }
@@ -1296,7 +1066,7 @@ impl SegmentScanner {
             None
         };
         match bad {
-            Some(m) => self.torn(m),
+            Some(m) => self.torn(m, bytes),
             None => {
                 self.footer = Some(summary);
                 self.pos = self.len;
@@ -1328,7 +1098,14 @@ impl SegmentScanner {
         self.torn_reason.as_deref()
     }
 
-    /// Once the scan is over: the length of the valid prefix (see [`SegmentFile::valid_len`]).
+    /// In an open tail that [`Error::Damaged`] ended: where the damage is and what follows.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
+    }
+
+    /// Once the scan is over: the length of the valid prefix (header + intact blocks, without
+    /// a torn end or anything from a damaged block on); a writer resuming the file truncates
+    /// it here. For a sealed segment: the file length.
     pub fn valid_len(&self) -> u64 {
         self.valid_len
     }
@@ -1338,7 +1115,9 @@ impl SegmentScanner {
         &self.blocks
     }
 
-    /// Once the scan is over: as [`SegmentFile::summary`].
+    /// Once the scan is over: the footer's summary, or one computed from the blocks read (then
+    /// `end_time_ms` is the last block's covered-through time, or the header's `created_ms`
+    /// when there is no block).
     pub fn summary(&self) -> Option<SegmentSummary> {
         if let Some(s) = &self.footer {
             return Some(s.clone());
@@ -1643,19 +1422,19 @@ fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
 
 /// A block header as stored.
 #[derive(Debug)]
-struct BlockHeader {
+pub(crate) struct BlockHeader {
     flags: u16,
     end_in_multi: bool,
     record_count: u32,
     raw_len: u32,
-    comp_len: u32,
+    pub(crate) comp_len: u32,
     end_db: u32,
-    start_offset: u64,
-    end_offset: u64,
+    pub(crate) start_offset: u64,
+    pub(crate) end_offset: u64,
     first_time_ms: u64,
     last_time_ms: u64,
     covered_through_ms: u64,
-    crc: u32,
+    pub(crate) crc: u32,
 }
 
 impl BlockHeader {
@@ -1700,34 +1479,9 @@ fn encode_block_header(
     h
 }
 
-/// Reads the block header at `pos` and returns it with its payload slice. Errors (a string, as
-/// the caller decides between "torn" and "corrupt") for a short header, a wrong magic, a payload
-/// past the end of `bytes`, or inconsistent lengths.
-fn read_block_header(
-    bytes: &[u8],
-    pos: usize,
-) -> std::result::Result<(BlockHeader, &[u8]), String> {
-    let Some(h) = bytes.get(pos..pos.saturating_add(BLOCK_HEADER_LEN)) else {
-        return Err(format!(
-            "truncated block header ({} of {BLOCK_HEADER_LEN} bytes)",
-            bytes.len().saturating_sub(pos)
-        ));
-    };
-    let bh = parse_block_header(h)?;
-    let start = pos + BLOCK_HEADER_LEN;
-    let Some(payload) = bytes.get(start..start.saturating_add(bh.comp_len as usize)) else {
-        return Err(format!(
-            "truncated block payload ({} of {} bytes)",
-            bytes.len() - start,
-            bh.comp_len
-        ));
-    };
-    Ok((bh, payload))
-}
-
 /// Decodes and checks the fields of a 68-byte block header (not its checksum, which covers
 /// the payload too).
-fn parse_block_header(h: &[u8]) -> std::result::Result<BlockHeader, String> {
+pub(crate) fn parse_block_header(h: &[u8]) -> std::result::Result<BlockHeader, String> {
     if h[0..4] != BLOCK_MAGIC {
         return Err("no block magic".into());
     }
@@ -1767,22 +1521,6 @@ fn parse_block_header(h: &[u8]) -> std::result::Result<BlockHeader, String> {
         ));
     }
     Ok(bh)
-}
-
-fn check_block_crc(
-    h: &BlockHeader,
-    bytes: &[u8],
-    pos: usize,
-    payload: &[u8],
-) -> std::result::Result<(), String> {
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[pos..pos + 64]), payload);
-    if crc != h.crc {
-        return Err(format!(
-            "block checksum mismatch (stored {:#010x}, computed {crc:#010x})",
-            h.crc
-        ));
-    }
-    Ok(())
 }
 
 fn encode_footer(index_pos: u64, blocks: &[BlockInfo], s: &SegmentSummary) -> Vec<u8> {

@@ -3,14 +3,16 @@
 //! RESP bytes and boundaries are worked out here, so a fixture cannot have a gap by mistake.
 //!
 //! ```
-//! use flashback_format::segment::{Origin, SegmentFile, Sealed};
+//! use flashback_format::segment::{Item, Origin, Sealed, SegmentReader};
 //! use flashback_format::spec::SegmentSpec;
 //!
 //! let mut spec = SegmentSpec::new("8f0c2a5b6e1d4c3b9a7f8e6d5c4b3a2918273645", 100, 1_000, Origin::NewGeneration);
 //! spec.command(1_001, 0, &["SET", "k", "v"]).cut(1_005);
 //! let bytes = spec.build_sealed(1_010).unwrap();
-//! let f = SegmentFile::parse("fixture.seg", &bytes, Sealed::Yes).unwrap();
-//! assert_eq!(f.records(0).unwrap()[0].resp, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+//! let mut r = SegmentReader::new("fixture.seg", &bytes[..], bytes.len() as u64, Sealed::Yes);
+//! let block = r.next_block().unwrap().unwrap();
+//! let Item::Record(rec) = &r.scanner().decode(&block).unwrap()[0] else { panic!() };
+//! assert_eq!(rec.resp, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
 //! ```
 
 use crate::segment::{Origin, Record, SegmentHeader, SegmentSummary, SegmentWriter, WriterOptions};

@@ -59,6 +59,22 @@ pub struct Log {
     roll_bytes: u64,
     roll_age: Duration,
     spool: Option<SpoolWatch>,
+    /// An open tail found damaged at start (recover_tail): acknowledged records the primary must
+    /// send again, until a partial resync does or a full one proves them lost.
+    damaged: Option<DamagedTail>,
+}
+
+/// Acknowledged records an open tail lost to damage on disk (see [`Log::damage_lost`]).
+#[derive(Debug, Clone)]
+pub struct DamagedTail {
+    pub generation: String,
+    /// The tail, and the byte where the damage starts.
+    pub file: String,
+    pub byte: u64,
+    /// Replication offsets of the records affected: from the end of the good prefix to the end
+    /// of the last intact block after the damage.
+    pub from_offset: u64,
+    pub to_offset: u64,
 }
 
 /// With a remote store: how full the spool may get, and how to wake the uploader.
@@ -106,6 +122,7 @@ impl Log {
             roll_bytes,
             roll_age,
             spool: None,
+            damaged: None,
         };
         let remote_manifests: Vec<String> = match &log.remote {
             Some(r) => catalog::load_generations(r, source)
@@ -315,6 +332,39 @@ impl Log {
         })
     }
 
+    /// The primary answered FULLRESYNC: if the generation it ends held records lost to damage
+    /// on disk (found by `recover_tail`), `reason` says so, loudly and by offset, in the new
+    /// generation's manifest. Taken once.
+    pub fn damage_lost(&mut self, reason: GapReason, ended_generation: Option<&str>) -> GapReason {
+        match self.damaged.take() {
+            Some(d) if Some(d.generation.as_str()) == ended_generation => {
+                tracing::error!(
+                    "the records at replication offsets {}..{}, damaged on disk in {} at byte {}, are lost: the primary answered FULLRESYNC instead of sending them again",
+                    d.from_offset, d.to_offset, d.file, d.byte
+                );
+                GapReason::DamagedAndResynced {
+                    file: d.file,
+                    byte: d.byte,
+                    from_offset: d.from_offset,
+                    to_offset: d.to_offset,
+                    resync: Box::new(reason),
+                }
+            }
+            _ => reason,
+        }
+    }
+
+    /// The primary answered +CONTINUE from the resume point: the damaged range is being sent
+    /// again, so nothing acknowledged was lost after all.
+    pub fn damage_refetched(&mut self) {
+        if let Some(d) = self.damaged.take() {
+            info!(
+                "partial resync from offset {}: the primary is sending the records at offsets {}..{} again (damaged on disk in {} at byte {})",
+                d.from_offset, d.from_offset, d.to_offset, d.file, d.byte
+            );
+        }
+    }
+
     async fn resume_of(&self, g: &Generation) -> Result<Resume, CaptureError> {
         let m = g
             .manifest
@@ -359,6 +409,13 @@ impl Log {
     /// was never fsync'd, so never acknowledged: dropping it loses nothing that was promised.
     /// Neither was a record whose final fragment is missing: all its fragments go too. The
     /// tail is scanned block by block, never read whole.
+    ///
+    /// A damaged tail (a bad block with intact blocks after it) held acknowledged records
+    /// that are now unreadable: the whole file is first copied aside under a name the catalog
+    /// does not read ([`layout::damaged_tail_key`]; offsets in messages are its own), then the
+    /// good prefix is sealed as for a torn tail, so the resume point is where the damage starts
+    /// and the partial resync asks the primary for everything from there. Left unsealed, every
+    /// restore past the damage would fail; cut without a copy, the evidence would be gone.
     fn recover_tail(
         &mut self,
         gen: &str,
@@ -369,8 +426,48 @@ impl Log {
         let len = file.metadata().map_err(io_err(&path))?.len();
         // Reading every block checks every checksum: what gets sealed below is known good.
         let mut r = SegmentReader::new(key.as_ref(), BufReader::new(file), len, Sealed::No);
-        while r.next_block()?.is_some() {}
+        let damage = loop {
+            match r.next_block() {
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
+                Err(flashback_format::Error::Damaged { damage, .. }) => break Some(damage),
+                Err(e) => return Err(e.into()),
+            }
+        };
         let scan = r.scanner();
+        if let Some(d) = &damage {
+            let start = scan.header().map_or(0, |h| h.start_offset);
+            let copy = self.local(&layout::damaged_tail_key(
+                &self.source,
+                gen,
+                start,
+                d.offset,
+            ));
+            // fs::copy streams (copy_file_range): the tail is never held in memory.
+            fs::copy(&path, &copy).map_err(io_err(&copy))?;
+            File::open(&copy)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&copy))?;
+            sync_dir(copy.parent().unwrap_or(&self.root))?;
+            let to = d.last_end_offset.max(d.good_end_offset);
+            tracing::error!(
+                "{key}: damaged at byte {} ({}): the records at replication offsets {}..{to} were damaged on disk after being acknowledged; \
+                 re-fetching them from the primary by PSYNC from offset {} (if its backlog no longer holds them, the new generation's reason names them as lost); \
+                 the damaged file is kept as {}",
+                d.offset,
+                d.what,
+                d.good_end_offset,
+                d.good_end_offset,
+                copy.display()
+            );
+            self.damaged = Some(DamagedTail {
+                generation: gen.to_string(),
+                file: key.to_string(),
+                byte: d.offset,
+                from_offset: d.good_end_offset,
+                to_offset: to,
+            });
+        }
         let header = scan
             .header()
             .cloned()
@@ -389,7 +486,11 @@ impl Log {
                     .summary()
                     .expect("a scan that did not fail read the header");
                 fs::remove_file(&path).map_err(io_err(&path))?;
-                info!("removed the empty open segment {key}");
+                if damage.is_some() {
+                    info!("removed the open segment {key}: no intact block before its damage (the copy is kept)");
+                } else {
+                    info!("removed the empty open segment {key}");
+                }
                 return Ok((header, s));
             }
             None => {

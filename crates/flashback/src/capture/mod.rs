@@ -637,6 +637,7 @@ async fn session(
                 Continuity::NewGeneration(r) => r,
                 Continuity::Continue { .. } => GapReason::FirstCapture,
             };
+            let reason = log.damage_lost(reason, resume.as_ref().map(|r| r.generation.as_str()));
             if !matches!(reason, GapReason::FirstCapture) {
                 warn!("{reason}");
             }
@@ -679,6 +680,7 @@ async fn session(
                 }
                 .into());
             };
+            log.damage_refetched();
             match continuity(Some(saved), &PsyncReply::Continue { replid }) {
                 Continuity::Continue {
                     new_replid: Some(id),

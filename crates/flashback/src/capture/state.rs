@@ -137,6 +137,15 @@ pub enum GapReason {
         new_offset: u64,
         since_ms: u64,
     },
+    /// A full resync (`resync`) right after the agent found records it had acknowledged
+    /// damaged on disk (`file`, byte `byte`), so the primary could not send them again.
+    DamagedAndResynced {
+        file: String,
+        byte: u64,
+        from_offset: u64,
+        to_offset: u64,
+        resync: Box<GapReason>,
+    },
 }
 
 impl std::fmt::Display for GapReason {
@@ -163,6 +172,17 @@ impl std::fmt::Display for GapReason {
                     crate::timespec::format_ms(*since_ms)
                 )
             }
+            GapReason::DamagedAndResynced {
+                file,
+                byte,
+                from_offset,
+                to_offset,
+                resync,
+            } => write!(
+                f,
+                "LOST: the records at replication offsets {from_offset}..{to_offset} were acknowledged, then damaged on disk \
+                 ({file}, byte {byte}), and the primary could not send them again; {resync}"
+            ),
         }
     }
 }

@@ -293,6 +293,9 @@ fn render_generation(o: &mut String, g: &GenerationInfo) {
             if b.unreachable_segments == 1 { "" } else { "s" }
         );
     }
+    if let Some(d) = &g.damaged_tail {
+        let _ = writeln!(o, "      DAMAGED: {d}; run flashback verify");
+    }
     if g.torn_tail {
         let _ = writeln!(
             o,
@@ -347,6 +350,7 @@ mod tests {
             bytes: 5000,
             window: w,
             torn_tail: false,
+            damaged_tail: None,
             chain_break: None,
             base_pruned: false,
             restore_base: None,

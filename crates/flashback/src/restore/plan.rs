@@ -223,6 +223,9 @@ pub async fn plan_with(
             windows: windows.iter().map(|(g, w, _)| (g.id.clone(), *w)).collect(),
         }))
     };
+    if let Some(e) = beyond_damage(&windows, target) {
+        return Err(e);
+    }
     let (g, w, run, limit) = match target {
         Target::At(t) => {
             // Windows of successive generations do not overlap in time; if they ever touch, the
@@ -416,7 +419,7 @@ impl SegmentRef {
     /// tail may have grown since the listing).
     pub(crate) async fn open(&self, store: &Store) -> Result<SegmentStream, RestoreError> {
         match SegmentStream::open(store, &self.key, self.sealed_mode(), None).await {
-            Ok(s) => Ok(s),
+            Ok(s) => Ok(s.with_listed_end(self.end_offset)),
             Err(e) if e.is_not_found() => Err(RestoreError::Log {
                 key: self.key.to_string(),
                 what: "disappeared since the listing (a live agent sealed or pruned it): run the restore again".into(),
@@ -437,6 +440,31 @@ impl From<StreamError> for RestoreError {
             },
         }
     }
+}
+
+/// A target the window does not reach because an open tail is damaged: named as that (file,
+/// byte, last restorable instant), not as a time outside the window, and never restored from
+/// the prefix as if it were the latest state. `windows` is sorted by generation and offset.
+fn beyond_damage<R>(windows: &[(&Generation, Window, R)], target: Target) -> Option<RestoreError> {
+    let reached = |(_, w, _): &(&Generation, Window, R)| match target {
+        Target::Latest => false,
+        Target::At(t) => w.from_ms <= t && t <= w.to_ms,
+        Target::AtOffset(n) => w.from_offset <= n && n <= w.to_offset,
+    };
+    if windows.iter().any(reached) {
+        return None;
+    }
+    // The window the target lies after: the latest that ends before it.
+    let (g, _, _) = windows.iter().rev().find(|(_, w, _)| match target {
+        Target::Latest => true,
+        Target::At(t) => w.to_ms < t,
+        Target::AtOffset(n) => w.to_offset < n,
+    })?;
+    let t = g.tails.iter().find(|t| t.damage.is_some())?;
+    Some(RestoreError::Log {
+        key: t.key.to_string(),
+        what: t.damage_what()?,
+    })
 }
 
 /// Searches backwards from the last segment that can hold a record within `limit` for the last

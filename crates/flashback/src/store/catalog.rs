@@ -6,7 +6,7 @@ use super::layout::{self, Entry, SealedName, UncertainName};
 use super::manifest::GenerationManifest;
 use super::stream::{SegmentStream, StreamError};
 use super::{Store, StoreError};
-use flashback_format::segment::{Sealed, SegmentScanner};
+use flashback_format::segment::{Damage, Sealed, SegmentScanner};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -44,6 +44,27 @@ pub struct TailSegment {
     pub first_time_ms: u64,
     pub covered_through_ms: u64,
     pub torn: bool,
+    /// A bad block with intact blocks after it (damage on disk, not a torn write): the fields
+    /// above describe the valid prefix before it, where the restorable window ends.
+    pub damage: Option<Box<Damage>>,
+}
+
+impl TailSegment {
+    /// One line for a damaged tail: file, byte, what is lost and how far restore still reaches
+    /// (the window ends where the damage starts).
+    pub fn damage_message(&self) -> Option<String> {
+        Some(format!("{}: {}", self.key, self.damage_what()?))
+    }
+
+    /// [`damage_message`](Self::damage_message) without the file's name.
+    pub fn damage_what(&self) -> Option<String> {
+        let d = self.damage.as_ref()?;
+        Some(format!(
+            "damaged at {d}; restore reaches up to {} (offset {}), the last instant before the damage",
+            crate::timespec::format_ms(self.covered_through_ms),
+            self.end_offset
+        ))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +233,7 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
                 first_time_ms: 0,
                 covered_through_ms: 0,
                 torn: false,
+                damage: None,
             }),
         }
     }
@@ -235,10 +257,17 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
 }
 
 /// Reads an open tail block by block (never whole: a tail may hold a 512 MB command) to learn
-/// where it ends and how far it is known complete.
+/// where it ends and how far it is known complete. A damaged tail is not an error here (every
+/// command that lists a store would fail on it, `info` and `verify` too, which must report it):
+/// it is described up to the damage, with the damage in `damage`; readers past it fail.
 async fn scan_tail(store: &Store, t: &mut TailSegment) -> Result<(), StoreError> {
-    let scanner = match scan_object(store, &t.key, Sealed::No).await {
-        Ok(s) => s,
+    let scanner = match scan_object_to_end(store, &t.key, Sealed::No).await {
+        Ok((s, Ok(()))) => s,
+        Ok((s, Err(StoreError::Format(flashback_format::Error::Damaged { damage, .. })))) => {
+            t.damage = Some(damage);
+            s
+        }
+        Ok((_, Err(e))) => return Err(e),
         // Sealed between our LIST and GET: the sealed copy is in the next listing.
         Err(StoreError::ObjectStore(object_store::Error::NotFound { .. })) => return Ok(()),
         Err(e) => return Err(e),
@@ -262,14 +291,27 @@ pub async fn scan_object(
     key: &Path,
     sealed: Sealed,
 ) -> Result<SegmentScanner, StoreError> {
+    let (scanner, end) = scan_object_to_end(store, key, sealed).await?;
+    end.map(|()| scanner)
+}
+
+/// As [`scan_object`], but a failure of the scan itself comes with the scanner, which still
+/// describes what was valid before it (a damaged tail's prefix).
+async fn scan_object_to_end(
+    store: &Store,
+    key: &Path,
+    sealed: Sealed,
+) -> Result<(SegmentScanner, Result<(), StoreError>), StoreError> {
     let mut stream = SegmentStream::open(store, key, sealed, None)
         .await
         .map_err(store_error)?;
-    match stream.skip_to_end().await {
-        Ok(()) => Ok(stream.into_scanner()),
-        Err(StreamError::Short { .. }) if sealed == Sealed::No => Ok(stream.into_scanner()),
-        Err(e) => Err(store_error(e)),
-    }
+    let end = match stream.skip_to_end().await {
+        Ok(()) => Ok(()),
+        Err(StreamError::Short { .. }) if sealed == Sealed::No => Ok(()),
+        Err(StreamError::Format(e)) => Err(StoreError::Format(e)),
+        Err(e) => return Err(store_error(e)),
+    };
+    Ok((stream.into_scanner(), end))
 }
 
 fn store_error(e: StreamError) -> StoreError {

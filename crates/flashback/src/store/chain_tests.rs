@@ -88,6 +88,7 @@ fn listing(text: &str) -> Generation {
                     first_time_ms: t0,
                     covered_through_ms: t1,
                     torn: false,
+                    damage: None,
                 })
             }
             other => panic!("unknown listing line {other}"),

@@ -5,6 +5,7 @@
 //! sources/<name>/generations/<gen>/base/<offset>-<time>-<size>-<crc>.rdb             base at offset
 //! sources/<name>/generations/<gen>/segments/<start>-<end>-<t0>-<t1>-<size>-<crc>.seg sealed segment
 //! sources/<name>/generations/<gen>/segments/<start>.tail                             the open tail
+//! sources/<name>/generations/<gen>/segments/<start>.tail.<byte>.damaged   a damaged tail, kept
 //! sources/<name>/generations/<gen>/log.head          how far the agent sealed (envelope + JSON)
 //! sources/<name>/generations/<gen>/uncertain/<from_off>-<to_off>-<t0>-<t1>.gap  an uncertain interval
 //! ```
@@ -144,6 +145,16 @@ pub fn uncertain_key(source: &str, gen: &str, n: &UncertainName) -> Path {
 pub fn tail_key(source: &str, gen: &str, start_offset: u64) -> Path {
     Path::from(format!(
         "{SOURCES}/{source}/generations/{gen}/segments/{start_offset:016x}.tail"
+    ))
+}
+
+/// Where an agent keeps a copy of an open tail it found damaged at byte `byte` (a bad block
+/// with intact blocks after it), before sealing the good prefix: evidence for whoever looks
+/// into the disk, never data. The catalog does not know the suffix (`parse_key` gives None),
+/// so listing, restore, upload and prune leave it alone.
+pub fn damaged_tail_key(source: &str, gen: &str, start_offset: u64, byte: u64) -> Path {
+    Path::from(format!(
+        "{SOURCES}/{source}/generations/{gen}/segments/{start_offset:016x}.tail.{byte}.damaged"
     ))
 }
 
@@ -320,6 +331,11 @@ mod tests {
         // A bigger object later in the log still sorts after: the offsets come first.
         let b2 = base_key("cache", "0000019a2b3c4d5e", 9000, 1_790_000_001_000, 5, 0);
         assert!(b.as_ref() < b2.as_ref());
+        let d = damaged_tail_key("cache", "0000019a2b3c4d5e", 9000, 4711);
+        assert!(d
+            .as_ref()
+            .ends_with("/segments/0000000000002328.tail.4711.damaged"));
+        assert_eq!(parse_key("cache", &d), None, "a damaged copy is not data");
         let t = tail_key("cache", "0000019a2b3c4d5e", 9000);
         assert_eq!(
             parse_key("cache", &t).map(|x| x.1),

@@ -57,6 +57,10 @@ pub struct SegmentStream {
     /// Bytes the store returned so far, and their crc32c.
     received: u64,
     crc: u32,
+    /// Where the listing said this segment ends: for a damaged open tail, where the damage
+    /// starts. Damage found past it is the end of what the reader asked for, not an error, so
+    /// a restore before the damage never trips over it.
+    listed_end: Option<u64>,
 }
 
 impl SegmentStream {
@@ -80,14 +84,35 @@ impl SegmentStream {
             fetched: 0,
             received: 0,
             crc: 0,
+            listed_end: None,
         })
+    }
+
+    /// See `listed_end`.
+    pub fn with_listed_end(mut self, end_offset: u64) -> Self {
+        self.listed_end = Some(end_offset);
+        self
+    }
+
+    fn past_damage(&self, e: flashback_format::Error) -> Result<Option<ScannedBlock>, StreamError> {
+        match (&e, self.listed_end) {
+            (flashback_format::Error::Damaged { damage, .. }, Some(end))
+                if damage.good_end_offset >= end =>
+            {
+                Ok(None)
+            }
+            _ => Err(e.into()),
+        }
     }
 
     /// The next block, checked (its payload is decoded by [`decode`](Self::decode)); None at
     /// the end.
     pub async fn next_block(&mut self) -> Result<Option<ScannedBlock>, StreamError> {
         loop {
-            let n = self.scanner.next_need()?;
+            let n = match self.scanner.next_need() {
+                Ok(n) => n,
+                Err(e) => return self.past_damage(e),
+            };
             if n == 0 {
                 return Ok(None);
             }
@@ -110,8 +135,10 @@ impl SegmentStream {
             }
             let bytes = self.buf.split_to(n);
             self.fetched += n as u64;
-            if let Some(b) = self.scanner.feed(&bytes)? {
-                return Ok(Some(b));
+            match self.scanner.feed(&bytes) {
+                Ok(Some(b)) => return Ok(Some(b)),
+                Ok(None) => {}
+                Err(e) => return self.past_damage(e),
             }
         }
     }
@@ -153,6 +180,11 @@ impl SegmentStream {
     }
 
     /// Why an open tail's end was dropped as a torn write, if it was.
+    /// The damage the scan found (a bad block with intact ones after it), if any.
+    pub fn damage(&self) -> Option<&flashback_format::segment::Damage> {
+        self.scanner.damage()
+    }
+
     pub fn torn_reason(&self) -> Option<&str> {
         self.scanner.torn_reason()
     }
