@@ -10,8 +10,11 @@
 //! - [`replica`]: the replica side of the replication protocol: handshake, PSYNC, the RDB
 //!   transfer (sized or diskless), then a [`replica::ReplicationStream`] that only yields
 //!   commands and sends ACKs.
-//! - [`capture`]: `capture::state` is the pure state machine (offsets, SELECT, MULTI, continue or
-//!   new generation); `capture::run` wires it to a socket and the store.
+//! - [`capture`]: `capture::core` is the pure state machine of the capture loop (acks after
+//!   fsyncs, heartbeats, evidence and uncertain intervals, pause, dead link); `capture::state`
+//!   follows the stream (offsets, SELECT, MULTI, continue or new generation); `capture::poll`
+//!   polls the source's own offset for evidence; `capture::run` wires them to a socket and the
+//!   store.
 //! - [`store`]: `Arc<dyn ObjectStore>` plus [`store::layout`] (the only place object names are
 //!   built), generation manifests, the catalog (windows from a LIST), the one chain walker
 //!   (`store::chain`: what restores from which base) and the one segment stream (`store::stream`).
