@@ -184,7 +184,7 @@ fn store_not_writable() {
     assert_eq!(
         last,
         format!(
-            "error: store {}: cannot create the directory: Not a directory (os error 20)",
+            "error: store {}: cannot create the directory: Not a directory (os error 20); pass a --store path in a directory you can write to",
             store.display()
         ),
         "the one line must name the store path and why it cannot be created"

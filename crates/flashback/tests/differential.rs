@@ -854,6 +854,17 @@ fn differential_kill9_resume() {
             &format!("up{phase}"),
         ));
     }
+    // The last point's time must be vouched for by durable evidence before the kill (a
+    // heartbeat comes about every second); a time after the last evidence is, rightly, inside
+    // the restart's uncertain interval.
+    wait_window_reaches(
+        &store,
+        points
+            .last()
+            .unwrap()
+            .t_ms
+            .expect("recorded with the agent up"),
+    );
     // Unacknowledged writes in flight at the kill: the agent may or may not have them.
     w.burst(100);
     agent.kill9();

@@ -424,8 +424,13 @@ impl Backoff {
 /// What survives from one link to the next.
 struct Links {
     polls: mpsc::Receiver<poll::Poll>,
+    /// Tells the poller to poll faster while the core is inside an uncertain interval.
+    uncertain: watch::Sender<bool>,
     /// The source refused INFO once: evidence comes from link bytes only.
     link_only: bool,
+    /// False once the poller ended (it sends `Refused` last): a closed channel is always
+    /// ready, and polling it would starve the socket.
+    polls_open: bool,
     synced_once: bool,
 }
 
@@ -438,11 +443,18 @@ async fn run_log(
     let log = &mut *log;
     let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     let (poll_tx, polls) = mpsc::channel(64);
+    let (uncertain, uncertain_rx) = watch::channel(true);
     // Aborted on drop: the poller must not outlive capture (it holds a connection to the source).
-    let _poller = AbortOnDrop(tokio::spawn(poll::run(opts.source.clone(), poll_tx)));
+    let _poller = AbortOnDrop(tokio::spawn(poll::run(
+        opts.source.clone(),
+        poll_tx,
+        uncertain_rx,
+    )));
     let mut links = Links {
         polls,
+        uncertain,
         link_only: false,
+        polls_open: true,
         synced_once: false,
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -765,6 +777,9 @@ async fn stream_loop(
         if arrived > 0 {
             take_records(log, core, stream, arrived, &addr).await?;
             arrived = 0;
+            links
+                .uncertain
+                .send_if_modified(|u| std::mem::replace(u, core.uncertain()) != core.uncertain());
         }
         tokio::select! {
             // Order matters under `biased`: the tick comes before the socket, or a primary that
@@ -787,6 +802,7 @@ async fn stream_loop(
                 }
                 actions.extend(core.on(core::Event::Tick, now));
                 apply(log, core, stream, actions, &addr).await?;
+                links.uncertain.send_if_modified(|u| std::mem::replace(u, core.uncertain()) != core.uncertain());
                 log.roll_if_due(now)?;
                 if last_metrics.elapsed() >= Duration::from_secs(5) {
                     log.write_metrics(core.paused());
@@ -794,7 +810,7 @@ async fn stream_loop(
                 }
                 report(log);
             }
-            p = links.polls.recv() => {
+            p = links.polls.recv(), if links.polls_open => {
                 let now = crate::now_ms();
                 let event = match p {
                     // The source's offset means something only in the history being captured:
@@ -815,7 +831,10 @@ async fn stream_loop(
                         links.link_only = true;
                         Some(core::Event::PollRefused)
                     }
-                    None => None,
+                    None => {
+                        links.polls_open = false;
+                        None
+                    }
                 };
                 if let Some(e) = event {
                     let actions = core.on(e, now);

@@ -9,7 +9,7 @@
 
 use crate::source::{info_field, Client, ClientError, RedisUrl};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// What one poll found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,15 +28,23 @@ pub enum Poll {
 
 pub const EVERY: Duration = Duration::from_millis(100);
 
-/// Polls until `tx` is dropped.
-pub async fn run(url: RedisUrl, tx: mpsc::Sender<Poll>) {
+/// While the agent is inside an uncertain interval (catching up after a reconnect, a restart, a
+/// snapshot) it polls this often: the interval ends at the first poll the stream reaches, and
+/// a tenth of a second less uncertainty after every reconnect is worth 40 more INFO calls.
+pub const EVERY_WHILE_UNCERTAIN: Duration = Duration::from_millis(20);
+
+/// Polls until `tx` is dropped; `uncertain` (set by the capture loop) makes it poll faster.
+pub async fn run(url: RedisUrl, tx: mpsc::Sender<Poll>, uncertain: watch::Receiver<bool>) {
     let mut client: Option<Client> = None;
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff =
         crate::capture::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        tick.tick().await;
+        let every = if *uncertain.borrow() {
+            EVERY_WHILE_UNCERTAIN
+        } else {
+            EVERY
+        };
+        tokio::time::sleep(every).await;
         if tx.is_closed() {
             return;
         }

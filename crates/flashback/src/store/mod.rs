@@ -134,7 +134,11 @@ impl Store {
         match access {
             Access::Write => {
                 std::fs::create_dir_all(&path)
-                    .map_err(|e| err(format!("cannot create the directory: {e}")))?;
+                    .map_err(|e| {
+                        err(format!(
+                            "cannot create the directory: {e}; pass a --store path in a directory you can write to"
+                        ))
+                    })?;
                 match probe_writable(&path) {
                     Ok(()) => {}
                     // Writable but full: a capture spool must still open, so that uploading
