@@ -161,6 +161,10 @@ pub struct Core {
     /// A GETACK waiting for the fsync that covers it.
     getack: Option<u64>,
     last_read_ms: u64,
+    /// When `received` last moved.
+    received_at_ms: u64,
+    /// When this link's session began: polls asked before it cannot end its interval.
+    started_ms: u64,
     /// Evidence: at `evidence_ms` the source had made nothing beyond `evidence_offset`.
     evidence_ms: u64,
     evidence_offset: u64,
@@ -176,6 +180,10 @@ pub struct Core {
 
 /// The flush timer: a record waits at most this long for its fsync (DESIGN: ≤ 100 ms).
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A poll closes an uncertain interval only when the stream reached its offset within this long
+/// of asking: the agent was then caught up to within the link's latency.
+const CLOSE_LAG_MS: u64 = 100;
 
 /// Polls kept waiting for the stream: at 10 a second, 6 s of a lagging link. Older ones are
 /// dropped, which only delays evidence.
@@ -196,6 +204,8 @@ impl Core {
             last_ack_ms: 0,
             getack: None,
             last_read_ms: now,
+            received_at_ms: now,
+            started_ms: now,
             evidence_ms,
             evidence_offset: offset,
             stamped_ms: evidence_ms,
@@ -266,15 +276,18 @@ impl Core {
         match event {
             Event::Read { bytes, offset } => {
                 self.last_read_ms = now;
-                self.received = self.received.max(offset);
+                if offset > self.received {
+                    self.received = offset;
+                    self.received_at_ms = now;
+                }
                 if self.mode == Mode::LinkOnly {
                     // Without the source's own offset, a short read is the best sign that the
                     // agent has caught up (a backlog burst arrives in full reads).
                     if self.open.is_none() || bytes < 16 * 1024 {
-                        self.evidence(now, now, &mut out);
+                        self.evidence(now, Some(now), now, &mut out);
                     }
                 } else {
-                    self.settle(now, &mut out);
+                    self.settle(now, true, &mut out);
                 }
             }
             Event::GetAck { offset } => {
@@ -295,7 +308,7 @@ impl Core {
                         }
                         self.polls.push_back((sent_ms, offset));
                     }
-                    self.settle(now, &mut out);
+                    self.settle(now, false, &mut out);
                 }
             }
             Event::PollRefused => {
@@ -390,7 +403,9 @@ impl Core {
     }
 
     /// Turns the polls the stream has caught up with into evidence.
-    fn settle(&mut self, now: u64, out: &mut Vec<Action>) {
+    /// Turns the polls the stream has caught up with into evidence. `on_read`: the stream
+    /// reached them just now (else they were answered after it had).
+    fn settle(&mut self, now: u64, on_read: bool, out: &mut Vec<Action>) {
         let mut best = None;
         while let Some(&(sent, offset)) = self.polls.front() {
             if offset > self.received {
@@ -399,36 +414,49 @@ impl Core {
             best = Some(sent);
             self.polls.pop_front();
         }
-        if let Some(sent) = best {
-            self.evidence(sent, now, out);
-        }
+        let Some(sent) = best else { return };
+        // When the stream held everything the poll saw: now, or (answered later) no later than
+        // the read that last moved it.
+        let reached = if on_read {
+            now
+        } else {
+            self.received_at_ms.max(sent)
+        };
+        // An interval ends only at evidence that is fresh when reached: a poll sent early in a
+        // backlog drain is reached long after, and writes made since are still on their way.
+        let closes = sent >= self.started_ms && reached.saturating_sub(sent) <= CLOSE_LAG_MS;
+        self.evidence(sent, closes.then_some(reached), now, out);
     }
 
-    /// Evidence at `at_ms` (established at `now`): the source had made nothing beyond what was
-    /// received. Closes an open interval at `now` (a record that arrived between the poll and
-    /// its answer may still be one made before the poll, so the interval ends at the answer).
-    fn evidence(&mut self, at_ms: u64, now: u64, out: &mut Vec<Action>) {
+    /// Evidence at `at_ms`: the source had made nothing beyond what was received. With
+    /// `close_at`, an open interval ends then (when the stream had reached the poll's offset:
+    /// records arriving between the poll and that moment may have been made before the poll).
+    fn evidence(&mut self, at_ms: u64, close_at: Option<u64>, now: u64, out: &mut Vec<Action>) {
         if at_ms < self.evidence_ms {
             return;
         }
-        if let Some(o) = self.open.take() {
-            if o.records > 0 {
-                // The catch-up block is written before the interval is stored, stamped with the
-                // closing evidence: the log itself then shows where the interval ends.
-                self.evidence_ms = at_ms.max(now);
-                out.push(self.make_durable(false, now));
-                out.push(Action::Uncertain(Interval {
-                    from_ms: o.from_ms,
-                    from_offset: o.from_offset,
-                    to_ms: at_ms.max(now),
-                    to_offset: self.received,
-                    records: o.records,
-                    cause: o.cause,
-                }));
+        if let Some(end) = close_at {
+            if let Some(o) = self.open.take() {
+                if o.records > 0 {
+                    // The catch-up block is written before the interval is stored, stamped with
+                    // the closing evidence: the log itself then shows where the interval ends.
+                    self.evidence_ms = self.evidence_ms.max(end);
+                    out.push(self.make_durable(false, now));
+                    out.push(Action::Uncertain(Interval {
+                        from_ms: o.from_ms,
+                        from_offset: o.from_offset,
+                        to_ms: end,
+                        to_offset: self.received,
+                        records: o.records,
+                        cause: o.cause,
+                    }));
+                }
             }
         }
-        self.evidence_ms = self.evidence_ms.max(at_ms);
-        self.evidence_offset = self.received;
+        if self.open.is_none() {
+            self.evidence_ms = self.evidence_ms.max(at_ms);
+            self.evidence_offset = self.received;
+        }
     }
 }
 
@@ -618,19 +646,29 @@ mod tests {
             },
             T + 5001,
         );
-        // Caught up with the polls (the last sent at T+1000): the interval closes at the
-        // answer's time, the catch-up block written first.
+        // The stream reached what the old polls saw, four seconds after they asked: writes
+        // made since may still be on their way, so they are evidence of nothing new yet.
+        assert!(a.is_empty() && c.uncertain(), "{a:?}");
+        // A fresh poll the stream has already reached closes the interval, the catch-up block
+        // written first.
+        let a = c.on(
+            Event::Polled {
+                sent_ms: T + 5010,
+                offset: 300,
+            },
+            T + 5011,
+        );
         assert_eq!(
             a,
             vec![
                 Action::MakeDurable {
-                    covered_ms: T + 5001,
+                    covered_ms: T + 5010,
                     heartbeat: false
                 },
                 Action::Uncertain(Interval {
                     from_ms: T + 10,
                     from_offset: 100,
-                    to_ms: T + 5001,
+                    to_ms: T + 5010,
                     to_offset: 300,
                     records: 2,
                     cause: Cause::Silence,
