@@ -82,7 +82,10 @@ fn chained_replica_source_and_its_promotion() {
     write_burst(&mut mc, "chained", 200);
     wait_replica_synced(&m, &r1);
     agent.wait_caught_up(&r1);
-    std::thread::sleep(Duration::from_millis(200));
+    // The writes that arrived right after the sync are inside its uncertain interval until a
+    // poll vouches for them (on this chained replica that took up to ~1 s; see the closing
+    // note): take the point once it is surely over.
+    std::thread::sleep(Duration::from_millis(1500));
     let (t1, s1) = (now_ms(), state(&mut r1.conn()));
     std::thread::sleep(Duration::from_millis(200));
 
@@ -93,7 +96,8 @@ fn chained_replica_source_and_its_promotion() {
     write_burst(&mut rc, "promoted", 200);
     agent.wait_online(&r1);
     agent.wait_caught_up(&r1);
-    std::thread::sleep(Duration::from_millis(200));
+    // As above: past the reconnect's uncertain interval.
+    std::thread::sleep(Duration::from_millis(1500));
     let (t2, s2) = (now_ms(), state(&mut r1.conn()));
     std::thread::sleep(Duration::from_millis(200));
     agent.stop();

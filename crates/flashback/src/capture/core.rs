@@ -181,10 +181,6 @@ pub struct Core {
 /// The flush timer: a record waits at most this long for its fsync (DESIGN: ≤ 100 ms).
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// A poll closes an uncertain interval only when the stream reached its offset within this long
-/// of asking: the agent was then caught up to within the link's latency.
-const CLOSE_LAG_MS: u64 = 100;
-
 /// Polls kept waiting for the stream: at 10 a second, 6 s of a lagging link. Older ones are
 /// dropped, which only delays evidence.
 const MAX_POLLS: usize = 64;
@@ -424,7 +420,11 @@ impl Core {
         };
         // An interval ends only at evidence that is fresh when reached: a poll sent early in a
         // backlog drain is reached long after, and writes made since are still on their way.
-        let closes = sent >= self.started_ms && reached.saturating_sub(sent) <= CLOSE_LAG_MS;
+        // "Fresh" is the same tolerance as staleness (`stale_after_ms`): an instant is exact
+        // when evidence within it surrounds it. A tighter bound made a loaded machine (a poll
+        // answered late) keep intervals open long after the agent had caught up.
+        let closes =
+            sent >= self.started_ms && reached.saturating_sub(sent) <= self.cfg.stale_after_ms;
         self.evidence(sent, closes.then_some(reached), now, out);
     }
 
