@@ -646,6 +646,11 @@ pub fn wait_caught_up(primary: &RedisProc, agent: &mut Agent) {
             .iter()
             .any(|(s, off)| s == "online" && *off >= info.master_offset)
         {
+            // Acknowledged is durable, but the agent vouches for an instant only once its poll
+            // of the source's offset confirms it (every 20 ms inside an uncertain interval, as
+            // right after a sync or reconnect): a point whose time is taken now must not fall
+            // in the few ms before that confirmation, or a restore by time rightly refuses it.
+            std::thread::sleep(Duration::from_millis(120));
             return;
         }
         if Instant::now() > deadline {
