@@ -6,6 +6,9 @@
 //! and yields the [`ReplicationStream`]; the stream can only read commands and send ACKs. So no
 //! code path can send a reply-producing command on the link after PSYNC (which gets a replica
 //! disconnected, notes §1.4).
+//!
+//! Size: over ~600 lines because it still holds handshake, RDB transfer and stream framing; to split into replica/{handshake,rdb_transfer,stream}.rs; the split is issue 9's
+//! (a house others can carry on), deferred so this round could land the trust and durability work.
 
 use crate::resp::{self, Frame, FrameError};
 use crate::source::RedisUrl;

@@ -23,6 +23,9 @@
 //!
 //! The report types are the `--json` schema (`docs/cli.md`, [`SCHEMA_VERSION`]); the text
 //! output is rendered from them too.
+//!
+//! Size: over ~600 lines because it still holds integrity check, drill and report; to split into verify/{check,drill,report}.rs; the split is issue 9's
+//! (a house others can carry on), deferred so this round could land the trust and durability work.
 
 use crate::redis_server::{RedisServer, ServerBinary, ServerOptions};
 use crate::restore::{self, engine, RestoreError, Target};

@@ -7,6 +7,9 @@
 //! Guarantee: the agent ACKs to the primary only offsets whose records are fsync'd, and the
 //! tail is fsync'd at least every `core::FLUSH_EVERY` (100 ms). So `WAIT` on the primary means
 //! "durably backed up", and a kill -9 loses nothing that was acknowledged.
+//!
+//! Size: over ~600 lines because it still holds options, the reconnect loop, the stream loop around `core`, spooling and maintenance scheduling; to split once `core` settles; the split is issue 9's
+//! (a house others can carry on), deferred so this round could land the trust and durability work.
 
 pub mod core;
 pub mod lease;

@@ -13,6 +13,9 @@
 //! A command the replica rejects is not replied to (masters get no replies); the replica logs
 //! "This replica is sending an error to its master" instead. We count those lines in its log and
 //! report them: a restore never hides a command that did not apply.
+//!
+//! Size: over ~600 lines because it still holds the fake master and the replica it drives share one protocol state; splitting is planned with the parallel rebuild (issue 12); the split is issue 9's
+//! (a house others can carry on), deferred so this round could land the trust and durability work.
 
 use super::plan::RestorePlan;
 use super::reader::{self, RecordSink};

@@ -18,6 +18,9 @@
 //!
 //! A store opened without a key is wrapped in [`PlainStore`], which refuses to hand out an
 //! encrypted object's bytes as if they were data, with a message that says which key to pass.
+//!
+//! Size: over ~600 lines because it still holds its `// ----` markers are the seams: key, format, encrypted, plain; to split into store/crypt/; the split is issue 9's
+//! (a house others can carry on), deferred so this round could land the trust and durability work.
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
