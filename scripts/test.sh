@@ -27,4 +27,9 @@ export FLASHBACK_REQUIRE_TEST_SERVERS=1
 if [[ $# -gt 0 ]]; then
     exec cargo test --release --no-fail-fast "$@"
 fi
+# The habits CI enforces rather than remembers: formatting and clippy (warnings are errors) over
+# every target. --release so clippy shares the build scripts' output (aws-lc-sys's C, zstd) with
+# the test build below instead of compiling them a second time for the dev profile.
+cargo fmt --all --check || { echo "error: cargo fmt --check failed: run 'cargo fmt --all' and commit" >&2; exit 1; }
+cargo clippy --release --workspace --all-targets -- -D warnings
 exec cargo test --release --workspace --no-fail-fast

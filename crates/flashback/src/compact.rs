@@ -15,7 +15,7 @@
 //! open tail's end moves while we read it.
 
 use crate::redis_server::fresh_work_dir;
-use crate::restore::{self, RestoreError, RestoreRequest, Sink, Target, TtlMode};
+use crate::restore::{self, Output, RestoreError, RestoreRequest, Target, TtlMode};
 use crate::store::catalog::{self, Generation};
 use crate::store::{layout, Store, StoreError};
 use crate::timespec::{format_duration_ms, format_ms};
@@ -241,7 +241,7 @@ pub async fn compact_or_skip(
     let req = RestoreRequest {
         source: source.to_string(),
         target: plan.target,
-        sink: Sink::Rdb(rdb_path.clone()),
+        output: Output::Rdb(rdb_path.clone()),
         redis_server: opts.redis_server.clone(),
         keys: vec![],
         ttl: TtlMode::Absolute,

@@ -8,10 +8,10 @@
 //! `capture` and `restore` commands; only the orchestration lives here.
 
 use crate::capture::{self, CaptureOptions, Progress};
+use crate::client::{info_field, Client, ClientError};
 use crate::redis_server::{fresh_temp_dir, RedisServer, ServerBinary, ServerError, ServerOptions};
 use crate::resp::Frame;
-use crate::restore::{self, RestoreRequest, Sink, Target, TtlMode};
-use crate::source::{info_field, Client, ClientError};
+use crate::restore::{self, Output, RestoreRequest, Target, TtlMode};
 use crate::store::{Access, Store, StoreError};
 use crate::timespec::format_ms;
 use std::io::Write;
@@ -179,7 +179,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
     let req = RestoreRequest {
         source: "production".into(),
         target: Target::At(at),
-        sink: Sink::Serve(port),
+        output: Output::Serve(port),
         redis_server: Some(binary.path.clone()),
         keys: vec![],
         ttl: TtlMode::Absolute,
@@ -189,11 +189,11 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
     };
     let started = std::time::Instant::now();
     let report = restore::run(&store, req).await?;
-    if let restore::sinks::SinkOutcome::Serve {
+    if let restore::outputs::Delivered::Serve {
         pid: Some(pid),
         dir,
         ..
-    } = &report.sink
+    } = &report.delivered
     {
         cleanup.served = Some((*pid, dir.clone()));
     }
@@ -204,7 +204,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
             started.elapsed().as_secs_f64()
         ),
     );
-    let restored_url = crate::source::RedisUrl {
+    let restored_url = crate::client::RedisUrl {
         host: "127.0.0.1".into(),
         port,
         user: None,

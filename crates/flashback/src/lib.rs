@@ -5,7 +5,7 @@
 //!
 //! - [`resp`]: RESP framing for the replication stream: `check` then `parse` over a buffer, with
 //!   a cheap `Incomplete`, counting raw bytes so offsets are exact (mini-redis `frame.rs`).
-//! - [`source`]: the `redis://` URL of a source or target, and a small async client for ordinary
+//! - [`client`]: the `redis://` URL of a source or target, and a small async client for ordinary
 //!   commands (INFO, DUMP/RESTORE, DEBUG DIGEST).
 //! - [`replica`]: the replica side of the replication protocol: handshake, PSYNC, the RDB
 //!   transfer (sized or diskless), then a [`replica::ReplicationStream`] that only yields
@@ -19,8 +19,9 @@
 //!   built), generation manifests, the catalog (windows from a LIST), the one chain walker
 //!   (`store::chain`: what restores from which base) and the one segment stream (`store::stream`).
 //! - [`restore`]: `plan` (pure: which base, which segments, where to cut) then one reader that
-//!   serves base + records to a real redis-server as its master, then a sink: `--rdb`, `--to`,
+//!   serves base + records to a real redis-server as its master, then an output (`restore::outputs`): `--rdb`, `--to`,
 //!   `--serve`.
+//! - [`backoff`]: the one retry delay (doubling, capped, reset on success) every retry loop uses.
 //! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
 //! - [`info`]: what `flashback info` reports, as serde types shared by text and `--json`.
@@ -34,7 +35,9 @@
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments and calls into this library.
 
+pub mod backoff;
 pub mod capture;
+pub mod client;
 pub mod compact;
 pub mod demo;
 pub mod info;
@@ -44,7 +47,6 @@ pub mod replica;
 pub mod resp;
 pub mod restore;
 pub mod show;
-pub mod source;
 pub mod store;
 pub mod timespec;
 pub mod verify;

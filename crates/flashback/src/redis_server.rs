@@ -24,8 +24,8 @@
 //! taken to load 12 (a wrong "too old" answer costs a `--redis-server` flag; a wrong "fine" would
 //! cost a failed restore after the base was streamed).
 
+use crate::client::{Client, ClientError, RedisUrl};
 use crate::resp::Frame;
-use crate::source::{Client, ClientError, RedisUrl};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;

@@ -10,8 +10,8 @@
 //! Size: over ~600 lines because it still holds handshake, RDB transfer and stream framing; to split into replica/{handshake,rdb_transfer,stream}.rs; the split is issue 9's
 //! (a house others can carry on), deferred so this round could land the trust and durability work.
 
+use crate::client::RedisUrl;
 use crate::resp::{self, Frame, FrameError};
-use crate::source::RedisUrl;
 use bytes::{Bytes, BytesMut};
 use flashback_format::rdb;
 use std::io::Write;

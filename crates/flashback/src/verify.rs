@@ -27,9 +27,9 @@
 //! Size: over ~600 lines because it still holds integrity check, drill and report; to split into verify/{check,drill,report}.rs; the split is issue 9's
 //! (a house others can carry on), deferred so this round could land the trust and durability work.
 
+use crate::client::Client;
 use crate::redis_server::{RedisServer, ServerBinary, ServerOptions};
 use crate::restore::{self, engine, RestoreError, Target};
-use crate::source::Client;
 use crate::store::catalog::{BaseObject, Generation, SealedSegment, TailSegment};
 use crate::store::chain::{Chain, Hole, Role, Which};
 use crate::store::layout::{self, Entry};

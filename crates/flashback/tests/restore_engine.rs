@@ -3,11 +3,11 @@
 //! same commands are applied to a reference server, and every restore's `DEBUG DIGEST` must
 //! equal the reference's digest at that point.
 
+use flashback::client::{Client, RedisUrl};
 use flashback::redis_server::{RedisServer, ServerBinary, ServerOptions};
 use flashback::resp::Frame;
-use flashback::restore::sinks::SinkOutcome;
-use flashback::restore::{self, RestoreError, RestoreRequest, Sink, Target, TtlMode};
-use flashback::source::{Client, RedisUrl};
+use flashback::restore::outputs::Delivered;
+use flashback::restore::{self, Output, RestoreError, RestoreRequest, Target, TtlMode};
 use flashback::store::layout::{self, SealedName};
 use flashback::store::manifest::GenerationManifest;
 use flashback::store::{Access, Store};
@@ -250,7 +250,7 @@ async fn scenario(
     (dir, store, points, reference)
 }
 
-fn req(target: Target, sink: Sink) -> RestoreRequest {
+fn req(target: Target, output: Output) -> RestoreRequest {
     RestoreRequest {
         source: "src".into(),
         target,
@@ -281,7 +281,7 @@ async fn restore_served(
     r: RestoreRequest,
 ) -> (Client, restore::RestoreReport, Served) {
     let report = restore::run(store, r).await.unwrap();
-    let SinkOutcome::Serve { port, pid, dir, .. } = &report.sink else {
+    let Delivered::Serve { port, pid, dir, .. } = &report.delivered else {
         panic!("not served")
     };
     let served = Served {
@@ -327,7 +327,7 @@ async fn restore_at_every_point_matches_the_reference_digest() {
     }
     for (t, want, off) in cases {
         let (mut c, report, _served) =
-            restore_served(&store, req(Target::At(t), Sink::Serve(free_port()))).await;
+            restore_served(&store, req(Target::At(t), Output::Serve(free_port()))).await;
         assert_eq!(
             digest(&mut c).await,
             want,
@@ -357,20 +357,23 @@ async fn transactions_are_never_split_and_offsets_are_exact() {
         .clone();
     let after = points.iter().find(|p| p.0 == T0 + 8500).unwrap().clone();
     assert_ne!(before.2, after.2);
-    let (mut c, report, _s) =
-        restore_served(&store, req(Target::At(T0 + 8200), Sink::Serve(free_port()))).await;
+    let (mut c, report, _s) = restore_served(
+        &store,
+        req(Target::At(T0 + 8200), Output::Serve(free_port())),
+    )
+    .await;
     assert_eq!(digest(&mut c).await, before.2, "{report}");
     assert_eq!(c.ok(&["EXISTS", "m1"]).await.unwrap(), Frame::Integer(0));
     // By offset: one byte short of the EXEC's end rounds down to before the MULTI.
     let (mut c, _, _s) = restore_served(
         &store,
-        req(Target::AtOffset(after.1 - 1), Sink::Serve(free_port())),
+        req(Target::AtOffset(after.1 - 1), Output::Serve(free_port())),
     )
     .await;
     assert_eq!(digest(&mut c).await, before.2);
     let (mut c, report, _s) = restore_served(
         &store,
-        req(Target::AtOffset(after.1), Sink::Serve(free_port())),
+        req(Target::AtOffset(after.1), Output::Serve(free_port())),
     )
     .await;
     assert_eq!(digest(&mut c).await, after.2);
@@ -380,7 +383,7 @@ async fn transactions_are_never_split_and_offsets_are_exact() {
     );
     // Latest = the final state; the absolute TTLs survive.
     let (mut c, _, _s) =
-        restore_served(&store, req(Target::Latest, Sink::Serve(free_port()))).await;
+        restore_served(&store, req(Target::Latest, Output::Serve(free_port()))).await;
     assert_eq!(digest(&mut c).await, points.last().unwrap().2);
     let t = c.ok(&["PEXPIRETIME", "ttlkey"]).await.unwrap();
     let mut r = _reference.client().await.unwrap();
@@ -400,10 +403,10 @@ async fn to_a_live_target_skips_existing_keys_unless_replace() {
     // At T0+4000: db0 holds base:1, h, ttlkey, k1, n; db2 holds other.
     let at = T0 + 4000;
     let want = points.iter().rev().find(|p| p.0 <= at).unwrap().2.clone();
-    let report = restore::run(&store, req(Target::At(at), Sink::To(target.url())))
+    let report = restore::run(&store, req(Target::At(at), Output::To(target.url())))
         .await
         .unwrap();
-    let SinkOutcome::To(c) = &report.sink else {
+    let Delivered::To(c) = &report.delivered else {
         panic!()
     };
     assert_eq!((c.written, c.skipped, c.failed), (5, 1, 0), "{report}");
@@ -414,10 +417,10 @@ async fn to_a_live_target_skips_existing_keys_unless_replace() {
         "{report}"
     );
     assert_eq!(tc.ok(&["GET", "k1"]).await.unwrap().text(), "already-here");
-    let mut r = req(Target::At(at), Sink::To(target.url()));
+    let mut r = req(Target::At(at), Output::To(target.url()));
     r.replace = true;
     let report = restore::run(&store, r).await.unwrap();
-    let SinkOutcome::To(c) = &report.sink else {
+    let Delivered::To(c) = &report.delivered else {
         panic!()
     };
     assert_eq!((c.written, c.skipped, c.failed), (6, 0, 0), "{report}");
@@ -441,19 +444,19 @@ async fn rdb_file_keys_filter_and_persist() {
     let (dir, store, points, _reference) = scenario(&bin).await;
     let file = dir.path().join("out.rdb");
     let at = T0 + 6000;
-    let report = restore::run(&store, req(Target::At(at), Sink::Rdb(file.clone())))
+    let report = restore::run(&store, req(Target::At(at), Output::Rdb(file.clone())))
         .await
         .unwrap();
     assert!(report.to_string().contains("out.rdb"), "{report}");
     // Refuses to overwrite, before doing any work; --force overwrites.
-    let e = restore::run(&store, req(Target::At(at), Sink::Rdb(file.clone())))
+    let e = restore::run(&store, req(Target::At(at), Output::Rdb(file.clone())))
         .await
         .unwrap_err();
     assert!(
         matches!(e, RestoreError::Exists(_)) && e.to_string().contains("--force"),
         "{e}"
     );
-    let mut r = req(Target::At(at), Sink::Rdb(file.clone()));
+    let mut r = req(Target::At(at), Output::Rdb(file.clone()));
     r.force = true;
     restore::run(&store, r).await.unwrap();
     // Load the file into a fresh server: same digest as the reference at that time.
@@ -472,7 +475,7 @@ async fn rdb_file_keys_filter_and_persist() {
     assert_eq!(digest(&mut loaded.client().await.unwrap()).await, want);
 
     // --keys and --ttl persist.
-    let mut r = req(Target::At(at), Sink::Serve(free_port()));
+    let mut r = req(Target::At(at), Output::Serve(free_port()));
     r.keys = vec![b"ttl*".to_vec(), b"h".to_vec()];
     r.ttl = TtlMode::Persist;
     let (mut c, report, _s) = restore_served(&store, r).await;
@@ -493,7 +496,7 @@ async fn rdb_file_keys_filter_and_persist() {
     assert_eq!(c.ok(&["DBSIZE"]).await.unwrap(), Frame::Integer(1));
 
     // --ttl relative: the key keeps the time it had left at `at` (tests/ttl.rs checks the values).
-    let mut r = req(Target::At(at), Sink::Serve(free_port()));
+    let mut r = req(Target::At(at), Output::Serve(free_port()));
     r.ttl = TtlMode::Relative;
     let (mut c, report, _s) = restore_served(&store, r).await;
     assert!(
@@ -521,7 +524,7 @@ async fn replica_errors_are_counted_and_newer_bases_refused() {
     let want = b.points.last().unwrap().2.clone();
     drop(b);
     let (mut c, report, _s) =
-        restore_served(&store, req(Target::Latest, Sink::Serve(free_port()))).await;
+        restore_served(&store, req(Target::Latest, Output::Serve(free_port()))).await;
     assert_eq!(digest(&mut c).await, want);
     assert_eq!(report.engine.replica_errors, 1, "{report}");
     assert!(report.has_failures());
@@ -535,7 +538,7 @@ async fn replica_errors_are_counted_and_newer_bases_refused() {
     let b2 = Builder::new(store2.clone(), fake, reference.client().await.unwrap()).await;
     drop(b2);
     if bin.max_rdb_version() < 11 {
-        let e = restore::run(&store2, req(Target::Latest, Sink::Serve(free_port())))
+        let e = restore::run(&store2, req(Target::Latest, Output::Serve(free_port())))
             .await
             .unwrap_err();
         let msg = e.to_string();

@@ -18,10 +18,11 @@ pub mod poll;
 pub mod state;
 pub mod upload;
 
+use crate::backoff::Backoff;
+use crate::client::RedisUrl;
 use crate::replica::{
     HandshakeOptions, PsyncReply, ReplicaConn, ReplicaError, ReplicationStream, StreamItem, Synced,
 };
-use crate::source::RedisUrl;
 use crate::store::{Store, StoreError};
 use flashback_format::segment::{block_flags, Origin};
 use log::Log;
@@ -392,36 +393,6 @@ pub fn default_spool(url: &str) -> std::path::PathBuf {
     base.join("flashback")
         .join("spool")
         .join(file_name_safe(url))
-}
-
-/// A doubling delay between retries, back to its minimum once things worked for a while: one
-/// type for the reconnect, disk-full and poll loops.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    /// The delay to wait now; the one after it doubles, up to `max`.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
 }
 
 /// What survives from one link to the next.

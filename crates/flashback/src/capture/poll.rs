@@ -7,7 +7,7 @@
 //! to the source is ten INFO calls a second. Failures only mean "no evidence": the poller
 //! reconnects quietly, and the capture loop decides what a silence means.
 
-use crate::source::{info_field, Client, ClientError, RedisUrl};
+use crate::client::{info_field, Client, ClientError, RedisUrl};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -37,7 +37,7 @@ pub const EVERY_WHILE_UNCERTAIN: Duration = Duration::from_millis(20);
 pub async fn run(url: RedisUrl, tx: mpsc::Sender<Poll>, uncertain: watch::Receiver<bool>) {
     let mut client: Option<Client> = None;
     let mut backoff =
-        crate::capture::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let every = if *uncertain.borrow() {
             EVERY_WHILE_UNCERTAIN

@@ -1,7 +1,7 @@
 use super::{UsageError, DEFAULT_STORE};
 use anyhow::Context;
 use flashback::capture::{self, CaptureOptions};
-use flashback::source::RedisUrl;
+use flashback::client::RedisUrl;
 use flashback::store::{layout, Access, Store};
 use std::time::Duration;
 

@@ -1,15 +1,15 @@
 //! `flashback restore`: arguments → [`RestoreRequest`] → plan (printed) → restore → report.
 
 use super::{open_source, UsageError, DEFAULT_STORE};
-use flashback::restore::{self, RestoreRequest, Sink, Target, TtlMode};
-use flashback::source::RedisUrl;
+use flashback::client::RedisUrl;
+use flashback::restore::{self, Output, RestoreRequest, Target, TtlMode};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 #[command(
     group(clap::ArgGroup::new("point").required(true).args(["at", "at_offset", "latest"])),
-    group(clap::ArgGroup::new("sink").args(["rdb", "to", "serve"])),
+    group(clap::ArgGroup::new("output").args(["rdb", "to", "serve"])),
     after_help = "Examples:
   flashback restore --at '2026-08-03 20:28:10' --rdb before.rdb
   flashback restore --at -10m --serve 6390                 # then: redis-cli -p 6390
@@ -108,35 +108,35 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     } else {
         Target::Latest
     };
-    let sink = match (&a.rdb, &a.to, a.serve) {
-        (Some(p), _, _) => Some(Sink::Rdb(p.clone())),
-        (_, Some(u), _) => Some(Sink::To(
+    let output = match (&a.rdb, &a.to, a.serve) {
+        (Some(p), _, _) => Some(Output::Rdb(p.clone())),
+        (_, Some(u), _) => Some(Output::To(
             u.parse::<RedisUrl>()
                 .map_err(|e| UsageError(format!("--to: {e}")))?,
         )),
-        (_, _, Some(port)) => Some(Sink::Serve(port)),
+        (_, _, Some(port)) => Some(Output::Serve(port)),
         _ => None,
     };
-    if sink.is_none() && !a.dry_run {
+    if output.is_none() && !a.dry_run {
         return Err(UsageError(
             "say where the restore goes: --rdb FILE, --to redis://host:port or --serve PORT".into(),
         )
         .into());
     }
-    if a.replace && !matches!(sink, Some(Sink::To(_))) {
+    if a.replace && !matches!(output, Some(Output::To(_))) {
         return Err(UsageError("--replace only applies to --to".into()).into());
     }
     let db_map = match &a.db_map {
         Some(m) => parse_db_map(m).map_err(|e| UsageError(format!("--db-map {m}: {e}")))?,
         None => Vec::new(),
     };
-    if !db_map.is_empty() && !matches!(sink, Some(Sink::To(_))) {
+    if !db_map.is_empty() && !matches!(output, Some(Output::To(_))) {
         return Err(UsageError(
             "--db-map only applies to --to (an RDB file or a served instance keeps the source's db numbers)".into(),
         )
         .into());
     }
-    if a.force && !matches!(sink, Some(Sink::Rdb(_))) {
+    if a.force && !matches!(output, Some(Output::Rdb(_))) {
         return Err(UsageError("--force only applies to --rdb".into()).into());
     }
     if a.keys.iter().any(|k| k.is_empty()) {
@@ -152,10 +152,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Ttl::Relative => TtlMode::Relative,
         Ttl::Persist => TtlMode::Persist,
     };
-    let req = sink.map(|sink| RestoreRequest {
+    let req = output.map(|output| RestoreRequest {
         source: source.clone(),
         target,
-        sink,
+        output,
         redis_server: a.redis_server,
         keys,
         ttl,
@@ -175,7 +175,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let (Some(req), Some(checked)) = (req.filter(|_| !a.dry_run), checked) else {
         return Ok(());
     };
-    if let (Sink::To(url), Some(facts)) = (&req.sink, &checked.target) {
+    if let (Output::To(url), Some(facts)) = (&req.output, &checked.target) {
         if let Some(w) = restore::preflight::same_as_source(&store, &source, facts, url).await {
             eprintln!("{w}");
         }

@@ -1,4 +1,4 @@
-//! Restore: **plan → reader → engine → sink**.
+//! Restore: **plan → reader → engine → output**.
 //!
 //! - [`plan`] decides, from the store's listing and at most a few segments, which generation,
 //!   which base, which segments and exactly where to cut (never inside MULTI…EXEC). It is
@@ -10,19 +10,19 @@
 //!   then promotes it. Replaying through the replication link (rather than as a client) gives
 //!   master-link semantics for free: no ACL, no OOM or READONLY refusals, no expiry while the
 //!   history is replayed.
-//! - [`sinks`] then move the result where the user asked: an RDB file, a live instance, or the
+//! - [`outputs`] then move the result where the user asked: an RDB file, a live instance, or the
 //!   server itself left running.
 //!
 //! Restore never writes to the captured source unless the user names it as `--to`.
 
 pub mod engine;
+pub mod outputs;
 pub mod plan;
 pub mod preflight;
 pub mod reader;
-pub mod sinks;
 
+use crate::client::{ClientError, RedisUrl};
 use crate::redis_server::{RedisServer, ServerBinary, ServerError, ServerOptions};
-use crate::source::{ClientError, RedisUrl};
 use crate::store::catalog::Window;
 use crate::store::{Store, StoreError};
 use crate::timespec::format_ms;
@@ -32,7 +32,7 @@ pub use plan::{plan, plan_with, RestorePlan, Target};
 
 /// Where the restored dataset goes.
 #[derive(Debug, Clone)]
-pub enum Sink {
+pub enum Output {
     /// Write an RDB file (atomically; refuses to overwrite without `force`).
     Rdb(PathBuf),
     /// Copy every key into a live instance with DUMP/RESTORE.
@@ -57,7 +57,7 @@ pub enum TtlMode {
 pub struct RestoreRequest {
     pub source: String,
     pub target: Target,
-    pub sink: Sink,
+    pub output: Output,
     /// `--redis-server PATH`; None: `redis-server` on PATH.
     pub redis_server: Option<PathBuf>,
     /// `--keys`: glob patterns (Redis' syntax); empty means every key.
@@ -212,7 +212,7 @@ pub enum RestoreError {
     #[error("--keys {patterns}: no key of the restored dataset ({total} keys) matches; nothing was written: check the pattern (Redis glob syntax, case-sensitive)")]
     NoKeyMatched { patterns: String, total: u64 },
     #[error("{0}")]
-    Sink(String),
+    Output(String),
 }
 
 impl RestoreError {
@@ -234,7 +234,7 @@ pub struct RestoreReport {
     pub filtered: Option<(u64, u64)>,
     /// `--ttl relative|persist`: what was done to TTLs.
     pub ttl_note: Option<String>,
-    pub sink: sinks::SinkOutcome,
+    pub delivered: outputs::Delivered,
 }
 
 impl RestoreReport {
@@ -242,7 +242,7 @@ impl RestoreReport {
     /// to copy. The restore finished, but its result may differ from the source.
     pub fn has_failures(&self) -> bool {
         self.engine.replica_errors > 0
-            || matches!(&self.sink, sinks::SinkOutcome::To(c) if c.failed > 0)
+            || matches!(&self.delivered, outputs::Delivered::To(c) if c.failed > 0)
     }
 }
 
@@ -256,7 +256,7 @@ impl std::fmt::Display for RestoreReport {
         if let Some(n) = &self.ttl_note {
             writeln!(f, "{n}")?;
         }
-        write!(f, "{}", self.sink)
+        write!(f, "{}", self.delivered)
     }
 }
 
@@ -269,8 +269,8 @@ pub async fn run(store: &Store, req: RestoreRequest) -> Result<RestoreReport, Re
 
 /// Refuses what cannot work, from the request alone (no I/O).
 pub fn check_request(req: &RestoreRequest) -> Result<(), RestoreError> {
-    match &req.sink {
-        Sink::To(u) if u.db != 0 => {
+    match &req.output {
+        Output::To(u) if u.db != 0 => {
             return Err(RestoreError::Unsupported(format!(
                 "--to {u}: every db is copied to the db of the same number on the target, so the URL must not name a db; leave out '/{}' (or map dbs with --db-map S:D)",
                 u.db
@@ -278,7 +278,7 @@ pub fn check_request(req: &RestoreRequest) -> Result<(), RestoreError> {
         }
         _ => {}
     }
-    if !req.db_map.is_empty() && !matches!(req.sink, Sink::To(_)) {
+    if !req.db_map.is_empty() && !matches!(req.output, Output::To(_)) {
         return Err(RestoreError::Unsupported(
             "--db-map only applies to --to (an RDB file or a served instance keeps the source's db numbers)".into(),
         ));
@@ -307,8 +307,8 @@ pub async fn execute_checked(
     check_request(req)?;
     let binary = ServerBinary::find(req.redis_server.as_deref())?;
     let base_version = engine::check_base_version(store, plan, &binary).await?;
-    let opts = match req.sink {
-        Sink::Serve(port) => ServerOptions {
+    let opts = match req.output {
+        Output::Serve(port) => ServerOptions {
             port: Some(port),
             may_outlive_us: true,
             ..Default::default()
@@ -342,7 +342,7 @@ pub async fn execute_checked(
     let filtered = if req.keys.is_empty() {
         None
     } else {
-        let (kept, deleted) = sinks::keep_only(&server, &req.keys).await?;
+        let (kept, deleted) = outputs::keep_only(&server, &req.keys).await?;
         if kept == 0 {
             return Err(RestoreError::NoKeyMatched {
                 patterns: req
@@ -356,18 +356,18 @@ pub async fn execute_checked(
         }
         Some((kept, deleted))
     };
-    let sink = match &req.sink {
-        Sink::Rdb(path) => sinks::to_rdb(&server, path, req.force).await?,
-        Sink::To(url) => {
-            let to = sinks::LiveTarget {
+    let sink = match &req.output {
+        Output::Rdb(path) => outputs::to_rdb(&server, path, req.force).await?,
+        Output::To(url) => {
+            let to = outputs::LiveTarget {
                 url,
                 replace: req.replace,
                 db_map: &req.db_map,
                 facts: checked.target.as_ref(),
             };
-            sinks::to_live(&server, &to).await?
+            outputs::to_live(&server, &to).await?
         }
-        Sink::Serve(_) => sinks::serve(server),
+        Output::Serve(_) => outputs::serve(server),
     };
     Ok(RestoreReport {
         plan_summary: plan.summary(),

@@ -13,9 +13,9 @@
 //! Some of it can only be known after the rebuild (which databases hold keys); that is checked
 //! by the sink before its first write, from the facts gathered here ([`TargetFacts`]).
 
-use super::{RestoreError, RestoreRequest, Sink};
+use super::{Output, RestoreError, RestoreRequest};
+use crate::client::{info_field, parse_info, Client, ClientError, RedisUrl};
 use crate::resp::Frame;
-use crate::source::{info_field, parse_info, Client, ClientError, RedisUrl};
 use crate::store::{catalog, Store};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,20 +39,20 @@ pub struct Checked {
     pub target: Option<TargetFacts>,
 }
 
-/// Runs the checks for `req.sink`. Each failure is one line naming the fix.
+/// Runs the checks for `req.output`. Each failure is one line naming the fix.
 pub async fn check_output(req: &RestoreRequest) -> Result<Checked, RestoreError> {
     super::check_request(req)?;
-    match &req.sink {
-        Sink::Rdb(path) => {
+    match &req.output {
+        Output::Rdb(path) => {
             let out = resolve_rdb(path, req.force)?;
             probe_writable(path, &out)?;
             Ok(Checked::default())
         }
-        Sink::Serve(port) => {
+        Output::Serve(port) => {
             check_port(*port)?;
             Ok(Checked::default())
         }
-        Sink::To(url) => Ok(Checked {
+        Output::To(url) => Ok(Checked {
             target: Some(check_target(url).await?),
         }),
     }
@@ -164,7 +164,7 @@ fn parent_of(p: &Path) -> PathBuf {
     }
 }
 
-/// The temp file [`super::sinks::to_rdb`] writes next to `file`, and the pre-flight probe.
+/// The temp file [`super::outputs::to_rdb`] writes next to `file`, and the pre-flight probe.
 pub(crate) fn temp_name(file: &Path, what: &str) -> PathBuf {
     let name = file
         .file_name()

@@ -8,9 +8,9 @@
 
 use super::preflight::{check_target_dbs, map_db, resolve_rdb, temp_name, RdbOut, TargetFacts};
 use super::RestoreError;
+use crate::client::{Client, RedisUrl};
 use crate::redis_server::RedisServer;
 use crate::resp::Frame;
-use crate::source::{Client, RedisUrl};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub struct CopyCounts {
 }
 
 #[derive(Debug, Clone)]
-pub enum SinkOutcome {
+pub enum Delivered {
     Rdb {
         path: PathBuf,
         bytes: u64,
@@ -44,13 +44,13 @@ pub enum SinkOutcome {
     },
 }
 
-impl std::fmt::Display for SinkOutcome {
+impl std::fmt::Display for Delivered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SinkOutcome::Rdb { path, bytes } => {
+            Delivered::Rdb { path, bytes } => {
                 writeln!(f, "wrote {} ({bytes} bytes)", path.display())
             }
-            SinkOutcome::To(c) => {
+            Delivered::To(c) => {
                 writeln!(
                     f,
                     "{}: {} keys written, {} skipped, {} failed",
@@ -64,7 +64,7 @@ impl std::fmt::Display for SinkOutcome {
                 }
                 Ok(())
             }
-            SinkOutcome::Serve {
+            Delivered::Serve {
                 port,
                 pid,
                 dir,
@@ -176,7 +176,7 @@ async fn dbs_with_keys(c: &mut Client) -> Result<Vec<(u32, u64)>, RestoreError> 
 /// One SCAN page: (next cursor, keys).
 async fn scan_page(c: &mut Client, cursor: &[u8]) -> Result<(Bytes, Vec<Bytes>), RestoreError> {
     let addr = c.addr.clone();
-    let bad = || RestoreError::Sink(format!("{addr}: SCAN returned an unexpected reply"));
+    let bad = || RestoreError::Output(format!("{addr}: SCAN returned an unexpected reply"));
     let count = BATCH.to_string();
     let f = c
         .ok(&[&b"SCAN"[..], cursor, b"COUNT", count.as_bytes()])
@@ -283,7 +283,7 @@ pub async fn keep_only(
         deleted += drop.len() as u64;
         for r in pipeline(&mut c, b"UNLINK", &drop).await? {
             if let Frame::Error(e) = r {
-                return Err(RestoreError::Sink(format!(
+                return Err(RestoreError::Output(format!(
                     "--keys: UNLINK failed: {}",
                     crate::show::key(&e)
                 )));
@@ -301,7 +301,7 @@ pub async fn to_rdb(
     server: &RedisServer,
     path: &Path,
     force: bool,
-) -> Result<SinkOutcome, RestoreError> {
+) -> Result<Delivered, RestoreError> {
     let mut c = server.client().await?;
     c.ok(&["SAVE"]).await?;
     let dump = server.dir.join("dump.rdb");
@@ -351,7 +351,7 @@ pub async fn to_rdb(
             bytes
         }
     };
-    Ok(SinkOutcome::Rdb {
+    Ok(Delivered::Rdb {
         path: path.to_path_buf(),
         bytes,
     })
@@ -389,10 +389,7 @@ pub struct LiveTarget<'a> {
 
 /// `--to redis://…`: copies every key of every db into the same db on the target with
 /// `RESTORE key <abs expiry> <payload> ABSTTL [REPLACE]`.
-pub async fn to_live(
-    server: &RedisServer,
-    to: &LiveTarget<'_>,
-) -> Result<SinkOutcome, RestoreError> {
+pub async fn to_live(server: &RedisServer, to: &LiveTarget<'_>) -> Result<Delivered, RestoreError> {
     let (url, replace) = (to.url, to.replace);
     let mut target = Client::connect(url, Duration::from_secs(30)).await?;
     let mut c = server.client().await?;
@@ -416,7 +413,7 @@ pub async fn to_live(
         }
         copy_batch(&mut c, &mut target, &keys, replace, &mut counts, &engine).await?;
     }
-    Ok(SinkOutcome::To(counts))
+    Ok(Delivered::To(counts))
 }
 
 async fn copy_batch(
@@ -440,7 +437,7 @@ async fn copy_batch(
             // Expired or deleted since the SCAN: there is nothing to copy.
             Frame::Null => continue,
             other => {
-                return Err(RestoreError::Sink(format!(
+                return Err(RestoreError::Output(format!(
                     "DUMP {}: unexpected reply {}",
                     crate::show::key(k),
                     crate::show::key(other.text().as_bytes())
@@ -452,7 +449,7 @@ async fn copy_batch(
             Frame::Integer(-2) => continue,
             Frame::Integer(_) => "0".to_string(),
             other => {
-                return Err(RestoreError::Sink(format!(
+                return Err(RestoreError::Output(format!(
                     "PEXPIRETIME: unexpected reply {}",
                     other.text()
                 )))
@@ -490,10 +487,10 @@ async fn copy_batch(
 }
 
 /// `--serve PORT`: the engine already runs on PORT; let it outlive this process.
-pub fn serve(server: RedisServer) -> SinkOutcome {
+pub fn serve(server: RedisServer) -> Delivered {
     let (port, dir, log) = (server.port, server.dir.clone(), server.log_path.clone());
     let pid = server.detach();
-    SinkOutcome::Serve {
+    Delivered::Serve {
         port,
         pid,
         dir,
