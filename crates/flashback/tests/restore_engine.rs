@@ -254,7 +254,7 @@ fn req(target: Target, output: Output) -> RestoreRequest {
     RestoreRequest {
         source: "src".into(),
         target,
-        sink,
+        output,
         redis_server: None,
         keys: vec![],
         ttl: TtlMode::Absolute,

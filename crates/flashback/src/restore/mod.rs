@@ -356,7 +356,7 @@ pub async fn execute_checked(
         }
         Some((kept, deleted))
     };
-    let sink = match &req.output {
+    let delivered = match &req.output {
         Output::Rdb(path) => outputs::to_rdb(&server, path, req.force).await?,
         Output::To(url) => {
             let to = outputs::LiveTarget {
@@ -374,6 +374,6 @@ pub async fn execute_checked(
         engine,
         filtered,
         ttl_note,
-        sink,
+        delivered,
     })
 }
