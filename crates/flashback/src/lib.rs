@@ -25,7 +25,6 @@
 //! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
 //! - [`info`]: what `flashback info` reports, as serde types shared by text and `--json`.
-//! - [`demo`]: the end-to-end story of `flashback demo`.
 //! - [`compact`]: new bases made off the primary: the state at the end of the latest sealed
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
@@ -33,13 +32,14 @@
 //! - [`verify`]: `flashback verify`: reads every object a restore needs (checksums, the chain
 //!   from each base), then a timed restore drill into a private redis-server.
 //!
-//! The binary (`src/main.rs`, `src/cli/`) only parses arguments and calls into this library.
+//! The binary (`src/main.rs`, `src/cli/`, one file per subcommand) parses arguments, renders
+//! reports and calls into this library; `flashback demo` (`cli/demo.rs`) is a script of named
+//! steps over the same library calls as `capture` and `restore`.
 
 pub mod backoff;
 pub mod capture;
 pub mod client;
 pub mod compact;
-pub mod demo;
 pub mod info;
 pub mod prune;
 pub mod redis_server;

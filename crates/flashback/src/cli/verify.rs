@@ -1,11 +1,12 @@
 //! `flashback verify`: integrity check of a source's stored history, then a timed restore drill.
-//! Text for people (verdict line first) or `--json` (schema in `docs/cli.md`); exit 1 when any
-//! problem is found.
+//! Text for people (verdict line first, rendered here from the library's report, which is also
+//! the `--json` schema in `docs/cli.md`); exit 1 when any problem is found.
 
 use super::{UsageError, DEFAULT_STORE};
 use flashback::restore::Target;
 use flashback::store::{catalog, Access, Store};
-use flashback::verify::{self, DrillOptions};
+use flashback::timespec::format_ms;
+use flashback::verify::{self, DrillOptions, Problem, Report};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -85,7 +86,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", verify::render(&report));
+        print!("{}", render(&report));
     }
     if !report.ok {
         anyhow::bail!(
@@ -95,4 +96,117 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The text report: a verdict line first, then per source what was checked, every problem and
+/// warning on one line, and the drill's figures.
+fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let gens: usize = r.sources.iter().map(|s| s.generations.len()).sum();
+    let records: u64 = r
+        .sources
+        .iter()
+        .flat_map(|s| &s.generations)
+        .map(|g| g.records)
+        .sum();
+    if r.ok {
+        let _ = writeln!(
+            o,
+            "OK: {} source{}, {gens} generation{}, {records} records verified{}",
+            r.sources.len(),
+            plural(r.sources.len()),
+            plural(gens),
+            match r
+                .sources
+                .iter()
+                .filter_map(|s| s.drill.as_ref())
+                .map(|d| d.rto_ms)
+                .max()
+            {
+                Some(ms) => format!("; restore drill {ms} ms"),
+                None => String::new(),
+            }
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "FAILED: {} problem{}",
+            r.problem_count,
+            plural(r.problem_count)
+        );
+    }
+    for s in &r.sources {
+        let _ = writeln!(o, "\nsource {}", s.name);
+        for g in &s.generations {
+            let _ = writeln!(
+                o,
+                "  generation {}: {} base{}, {} sealed segment{}, {} open tail{}; {} blocks, {} records, {} read: {}",
+                g.id,
+                g.bases,
+                plural(g.bases),
+                g.sealed_segments,
+                plural(g.sealed_segments),
+                g.tails,
+                plural(g.tails),
+                g.blocks,
+                g.records,
+                flashback::info::format_bytes(g.bytes),
+                if g.ok { "ok" } else { "PROBLEMS" }
+            );
+        }
+        for p in &s.problems {
+            let _ = writeln!(o, "  {}", line("PROBLEM", p));
+        }
+        for p in &s.warnings {
+            let _ = writeln!(o, "  {}", line("warning", p));
+        }
+        if let Some(d) = &s.drill {
+            let per_db: Vec<String> = d
+                .dbs
+                .iter()
+                .map(|x| format!("db{} {}", x.db, x.keys))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  drill: restored {} (generation {}, offset {}) in {} ms: {} keys{}, {} records replayed, digest {} ({})",
+                format_ms(d.at_ms),
+                d.generation,
+                d.stop_offset,
+                d.rto_ms,
+                d.keys,
+                if per_db.is_empty() { String::new() } else { format!(" ({})", per_db.join(", ")) },
+                d.records,
+                d.digest,
+                d.server
+            );
+        }
+    }
+    o
+}
+
+fn line(label: &str, p: &Problem) -> String {
+    let at = p
+        .offset
+        .map(|n| format!(" at byte {n}"))
+        .unwrap_or_default();
+    let impact = if p.impact.is_empty() {
+        String::new()
+    } else {
+        format!(" => {}", p.impact)
+    };
+    format!(
+        "{label} [{}] {}{at}: {}{impact}",
+        p.kind.label(),
+        p.key,
+        p.message
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`plan`] decides, from the store's listing and at most a few segments, which generation,
 //!   which base, which segments and exactly where to cut (never inside MULTI…EXEC). It is
-//!   printable (`--dry-run`) and does no writes.
+//!   printable (`--dry-run`) and does no writes. `uncertain` answers whether the cut falls in an
+//!   uncertain interval; [`preflight`] checks the output can take the restore before any work.
 //! - [`reader`] streams the plan's records in order, one segment in memory at a time, checking
 //!   that they chain without a hole, into a [`reader::RecordSink`].
 //! - [`engine`] is that sink: it impersonates a master to a private redis-server, serves it the
@@ -20,6 +21,7 @@ pub mod outputs;
 pub mod plan;
 pub mod preflight;
 pub mod reader;
+mod uncertain;
 
 use crate::client::{ClientError, RedisUrl};
 use crate::redis_server::{RedisServer, ServerBinary, ServerError, ServerOptions};

@@ -1,0 +1,214 @@
+//! `flashback verify`: reads everything a restore depends on, then proves a restore works.
+//!
+//! **Integrity.** For every generation of a source: the manifest decodes; every base is whole
+//! (the size the manifest recorded, the RDB's own CRC-64); every segment parses in its mode
+//! (sealed, or open tail) and every block decodes (checksums, zstd, the record chain); the
+//! segments chain, as restore walks them ([`crate::store::chain`]), without a hole, each
+//! agreeing with its name (a base kept as a restore point before the window needs no log, so
+//! the log a prune deleted before the window is no hole); and the log head decodes and the
+//! listing reaches it. Every base's and sealed segment's name records its size and the crc32c of all its
+//! bytes (`store::layout`): the listed size must be the recorded one, and the bytes read must
+//! have that checksum, which also catches damage the formats' own checks cannot see (a byte
+//! in an RDB's unchecked padding, a valid object swapped in under another's name). Objects are streamed, one block in memory at a time: a base can be gigabytes and a
+//! segment can hold a 512 MB record. Reading everything, rather than trusting the listing as
+//! `info` does, is the point: a flipped bit shows only when the bytes are read.
+//!
+//! Each problem names the object, the byte offset where known, what is wrong, and what it
+//! means for restore: up to which instant the generation still restores. That bound follows
+//! what restore actually reads: to cut at T it reads on to the first block after T, so a bad
+//! block also spoils the instants since the start of the good block before it.
+//!
+//! **Drill.** A real restore (plan + engine) into a private redis-server, timed from the plan
+//! to a server answering with the whole dataset: the recovery time measured, not estimated.
+//!
+//! The report types are the `--json` schema (`docs/cli.md`, [`SCHEMA_VERSION`]); the text
+//! output is rendered from them too.
+//!
+//! # Files
+//! - this file: the report types (the `--json` schema) and [`verify`], which runs the rest;
+//! - `check`: one source's listing sorted into generations, then each generation's log walked
+//!   in restore's order (the chain from each base, holes, what still restores);
+//! - `objects`: reading and checking each stored object (manifest, log head, uncertain
+//!   intervals, bases, segments) and turning a failure into a problem;
+//! - `drill`: the timed restore into a private redis-server.
+//!
+//! The text rendering of a [`Report`] is the binary's (`cli/verify.rs`): the library produces
+//! data, as for `info`.
+
+use crate::restore::Target;
+use crate::store::Store;
+use serde::Serialize;
+use std::path::PathBuf;
+
+mod check;
+mod drill;
+mod objects;
+
+pub use check::check_source;
+use drill::run_drill;
+
+/// The impact of damage to an object no restore reads.
+const UNNEEDED: &str =
+    "none: no restore reads it (its data is before the oldest base); prune deletes it";
+
+/// The `"schema"` number at the top of `flashback verify --json`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What is wrong with an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Not in the store: a listed object vanished, a generation lost its manifest or base, or
+    /// no segment holds a range of offsets (a hole in the log).
+    Missing,
+    /// Shorter than it must be.
+    Truncated,
+    /// Bytes that fail a checksum or a format rule, or disagree with the object's name.
+    Corrupt,
+    /// Written by a newer flashback than this one.
+    Version,
+    /// The store answered with an error.
+    Unreadable,
+    /// Warning only: an open tail ends in a partly written block (the agent stopped mid-write,
+    /// or is writing now). Restore ignores those bytes.
+    Torn,
+    /// Warning only: an open tail left next to the sealed segment that holds its data (the
+    /// agent died between sealing and removing it). Restore reads the sealed one.
+    Leftover,
+    /// The restore drill failed.
+    Drill,
+}
+
+impl Kind {
+    /// The word the text report prints for it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Missing => "missing",
+            Kind::Truncated => "truncated",
+            Kind::Corrupt => "corrupt",
+            Kind::Version => "version",
+            Kind::Unreadable => "unreadable",
+            Kind::Torn => "torn",
+            Kind::Leftover => "leftover",
+            Kind::Drill => "drill",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The object's key in the store; for a hole, the name pattern of the missing segment.
+    pub key: String,
+    /// The byte offset in the object where the damage starts, when known.
+    pub offset: Option<u64>,
+    pub kind: Kind,
+    /// What is wrong.
+    pub message: String,
+    /// What it means for restore, in words.
+    pub impact: String,
+    /// Every instant of the generation up to and including this time still restores; null
+    /// when the problem leaves none of it restorable, or is not about one generation's log.
+    pub restorable_through_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GenerationReport {
+    pub id: String,
+    pub bases: usize,
+    pub sealed_segments: usize,
+    pub tails: usize,
+    /// Blocks and records decoded.
+    pub blocks: u64,
+    pub records: u64,
+    /// Bytes read from the store.
+    pub bytes: u64,
+    /// No problem was found in this generation.
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbKeys {
+    pub db: u32,
+    pub keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drill {
+    pub generation: String,
+    /// The instant restored: `--at`, or the end of the latest window.
+    pub at_ms: u64,
+    pub at: String,
+    /// The replication offset the restore stopped at.
+    pub stop_offset: u64,
+    /// Wall time from the start of planning to a server answering with the whole dataset,
+    /// including starting the server and loading the base.
+    pub rto_ms: u64,
+    /// Keys in all dbs (the sum of `DBSIZE` over `dbs`).
+    pub keys: u64,
+    pub dbs: Vec<DbKeys>,
+    /// `DEBUG DIGEST` of the restored dataset: equal to the source's at that instant.
+    pub digest: String,
+    /// Records replayed after the base.
+    pub records: u64,
+    /// The server that rebuilt the dataset, e.g. `redis 7.0.15`.
+    pub server: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceReport {
+    pub name: String,
+    /// Oldest first.
+    pub generations: Vec<GenerationReport>,
+    pub problems: Vec<Problem>,
+    /// Worth knowing, not failures (torn open tails, generations whose base never finished).
+    pub warnings: Vec<Problem>,
+    /// Null with `--no-drill`, or when the drill failed (then `problems` says why).
+    pub drill: Option<Drill>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub store: String,
+    /// True when no problem was found (warnings allowed).
+    pub ok: bool,
+    pub problem_count: usize,
+    pub sources: Vec<SourceReport>,
+}
+
+/// `--at` and `--redis-server` for the drill.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub target: Target,
+    pub redis_server: Option<PathBuf>,
+}
+
+/// Checks `sources` (names that exist in the store) and, with `drill`, restores each.
+pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptions>) -> Report {
+    let mut out = Vec::new();
+    for name in sources {
+        let mut s = check_source(store, name).await;
+        if let Some(d) = drill {
+            match run_drill(store, name, d).await {
+                Ok(r) => s.drill = Some(r),
+                // Failing on an object already reported is the expected consequence, not a
+                // second problem: one flipped byte counts once.
+                Err(mut p) if s.problems.iter().any(|q| q.key == p.key) => {
+                    p.impact =
+                        "expected: the restore reads the damaged object reported above".into();
+                    s.warnings.push(p);
+                }
+                Err(p) => s.problems.push(p),
+            }
+        }
+        out.push(s);
+    }
+    let problem_count = out.iter().map(|s| s.problems.len()).sum();
+    Report {
+        schema: SCHEMA_VERSION,
+        store: store.url.clone(),
+        ok: problem_count == 0,
+        problem_count,
+        sources: out,
+    }
+}
