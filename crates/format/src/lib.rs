@@ -4,7 +4,10 @@
 //! # Layout
 //! - [`segment`]: the segment log v1, an immutable file of replication records in zstd blocks,
 //!   each block crc32c-checked, with a footer index from time and offset to block. The byte table
-//!   is in `docs/formats.md`.
+//!   is in `docs/formats.md`. Split by job: `segment/codec.rs` (byte encodings),
+//!   `chain.rs` (the rule that blocks follow each other), `writer.rs`, `scanner.rs` (no I/O;
+//!   [`segment::SegmentReader`] over `Read`), `damage.rs` (damage vs a torn tail); every public
+//!   item is re-exported from [`segment`].
 //! - [`envelope`]: a small checked wrapper (magic, version, length, crc32c) around the JSON
 //!   metadata objects (generation manifests).
 //! - [`rdb`]: just enough of Redis' RDB format to read a file's version and AUX fields, and the
@@ -15,7 +18,6 @@
 //!
 //! Every reader names the file and the byte offset of any corruption ([`Error::Corrupt`]).
 
-mod damage;
 pub mod envelope;
 pub mod error;
 pub mod rdb;
