@@ -10,10 +10,10 @@
 use crate::capture::{self, CaptureOptions, Progress};
 use crate::client::{info_field, Client, ClientError};
 use crate::redis_server::{fresh_temp_dir, RedisServer, ServerBinary, ServerError, ServerOptions};
-use crate::resp::Frame;
 use crate::restore::{self, Output, RestoreRequest, Target, TtlMode};
 use crate::store::{Access, Store, StoreError};
 use crate::timespec::format_ms;
+use flashback_format::resp::Frame;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;

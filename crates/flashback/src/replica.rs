@@ -11,9 +11,13 @@
 //! (a house others can carry on), deferred so this round could land the trust and durability work.
 
 use crate::client::RedisUrl;
-use crate::resp::{self, Frame, FrameError};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use flashback_format::rdb;
+use flashback_format::resp::stream::Framer;
+pub use flashback_format::resp::stream::{
+    BigEnd, StreamCommand, StreamItem, HEAD_ARG_MAX, PART_BYTES, STREAM_FROM,
+};
+use flashback_format::resp::{self, Frame, FrameError};
 use std::io::Write;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -312,10 +316,7 @@ impl ReplicaConn {
         ReplicationStream {
             reader: StreamReader {
                 half: r,
-                framer: Framer {
-                    buf: self.buf,
-                    big: None,
-                },
+                framer: Framer::with_buffer(self.buf),
                 addr: self.addr.clone(),
                 timeout: self.opts.timeout,
             },
@@ -541,141 +542,6 @@ impl RdbTransfer {
     }
 }
 
-/// One command of the stream: its raw bytes (which count toward the offset) and its argv.
-#[derive(Debug, Clone)]
-pub struct StreamCommand {
-    pub raw: Bytes,
-    pub argv: Vec<Bytes>,
-}
-
-/// A command that has not fully arrived is passed on in parts once it is known to be at least
-/// this big, instead of being buffered whole: a 512 MB value must not cost 512 MB of memory.
-/// Smaller commands stay whole (one record, one block), which compresses better.
-pub const STREAM_FROM: u64 = 8 << 20;
-/// Size of the parts of a streamed command (one segment block each).
-pub const PART_BYTES: usize = 4 << 20;
-
-/// What the stream yields next.
-#[derive(Debug, Clone)]
-pub enum StreamItem {
-    Command(StreamCommand),
-    /// The next raw bytes of a command too big to buffer whole, in order; `end` is set on the
-    /// last part.
-    Part {
-        bytes: Bytes,
-        end: Option<BigEnd>,
-    },
-}
-
-/// What is known of a streamed command once all of it has passed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BigEnd {
-    /// The leading arguments, as long as each is at most [`HEAD_ARG_MAX`] bytes, at most two:
-    /// all the stream state needs (SELECT n, MULTI, EXEC, REPLCONF GETACK).
-    pub head: Vec<Bytes>,
-    /// The command's length in bytes.
-    pub len: u64,
-}
-
-pub const HEAD_ARG_MAX: usize = 64;
-
-/// Walks a RESP array of bulk strings incrementally, over a buffer whose front the caller
-/// may cut off between calls (`pos` is then moved back by as much). It reads only the `*N`
-/// and `$L` lines and the CRLFs; bodies are skipped by length, so a 512 MB argument costs
-/// nothing to walk.
-#[derive(Debug, Default)]
-struct FrameScan {
-    /// Buffer position up to which the frame has been checked.
-    pos: usize,
-    /// Bytes of the frame cut off the buffer so far.
-    passed: u64,
-    /// Arguments announced by `*N` (None before that line) and arguments started.
-    args: Option<u64>,
-    started: u64,
-    /// Body bytes of the current argument still to pass, then its CRLF bytes.
-    body_left: u64,
-    crlf_left: u8,
-    /// The current argument is kept for `head`.
-    keep: bool,
-    head: Vec<Bytes>,
-    cur: Vec<u8>,
-    /// An argument was too long to keep: no later one is kept either.
-    head_closed: bool,
-}
-
-impl FrameScan {
-    /// Bytes the frame is known to take so far.
-    fn known_len(&self) -> u64 {
-        self.passed + self.pos as u64 + self.body_left + u64::from(self.crlf_left)
-    }
-
-    /// Advances over `buf[self.pos..]`; true when the frame ends at `self.pos`.
-    fn advance(&mut self, buf: &[u8]) -> Result<bool, FrameError> {
-        loop {
-            if self.body_left > 0 {
-                let take = (self.body_left.min((buf.len() - self.pos) as u64)) as usize;
-                if take == 0 {
-                    return Ok(false);
-                }
-                if self.keep {
-                    self.cur.extend_from_slice(&buf[self.pos..self.pos + take]);
-                }
-                self.pos += take;
-                self.body_left -= take as u64;
-                continue;
-            }
-            if self.crlf_left > 0 {
-                let Some(&b) = buf.get(self.pos) else {
-                    return Ok(false);
-                };
-                if b != b"\r\n"[2 - self.crlf_left as usize] {
-                    return Err(FrameError::Protocol(
-                        "bulk string not terminated by CRLF".into(),
-                    ));
-                }
-                self.pos += 1;
-                self.crlf_left -= 1;
-                if self.crlf_left == 0 && self.keep {
-                    self.head.push(Bytes::from(std::mem::take(&mut self.cur)));
-                }
-                continue;
-            }
-            if self.args.is_some_and(|n| self.started == n) {
-                return Ok(true);
-            }
-            let rest = &buf[self.pos..];
-            let Some(i) = rest.windows(2).position(|w| w == b"\r\n") else {
-                if rest.len() > 64 * 1024 {
-                    return Err(FrameError::Protocol("line longer than 64 KiB".into()));
-                }
-                return Ok(false);
-            };
-            let line = &rest[..i];
-            let n: Option<i64> = std::str::from_utf8(line.get(1..).unwrap_or_default())
-                .ok()
-                .and_then(|t| t.parse().ok());
-            match (self.args, line.first(), n) {
-                (None, Some(b'*'), Some(n)) if n >= 1 => self.args = Some(n as u64),
-                (Some(_), Some(b'$'), Some(n)) if n >= 0 => {
-                    self.started += 1;
-                    self.body_left = n as u64;
-                    self.crlf_left = 2;
-                    self.keep =
-                        !self.head_closed && self.head.len() < 2 && (n as usize) <= HEAD_ARG_MAX;
-                    self.head_closed |= !self.keep;
-                }
-                _ => {
-                    return Err(FrameError::Protocol(format!(
-                        "a command in the stream is not an array of bulk strings (line {})",
-                        crate::show::key(line)
-                    )))
-                }
-            }
-            self.pos += i + 2;
-        }
-    }
-}
-
 pub struct ReplicationStream {
     pub reader: StreamReader,
     pub acker: Acker,
@@ -690,20 +556,12 @@ pub struct StreamReader {
     timeout: Duration,
 }
 
-/// Cuts the buffered stream into commands and parts of big commands (no I/O, for tests).
-#[derive(Debug, Default)]
-struct Framer {
-    buf: BytesMut,
-    /// The big command being passed on in parts, if any.
-    big: Option<FrameScan>,
-}
-
 impl StreamReader {
     /// Waits for more bytes; returns how many arrived.
     pub async fn fill(&mut self) -> Result<usize, ReplicaError> {
         fill(
             &mut self.half,
-            &mut self.framer.buf,
+            self.framer.buf_mut(),
             &self.addr,
             self.timeout,
         )
@@ -719,57 +577,7 @@ impl StreamReader {
     }
 
     pub fn buffered(&self) -> usize {
-        self.framer.buf.len()
-    }
-}
-
-impl Framer {
-    fn next(&mut self) -> Result<Option<StreamItem>, FrameError> {
-        if self.big.is_none() {
-            match resp::check(&self.buf) {
-                Ok(n) => {
-                    let raw = self.buf.split_to(n).freeze();
-                    let frame = resp::parse(&raw)?;
-                    let argv = resp::argv(frame).filter(|a| !a.is_empty()).ok_or_else(|| {
-                        FrameError::Protocol(
-                            "a command in the stream is not an array of bulk strings".into(),
-                        )
-                    })?;
-                    return Ok(Some(StreamItem::Command(StreamCommand { raw, argv })));
-                }
-                Err(FrameError::Incomplete) => {
-                    // Walking what is buffered is cheap (bodies are skipped by length), so
-                    // it is redone from the start until the command is known to be big.
-                    let mut scan = FrameScan::default();
-                    scan.advance(&self.buf)?;
-                    if scan.known_len() < STREAM_FROM {
-                        return Ok(None);
-                    }
-                    self.big = Some(scan);
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        let scan = self.big.as_mut().expect("set above");
-        let complete = scan.advance(&self.buf)?;
-        let n = scan.pos.min(PART_BYTES);
-        if n == 0 || (!complete && n < PART_BYTES) {
-            return Ok(None);
-        }
-        let last = complete && n == scan.pos;
-        let bytes = self.buf.split_to(n).freeze();
-        scan.pos -= n;
-        scan.passed += n as u64;
-        let end = if last {
-            let s = self.big.take().expect("set above");
-            Some(BigEnd {
-                head: s.head,
-                len: s.passed,
-            })
-        } else {
-            None
-        };
-        Ok(Some(StreamItem::Part { bytes, end }))
+        self.framer.buffered()
     }
 }
 
@@ -793,111 +601,5 @@ impl Acker {
                 addr: self.addr.clone(),
                 source,
             })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feeds `stream` to a framer in reads of `step` bytes; returns what came out, with big
-    /// commands' parts checked and joined.
-    /// Each command's bytes, with its `BigEnd` when it came in parts.
-    type Framed = Vec<(Vec<u8>, Option<BigEnd>)>;
-
-    fn frame_all(stream: &[u8], step: usize) -> Result<Framed, FrameError> {
-        let mut f = Framer::default();
-        let mut out = Vec::new();
-        let mut big: Vec<u8> = Vec::new();
-        let mut max_buf = 0;
-        for chunk in stream.chunks(step) {
-            f.buf.extend_from_slice(chunk);
-            max_buf = max_buf.max(f.buf.len());
-            while let Some(item) = f.next()? {
-                match item {
-                    StreamItem::Command(c) => {
-                        assert!(big.is_empty(), "a command inside a big one");
-                        out.push((c.raw.to_vec(), None));
-                    }
-                    StreamItem::Part { bytes, end } => {
-                        assert!(bytes.len() <= PART_BYTES);
-                        big.extend_from_slice(&bytes);
-                        if let Some(e) = end {
-                            assert_eq!(e.len, big.len() as u64);
-                            out.push((std::mem::take(&mut big), Some(e)));
-                        }
-                    }
-                }
-            }
-        }
-        assert!(big.is_empty(), "an unfinished big command");
-        // What is buffered stays near the threshold plus a read, whatever the command size.
-        assert!(
-            max_buf as u64 <= STREAM_FROM + PART_BYTES as u64 + step as u64,
-            "{max_buf}"
-        );
-        Ok(out)
-    }
-
-    #[test]
-    fn big_commands_pass_in_parts_byte_exact() {
-        let value: Vec<u8> = (0..20 << 20)
-            .map(|i: u32| (i * 7 + i / 251) as u8)
-            .collect();
-        let set = resp::encode_command(&[&b"SET"[..], b"k", &value]);
-        let mset_args: Vec<Vec<u8>> = std::iter::once(b"MSET".to_vec())
-            .chain((0..200_000).map(|i| format!("key:{i:050}").into_bytes()))
-            .collect();
-        let mset = resp::encode_command(&mset_args);
-        assert!(mset.len() as u64 > STREAM_FROM);
-        let ping = resp::encode_command(&["PING"]);
-        let long_name = resp::encode_command(&[
-            vec![b'x'; 100],
-            b"SELECT".to_vec(),
-            value[..9 << 20].to_vec(),
-        ]);
-        let mut stream = Vec::new();
-        for c in [&ping, &set, &ping, &mset, &long_name, &ping] {
-            stream.extend_from_slice(c);
-        }
-        for step in [1 << 16, 3_000_001] {
-            let out = frame_all(&stream, step).unwrap();
-            let cmds: Vec<&[u8]> = out.iter().map(|(c, _)| c.as_slice()).collect();
-            assert_eq!(
-                cmds,
-                [&ping[..], &set, &ping, &mset, &long_name, &ping],
-                "step {step}"
-            );
-            let heads: Vec<Option<Vec<Bytes>>> = out
-                .iter()
-                .map(|(_, e)| e.as_ref().map(|e| e.head.clone()))
-                .collect();
-            assert_eq!(heads[1], Some(vec![Bytes::from("SET"), Bytes::from("k")]));
-            assert_eq!(
-                heads[3],
-                Some(vec![Bytes::from("MSET"), Bytes::from(mset_args[1].clone())])
-            );
-            // A head stops at the first argument too long to keep.
-            assert_eq!(heads[4], Some(vec![]));
-            assert_eq!((heads[0].clone(), heads[2].clone()), (None, None));
-        }
-    }
-
-    #[test]
-    fn a_bad_big_command_is_a_protocol_error() {
-        let mut set = resp::encode_command(&[&b"SET"[..], b"k", &vec![b'v'; 9 << 20]]);
-        let n = set.len();
-        set[n - 2] = b'X';
-        assert!(matches!(
-            frame_all(&set, 1 << 20),
-            Err(FrameError::Protocol(_))
-        ));
-        let mut nested = b"*2\r\n$3\r\nSET\r\n".to_vec();
-        nested.extend_from_slice(format!("*1\r\n${}\r\n", 9 << 20).as_bytes());
-        nested.resize(nested.len() + (9 << 20) + 2, b'v');
-        assert!(matches!(
-            frame_all(&nested, 1 << 20),
-            Err(FrameError::Protocol(_))
-        ));
     }
 }

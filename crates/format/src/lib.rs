@@ -12,15 +12,21 @@
 //!   metadata objects (generation manifests).
 //! - [`rdb`]: just enough of Redis' RDB format to read a file's version and AUX fields, and the
 //!   CRC-64 Redis puts in its trailer.
+//! - [`resp`]: RESP framing, `check` then `parse` (mini-redis `frame.rs`), counting raw bytes so
+//!   replication offsets are exact; [`resp::stream`]: the replication stream's [`Framer`]
+//!   (commands, and big commands in parts), fed bytes by the caller, no I/O.
 //! - [`varint`]: LEB128 integers used inside blocks.
 //! - [`spec`]: builds segments from a description of commands and block cuts, for tests and
 //!   fixtures in this crate and others.
+//!
+//! [`Framer`]: resp::stream::Framer
 //!
 //! Every reader names the file and the byte offset of any corruption ([`Error::Corrupt`]).
 
 pub mod envelope;
 pub mod error;
 pub mod rdb;
+pub mod resp;
 pub mod segment;
 pub mod spec;
 pub mod varint;

@@ -21,10 +21,10 @@ use super::plan::RestorePlan;
 use super::reader::{self, RecordSink};
 use super::RestoreError;
 use crate::redis_server::{servers_for_rdb, RedisServer, ServerBinary};
-use crate::resp::{self, Frame, FrameError};
 use crate::store::{Store, StoreError};
 use bytes::BytesMut;
 use flashback_format::rdb;
+use flashback_format::resp::{self, Frame, FrameError};
 use flashback_format::segment::{Fragment, Item, Record};
 use futures::StreamExt;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
@@ -253,7 +253,7 @@ pub async fn replay_with(
     let stats = reader::read_records(store, plan, &mut link).await?;
     if let Some(rewrite) = ttl {
         let dbs = match admin.ok(&["CONFIG", "GET", "databases"]).await? {
-            crate::resp::Frame::Array(v) if v.len() == 2 => v[1].text(),
+            flashback_format::resp::Frame::Array(v) if v.len() == 2 => v[1].text(),
             _ => "16".to_string(),
         };
         let (at, mode) = match rewrite {

@@ -1,8 +1,15 @@
 //! RESP framing. Two steps, as in mini-redis `frame.rs`: [`check`] finds where a complete frame
 //! ends (or says `Incomplete`, cheaply), then [`parse`] decodes it. Offsets in the replication
 //! stream are counted from the raw bytes a frame occupies, never from a re-encoding.
+//!
+//! It lives in the format crate, not beside the sockets in `flashback`, because it decodes
+//! bytes from the network and needs no runtime: the fuzz targets depend on this crate alone,
+//! and the records a segment stores are these frames' raw bytes. [`stream`] cuts the
+//! replication stream (many commands, some too big to buffer) with it.
 
 use bytes::Bytes;
+
+pub mod stream;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
