@@ -8,7 +8,7 @@
 use super::{
     block_flags, BlockInfo, Fragment, Item, Origin, Record, RecordMeta, SegmentHeader,
     SegmentSummary, BLOCK_HEADER_LEN, BLOCK_MAGIC, FOOTER_MAGIC, HEADER_LEN, INDEX_ENTRY_LEN,
-    MAGIC, REPLID_LEN, TRAILER_LEN, VERSION,
+    MAGIC, MAX_BLOCK_RAW_BYTES, REPLID_LEN, TRAILER_LEN, VERSION,
 };
 use crate::error::{Error, Result};
 use crate::varint;
@@ -34,6 +34,7 @@ pub(super) fn decode_block(
             )));
         }
     }
+    // `raw_len` is at most MAX_BLOCK_RAW_BYTES: parse_block_header refused the block otherwise.
     let raw = zstd::bulk::decompress(payload, raw_len as usize)
         .map_err(|e| corrupt(format!("zstd: {e}")))?;
     if raw.len() != raw_len as usize {
@@ -329,6 +330,14 @@ pub(super) fn parse_block_header(h: &[u8]) -> std::result::Result<BlockHeader, S
     };
     if h[6] > 1 || h[7] != 0 {
         return Err("bad multi flag or reserved byte in block header".into());
+    }
+    // The raw length is what decoding allocates: refused here, before any allocation, and
+    // before the checksum is even computed over the payload.
+    if bh.raw_len > MAX_BLOCK_RAW_BYTES {
+        return Err(format!(
+            "raw length {} is over the format's maximum block size ({MAX_BLOCK_RAW_BYTES} bytes)",
+            bh.raw_len
+        ));
     }
     // Each record takes at least 4 raw bytes (three varints and one RESP byte); an empty block
     // has no payload at all; a fragment's raw bytes are exactly its slice of the record.

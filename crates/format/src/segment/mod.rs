@@ -58,6 +58,13 @@ pub const INDEX_ENTRY_LEN: usize = 64;
 pub const TRAILER_LEN: usize = 72;
 /// Length of a replication id in the header.
 pub const REPLID_LEN: usize = 40;
+/// The most raw (uncompressed) bytes one block may hold. The writer refuses to build a bigger
+/// block, and a reader refuses a block header that claims more before decompressing: the
+/// header's raw length is what the decoder allocates, and a crafted one could ask for 4 GiB.
+/// What capture writes stays far below: it cuts blocks at 1 MiB plus the record that crosses
+/// it, a record kept whole is under `resp::stream::STREAM_FROM` (8 MiB) plus one socket read,
+/// and bigger ones are stored as fragments of `PART_BYTES` (4 MiB).
+pub const MAX_BLOCK_RAW_BYTES: u32 = 64 << 20;
 /// A block size that compresses well (zstd needs a few dozen KiB of history to find the
 /// repetition in RESP commands) without making a reader decode much to reach one record.
 /// Advice for callers of [`SegmentWriter::flush_block`]; the format accepts any size.

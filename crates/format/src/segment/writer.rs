@@ -8,7 +8,7 @@ use super::chain::{summarize, ChainState, KNOWN_FLAGS};
 use super::codec::{encode_block_header, encode_footer, encode_header, invalid};
 use super::{
     block_flags, BlockInfo, Record, RecordMeta, SegmentHeader, SegmentSummary, WriterOptions,
-    BLOCK_HEADER_LEN, HEADER_LEN,
+    BLOCK_HEADER_LEN, HEADER_LEN, MAX_BLOCK_RAW_BYTES,
 };
 use crate::varint;
 use std::io::Write;
@@ -153,8 +153,8 @@ impl<W: Write> SegmentWriter<W> {
     /// Buffers a record in the current (uncompressed) block. Returns `InvalidInput` (and keeps
     /// nothing of the record) when `rec.end_offset - rec.resp.len()` is not the previous end
     /// offset, when `rec.resp` is empty, when its time is before the previous record's, or when
-    /// the block would pass 4 GiB. An error rather than a debug panic, so that tests can check
-    /// the refusal and a release build cannot write a log with a hole.
+    /// the block would pass [`MAX_BLOCK_RAW_BYTES`](super::MAX_BLOCK_RAW_BYTES). An error rather than a debug panic, so
+    /// that tests can check the refusal and a release build cannot write a log with a hole.
     pub fn append(&mut self, rec: &Record) -> std::io::Result<()> {
         self.check_usable()?;
         self.check_no_run()?;
@@ -179,10 +179,11 @@ impl<W: Write> SegmentWriter<W> {
             )));
         }
         // 3 varints of at most 10 bytes each.
-        if self.raw.len() as u64 + len + 30 > u64::from(u32::MAX) {
-            return Err(invalid(
-                "block would exceed 4 GiB; call flush_block first".into(),
-            ));
+        if self.raw.len() as u64 + len + 30 > u64::from(MAX_BLOCK_RAW_BYTES) {
+            return Err(invalid(format!(
+                "a block would exceed {MAX_BLOCK_RAW_BYTES} raw bytes; call flush_block first, \
+                 or store a record this big with append_fragment"
+            )));
         }
         let prev_time = if self.pending_count == 0 {
             self.pending_first_time_ms = rec.time_ms;
@@ -320,9 +321,9 @@ impl<W: Write> SegmentWriter<W> {
         if flags & !KNOWN_FLAGS != 0 {
             return Err(invalid(format!("unknown block flags {flags:#06x}")));
         }
-        if chunk.is_empty() || chunk.len() as u64 > u64::from(u32::MAX) {
+        if chunk.is_empty() || chunk.len() as u64 > u64::from(MAX_BLOCK_RAW_BYTES) {
             return Err(invalid(format!(
-                "a fragment of {} bytes: it must hold 1 byte to 4 GiB",
+                "a fragment of {} bytes: it must hold 1 to {MAX_BLOCK_RAW_BYTES} bytes",
                 chunk.len()
             )));
         }
