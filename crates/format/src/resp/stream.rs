@@ -18,7 +18,7 @@
 //! assert!(framer.next().unwrap().is_none()); // the GET has not fully arrived
 //! ```
 
-use super::{self as resp, FrameError};
+use super::{self as resp, FrameError, MAX_ARRAY, MAX_LEN};
 use bytes::{Bytes, BytesMut};
 
 /// One command of the stream: its raw bytes (which count toward the offset) and its argv.
@@ -34,6 +34,13 @@ pub struct StreamCommand {
 pub const STREAM_FROM: u64 = 8 << 20;
 /// Size of the parts of a streamed command (one segment block each).
 pub const PART_BYTES: usize = 4 << 20;
+
+// A command kept whole is under STREAM_FROM plus one read (a buffer that may double), and is
+// stored in one block with what was pending; a part is one block on its own.
+const _: () = assert!(
+    3 * STREAM_FROM <= crate::segment::MAX_BLOCK_RAW_BYTES as u64
+        && PART_BYTES as u64 <= crate::segment::MAX_BLOCK_RAW_BYTES as u64
+);
 
 /// What the stream yields next.
 #[derive(Debug, Clone)]
@@ -59,10 +66,11 @@ pub struct BigEnd {
 
 pub const HEAD_ARG_MAX: usize = 64;
 
-/// Walks a RESP array of bulk strings incrementally, over a buffer whose front the caller
-/// may cut off between calls (`pos` is then moved back by as much). It reads only the `*N`
-/// and `$L` lines and the CRLFs; bodies are skipped by length, so a 512 MB argument costs
-/// nothing to walk.
+/// Walks a RESP array of bulk strings incrementally, over a buffer that grows at its end and
+/// whose front the caller may cut off between calls (`pos` is then moved back by as much). It
+/// reads only the `*N` and `$L` lines and the CRLFs; bodies are skipped by length, so a 512 MB
+/// argument costs nothing to walk, and it resumes where it stopped, even inside a line, so
+/// each byte is looked at once however many reads a command arrives in.
 #[derive(Debug, Default)]
 struct FrameScan {
     /// Buffer position up to which the frame has been checked.
@@ -81,6 +89,10 @@ struct FrameScan {
     cur: Vec<u8>,
     /// An argument was too long to keep: no later one is kept either.
     head_closed: bool,
+    /// Bytes of the current `*N`/`$L` line already searched for its CRLF.
+    line_searched: usize,
+    /// Bytes looked at so far (see [`Framer::bytes_examined`]).
+    examined: u64,
 }
 
 impl FrameScan {
@@ -100,6 +112,7 @@ impl FrameScan {
                 if self.keep {
                     self.cur.extend_from_slice(&buf[self.pos..self.pos + take]);
                 }
+                self.examined += take as u64;
                 self.pos += take;
                 self.body_left -= take as u64;
                 continue;
@@ -113,6 +126,7 @@ impl FrameScan {
                         "bulk string not terminated by CRLF".into(),
                     ));
                 }
+                self.examined += 1;
                 self.pos += 1;
                 self.crlf_left -= 1;
                 if self.crlf_left == 0 && self.keep {
@@ -123,18 +137,42 @@ impl FrameScan {
             if self.args.is_some_and(|n| self.started == n) {
                 return Ok(true);
             }
-            let rest = &buf[self.pos..];
-            let Some(i) = rest.windows(2).position(|w| w == b"\r\n") else {
+            let rest = buf.get(self.pos..).unwrap_or_default();
+            let want = if self.args.is_none() { b'*' } else { b'$' };
+            if let Some(&t) = rest.first().filter(|&&t| t != want) {
+                // Said at once, as `check` does, rather than after the line's CRLF arrives.
+                return Err(FrameError::Protocol(format!(
+                    "a command in the stream is not an array of bulk strings (type byte 0x{t:02x} where {:?} belongs)",
+                    want as char
+                )));
+            }
+            // A CR at the end of what was searched may pair with an LF that just arrived.
+            let from = self.line_searched.saturating_sub(1).min(rest.len());
+            let found = rest[from..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map(|i| from + i);
+            self.examined += (found.map_or(rest.len(), |i| i + 2) - from) as u64;
+            let Some(i) = found else {
                 if rest.len() > 64 * 1024 {
                     return Err(FrameError::Protocol("line longer than 64 KiB".into()));
                 }
+                self.line_searched = rest.len();
                 return Ok(false);
             };
+            self.line_searched = 0;
             let line = &rest[..i];
             let n: Option<i64> = std::str::from_utf8(line.get(1..).unwrap_or_default())
                 .ok()
                 .and_then(|t| t.parse().ok());
             match (self.args, line.first(), n) {
+                // The same limits as `resp::check`, which framed commands before this scan did.
+                (None, Some(b'*'), Some(n)) if n > MAX_ARRAY => {
+                    return Err(FrameError::Protocol(format!("array length {n} too large")));
+                }
+                (Some(_), Some(b'$'), Some(n)) if n > MAX_LEN => {
+                    return Err(FrameError::Protocol(format!("bulk length {n} too large")));
+                }
                 (None, Some(b'*'), Some(n)) if n >= 1 => self.args = Some(n as u64),
                 (Some(_), Some(b'$'), Some(n)) if n >= 0 => {
                     self.started += 1;
@@ -162,15 +200,24 @@ impl FrameScan {
 #[derive(Debug, Default)]
 pub struct Framer {
     buf: BytesMut,
-    /// The big command being passed on in parts, if any.
-    big: Option<FrameScan>,
+    /// The command at the front of the buffer, as far as it has been scanned. Kept across
+    /// calls: scanning the buffer afresh on each call (as a `resp::check` per read would) is
+    /// quadratic for a command of many arguments arriving in many small reads.
+    scan: FrameScan,
+    /// The scanned command is known to be big: it is being passed on in parts.
+    big: bool,
+    /// Bytes examined by the scans of the commands already yielded.
+    examined: u64,
 }
 
 impl Framer {
     /// A framer whose buffer already holds the first bytes of the stream (what arrived with
     /// the PSYNC reply or the snapshot).
     pub fn with_buffer(buf: BytesMut) -> Self {
-        Framer { buf, big: None }
+        Framer {
+            buf,
+            ..Framer::default()
+        }
     }
 
     /// Appends bytes that arrived.
@@ -188,38 +235,39 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Buffer bytes the framer has looked at so far, counting a byte again each time a scan
+    /// passes over it: for tests and fuzz targets that check it stays linear in the input.
+    pub fn bytes_examined(&self) -> u64 {
+        self.examined + self.scan.examined
+    }
+
     /// The next complete command buffered, or the next part of a big one, if any; `None`
     /// until more bytes arrive. A protocol error leaves the framer unusable (the link is
     /// dropped and the stream resumed elsewhere).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<StreamItem>, FrameError> {
-        if self.big.is_none() {
-            match resp::check(&self.buf) {
-                Ok(n) => {
-                    let raw = self.buf.split_to(n).freeze();
-                    let frame = resp::parse(&raw)?;
-                    let argv = resp::argv(frame).filter(|a| !a.is_empty()).ok_or_else(|| {
-                        FrameError::Protocol(
-                            "a command in the stream is not an array of bulk strings".into(),
-                        )
-                    })?;
-                    return Ok(Some(StreamItem::Command(StreamCommand { raw, argv })));
-                }
-                Err(FrameError::Incomplete) => {
-                    // Walking what is buffered is cheap (bodies are skipped by length), so
-                    // it is redone from the start until the command is known to be big.
-                    let mut scan = FrameScan::default();
-                    scan.advance(&self.buf)?;
-                    if scan.known_len() < STREAM_FROM {
-                        return Ok(None);
-                    }
-                    self.big = Some(scan);
-                }
-                Err(err) => return Err(err),
+        let complete = self.scan.advance(&self.buf)?;
+        if !self.big {
+            if complete {
+                let n = self.scan.pos;
+                let done = std::mem::take(&mut self.scan);
+                // `parse` reads the command once more, to cut it into its arguments.
+                self.examined += done.examined + n as u64;
+                let raw = self.buf.split_to(n).freeze();
+                let frame = resp::parse(&raw)?;
+                let argv = resp::argv(frame).filter(|a| !a.is_empty()).ok_or_else(|| {
+                    FrameError::Protocol(
+                        "a command in the stream is not an array of bulk strings".into(),
+                    )
+                })?;
+                return Ok(Some(StreamItem::Command(StreamCommand { raw, argv })));
             }
+            if self.scan.known_len() < STREAM_FROM {
+                return Ok(None);
+            }
+            self.big = true;
         }
-        let scan = self.big.as_mut().expect("set above");
-        let complete = scan.advance(&self.buf)?;
+        let scan = &mut self.scan;
         let n = scan.pos.min(PART_BYTES);
         if n == 0 || (!complete && n < PART_BYTES) {
             return Ok(None);
@@ -229,7 +277,9 @@ impl Framer {
         scan.pos -= n;
         scan.passed += n as u64;
         let end = if last {
-            let s = self.big.take().expect("set above");
+            let s = std::mem::take(&mut self.scan);
+            self.big = false;
+            self.examined += s.examined;
             Some(BigEnd {
                 head: s.head,
                 len: s.passed,
@@ -355,5 +405,61 @@ mod tests {
             frame_all(&nested, 1 << 20),
             Err(FrameError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn a_big_many_argument_command_in_small_reads_is_scanned_in_linear_time() {
+        let args: Vec<Vec<u8>> = std::iter::once(b"RPUSH".to_vec())
+            .chain((0..50_000).map(|i| format!("element:{i:024}").into_bytes()))
+            .collect();
+        let cmd = resp::encode_command(&args);
+        assert!(cmd.len() > 1 << 20 && (cmd.len() as u64) < STREAM_FROM);
+        let mut f = Framer::default();
+        let mut out = Vec::new();
+        for chunk in cmd.chunks(1024) {
+            f.extend(chunk);
+            while let Some(item) = f.next().unwrap() {
+                out.push(item);
+            }
+        }
+        let [StreamItem::Command(c)] = &out[..] else {
+            panic!("{} items", out.len())
+        };
+        assert_eq!(c.raw, cmd);
+        assert_eq!(c.argv.len(), args.len());
+        assert!(
+            f.bytes_examined() < 4 * cmd.len() as u64,
+            "{} bytes examined for a command of {}",
+            f.bytes_examined(),
+            cmd.len()
+        );
+    }
+
+    #[test]
+    fn commands_cut_anywhere_come_out_whole_and_bad_type_bytes_fail_at_once() {
+        let cmds = [
+            resp::encode_command(&["PING"]),
+            resp::encode_command(&[&b"SET"[..], b"k\r\n", b"\r\n\r"]),
+            resp::encode_command(&[vec![b'x'; 300], vec![b'\r'; 70_000]]),
+            resp::encode_command(&["SELECT", "3"]),
+        ];
+        let stream = cmds.concat();
+        for step in 1..8 {
+            let out = frame_all(&stream, step).unwrap();
+            let got: Vec<Vec<u8>> = out.into_iter().map(|(c, _)| c).collect();
+            assert_eq!(got, cmds, "step {step}");
+        }
+        for bad in [&b"\n"[..], b"+OK", b"*2\r\n:1", b"*1\r\n*1"] {
+            let mut f = Framer::default();
+            f.extend(bad);
+            assert!(
+                matches!(f.next(), Err(FrameError::Protocol(_))),
+                "{:?}",
+                bad.escape_ascii().to_string()
+            );
+        }
+        let mut f = Framer::default();
+        f.extend(format!("*1\r\n${}\r\n", (4u64 << 30) + 1).as_bytes());
+        assert!(matches!(f.next(), Err(FrameError::Protocol(_))));
     }
 }
