@@ -2,8 +2,8 @@
 //! (INFO, DEBUG DIGEST, SCAN/DUMP/RESTORE, REPLICAOF). The replication link has its own code in
 //! [`crate::replica`]: it must never send a command that produces a reply.
 
-use crate::resp::{self, Frame, FrameError};
 use bytes::{Bytes, BytesMut};
+use flashback_format::resp::{self, Frame, FrameError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -3,13 +3,12 @@
 //! # Layout
 //! Data flows one way: **source → capture → store → restore → target**.
 //!
-//! - [`resp`]: RESP framing for the replication stream: `check` then `parse` over a buffer, with
-//!   a cheap `Incomplete`, counting raw bytes so offsets are exact (mini-redis `frame.rs`).
 //! - [`client`]: the `redis://` URL of a source or target, and a small async client for ordinary
 //!   commands (INFO, DUMP/RESTORE, DEBUG DIGEST).
 //! - [`replica`]: the replica side of the replication protocol: handshake, PSYNC, the RDB
 //!   transfer (sized or diskless), then a [`replica::ReplicationStream`] that only yields
-//!   commands and sends ACKs.
+//!   commands and sends ACKs. RESP framing and the stream's framer are pure decoders, so they
+//!   live in the format crate (`flashback_format::resp`), where they are fuzzed.
 //! - [`capture`]: `capture::core` is the pure state machine of the capture loop (acks after
 //!   fsyncs, heartbeats, evidence and uncertain intervals, pause, dead link); `capture::state`
 //!   follows the stream (offsets, SELECT, MULTI, continue or new generation); `capture::poll`
@@ -44,7 +43,6 @@ pub mod info;
 pub mod prune;
 pub mod redis_server;
 pub mod replica;
-pub mod resp;
 pub mod restore;
 pub mod show;
 pub mod store;

@@ -25,7 +25,7 @@
 //! cost a failed restore after the base was streamed).
 
 use crate::client::{Client, ClientError, RedisUrl};
-use crate::resp::Frame;
+use flashback_format::resp::Frame;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;

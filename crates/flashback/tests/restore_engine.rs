@@ -5,12 +5,12 @@
 
 use flashback::client::{Client, RedisUrl};
 use flashback::redis_server::{RedisServer, ServerBinary, ServerOptions};
-use flashback::resp::Frame;
 use flashback::restore::outputs::Delivered;
 use flashback::restore::{self, Output, RestoreError, RestoreRequest, Target, TtlMode};
 use flashback::store::layout::{self, SealedName};
 use flashback::store::manifest::GenerationManifest;
 use flashback::store::{Access, Store};
+use flashback_format::resp::Frame;
 use flashback_format::segment::Origin;
 use flashback_format::spec::{resp_command, SegmentSpec};
 use object_store::ObjectStoreExt;

@@ -2,7 +2,7 @@
 //! a person can read it with `tail -c +17 | head -c -4`, and the envelope gives it the magic,
 //! version and checksum every persisted file carries.
 //!
-//! Bytes: magic[8] | version u16 LE | reserved u16 | payload_len u32 LE | payload | crc32c u32 LE
+//! Bytes: `magic[8] | version u16 LE | reserved u16 | payload_len u32 LE | payload | crc32c u32 LE`
 //! (crc over everything before it).
 
 use crate::error::{Error, Result};

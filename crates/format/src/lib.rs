@@ -4,21 +4,29 @@
 //! # Layout
 //! - [`segment`]: the segment log v1, an immutable file of replication records in zstd blocks,
 //!   each block crc32c-checked, with a footer index from time and offset to block. The byte table
-//!   is in `docs/formats.md`.
+//!   is in `docs/formats.md`. Split by job: `segment/codec.rs` (byte encodings),
+//!   `chain.rs` (the rule that blocks follow each other), `writer.rs`, `scanner.rs` (no I/O;
+//!   [`segment::SegmentReader`] over `Read`), `damage.rs` (damage vs a torn tail); every public
+//!   item is re-exported from [`segment`].
 //! - [`envelope`]: a small checked wrapper (magic, version, length, crc32c) around the JSON
 //!   metadata objects (generation manifests).
 //! - [`rdb`]: just enough of Redis' RDB format to read a file's version and AUX fields, and the
 //!   CRC-64 Redis puts in its trailer.
+//! - [`resp`]: RESP framing, `check` then `parse` (mini-redis `frame.rs`), counting raw bytes so
+//!   replication offsets are exact; [`resp::stream`]: the replication stream's [`Framer`]
+//!   (commands, and big commands in parts), fed bytes by the caller, no I/O.
 //! - [`varint`]: LEB128 integers used inside blocks.
 //! - [`spec`]: builds segments from a description of commands and block cuts, for tests and
 //!   fixtures in this crate and others.
 //!
+//! [`Framer`]: resp::stream::Framer
+//!
 //! Every reader names the file and the byte offset of any corruption ([`Error::Corrupt`]).
 
-mod damage;
 pub mod envelope;
 pub mod error;
 pub mod rdb;
+pub mod resp;
 pub mod segment;
 pub mod spec;
 pub mod varint;

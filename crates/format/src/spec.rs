@@ -17,18 +17,9 @@
 
 use crate::segment::{Origin, Record, SegmentHeader, SegmentSummary, SegmentWriter, WriterOptions};
 
-/// The RESP array of bulk strings for `argv`, as a primary propagates a command.
-pub fn resp_command<A: AsRef<[u8]>>(argv: &[A]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(format!("*{}\r\n", argv.len()).as_bytes());
-    for a in argv {
-        let a = a.as_ref();
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
+/// The RESP array of bulk strings for `argv`, as a primary propagates a command (the one
+/// encoder, [`crate::resp::encode_command`], under the name fixtures already use).
+pub use crate::resp::encode_command as resp_command;
 
 /// One block of a [`SegmentSpec`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

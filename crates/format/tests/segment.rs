@@ -3,7 +3,7 @@
 use flashback_format::segment::{
     block_flags, BlockInfo, Origin, Record, ScannedBlock, Sealed, SegmentHeader, SegmentReader,
     SegmentSummary, SegmentWriter, WriterOptions, BLOCK_HEADER_LEN, HEADER_LEN,
-    SUGGESTED_BLOCK_RAW_BYTES,
+    MAX_BLOCK_RAW_BYTES, SUGGESTED_BLOCK_RAW_BYTES,
 };
 use flashback_format::spec::{resp_command, SegmentSpec};
 use flashback_format::Error;
@@ -798,6 +798,63 @@ fn a_checksummed_block_that_does_not_chain_is_corruption_not_a_torn_tail() {
         "{e}"
     );
     assert!(e.to_string().contains("records end at offset"), "{e}");
+}
+
+/// A zstd frame of `len` bytes that declares `content_size` bytes of content (a raw block of
+/// filler): what a crafted block would carry to make a decoder allocate on its say-so.
+fn zstd_frame_claiming(content_size: u64, len: usize) -> Vec<u8> {
+    let filler = len - 17;
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0xc0, 0x00];
+    f.extend_from_slice(&content_size.to_le_bytes());
+    let block = ((filler as u32) << 3) | 1; // last block, raw
+    f.extend_from_slice(&block.to_le_bytes()[..3]);
+    f.resize(len, b'x');
+    f
+}
+
+#[test]
+fn a_block_claiming_more_than_the_maximum_raw_size_is_refused_before_decompressing() {
+    let spec = three_block_spec();
+    let sealed = spec.build_sealed(1_790_000_001_000).unwrap();
+    let full = parse("big.seg", &sealed, Sealed::Yes).unwrap();
+    let b1 = &full.blocks[1];
+    let (p1, comp) = (b1.file_pos as usize, b1.len as usize - BLOCK_HEADER_LEN);
+    for raw_len in [MAX_BLOCK_RAW_BYTES + 1, u32::MAX] {
+        let mut bad = sealed.clone();
+        let frame = zstd_frame_claiming(raw_len.into(), comp);
+        bad[p1 + BLOCK_HEADER_LEN..p1 + BLOCK_HEADER_LEN + comp].copy_from_slice(&frame);
+        patch_block(&mut bad, p1, 12, &raw_len.to_le_bytes());
+        // The block's checksum and the footer agree with it: only the size gives it away.
+        match parse("big.seg", &bad, Sealed::Yes) {
+            Err(Error::Corrupt { file, offset, what }) => {
+                assert_eq!((file.as_str(), offset), ("big.seg", p1 as u64));
+                assert!(what.contains("raw length"), "{what}");
+            }
+            other => panic!("raw length {raw_len}: {:?}", other.map(|f| f.blocks.len())),
+        }
+    }
+}
+
+#[test]
+fn the_writer_refuses_a_block_over_the_maximum_raw_size() {
+    let mut w = SegmentWriter::new(Vec::new(), &header(0), WriterOptions::default()).unwrap();
+    let big = vec![b'v'; MAX_BLOCK_RAW_BYTES as usize];
+    let rec = Record {
+        end_offset: big.len() as u64,
+        time_ms: 1,
+        db: 0,
+        boundary: true,
+        resp: big.clone(),
+    };
+    let e = w.append(&rec).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let e = w
+        .append_fragment(&[&big[..], b"v"].concat(), None, 1, 0)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    // Just below the limit both are fine.
+    w.append_fragment(&big[..MAX_BLOCK_RAW_BYTES as usize - 64], None, 1, 0)
+        .unwrap();
 }
 
 #[test]

@@ -229,7 +229,7 @@ pub fn continuity(saved: Option<&Resume>, reply: &PsyncReply) -> Continuity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resp::encode_command;
+    use flashback_format::resp::encode_command;
 
     fn feed(s: &mut StreamState, args: &[&str], now: u64) -> (Record, Reply) {
         let raw = encode_command(args);

@@ -10,8 +10,8 @@ use super::preflight::{check_target_dbs, map_db, resolve_rdb, temp_name, RdbOut,
 use super::RestoreError;
 use crate::client::{Client, RedisUrl};
 use crate::redis_server::RedisServer;
-use crate::resp::Frame;
 use bytes::Bytes;
+use flashback_format::resp::Frame;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;

@@ -650,7 +650,7 @@ mod tests {
         (s, vec![e_a, e_tx, e_d, e_e])
     }
 
-    use crate::resp;
+    use flashback_format::resp;
 
     /// Retention kept the first base (a daily point) but pruned the log after it; a later
     /// base anchors the continuous window. The old base is restorable at its own instant.

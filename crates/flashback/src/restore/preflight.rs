@@ -15,8 +15,8 @@
 
 use super::{Output, RestoreError, RestoreRequest};
 use crate::client::{info_field, parse_info, Client, ClientError, RedisUrl};
-use crate::resp::Frame;
 use crate::store::{catalog, Store};
+use flashback_format::resp::Frame;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

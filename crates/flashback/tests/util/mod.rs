@@ -2,7 +2,7 @@
 //! client, the `flashback` binary run as a user would run it, and the state oracle.
 //!
 //! Deliberately independent of the code under test: the RESP client here is written from
-//! scratch instead of reusing `flashback::resp`/`flashback::client`, so a bug in the library's
+//! scratch instead of reusing `flashback_format::resp`/`flashback::client`, so a bug in the library's
 //! framing cannot hide itself by being on both sides of a comparison.
 #![allow(dead_code)]
 

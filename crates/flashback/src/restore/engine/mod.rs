@@ -23,10 +23,10 @@ use super::plan::RestorePlan;
 use super::reader;
 use super::RestoreError;
 use crate::redis_server::{servers_for_rdb, RedisServer, ServerBinary};
-use crate::resp;
 use crate::store::{Store, StoreError};
 use bytes::BytesMut;
 use flashback_format::rdb;
+use flashback_format::resp;
 use master::{handshake, read_acks, send_base, FrameReader, MasterLink, Progress};
 use object_store::{GetOptions, GetRange};
 use std::time::{Duration, Instant};
@@ -252,7 +252,7 @@ pub async fn replay_with(
     let stats = reader::read_records(store, plan, &mut link).await?;
     if let Some(rewrite) = ttl {
         let dbs = match admin.ok(&["CONFIG", "GET", "databases"]).await? {
-            crate::resp::Frame::Array(v) if v.len() == 2 => v[1].text(),
+            flashback_format::resp::Frame::Array(v) if v.len() == 2 => v[1].text(),
             _ => "16".to_string(),
         };
         let (at, mode) = match rewrite {

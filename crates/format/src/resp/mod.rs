@@ -1,8 +1,15 @@
 //! RESP framing. Two steps, as in mini-redis `frame.rs`: [`check`] finds where a complete frame
 //! ends (or says `Incomplete`, cheaply), then [`parse`] decodes it. Offsets in the replication
 //! stream are counted from the raw bytes a frame occupies, never from a re-encoding.
+//!
+//! It lives in the format crate, not beside the sockets in `flashback`, because it decodes
+//! bytes from the network and needs no runtime: the fuzz targets depend on this crate alone,
+//! and the records a segment stores are these frames' raw bytes. [`stream`] cuts the
+//! replication stream (many commands, some too big to buffer) with it.
 
 use bytes::Bytes;
+
+pub mod stream;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -27,6 +34,8 @@ pub enum FrameError {
 /// by default; 4 GiB leaves room for servers configured above it).
 const MAX_LEN: i64 = 4 << 30;
 const MAX_ARRAY: i64 = 1 << 30;
+/// Nesting deeper than any reply Redis sends; the bound keeps recursion off a crafted stack.
+const MAX_DEPTH: usize = 64;
 
 /// Returns the length of the complete frame at the start of `buf`.
 pub fn check(buf: &[u8]) -> Result<usize, FrameError> {
@@ -36,14 +45,18 @@ pub fn check(buf: &[u8]) -> Result<usize, FrameError> {
 }
 
 fn check_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<(), FrameError> {
-    if depth > 64 {
+    if depth > MAX_DEPTH {
         return Err(FrameError::Protocol("frames nested too deep".into()));
     }
     let t = *buf.get(*pos).ok_or(FrameError::Incomplete)?;
     *pos += 1;
     match t {
-        b'+' | b'-' | b':' => {
+        b'+' | b'-' => {
             line(buf, pos)?;
+        }
+        // Checked here too, so that whatever `check` accepts `parse` decodes.
+        b':' => {
+            number(line(buf, pos)?)?;
         }
         b'$' => {
             let n = number(line(buf, pos)?)?;
@@ -83,7 +96,7 @@ fn check_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<(), FrameError>
 
 fn line<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8], FrameError> {
     let start = *pos;
-    let rest = &buf[start..];
+    let rest = buf.get(start..).unwrap_or_default();
     match rest.windows(2).position(|w| w == b"\r\n") {
         Some(i) => {
             *pos = start + i + 2;
@@ -103,13 +116,23 @@ fn number(s: &[u8]) -> Result<i64, FrameError> {
         .ok_or_else(|| FrameError::Protocol(format!("bad number {:?}", String::from_utf8_lossy(s))))
 }
 
-/// Decodes the complete frame `check` measured. `buf` must be exactly that frame.
+/// Decodes the complete frame `check` measured. `buf` should be exactly that frame, but parse
+/// trusts nothing about it: on any bytes it returns a frame or [`FrameError::Protocol`] (a
+/// truncated frame included), never a panic, so it is safe on its own (and fuzzed so).
 pub fn parse(buf: &Bytes) -> Result<Frame, FrameError> {
     let mut pos = 0;
-    parse_at(buf, &mut pos)
+    parse_at(buf, &mut pos, 0).map_err(|e| match e {
+        FrameError::Incomplete => {
+            FrameError::Protocol("truncated frame (parse takes a frame check measured)".into())
+        }
+        e => e,
+    })
 }
 
-fn parse_at(buf: &Bytes, pos: &mut usize) -> Result<Frame, FrameError> {
+fn parse_at(buf: &Bytes, pos: &mut usize, depth: usize) -> Result<Frame, FrameError> {
+    if depth > MAX_DEPTH {
+        return Err(FrameError::Protocol("frames nested too deep".into()));
+    }
     let t = *buf.get(*pos).ok_or(FrameError::Incomplete)?;
     *pos += 1;
     Ok(match t {
@@ -121,9 +144,24 @@ fn parse_at(buf: &Bytes, pos: &mut usize) -> Result<Frame, FrameError> {
             if n < 0 {
                 Frame::Null
             } else {
-                let s = buf.slice(*pos..*pos + n as usize);
-                *pos += n as usize + 2;
-                Frame::Bulk(s)
+                // The same rules as `check`, with every index checked: the length may run
+                // past the buffer, and the body must end with CRLF.
+                let body = usize::try_from(n)
+                    .ok()
+                    .and_then(|n| Some((*pos, pos.checked_add(n)?)))
+                    .filter(|&(_, end)| end <= buf.len())
+                    .ok_or(FrameError::Incomplete)?;
+                match buf.get(body.1..body.1.saturating_add(2)) {
+                    None => return Err(FrameError::Incomplete),
+                    Some(b"\r\n") => {}
+                    Some(_) => {
+                        return Err(FrameError::Protocol(
+                            "bulk string not terminated by CRLF".into(),
+                        ))
+                    }
+                }
+                *pos = body.1 + 2;
+                Frame::Bulk(buf.slice(body.0..body.1))
             }
         }
         b'*' => {
@@ -133,7 +171,7 @@ fn parse_at(buf: &Bytes, pos: &mut usize) -> Result<Frame, FrameError> {
             } else {
                 let mut items = Vec::with_capacity(n.min(1024) as usize);
                 for _ in 0..n {
-                    items.push(parse_at(buf, pos)?);
+                    items.push(parse_at(buf, pos, depth + 1)?);
                 }
                 Frame::Array(items)
             }
@@ -230,6 +268,70 @@ mod tests {
         assert!(matches!(check(b"*1\r\n$-1\r\n"), Ok(9)));
         assert!(matches!(
             check(b"$99999999999\r\n"),
+            Err(FrameError::Protocol(_))
+        ));
+    }
+
+    /// `parse` on any bytes: a frame or a protocol error, never a panic and never
+    /// `Incomplete` (it is given whole frames; a short one is a caller's or a sender's bug).
+    fn total(b: &[u8]) {
+        match parse(&Bytes::copy_from_slice(b)) {
+            Ok(_) | Err(FrameError::Protocol(_)) => {}
+            Err(e) => panic!("parse({:?}) = {e:?}", b.escape_ascii().to_string()),
+        }
+        if check(b) == Ok(b.len()) {
+            assert!(
+                parse(&Bytes::copy_from_slice(b)).is_ok(),
+                "check accepts {:?} but parse does not",
+                b.escape_ascii().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn parse_is_total_on_unchecked_input() {
+        let frames: Vec<Vec<u8>> = vec![
+            encode_command(&["SET", "k", "v"]),
+            b"+OK\r\n".to_vec(),
+            b"-ERR x\r\n".to_vec(),
+            b":-12\r\n".to_vec(),
+            b"$-1\r\n".to_vec(),
+            b"*-1\r\n".to_vec(),
+            b"*0\r\n".to_vec(),
+            b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n".to_vec(),
+        ];
+        for f in &frames {
+            for cut in 0..=f.len() {
+                total(&f[..cut]);
+            }
+            for i in 0..f.len() {
+                for b in [0, b'\r', b'\n', b'0', b'9', b'-', b'*', b'$', b'+', 0xff] {
+                    let mut g = f.clone();
+                    g[i] = b;
+                    total(&g);
+                }
+            }
+        }
+        for bad in [
+            &b"$10\r\nab"[..],
+            b"$2\r\nab",
+            b"$2\r\nabXY",
+            b"$9223372036854775807\r\nab\r\n",
+            b"$18446744073709551615\r\n",
+            b"*3\r\n$1\r\na\r\n",
+            b"*9223372036854775807\r\n",
+            b"",
+        ] {
+            total(bad);
+        }
+    }
+
+    #[test]
+    fn parse_refuses_deep_nesting_without_overflowing_the_stack() {
+        let deep = b"*1\r\n".repeat(1 << 20);
+        assert!(matches!(check(&deep), Err(FrameError::Protocol(_))));
+        assert!(matches!(
+            parse(&Bytes::from(deep)),
             Err(FrameError::Protocol(_))
         ));
     }

@@ -13,7 +13,8 @@
 //! (a header may straddle two) and the candidates' small states: a tail can hold a 512 MB
 //! fragmented record, and the probe may run against an object store.
 
-use crate::segment::{parse_block_header, BLOCK_HEADER_LEN, BLOCK_MAGIC};
+use super::codec::parse_block_header;
+use super::{BLOCK_HEADER_LEN, BLOCK_MAGIC};
 
 /// How much of the file the probe asks for at a time.
 pub(crate) const CHUNK: usize = 1 << 20;
