@@ -193,7 +193,7 @@ impl Store {
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" => {
                 // Conditional put (If-Match on the ETag) makes the agent's lease takeover
-                // atomic (capture/lease.rs); set here so an AWS_CONDITIONAL_PUT in the
+                // atomic (ship/lease.rs); set here so an AWS_CONDITIONAL_PUT in the
                 // environment cannot turn it off.
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)

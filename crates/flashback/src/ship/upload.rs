@@ -23,6 +23,7 @@
 //! spool is so it can warn, and at `--spool-max` stop reading from the primary rather than drop
 //! anything.
 
+use crate::backoff::Backoff;
 use crate::store::catalog::{self, Generation};
 use crate::store::manifest::LogHead;
 use crate::store::{layout, Store, StoreError};
@@ -100,24 +101,24 @@ impl Uploader {
         mut stop: watch::Receiver<bool>,
         final_timeout: Duration,
     ) -> Result<(), UploadError> {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut lease = self.lease.take();
         let mut renew_at = tokio::time::Instant::now() + super::lease::RENEW_EVERY;
         loop {
             match self.pass_renewing(&mut lease, &mut renew_at).await {
-                Ok(0) => backoff = Duration::from_secs(1),
+                Ok(0) => backoff.reset(),
                 Ok(n) => {
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     tracing::debug!("uploaded {n} objects to {}", self.remote.url);
                 }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
-                    warn!("upload to {} failed: {e}; retrying in {} s (capture continues into the spool)", self.remote.url, backoff.as_secs());
+                    let delay = backoff.next_delay();
+                    warn!("upload to {} failed: {e}; retrying in {} s (capture continues into the spool)", self.remote.url, delay.as_secs());
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                     if !*stop.borrow() {
                         continue;
                     }
