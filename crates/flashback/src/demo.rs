@@ -12,7 +12,7 @@ use crate::client::{info_field, Client, ClientError};
 use crate::redis_server::{fresh_temp_dir, RedisServer, ServerBinary, ServerError, ServerOptions};
 use crate::resp::Frame;
 use crate::restore::{self, Output, RestoreRequest, Target, TtlMode};
-use crate::store::{Access, Store, StoreError};
+use crate::store::{Access, Store, StoreConfig, StoreError};
 use crate::timespec::format_ms;
 use std::io::Write;
 use std::path::PathBuf;
@@ -84,7 +84,10 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<(), 
         store: Some(store_dir.clone()),
         served: None,
     };
-    let store = Store::open(&store_dir.display().to_string(), Access::Write)?;
+    let store = Store::open(
+        &store_dir.display().to_string(),
+        &StoreConfig::new(Access::Write),
+    )?;
     let (progress_tx, mut progress) = watch::channel(Progress::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let opts_c = CaptureOptions::new(prod.url(), "production".into());

@@ -9,12 +9,15 @@
 //!   metadata objects (generation manifests).
 //! - [`rdb`]: just enough of Redis' RDB format to read a file's version and AUX fields, and the
 //!   CRC-64 Redis puts in its trailer.
+//! - [`crypt`]: the encrypted-object format (encryption at rest): header, 1 MiB chunks sealed
+//!   with AES-256-GCM, sizes, and [`crypt::open`], a pure decrypt of a whole object's bytes.
 //! - [`varint`]: LEB128 integers used inside blocks.
 //! - [`spec`]: builds segments from a description of commands and block cuts, for tests and
 //!   fixtures in this crate and others.
 //!
 //! Every reader names the file and the byte offset of any corruption ([`Error::Corrupt`]).
 
+pub mod crypt;
 mod damage;
 pub mod envelope;
 pub mod error;

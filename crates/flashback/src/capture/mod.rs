@@ -319,7 +319,7 @@ async fn capture_spooled(
         })?;
     let spool = Store::open_plain(
         &spool_dir.display().to_string(),
-        crate::store::Access::Write,
+        &crate::store::StoreConfig::new(crate::store::Access::Write),
     )?;
     info!(
         "spooling into {} before uploading to {}",

@@ -511,14 +511,22 @@ mod tests {
     #[tokio::test]
     async fn a_failed_pass_still_counts_the_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Store::open(dir.path().join("spool").to_str().unwrap(), Access::Write).unwrap();
+        let spool = Store::open(
+            dir.path().join("spool").to_str().unwrap(),
+            &crate::store::StoreConfig::new(Access::Write),
+        )
+        .unwrap();
         let base = layout::base_key("src", "000001a209cc07e3", 0, 1_795_000_000_000, 3000, 7);
         let path = spool.local_path(&base).unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, vec![1u8; 3000]).unwrap();
         // A "remote" that fails every write: its directory replaced by a file.
         let remote_dir = dir.path().join("remote");
-        let remote = Store::open(remote_dir.to_str().unwrap(), Access::Write).unwrap();
+        let remote = Store::open(
+            remote_dir.to_str().unwrap(),
+            &crate::store::StoreConfig::new(Access::Write),
+        )
+        .unwrap();
         std::fs::remove_dir_all(&remote_dir).unwrap();
         std::fs::write(&remote_dir, b"not a directory").unwrap();
         let uploader = Uploader {
@@ -549,7 +557,11 @@ mod tests {
         seg_size: usize,
         big: usize,
     ) -> (Store, Vec<Path>) {
-        let spool = Store::open(dir.join("spool").to_str().unwrap(), Access::Write).unwrap();
+        let spool = Store::open(
+            dir.join("spool").to_str().unwrap(),
+            &crate::store::StoreConfig::new(Access::Write),
+        )
+        .unwrap();
         let mut keys = vec![layout::base_key("src", GEN, 0, 1_795_000_000_000, 3000, 7)];
         keys.push(layout::manifest_key("src", GEN));
         let mut blobs = vec![vec![1u8; 3000], manifest_bytes()];
