@@ -840,7 +840,11 @@ mod tests {
         #[tokio::test]
         async fn gather_reads_windows_bytes_and_torn_tails_from_files() {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path().to_str().unwrap(), Access::Write).unwrap();
+            let store = Store::open(
+                dir.path().to_str().unwrap(),
+                &crate::store::StoreConfig::new(Access::Write),
+            )
+            .unwrap();
             let g1 = layout::generation_id(T0);
             let base_time = T0 + 2_000;
             let mut stored = 0;
@@ -943,7 +947,11 @@ mod tests {
         #[tokio::test]
         async fn an_empty_store_has_no_sources() {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path().to_str().unwrap(), Access::Write).unwrap();
+            let store = Store::open(
+                dir.path().to_str().unwrap(),
+                &crate::store::StoreConfig::new(Access::Write),
+            )
+            .unwrap();
             let info = gather(&store, T0).await.unwrap();
             assert!(info.sources.is_empty());
             assert_eq!(

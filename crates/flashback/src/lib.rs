@@ -14,6 +14,8 @@
 //!   follows the stream (offsets, SELECT, MULTI, continue or new generation); `capture::poll`
 //!   polls the source's own offset for evidence; `capture::run` wires them to a socket and the
 //!   store.
+//! - [`ship`]: the spool → remote store path (`ship::upload`: ordered, verified uploads of sealed
+//!   objects) and the one-writer lease an agent holds in the store (`ship::lease`).
 //! - [`store`]: `Arc<dyn ObjectStore>` plus [`store::layout`] (the only place object names are
 //!   built), generation manifests, the catalog (windows from a LIST), the one chain walker
 //!   (`store::chain`: what restores from which base) and the one segment stream (`store::stream`).
@@ -44,6 +46,7 @@ pub mod prune;
 pub mod redis_server;
 pub mod replica;
 pub mod restore;
+pub mod ship;
 pub mod show;
 pub mod store;
 pub mod timespec;

@@ -4,6 +4,7 @@
 mod cli;
 
 use clap::{Parser, Subcommand};
+use flashback::store::{Access, StoreConfig};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -41,10 +42,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(e) = &cli.s3_endpoint {
-        // Read by `Store::open`; set before the runtime starts any thread.
-        std::env::set_var(flashback::store::S3_ENDPOINT_ENV, e);
-    }
     // The demo tells its own story on stdout; the agent's routine log lines would only clutter it.
     let default_level = if matches!(cli.command, Command::Demo(_)) {
         "warn"
@@ -60,15 +57,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
-    if let Some(f) = &cli.encryption_key_file {
-        std::env::set_var(flashback::store::crypt::KEY_FILE_ENV, f);
-    }
-    // Read once, before the runtime starts any thread: this also takes the key out of the
-    // environment that the redis-servers we start would inherit.
-    if let Err(e) = flashback::store::crypt::configure_from_env() {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
+    // After the log is set up: a key file others can read is a warning.
+    let store = match store_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -85,12 +81,12 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         let work = async {
             match cli.command {
-                Command::Capture(a) => cli::capture::run(a).await,
-                Command::Restore(a) => cli::restore::run(a).await,
-                Command::Info(a) => cli::info::run(a).await,
-                Command::Verify(a) => cli::verify::run(a).await,
-                Command::Compact(a) => cli::compact::run(a).await,
-                Command::Prune(a) => cli::prune::run(a).await,
+                Command::Capture(a) => cli::capture::run(a, &store).await,
+                Command::Restore(a) => cli::restore::run(a, &store).await,
+                Command::Info(a) => cli::info::run(a, &store).await,
+                Command::Verify(a) => cli::verify::run(a, &store).await,
+                Command::Compact(a) => cli::compact::run(a, &store).await,
+                Command::Prune(a) => cli::prune::run(a, &store).await,
                 Command::Demo(a) => cli::demo::run(a).await,
             }
         };
@@ -124,6 +120,37 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The store settings of the global flags and their variables: the S3 endpoint, and the key
+/// from `--encryption-key-file` or FLASHBACK_ENCRYPTION_KEY (one, not both). Commands set the
+/// access they need. The key text stays in this process's environment (changing it is unsound
+/// once threads run); `redis_server` keeps it out of every server it starts.
+fn store_config(cli: &Cli) -> Result<StoreConfig, String> {
+    use flashback::store::crypt::{EncryptionKey, KEY_ENV, KEY_FILE_ENV};
+    let file = cli
+        .encryption_key_file
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty());
+    let text = std::env::var_os(KEY_ENV).filter(|v| !v.is_empty());
+    let encryption_key = match (file, text) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "both --encryption-key-file ({KEY_FILE_ENV}) and {KEY_ENV} are set: keep one"
+            ))
+        }
+        (Some(f), None) => Some(EncryptionKey::from_file(f).map_err(|e| e.to_string())?),
+        (None, Some(t)) => {
+            let t = zeroize::Zeroizing::new(t.into_encoded_bytes());
+            Some(EncryptionKey::from_text(&t).map_err(|what| format!("{KEY_ENV}: {what}"))?)
+        }
+        (None, None) => None,
+    };
+    Ok(StoreConfig {
+        access: Access::Read,
+        s3_endpoint: cli.s3_endpoint.clone().filter(|e| !e.is_empty()),
+        encryption_key,
+    })
 }
 
 /// SIGINT or SIGTERM arrived: the command was abandoned and cleaned up after.

@@ -279,6 +279,8 @@ impl RedisServer {
             source,
         })?;
         let mut cmd = Command::new(&self.binary.path);
+        // The key is ours alone: a server we start has no use for it.
+        cmd.env_remove(crate::store::crypt::KEY_ENV);
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)

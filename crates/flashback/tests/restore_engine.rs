@@ -9,7 +9,7 @@ use flashback::restore::outputs::Delivered;
 use flashback::restore::{self, Output, RestoreError, RestoreRequest, Target, TtlMode};
 use flashback::store::layout::{self, SealedName};
 use flashback::store::manifest::GenerationManifest;
-use flashback::store::{Access, Store};
+use flashback::store::{Access, Store, StoreConfig};
 use flashback_format::resp::Frame;
 use flashback_format::segment::Origin;
 use flashback_format::spec::{resp_command, SegmentSpec};
@@ -206,7 +206,11 @@ async fn scenario(
     let expire_at = flashback::now_ms() + 3_600_000;
     let (base, reference) = base_server(bin, expire_at).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap(), Access::Write).unwrap();
+    let store = Store::open(
+        dir.path().to_str().unwrap(),
+        &StoreConfig::new(Access::Write),
+    )
+    .unwrap();
     let mut b = Builder::new(store.clone(), base, reference.client().await.unwrap()).await;
     let t = |i: u64| T0 + 1000 * i;
     b.cmd(t(1), 0, &["SELECT", "0"]).await;
@@ -513,7 +517,11 @@ async fn rdb_file_keys_filter_and_persist() {
 async fn replica_errors_are_counted_and_newer_bases_refused() {
     let bin = binary();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().to_str().unwrap(), Access::Write).unwrap();
+    let store = Store::open(
+        dir.path().to_str().unwrap(),
+        &StoreConfig::new(Access::Write),
+    )
+    .unwrap();
     let (base, reference) = base_server(&bin, flashback::now_ms() + 3_600_000).await;
     let mut b = Builder::new(store.clone(), base, reference.client().await.unwrap()).await;
     b.cmd(T0 + 1, 0, &["SELECT", "0"]).await;
@@ -532,7 +540,11 @@ async fn replica_errors_are_counted_and_newer_bases_refused() {
 
     // A base that says RDB v11 cannot go to a 7.0 server: refused before any server starts.
     let store2_dir = tempfile::tempdir().unwrap();
-    let store2 = Store::open(store2_dir.path().to_str().unwrap(), Access::Write).unwrap();
+    let store2 = Store::open(
+        store2_dir.path().to_str().unwrap(),
+        &StoreConfig::new(Access::Write),
+    )
+    .unwrap();
     let mut fake = b"REDIS0011".to_vec();
     fake.extend_from_slice(&[0xff, 0, 0, 0, 0, 0, 0, 0, 0]);
     let b2 = Builder::new(store2.clone(), fake, reference.client().await.unwrap()).await;

@@ -1253,7 +1253,7 @@ fn s3_kill9_during_transfer_mid_segment_and_mid_upload() {
     );
     agent.kill9();
     wait_no_replicas(&primary);
-    // The agent's lease (capture::lease) is there from the start; no data object may be.
+    // The agent's lease (ship::lease) is there from the start; no data object may be.
     let listing: Vec<_> = moto
         .list(&prefix)
         .into_iter()

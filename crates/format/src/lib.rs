@@ -15,6 +15,8 @@
 //! - [`resp`]: RESP framing, `check` then `parse` (mini-redis `frame.rs`), counting raw bytes so
 //!   replication offsets are exact; [`resp::stream`]: the replication stream's [`Framer`]
 //!   (commands, and big commands in parts), fed bytes by the caller, no I/O.
+//! - [`crypt`]: the encrypted-object format (encryption at rest): header, 1 MiB chunks sealed
+//!   with AES-256-GCM, sizes, and [`crypt::open`], a pure decrypt of a whole object's bytes.
 //! - [`varint`]: LEB128 integers used inside blocks.
 //! - [`spec`]: builds segments from a description of commands and block cuts, for tests and
 //!   fixtures in this crate and others.
@@ -23,6 +25,7 @@
 //!
 //! Every reader names the file and the byte offset of any corruption ([`Error::Corrupt`]).
 
+pub mod crypt;
 pub mod envelope;
 pub mod error;
 pub mod rdb;

@@ -12,17 +12,16 @@
 //! (a house others can carry on), deferred so this round could land the trust and durability work.
 
 pub mod core;
-pub mod lease;
 pub mod log;
 pub mod poll;
 pub mod state;
-pub mod upload;
 
 use crate::backoff::Backoff;
 use crate::client::RedisUrl;
 use crate::replica::{
     HandshakeOptions, PsyncReply, ReplicaConn, ReplicaError, ReplicationStream, StreamItem, Synced,
 };
+use crate::ship::{lease, upload};
 use crate::store::{Store, StoreError};
 use flashback_format::segment::{block_flags, Origin};
 use log::Log;
@@ -320,7 +319,7 @@ async fn capture_spooled(
         })?;
     let spool = Store::open_plain(
         &spool_dir.display().to_string(),
-        crate::store::Access::Write,
+        &crate::store::StoreConfig::new(crate::store::Access::Write),
     )?;
     info!(
         "spooling into {} before uploading to {}",

@@ -2,7 +2,7 @@ use super::{UsageError, DEFAULT_STORE};
 use anyhow::Context;
 use flashback::capture::{self, CaptureOptions};
 use flashback::client::RedisUrl;
-use flashback::store::{layout, Access, Store};
+use flashback::store::{layout, Access, Store, StoreConfig};
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -89,7 +89,7 @@ pub struct Args {
 /// more connections than that gain nothing against any object store.
 const MAX_UPLOAD_CONCURRENCY: usize = 64;
 
-pub async fn run(a: Args) -> anyhow::Result<()> {
+pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
     let url: RedisUrl = a
         .source
         .parse()
@@ -104,7 +104,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if a.repl_timeout == 0 {
         return Err(UsageError("--repl-timeout must be at least 1 second".into()).into());
     }
-    let store = Store::open(&a.store, Access::Write)?;
+    let store = Store::open(&a.store, &config.with_access(Access::Write))?;
     let mut opts = CaptureOptions::new(url.clone(), name.clone());
     opts.handshake.psync_command = a.psync_command;
     opts.handshake.timeout = Duration::from_secs(a.repl_timeout);

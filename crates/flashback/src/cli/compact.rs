@@ -36,10 +36,10 @@ pub struct Args {
     force: bool,
 }
 
-pub async fn run(a: Args) -> anyhow::Result<()> {
+pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Result<()> {
     let min_interval = flashback::timespec::parse_duration(&a.min_interval)
         .map_err(|e| super::UsageError(format!("--min-interval: {e}")))?;
-    let (store, source) = open_source(&a.store, a.name).await?;
+    let (store, source) = open_source(&a.store, config, a.name).await?;
     let opts = CompactOptions {
         redis_server: a.redis_server,
         min_log_bytes: if a.force { 1 } else { a.min_log_mib << 20 },

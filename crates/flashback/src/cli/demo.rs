@@ -16,7 +16,7 @@ use flashback::client::{info_field, Client, RedisUrl};
 use flashback::redis_server::{self, RedisServer, ServerBinary, ServerOptions};
 use flashback::restore::{self, outputs::Delivered, Output, RestoreReport, RestoreRequest};
 use flashback::restore::{Target, TtlMode};
-use flashback::store::{Access, Store};
+use flashback::store::{Access, Store, StoreConfig};
 use flashback::timespec::format_ms;
 use flashback_format::resp::Frame;
 use std::io::Write;
@@ -123,7 +123,10 @@ struct Agent {
 
 impl Agent {
     async fn attach(prod: &RedisServer, store_dir: &std::path::Path) -> anyhow::Result<Agent> {
-        let store = Store::open(&store_dir.display().to_string(), Access::Write)?;
+        let store = Store::open(
+            &store_dir.display().to_string(),
+            &StoreConfig::new(Access::Write),
+        )?;
         let (progress_tx, mut progress) = watch::channel(Progress::default());
         let (stop, stop_rx) = oneshot::channel::<()>();
         let opts = CaptureOptions::new(prod.url(), "production".into());

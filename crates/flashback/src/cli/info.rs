@@ -5,7 +5,7 @@
 use flashback::info::{
     self, format_bytes, GenerationInfo, GenerationStatus, SourceInfo, StoreInfo,
 };
-use flashback::store::{Access, Store};
+use flashback::store::{Access, Store, StoreConfig};
 use flashback::timespec::{format_duration_ms, format_ms};
 use std::fmt::Write as _;
 
@@ -32,8 +32,8 @@ pub struct Args {
     json: bool,
 }
 
-pub async fn run(a: Args) -> anyhow::Result<()> {
-    let store = Store::open(&a.store, Access::Read)?;
+pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
+    let store = Store::open(&a.store, &config.with_access(Access::Read))?;
     store.check(Access::Read).await?;
     let report = info::gather(&store, flashback::now_ms()).await?;
     let out = if a.json {

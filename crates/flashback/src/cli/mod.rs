@@ -8,7 +8,7 @@ pub mod prune;
 pub mod restore;
 pub mod verify;
 
-use flashback::store::{catalog, Access, Store};
+use flashback::store::{catalog, Access, Store, StoreConfig};
 
 pub const DEFAULT_STORE: &str = "./flashback-data";
 
@@ -18,8 +18,12 @@ pub const DEFAULT_STORE: &str = "./flashback-data";
 pub struct UsageError(pub String);
 
 /// Opens the store for reading and picks the source: `--name`, or the only one there.
-pub async fn open_source(store_url: &str, name: Option<String>) -> anyhow::Result<(Store, String)> {
-    let store = Store::open(store_url, Access::Read)?;
+pub async fn open_source(
+    store_url: &str,
+    config: &StoreConfig,
+    name: Option<String>,
+) -> anyhow::Result<(Store, String)> {
+    let store = Store::open(store_url, &config.with_access(Access::Read))?;
     store.check(Access::Read).await?;
     let sources = catalog::list_sources(&store).await?;
     let name = match name {

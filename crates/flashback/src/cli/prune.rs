@@ -2,7 +2,7 @@
 
 use super::{UsageError, DEFAULT_STORE};
 use flashback::prune::{self, Policy};
-use flashback::store::{catalog, Access, Store};
+use flashback::store::{catalog, Access, Store, StoreConfig};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
@@ -38,7 +38,7 @@ pub struct Args {
     dry_run: bool,
 }
 
-pub async fn run(a: Args) -> anyhow::Result<()> {
+pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
     let keep = flashback::timespec::parse_duration(&a.keep)
         .map_err(|e| UsageError(format!("--keep: {e}")))?;
     if keep.is_zero() {
@@ -53,7 +53,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         keep_weekly: a.keep_weekly,
         keep_monthly: a.keep_monthly,
     };
-    let store = Store::open(&a.store, Access::Read)?;
+    let store = Store::open(&a.store, &config.with_access(Access::Read))?;
     store.check(Access::Read).await?;
     let all = catalog::list_sources(&store).await?;
     let sources = match a.name {

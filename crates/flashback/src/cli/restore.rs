@@ -91,7 +91,7 @@ enum Ttl {
     Persist,
 }
 
-pub async fn run(a: Args) -> anyhow::Result<()> {
+pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Result<()> {
     let target = if a
         .at
         .as_deref()
@@ -145,7 +145,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         )
         .into());
     }
-    let (store, source) = open_source(&a.store, a.name).await?;
+    let (store, source) = open_source(&a.store, config, a.name).await?;
     let keys = a.keys.into_iter().map(|k| k.into_encoded_bytes()).collect();
     let ttl = match a.ttl {
         Ttl::Absolute => TtlMode::Absolute,

@@ -4,7 +4,7 @@
 
 use super::{UsageError, DEFAULT_STORE};
 use flashback::restore::Target;
-use flashback::store::{catalog, Access, Store};
+use flashback::store::{catalog, Access, Store, StoreConfig};
 use flashback::timespec::format_ms;
 use flashback::verify::{self, DrillOptions, Problem, Report};
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ pub struct Args {
     json: bool,
 }
 
-pub async fn run(a: Args) -> anyhow::Result<()> {
+pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
     let target = match &a.at {
         Some(t) if flashback::timespec::means_latest(t) => Target::Latest,
         Some(t) => Target::At(
@@ -56,7 +56,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         ),
         None => Target::Latest,
     };
-    let store = Store::open(&a.store, Access::Read)?;
+    let store = Store::open(&a.store, &config.with_access(Access::Read))?;
     store.check(Access::Read).await?;
     let all = catalog::list_sources(&store).await?;
     // Unlike restore, no --name is needed with several sources: checking all is the useful default.

@@ -47,7 +47,7 @@ pub fn source_prefix(source: &str) -> Path {
     Path::from(format!("{SOURCES}/{source}"))
 }
 
-/// The remote-store agent's lease (`capture::lease`); not under `generations/`, so the catalog
+/// The remote-store agent's lease (`ship::lease`); not under `generations/`, so the catalog
 /// never sees it.
 pub fn lease_key(source: &str) -> Path {
     Path::from(format!("{SOURCES}/{source}/agent.lease"))

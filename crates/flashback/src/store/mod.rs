@@ -5,8 +5,14 @@
 //! there in place (append + fsync), which object stores cannot do. Restore reads everything,
 //! tails included, through the object store API.
 //!
-//! With an encryption key configured ([`crypt`]), `os` encrypts and decrypts every object; the
-//! agent then spools like for a remote store, since a tail cannot be encrypted in place.
+//! With an encryption key ([`crypt`]), `os` encrypts and decrypts every object; the agent then
+//! spools like for a remote store, since a tail cannot be encrypted in place.
+//!
+//! Everything a store needs is passed in a [`StoreConfig`] (the binary builds it from its flags
+//! and their environment variables); the library reads no FLASHBACK_* variable. Rejected: the
+//! binary setting variables for the library to read (`set_var`, unsound once threads run) and a
+//! process-wide key, which hid which key a store was opened with. The cloud credential variables
+//! object_store's own builders read (AWS_*, GOOGLE_*, AZURE_*) stay theirs.
 
 pub mod aws_files;
 pub mod catalog;
@@ -32,6 +38,7 @@ pub enum StoreError {
     /// message is the object and what to do, without "Generic encryption error".
     #[error(transparent)]
     Encryption(crypt::CryptError),
+
     #[error("store: {path}: {source}")]
     Io {
         path: String,
@@ -81,9 +88,40 @@ pub enum Access {
     Read,
 }
 
-/// Environment variable for the S3 endpoint (an S3-compatible server: MinIO, Ceph, R2, a test
-/// server). `--s3-endpoint` on any command sets it; AWS itself needs none.
+/// Environment variable the binary reads for `--s3-endpoint` (an S3-compatible server: MinIO,
+/// Ceph, R2, a test server); AWS itself needs none.
 pub const S3_ENDPOINT_ENV: &str = "FLASHBACK_S3_ENDPOINT";
+
+/// How to open a store: all of it explicit, nothing read from FLASHBACK_* variables.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub access: Access,
+    /// The endpoint of an S3-compatible server for `s3://` stores: path-style requests,
+    /// `http://` allowed, region `us-east-1` unless one is set.
+    pub s3_endpoint: Option<String>,
+    /// With a key every object is encrypted ([`crypt::EncryptedStore`]); without one an
+    /// encrypted object read through the store fails asking for the key.
+    pub encryption_key: Option<crypt::EncryptionKey>,
+}
+
+impl StoreConfig {
+    /// No endpoint, no key.
+    pub fn new(access: Access) -> StoreConfig {
+        StoreConfig {
+            access,
+            s3_endpoint: None,
+            encryption_key: None,
+        }
+    }
+
+    /// The same settings for another use of a store.
+    pub fn with_access(&self, access: Access) -> StoreConfig {
+        StoreConfig {
+            access,
+            ..self.clone()
+        }
+    }
+}
 
 impl Store {
     /// Opens `./dir`, `/abs/dir`, `file:///abs/dir`, `s3://bucket[/prefix]`, `gs://bucket[/prefix]`
@@ -93,16 +131,11 @@ impl Store {
     /// AZURE_STORAGE_ACCOUNT_NAME/AZURE_STORAGE_ACCOUNT_KEY, …). Opening a remote store does no
     /// I/O; call [`check`](Self::check) to fail fast with a clear message.
     ///
-    /// With a key configured ([`crypt::configured_key`]: `--encryption-key-file` or
-    /// `FLASHBACK_ENCRYPTION_KEY`) every object is encrypted; without one, an encrypted object
+    /// With `config.encryption_key` every object is encrypted; without one, an encrypted object
     /// read through the store fails with a message asking for the key.
-    pub fn open(url: &str, access: Access) -> Result<Store, StoreError> {
-        let key = crypt::configured_key().map_err(|e| StoreError::Open {
-            url: url.to_string(),
-            what: e.to_string(),
-        })?;
-        let mut store = Self::open_plain(url, access)?;
-        store.os = match key {
+    pub fn open(url: &str, config: &StoreConfig) -> Result<Store, StoreError> {
+        let mut store = Self::open_plain(url, config)?;
+        store.os = match config.encryption_key.clone() {
             Some(key) => {
                 store.encrypted = true;
                 Arc::new(crypt::EncryptedStore::new(store.os, key))
@@ -112,9 +145,9 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens without encryption whatever is configured: for capture's spool, which is local
-    /// plaintext by design (deleted once uploaded).
-    pub fn open_plain(url: &str, access: Access) -> Result<Store, StoreError> {
+    /// Opens without encryption, whatever key `config` holds: for capture's spool, which is
+    /// local plaintext by design (deleted once uploaded).
+    pub fn open_plain(url: &str, config: &StoreConfig) -> Result<Store, StoreError> {
         let err = |what: String| StoreError::Open {
             url: url.to_string(),
             what,
@@ -123,7 +156,7 @@ impl Store {
             PathBuf::from(p)
         } else if let Some((scheme, _)) = url.split_once("://") {
             return match scheme {
-                "s3" | "gs" | "az" => Self::open_remote(url),
+                "s3" | "gs" | "az" => Self::open_remote(url, config.s3_endpoint.as_deref()),
                 _ => Err(err(format!(
                     "unknown store scheme '{scheme}://': use a directory, file://, s3://, gs:// or az://"
                 ))),
@@ -131,7 +164,7 @@ impl Store {
         } else {
             PathBuf::from(url)
         };
-        match access {
+        match config.access {
             Access::Write => {
                 std::fs::create_dir_all(&path)
                     .map_err(|e| {
@@ -174,7 +207,7 @@ impl Store {
         })
     }
 
-    fn open_remote(url: &str) -> Result<Store, StoreError> {
+    fn open_remote(url: &str, s3_endpoint: Option<&str>) -> Result<Store, StoreError> {
         let err = |what: String| StoreError::Open {
             url: url.to_string(),
             what,
@@ -193,7 +226,7 @@ impl Store {
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" => {
                 // Conditional put (If-Match on the ETag) makes the agent's lease takeover
-                // atomic (capture/lease.rs); set here so an AWS_CONDITIONAL_PUT in the
+                // atomic (ship/lease.rs); set here so an AWS_CONDITIONAL_PUT in the
                 // environment cannot turn it off.
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
@@ -222,7 +255,7 @@ impl Store {
                         }
                     }
                 }
-                if let Ok(endpoint) = std::env::var(S3_ENDPOINT_ENV) {
+                if let Some(endpoint) = s3_endpoint {
                     // Path-style requests: S3-compatible servers on a private network rarely have
                     // per-bucket DNS names.
                     b = b
@@ -354,8 +387,9 @@ fn remote_failure(url: &str, e: &object_store::Error) -> String {
         .unwrap_or(url);
     let text = e.to_string();
     let short = short_error(&text);
+    // object_store keeps its GCS credential error private, so only its text tells that no
+    // credentials were configured (object_store then asked the GCE metadata server for a token).
     if scheme == "gs" && text.contains("Error performing token request") {
-        // No credentials configured: object_store asked the GCE metadata server for a token.
         let cause = text.rsplit(": ").next().unwrap_or_default().trim();
         return format!(
             "no GCS credentials (the metadata server gave no token: {cause}); set \
@@ -363,20 +397,66 @@ fn remote_failure(url: &str, e: &object_store::Error) -> String {
              service-account JSON with \"disable_oauth\": true and \"gcs_base_url\")"
         );
     }
-    if let Some(cause) = connect_failure(e) {
-        let host = request_host(&text).unwrap_or_else(|| "the endpoint".to_string());
-        return format!("cannot reach {host} ({cause}); check {endpoint} and the network");
+    match classify(e) {
+        Failure::Unreachable(cause) => {
+            let host = request_host(&text).unwrap_or_else(|| "the endpoint".to_string());
+            format!("cannot reach {host} ({cause}); check {endpoint} and the network")
+        }
+        Failure::Missing => format!(
+            "the {bucket} '{name}' does not exist ({short}); create it, or fix the {bucket} name in --store"
+        ),
+        Failure::Refused => {
+            format!("the store refused the credentials ({short}); check {creds}")
+        }
+        Failure::Other => format!(
+            "the store does not answer as expected ({short}); check the {bucket} name, the credentials \
+             ({creds}…) and {endpoint}"
+        ),
     }
+}
+
+/// What a store error means for the one who configured the store.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The bucket or container (or the object) is not there.
+    Missing,
+    /// The credentials were refused or are missing.
+    Refused,
+    /// The request never got an answer: refused connection, no route, DNS, timeout. Holds the
+    /// innermost cause's first line.
+    Unreachable(String),
+    Other,
+}
+
+/// Classifies by `object_store::Error` variant, and for `Generic` by the transport error among
+/// its sources (object_store's `HttpError`: an error there means no HTTP answer came).
+///
+/// One narrow text fallback remains, for `Generic` errors that wrap an HTTP answer: object_store
+/// 0.14 maps statuses to variants only for GET/PUT/HEAD (`RetryError::error`), while a failed
+/// LIST (the read check) stays `Generic` around its private `RetryError`, whose status is
+/// visible only in its message.
+fn classify(e: &object_store::Error) -> Failure {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => return Failure::Missing,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => return Failure::Refused,
+        E::Generic { .. } => {}
+        _ => return Failure::Other,
+    }
+    if let Some(cause) = transport_failure(e) {
+        return Failure::Unreachable(cause);
+    }
+    let text = e.to_string();
+    let status = |code: &str| text.contains(&format!("status code: {code}"));
+    // The status, else the error codes S3, Azure and GCS put in their bodies.
     let missing = [
         "NoSuchBucket",
         "ContainerNotFound",
         "no bucket named",
         "bucket does not exist",
     ];
-    if missing.iter().any(|m| text.contains(m)) {
-        return format!(
-            "the {bucket} '{name}' does not exist ({short}); create it, or fix the {bucket} name in --store"
-        );
+    if status("404") || missing.iter().any(|m| text.contains(m)) {
+        return Failure::Missing;
     }
     let refused = [
         "AuthorizationFailure",
@@ -384,16 +464,34 @@ fn remote_failure(url: &str, e: &object_store::Error) -> String {
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "AccessDenied",
-        "401 Unauthorized",
-        "403 Forbidden",
     ];
-    if refused.iter().any(|m| text.contains(m)) {
-        return format!("the store refused the credentials ({short}); check {creds}");
+    if status("401") || status("403") || refused.iter().any(|m| text.contains(m)) {
+        return Failure::Refused;
     }
-    format!(
-        "the store does not answer as expected ({short}); check the {bucket} name, the credentials \
-         ({creds}…) and {endpoint}"
-    )
+    Failure::Other
+}
+
+/// The innermost cause (first line) when a source of `e` is a transport error: the request
+/// never got an HTTP answer.
+fn transport_failure(e: &object_store::Error) -> Option<String> {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut transport = false;
+    let mut cause: Option<String> = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<HttpError>() {
+            // A body that could not be decoded came with an answer.
+            transport |= h.kind() != HttpErrorKind::Decode;
+        }
+        cause = Some(s.to_string());
+        source = s.source();
+    }
+    transport.then(|| {
+        cause
+            .filter(|c| !c.is_empty())
+            .map(|c| c.lines().next().unwrap_or_default().trim().to_string())
+            .unwrap_or_else(|| "no answer".to_string())
+    })
 }
 
 /// A remote store's configuration that object_store refused before any request, with the
@@ -413,27 +511,6 @@ fn config_failure(scheme: &str, e: &object_store::Error) -> String {
              GOOGLE_APPLICATION_CREDENTIALS"
         ),
     }
-}
-
-/// The innermost cause when the request never got an answer (refused, no route, DNS, timeout).
-fn connect_failure(e: &object_store::Error) -> Option<String> {
-    let text = e.to_string();
-    let mut cause: Option<String> = None;
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = Some(s.to_string());
-        source = s.source();
-    }
-    let transport = text.contains("error sending request")
-        || text.contains("Connect")
-        || text.contains("timed out")
-        || text.contains("dns error");
-    transport.then(|| {
-        cause
-            .filter(|c| !c.is_empty())
-            .map(|c| c.lines().next().unwrap_or_default().trim().to_string())
-            .unwrap_or_else(|| "no answer".to_string())
-    })
 }
 
 /// `host:port` of the URL in object_store's "Error performing GET http://…" messages.
@@ -501,5 +578,109 @@ mod tests {
                     http://127.0.0.1:18029/devstoreaccount1/c?restype=container in 777ms, after 5 retries";
         assert_eq!(request_host(text).as_deref(), Some("127.0.0.1:18029"));
         assert_eq!(request_host("no url here"), None);
+    }
+
+    fn boxed(text: &str) -> Box<dyn std::error::Error + Send + Sync> {
+        text.into()
+    }
+
+    /// One class per `object_store::Error` variant (a `Generic` by the transport error among
+    /// its sources), each with the line a user sees.
+    #[test]
+    fn store_failures_are_classified_by_variant() {
+        use object_store::client::{HttpError, HttpErrorKind};
+        use object_store::Error as E;
+        let path = || "sources/.probe-1".to_string();
+        let line = |e: &E| remote_failure("s3://bkt/p", e);
+
+        let missing = E::NotFound {
+            path: path(),
+            source: boxed("gone"),
+        };
+        assert_eq!(classify(&missing), Failure::Missing);
+        assert!(
+            line(&missing).starts_with("the bucket 'bkt' does not exist"),
+            "{}",
+            line(&missing)
+        );
+        for refused in [
+            E::PermissionDenied {
+                path: path(),
+                source: boxed("<Code>AccessDenied</Code>"),
+            },
+            E::Unauthenticated {
+                path: path(),
+                source: boxed("no"),
+            },
+        ] {
+            assert_eq!(classify(&refused), Failure::Refused);
+            let l = line(&refused);
+            assert!(
+                l.starts_with("the store refused the credentials")
+                    && l.contains("AWS_ACCESS_KEY_ID"),
+                "{l}"
+            );
+        }
+        let refused_conn =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let down = E::Generic {
+            store: "S3",
+            source: Box::new(HttpError::new(HttpErrorKind::Connect, refused_conn)),
+        };
+        assert_eq!(
+            classify(&down),
+            Failure::Unreachable("Connection refused".into())
+        );
+        assert!(
+            line(&down)
+                .starts_with("cannot reach the endpoint (Connection refused); check --s3-endpoint"),
+            "{}",
+            line(&down)
+        );
+        // An answer whose body would not decode came from a reachable store.
+        let garbled = E::Generic {
+            store: "S3",
+            source: Box::new(HttpError::new(
+                HttpErrorKind::Decode,
+                std::io::Error::other("bad body"),
+            )),
+        };
+        assert_eq!(classify(&garbled), Failure::Other);
+        // A failed LIST stays Generic around object_store's private RetryError: its status.
+        let list = E::Generic {
+            store: "MicrosoftAzure",
+            source: boxed("Error performing list request: Server returned non-2xx status code: 403 Forbidden: <Code>AuthenticationFailed</Code>"),
+        };
+        assert_eq!(classify(&list), Failure::Refused);
+        let list = E::Generic {
+            store: "GCS",
+            source: boxed("Error performing list request: Server returned non-2xx status code: 404 Not Found: "),
+        };
+        assert_eq!(classify(&list), Failure::Missing);
+        for other in [
+            E::AlreadyExists {
+                path: path(),
+                source: boxed("exists"),
+            },
+            E::Precondition {
+                path: path(),
+                source: boxed("etag"),
+            },
+            E::NotModified {
+                path: path(),
+                source: boxed("same"),
+            },
+            E::Generic {
+                store: "S3",
+                source: boxed("something else"),
+            },
+        ] {
+            assert_eq!(classify(&other), Failure::Other, "{other}");
+            assert!(
+                line(&other).starts_with("the store does not answer as expected"),
+                "{}",
+                line(&other)
+            );
+        }
     }
 }

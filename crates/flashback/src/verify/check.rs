@@ -470,7 +470,7 @@ const UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 /// An agent uploading to an object store puts several segments at once (`--upload-concurrency`)
 /// and commits them in order, so for the length of a batch segment k+1 can be in the store
 /// before k: a hole that fills itself. Seen from a listing it is told from a lost segment by
-/// three things together: the source's agent holds a live lease (`capture::lease`), the hole
+/// three things together: the source's agent holds a live lease (`ship::lease`), the hole
 /// is in the newest generation (checked by the caller), and every segment from the one after
 /// the hole to the end of the generation arrived within [`UPLOAD_GRACE`] of the listing. A real
 /// hole fails the last test once the grace has passed, or at once when older segments follow it.
@@ -506,10 +506,9 @@ pub(super) async fn agent_lease_live(store: &Store, source: &str, now_ms: u64) -
     let Ok(bytes) = got.bytes().await else {
         return false;
     };
-    match serde_json::from_slice::<crate::capture::lease::LeaseBody>(&bytes) {
+    match serde_json::from_slice::<crate::ship::lease::LeaseBody>(&bytes) {
         Ok(l) => {
-            now_ms.saturating_sub(l.renewed_ms)
-                < crate::capture::lease::STALE_AFTER.as_millis() as u64
+            now_ms.saturating_sub(l.renewed_ms) < crate::ship::lease::STALE_AFTER.as_millis() as u64
         }
         Err(_) => false,
     }

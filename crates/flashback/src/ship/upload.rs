@@ -23,6 +23,7 @@
 //! spool is so it can warn, and at `--spool-max` stop reading from the primary rather than drop
 //! anything.
 
+use crate::backoff::Backoff;
 use crate::store::catalog::{self, Generation};
 use crate::store::manifest::LogHead;
 use crate::store::{layout, Store, StoreError};
@@ -100,24 +101,24 @@ impl Uploader {
         mut stop: watch::Receiver<bool>,
         final_timeout: Duration,
     ) -> Result<(), UploadError> {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut lease = self.lease.take();
         let mut renew_at = tokio::time::Instant::now() + super::lease::RENEW_EVERY;
         loop {
             match self.pass_renewing(&mut lease, &mut renew_at).await {
-                Ok(0) => backoff = Duration::from_secs(1),
+                Ok(0) => backoff.reset(),
                 Ok(n) => {
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     tracing::debug!("uploaded {n} objects to {}", self.remote.url);
                 }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
-                    warn!("upload to {} failed: {e}; retrying in {} s (capture continues into the spool)", self.remote.url, backoff.as_secs());
+                    let delay = backoff.next_delay();
+                    warn!("upload to {} failed: {e}; retrying in {} s (capture continues into the spool)", self.remote.url, delay.as_secs());
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                     if !*stop.borrow() {
                         continue;
                     }
@@ -510,14 +511,22 @@ mod tests {
     #[tokio::test]
     async fn a_failed_pass_still_counts_the_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Store::open(dir.path().join("spool").to_str().unwrap(), Access::Write).unwrap();
+        let spool = Store::open(
+            dir.path().join("spool").to_str().unwrap(),
+            &crate::store::StoreConfig::new(Access::Write),
+        )
+        .unwrap();
         let base = layout::base_key("src", "000001a209cc07e3", 0, 1_795_000_000_000, 3000, 7);
         let path = spool.local_path(&base).unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, vec![1u8; 3000]).unwrap();
         // A "remote" that fails every write: its directory replaced by a file.
         let remote_dir = dir.path().join("remote");
-        let remote = Store::open(remote_dir.to_str().unwrap(), Access::Write).unwrap();
+        let remote = Store::open(
+            remote_dir.to_str().unwrap(),
+            &crate::store::StoreConfig::new(Access::Write),
+        )
+        .unwrap();
         std::fs::remove_dir_all(&remote_dir).unwrap();
         std::fs::write(&remote_dir, b"not a directory").unwrap();
         let uploader = Uploader {
@@ -548,7 +557,11 @@ mod tests {
         seg_size: usize,
         big: usize,
     ) -> (Store, Vec<Path>) {
-        let spool = Store::open(dir.join("spool").to_str().unwrap(), Access::Write).unwrap();
+        let spool = Store::open(
+            dir.join("spool").to_str().unwrap(),
+            &crate::store::StoreConfig::new(Access::Write),
+        )
+        .unwrap();
         let mut keys = vec![layout::base_key("src", GEN, 0, 1_795_000_000_000, 3000, 7)];
         keys.push(layout::manifest_key("src", GEN));
         let mut blobs = vec![vec![1u8; 3000], manifest_bytes()];

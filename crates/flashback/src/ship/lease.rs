@@ -308,10 +308,20 @@ fn version_of(r: &PutResult) -> Option<UpdateVersion> {
     })
 }
 
+/// Whether `pid`, read from a lease in the store (so untrusted), is a live process on this host.
+/// Only 1..=i32::MAX can name one process: 0 means our own process group and a value past
+/// i32::MAX turns negative (a process group, or every process for -1), and kill(2) answers for
+/// those as if one process were alive. Anything else is not a live local process.
 fn pid_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists; nothing is delivered.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    let Some(pid) = i32::try_from(pid).ok().filter(|p| *p >= 1) else {
+        return false;
+    };
+    // No signal: only the check that the process exists. EPERM says it exists as another
+    // user's, which is alive too.
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 fn hostname() -> String {
@@ -359,6 +369,37 @@ mod tests {
             )
             .await
             .unwrap();
+    }
+
+    /// A lease whose pid cannot name one process (0, or past i32::MAX where it turns into a
+    /// process group or -1) is not a live process of this host: a fresh lease of this host
+    /// holding one is taken over at once. `pid as pid_t` read each of them as alive.
+    #[tokio::test]
+    async fn a_lease_pid_that_names_no_process_is_not_alive() {
+        for pid in [0, 1 << 31, u32::MAX] {
+            assert!(!pid_alive(pid), "pid {pid} read as alive");
+            let store = memory_store();
+            let body = LeaseBody {
+                agent: "dead0000dead0000".into(),
+                host: hostname(),
+                pid,
+                renewed_ms: crate::now_ms() - 5_000,
+            };
+            store
+                .os
+                .put(
+                    &layout::lease_key("src"),
+                    PutPayload::from(serde_json::to_vec(&body).unwrap()),
+                )
+                .await
+                .unwrap();
+            let l = match Lease::acquire(&store, "src").await {
+                Ok(l) => l,
+                Err(e) => panic!("pid {pid}: {e}"),
+            };
+            assert_eq!(holder(&store).await.agent, l.me.agent, "pid {pid}");
+        }
+        assert!(pid_alive(std::process::id()), "this process is alive");
     }
 
     async fn holder(store: &Store) -> LeaseBody {
