@@ -9,6 +9,8 @@
 //!   metadata objects (generation manifests).
 //! - [`rdb`]: just enough of Redis' RDB format to read a file's version and AUX fields, and the
 //!   CRC-64 Redis puts in its trailer.
+//! - [`inspect`]: the byte-level structure of a segment or an RDB (every field with its bytes,
+//!   each checksum stored and computed, the first bad byte), for `flashback debug`.
 //! - [`varint`]: LEB128 integers used inside blocks.
 //! - [`spec`]: builds segments from a description of commands and block cuts, for tests and
 //!   fixtures in this crate and others.
@@ -18,6 +20,7 @@
 mod damage;
 pub mod envelope;
 pub mod error;
+pub mod inspect;
 pub mod rdb;
 pub mod segment;
 pub mod spec;

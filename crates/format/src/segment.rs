@@ -765,8 +765,8 @@ pub enum Sealed {
 pub struct ScannedBlock {
     pub index: usize,
     pub info: BlockInfo,
-    raw_len: u32,
-    payload: Vec<u8>,
+    pub(crate) raw_len: u32,
+    pub(crate) payload: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -1355,7 +1355,7 @@ fn encode_header(h: &SegmentHeader) -> std::io::Result<[u8; HEADER_LEN]> {
     Ok(b)
 }
 
-fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
+pub(crate) fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
     if b.len() < 10 {
         return Err(Error::corrupt(
             file,
@@ -1429,7 +1429,7 @@ pub(crate) struct BlockHeader {
     flags: u16,
     end_in_multi: bool,
     record_count: u32,
-    raw_len: u32,
+    pub(crate) raw_len: u32,
     pub(crate) comp_len: u32,
     end_db: u32,
     pub(crate) start_offset: u64,
@@ -1441,7 +1441,7 @@ pub(crate) struct BlockHeader {
 }
 
 impl BlockHeader {
-    fn info(&self, file_pos: u64) -> BlockInfo {
+    pub(crate) fn info(&self, file_pos: u64) -> BlockInfo {
         BlockInfo {
             file_pos,
             len: BLOCK_HEADER_LEN as u32 + self.comp_len,
