@@ -38,6 +38,8 @@ enum Command {
     Prune(cli::prune::Args),
     /// The whole story on a throwaway redis-server: capture, an accident, a restore.
     Demo(cli::demo::Args),
+    /// A segment's or an RDB's byte-level structure, for a maintainer looking at a damaged file.
+    Debug(cli::debug::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
                 Command::Compact(a) => cli::compact::run(a, &store).await,
                 Command::Prune(a) => cli::prune::run(a, &store).await,
                 Command::Demo(a) => cli::demo::run(a).await,
+                Command::Debug(a) => cli::debug::run(a).await,
             }
         };
         if !stoppable {

@@ -17,6 +17,8 @@
 //!   (commands, and big commands in parts), fed bytes by the caller, no I/O.
 //! - [`crypt`]: the encrypted-object format (encryption at rest): header, 1 MiB chunks sealed
 //!   with AES-256-GCM, sizes, and [`crypt::open`], a pure decrypt of a whole object's bytes.
+//! - [`inspect`]: the byte-level structure of a segment or an RDB (every field with its bytes,
+//!   each checksum stored and computed, the first bad byte), for `flashback debug`.
 //! - [`varint`]: LEB128 integers used inside blocks.
 //! - [`spec`]: builds segments from a description of commands and block cuts, for tests and
 //!   fixtures in this crate and others.
@@ -28,6 +30,7 @@
 pub mod crypt;
 pub mod envelope;
 pub mod error;
+pub mod inspect;
 pub mod rdb;
 pub mod resp;
 pub mod segment;

@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod compact;
+pub mod debug;
 pub mod demo;
 pub mod info;
 pub mod prune;

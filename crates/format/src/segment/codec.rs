@@ -181,7 +181,7 @@ pub(super) fn encode_header(h: &SegmentHeader) -> std::io::Result<[u8; HEADER_LE
     Ok(b)
 }
 
-pub(super) fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
+pub(crate) fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
     if b.len() < 10 {
         return Err(Error::corrupt(
             file,
@@ -251,23 +251,23 @@ pub(super) fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
 
 /// A block header as stored.
 #[derive(Debug)]
-pub(super) struct BlockHeader {
+pub(crate) struct BlockHeader {
     flags: u16,
     end_in_multi: bool,
     record_count: u32,
-    pub(super) raw_len: u32,
-    pub(super) comp_len: u32,
+    pub(crate) raw_len: u32,
+    pub(crate) comp_len: u32,
     end_db: u32,
-    pub(super) start_offset: u64,
-    pub(super) end_offset: u64,
+    pub(crate) start_offset: u64,
+    pub(crate) end_offset: u64,
     first_time_ms: u64,
     last_time_ms: u64,
     covered_through_ms: u64,
-    pub(super) crc: u32,
+    pub(crate) crc: u32,
 }
 
 impl BlockHeader {
-    pub(super) fn info(&self, file_pos: u64) -> BlockInfo {
+    pub(crate) fn info(&self, file_pos: u64) -> BlockInfo {
         BlockInfo {
             file_pos,
             len: BLOCK_HEADER_LEN as u32 + self.comp_len,
@@ -310,7 +310,7 @@ pub(super) fn encode_block_header(
 
 /// Decodes and checks the fields of a 68-byte block header (not its checksum, which covers
 /// the payload too).
-pub(super) fn parse_block_header(h: &[u8]) -> std::result::Result<BlockHeader, String> {
+pub(crate) fn parse_block_header(h: &[u8]) -> std::result::Result<BlockHeader, String> {
     if h[0..4] != BLOCK_MAGIC {
         return Err("no block magic".into());
     }

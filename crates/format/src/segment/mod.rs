@@ -42,6 +42,8 @@ mod writer;
 pub use damage::Damage;
 pub use scanner::{ScannedBlock, Sealed, SegmentReader, SegmentScanner};
 pub use writer::SegmentWriter;
+// For `inspect`, which walks the same bytes the codec decodes rather than parsing them twice.
+pub(crate) use codec::{decode_header, parse_block_header};
 
 pub const MAGIC: [u8; 8] = *b"FBSEG\r\n\x1a";
 pub const FOOTER_MAGIC: [u8; 8] = *b"FBSEGEND";

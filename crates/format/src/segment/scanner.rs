@@ -33,8 +33,8 @@ pub enum Sealed {
 pub struct ScannedBlock {
     pub index: usize,
     pub info: BlockInfo,
-    raw_len: u32,
-    payload: Vec<u8>,
+    pub(crate) raw_len: u32,
+    pub(crate) payload: Vec<u8>,
 }
 
 #[derive(Debug)]
