@@ -152,6 +152,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(d.join("lzf-aux.rdb"), with_trailer(lzf))?;
     let valkey = b"VALKEY080\xfa\x0avalkey-ver\x059.1.0\xfa\x0erepl-stream-db\xc0\x03".to_vec();
     std::fs::write(d.join("valkey9.rdb"), with_trailer(valkey))?;
+    // RESP: commands as a primary streams them (binary argv, a big bulk, inline PING), and
+    // replies a target sends (simple, error, integer, null, nested array).
+    let commands: Vec<Vec<u8>> = vec![
+        resp_command(&["SET", "greeting", "hello"]),
+        resp_command(&[&b"SET"[..], b"bin\x00\r\n", b"\xff\xfe"]),
+        resp_command(&["SELECT", "2"]),
+        [
+            resp_command(&["MULTI"]),
+            resp_command(&["INCR", "n"]),
+            resp_command(&["EXEC"]),
+        ]
+        .concat(),
+        resp_command(&["RPUSH", "list", &"x".repeat(300), "b", "c"]),
+        b"\n*1\r\n$4\r\nPING\r\n".to_vec(),
+    ];
+    let replies: [&[u8]; 5] = [
+        b"+OK\r\n",
+        b"-ERR unknown command\r\n",
+        b":12345\r\n",
+        b"$-1\r\n",
+        b"*2\r\n*1\r\n:1\r\n$3\r\nabc\r\n",
+    ];
+    for target in ["resp_frame", "stream_framer"] {
+        let d = dir.join(target);
+        std::fs::create_dir_all(&d)?;
+        for (i, c) in commands.iter().enumerate() {
+            // stream_framer reads its first byte as the piece size.
+            let seed = if target == "stream_framer" {
+                [&[7u8][..], c].concat()
+            } else {
+                c.clone()
+            };
+            std::fs::write(d.join(format!("command-{i}.resp")), seed)?;
+        }
+        if target == "resp_frame" {
+            for (i, r) in replies.iter().enumerate() {
+                std::fs::write(d.join(format!("reply-{i}.resp")), r)?;
+            }
+        }
+    }
+    // An encrypted object under the decrypt target's fixed key, empty and with two chunks'
+    // worth of framing (small plaintext: the chunk size is 1 MiB, one chunk covers it).
+    let d = dir.join("decrypt");
+    std::fs::create_dir_all(&d)?;
+    let key = std::sync::Arc::new(flashback_format::crypt::Key::derive(&[7u8; 32])?);
+    for (name, plain) in [("empty.enc", &b""[..]), ("segment.enc", &segs[0].1[..])] {
+        let sealed =
+            flashback_format::crypt::seal(key.clone(), "fuzz/object", [plain], plain.len() as u64)?;
+        std::fs::write(d.join(name), sealed)?;
+    }
     Ok(())
 }
 
