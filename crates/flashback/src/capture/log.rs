@@ -43,7 +43,7 @@ pub struct Log {
     /// blocks and seals are stamped with. Never the clock: a silent link must not stretch the
     /// window, and a generation ends at its last evidence, not when the next one starts.
     pub evidence_ms: u64,
-    pub(super) _lock: File,
+    pub(super) _lock: nix::fcntl::Flock<File>,
     pub(super) roll_bytes: u64,
     pub(super) roll_age: Duration,
     pub(super) spool: Option<SpoolWatch>,
@@ -298,7 +298,7 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), CaptureError> {
 
 /// One agent per source and store: a second one would interleave segments. `flock` is released
 /// by the kernel when the process dies, so a kill -9 leaves no stale lock behind.
-fn lock_source(root: &Path, source: &str) -> Result<File, CaptureError> {
+fn lock_source(root: &Path, source: &str) -> Result<nix::fcntl::Flock<File>, CaptureError> {
     let dir = root.join(layout::SOURCES).join(source);
     create_dir_durable(&dir)?;
     let path = dir.join("agent.lock");
@@ -309,18 +309,18 @@ fn lock_source(root: &Path, source: &str) -> Result<File, CaptureError> {
         .write(true)
         .open(&path)
         .map_err(io_err(&path))?;
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: flock on a file descriptor we own; no memory is shared.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let holder = fs::read_to_string(&path).unwrap_or_default();
-        return Err(CaptureError::SecondWriter(format!(
+    let f = match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((_, _)) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            return Err(CaptureError::SecondWriter(format!(
             "another capture agent{} is already capturing source '{source}' into this store; stop it first, or pass another --name",
             if holder.trim().is_empty() { String::new() } else { format!(" (pid {})", holder.trim()) }
         )));
-    }
+        }
+    };
     use std::io::Write;
-    let mut w = &f;
+    let mut w: &File = &f;
     let _ = f.set_len(0);
     let _ = write!(w, "{}", std::process::id());
     Ok(f)

@@ -38,6 +38,7 @@ pub use run::run;
 
 use crate::replica::ReplicaError;
 use crate::store::StoreError;
+use nix::errno::Errno;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -73,7 +74,7 @@ impl CaptureError {
             _ => None,
         };
         io.and_then(|e| e.raw_os_error())
-            .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
+            .is_some_and(|c| c == Errno::ENOSPC as i32 || c == Errno::EDQUOT as i32)
     }
 
     fn is_retryable(&self) -> bool {

@@ -125,17 +125,10 @@ fn spool_reserve(total: u64) -> u64 {
 // The statvfs fields are u64 here but narrower on 32-bit targets, hence `u64::from`.
 #[allow(clippy::useless_conversion)]
 fn space(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs is plain old data; all zeroes is a valid value of it.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a statvfs struct we own, filled in by the kernel.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    let frsize = u64::from(st.f_frsize);
-    (rc == 0).then(|| {
-        (
-            u64::from(st.f_bavail) * frsize,
-            u64::from(st.f_blocks) * frsize,
-        )
-    })
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let frsize = u64::from(st.fragment_size());
+    Some((
+        u64::from(st.blocks_available()) * frsize,
+        u64::from(st.blocks()) * frsize,
+    ))
 }
