@@ -4,6 +4,7 @@
 //! by the pure functions at the top, which the tests check in milliseconds.
 
 use super::options::CaptureOptions;
+use crate::backoff::Backoff;
 use crate::store::Store;
 use std::future::Future;
 use std::time::Duration;
@@ -28,10 +29,56 @@ pub fn prune_check_every(keep: Duration) -> Duration {
     PRUNE_EVERY.min(keep / 4).max(Duration::from_secs(1))
 }
 
+/// Between restarts of a maintenance task that failed: soon at first, then at most every
+/// 10 minutes (a bug that panics every pass must not fill the log).
+fn restart_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(600))
+}
+
+/// Runs the task `make` builds until `stop` turns true, and returns how often it failed. A
+/// failure (a panic: the tasks themselves log and retry their errors) is an ERROR in the log
+/// and the task starts again after `backoff`, rather than the whole agent exiting: capture must
+/// go on (the primary's backlog is finite, and a deterministic bug would only make a
+/// supervisor restart capture in a loop), while missing compaction or retention for a while
+/// costs restore time or disk, never data. Before, a panicked task was joined with `let _ =`
+/// at shutdown and nobody heard of it.
+async fn supervise<F, Fut>(
+    what: &'static str,
+    stop: watch::Receiver<bool>,
+    backoff: Backoff,
+    mut make: F,
+) -> u32
+where
+    F: FnMut(watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (mut stop, mut backoff, mut failures) = (stop, backoff, 0);
+    loop {
+        let joined = tokio::spawn(make(stop.clone())).await;
+        if *stop.borrow() {
+            return failures;
+        }
+        failures += 1;
+        let why = match joined {
+            Ok(()) => "it ended on its own".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let delay = backoff.next_delay();
+        tracing::error!(
+            "{what} failed ({why}); capture goes on, and {what} restarts in {:.0} s",
+            delay.as_secs_f64()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|v| *v) => return failures,
+        }
+    }
+}
+
 /// The maintenance tasks of one capture run.
 pub(super) struct Maintenance {
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<u32>>,
 }
 
 impl Maintenance {
@@ -43,20 +90,30 @@ impl Maintenance {
             let mut copts = opts.compact.clone();
             copts.min_interval = every;
             let every = compaction_check_every(every);
-            let stop = wait_true(maint_rx.clone());
-            maintenance.push(tokio::spawn(crate::compact::run_every(
-                store.clone(),
-                opts.name.clone(),
-                every,
-                copts,
-                stop,
+            let (store, name) = (store.clone(), opts.name.clone());
+            maintenance.push(tokio::spawn(supervise(
+                "compaction",
+                maint_rx.clone(),
+                restart_backoff(),
+                move |rx| {
+                    crate::compact::run_every(
+                        store.clone(),
+                        name.clone(),
+                        every,
+                        copts.clone(),
+                        wait_true(rx),
+                    )
+                },
             )));
         }
         if let Some(policy) = opts.retention {
-            let (store, name, rx) = (store.clone(), opts.name.clone(), maint_rx.clone());
-            maintenance.push(tokio::spawn(async move {
-                prune_every(store, name, policy, wait_true(rx)).await
-            }));
+            let (store, name) = (store.clone(), opts.name.clone());
+            maintenance.push(tokio::spawn(supervise(
+                "retention",
+                maint_rx.clone(),
+                restart_backoff(),
+                move |rx| prune_every(store.clone(), name.clone(), policy, wait_true(rx)),
+            )));
         }
         Maintenance {
             stop: maint_stop,
@@ -64,11 +121,17 @@ impl Maintenance {
         }
     }
 
-    /// Stops the tasks and waits for them.
+    /// Stops the tasks and waits for them; says how often they had failed.
     pub(super) async fn stop(self) {
         let _ = self.stop.send(true);
         for m in self.tasks {
-            let _ = m.await;
+            match m.await {
+                Ok(0) => {}
+                Ok(n) => {
+                    warn!("maintenance failed {n} time(s) during this run (see the errors above)")
+                }
+                Err(e) => tracing::error!("the maintenance supervisor failed: {e}"),
+            }
         }
     }
 }
@@ -104,7 +167,10 @@ async fn prune_every(
         }
         match crate::prune::execute(&store, &plan).await {
             Ok(r) => info!("retention: {r}"),
-            Err(e) => warn!("retention of '{source}' failed (retrying in 10 min): {e}"),
+            Err(e) => warn!(
+                "retention of '{source}' failed (retrying in {}): {e}",
+                crate::timespec::format_duration_ms(every.as_millis() as u64)
+            ),
         }
     }
 }
@@ -112,6 +178,46 @@ async fn prune_every(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A maintenance task that panics (a bug) is restarted, and the failure counted, while
+    /// capture goes on; at stop the supervisor returns.
+    #[tokio::test]
+    async fn a_panicked_maintenance_task_is_restarted() {
+        let starts = Arc::new(AtomicU32::new(0));
+        let (stop, rx) = watch::channel(false);
+        let counted = starts.clone();
+        let task = tokio::spawn(supervise(
+            "test",
+            rx,
+            Backoff::new(ms(1), ms(5)),
+            move |rx| {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        panic!("a bug in maintenance");
+                    }
+                    wait_true(rx).await
+                }
+            },
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while starts.load(Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task was not restarted"
+            );
+            tokio::time::sleep(ms(5)).await;
+        }
+        stop.send(true).unwrap();
+        let failures = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(failures, 1);
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+    }
 
     const fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

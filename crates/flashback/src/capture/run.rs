@@ -57,18 +57,18 @@ async fn capture_only(
         if !spool_holds_source(&spool_dir, &opts.name) {
             return Err(e.into());
         }
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         loop {
+            let delay = backoff.next_delay();
             tracing::error!(
                 "{e}; this spool holds data of an earlier run, so capture waits for the store (retrying in {} s) \
                  and then resumes by partial resync",
-                backoff.as_secs()
+                delay.as_secs()
             );
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.as_mut() => return Ok(()),
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
             match store.check(crate::store::Access::Write).await {
                 Ok(()) => break,
                 Err(again) => {
@@ -155,20 +155,35 @@ async fn capture_spooled(
             if let Err(e) = log.make_durable_now().and_then(|_| log.seal()) {
                 warn!("could not seal the open segment: {e}; the next start recovers it");
             }
-            return match u {
-                Ok(Err(e)) => Err(CaptureError::SecondWriter(e.to_string())),
-                Ok(Ok(())) => Err(CaptureError::Unsupported("the uploader stopped unexpectedly".into())),
-                Err(e) => Err(CaptureError::Unsupported(format!("the uploader failed: {e}"))),
-            };
+            return uploader_ended(u, false);
         }
     };
     let _ = stop_tx.send(true);
-    match upload_task.await {
-        Ok(Err(e)) => return Err(CaptureError::SecondWriter(e.to_string())),
-        Err(e) => warn!("the uploader failed: {e}"),
-        Ok(Ok(())) => {}
-    }
+    uploader_ended(upload_task.await, true)?;
     captured
+}
+
+/// What the uploader's end means for the run: only a clean end after a stop is Ok. `stopping`: capture asked it to stop (it drains,
+/// then returns Ok); otherwise it only ends early on a fatal error (a second writer).
+fn uploader_ended(
+    joined: Result<Result<(), upload::UploadError>, tokio::task::JoinError>,
+    stopping: bool,
+) -> Result<(), CaptureError> {
+    match (joined, stopping) {
+        (Ok(Err(e)), _) => Err(CaptureError::SecondWriter(e.to_string())),
+        (Ok(Ok(())), true) => Ok(()),
+        (Ok(Ok(())), false) => Err(CaptureError::Unsupported(
+            "the uploader stopped unexpectedly".into(),
+        )),
+        // A panic (a bug) may have left sealed segments unshipped: the run fails, logged as an
+        // ERROR here, so that a supervisor restarts the agent and the next uploader ships them.
+        (Err(e), _) => {
+            tracing::error!("the uploader failed: {e}");
+            Err(CaptureError::Unsupported(format!(
+                "the uploader failed: {e}"
+            )))
+        }
+    }
 }
 
 async fn run_log(
@@ -300,5 +315,25 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panicked uploader may have left sealed segments unshipped: the run must fail (exit
+    /// non-zero, one line naming the uploader), at shutdown as much as mid-run.
+    #[tokio::test]
+    async fn a_panicked_uploader_fails_the_run_even_at_shutdown() {
+        for stopping in [false, true] {
+            let joined = tokio::spawn(async { panic!("boom in the uploader") }).await;
+            let err =
+                uploader_ended(joined, stopping).expect_err("a panicked uploader is a failure");
+            let msg = err.to_string();
+            assert!(msg.contains("uploader") && msg.contains("boom"), "{msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+        assert!(uploader_ended(Ok(Ok(())), true).is_ok());
     }
 }
