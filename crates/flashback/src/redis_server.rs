@@ -26,6 +26,8 @@
 
 use crate::client::{Client, ClientError, RedisUrl};
 use flashback_format::resp::Frame;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
@@ -419,17 +421,15 @@ impl Drop for RedisServer {
 
 /// Makes the child get SIGKILL when this process dies, however it dies (kill -9 included).
 fn die_with_this_process(cmd: &mut Command) {
-    // SAFETY: getpid(2) has no preconditions.
-    let parent = unsafe { libc::getpid() };
+    let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (prctl, getppid, _exit); it allocates nothing.
+    // calls (prctl, getppid, _exit); it allocates nothing. `_exit` is libc's: nix has no wrapper
+    // for it, and `std::process::exit` runs atexit handlers, which is not safe after a fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             // We died between fork and prctl: the signal will never come, so go now.
-            if libc::getppid() != parent {
+            if nix::unistd::getppid() != parent {
                 libc::_exit(1);
             }
             Ok(())
@@ -538,7 +538,12 @@ pub fn sweep_leftovers(base: &std::path::Path, prefix: &str) {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&lead)) else {
             continue;
         };
-        let Some(creator) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some(creator) = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
             continue;
         };
         if creator == std::process::id() as i32 || process_alive(creator) {
@@ -551,13 +556,14 @@ pub fn sweep_leftovers(base: &std::path::Path, prefix: &str) {
         if let Some(server) = std::fs::read_to_string(dir.join(PID_FILE))
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
+            // 0 and negative pids name process groups in kill(2), never one server.
+            .filter(|p| *p > 0)
         {
             // redis-server rewrites its command line (`redis-server 127.0.0.1:port`), but it
             // chdirs into its --dir: the working directory identifies it.
             let cwd = std::fs::read_link(format!("/proc/{server}/cwd")).ok();
             if cwd.is_some() && cwd == dir.canonicalize().ok() {
-                // SAFETY: kill(2) with a pid and a signal; no memory is involved.
-                unsafe { libc::kill(server, libc::SIGKILL) };
+                let _ = kill(Pid::from_raw(server), Signal::SIGKILL);
                 tracing::warn!(
                     "killed redis-server pid {server}, left running by flashback pid {creator} (killed before it could stop it)"
                 );
@@ -578,16 +584,21 @@ pub fn sweep_leftovers(base: &std::path::Path, prefix: &str) {
 pub fn stop_detached(pid: u32, dir: &Path) {
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
     if cwd.is_some() && cwd == dir.canonicalize().ok() {
-        // SAFETY: kill(2) with a pid and a signal; no memory is involved.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Whether `pid` names a live process (one we may not signal counts: it exists). Signal 0
+/// only checks; a pid of 0 or below would name a process group, so it is never alive here.
 fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    pid > 0
+        && matches!(
+            kill(Pid::from_raw(pid), None),
+            Ok(()) | Err(nix::errno::Errno::EPERM)
+        )
 }
 
 #[cfg(test)]
@@ -676,8 +687,7 @@ mod tests {
             fn drop(&mut self) {
                 let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.0)).ok();
                 if cwd.is_some_and(|c| c.starts_with(&self.1)) {
-                    // SAFETY: kill(2) with a pid and a signal; no memory is involved.
-                    unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+                    let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! The capture core: every decision of the capture loop, as a pure state machine with the clock
-//! passed in. The loop in `capture/mod.rs` owns the socket, the log and the timers; it feeds
+//! passed in. The loop in `capture/session.rs` owns the socket, the log and the timers; it feeds
 //! the core what happened ([`Event`]) and carries out what the core answers ([`Action`]). No
 //! I/O here, so each rule below has a unit test that runs in microseconds.
 //!
@@ -465,6 +465,33 @@ mod tests {
     use super::*;
 
     const T: u64 = 1_000_000;
+
+    /// The core decides and nothing else: no file, socket, clock, task or log, so that every
+    /// rule keeps a unit test that runs in microseconds (the loop in `session.rs` does the I/O).
+    #[test]
+    fn the_core_does_no_io() {
+        let src = include_str!("core.rs");
+        let code = src.split("#[cfg(test)]").next().unwrap_or(src);
+        for banned in [
+            "std::fs",
+            "std::net",
+            "std::io",
+            "std::thread",
+            "Instant",
+            "SystemTime",
+            "tokio",
+            "tracing",
+            "now_ms()",
+            "crate::",
+            "super::",
+            "unsafe",
+        ] {
+            assert!(
+                !code.contains(banned),
+                "capture/core.rs must stay pure but names {banned}"
+            );
+        }
+    }
 
     fn core(offset: u64) -> Core {
         Core::new(CoreConfig::default(), offset, T, T)

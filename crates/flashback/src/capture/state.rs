@@ -1,7 +1,7 @@
 //! The capture state machine: pure, no sockets, no files, time passed in. It turns decoded
 //! replication events into records and decisions, so the protocol's edge cases (SELECT not
 //! re-sent after +CONTINUE, SELECT inside MULTI on 7.2+, GETACK offsets, a transaction cut by a
-//! crash) are unit-tested in milliseconds. The driver in `capture/mod.rs` does the I/O.
+//! crash) are unit-tested in milliseconds. The driver in `capture/session.rs` does the I/O.
 
 use crate::replica::PsyncReply;
 use bytes::Bytes;
