@@ -32,9 +32,12 @@ fi
 # the test build below instead of compiling them a second time for the dev profile.
 cargo fmt --all --check || { echo "error: cargo fmt --check failed: run 'cargo fmt --all' and commit" >&2; exit 1; }
 cargo clippy --release --workspace --all-targets -- -D warnings
-# Every fuzz target for a short run over its committed seeds (docs/testing.md, "Fuzzing"): a
-# crash fails CI, naming the target and the input. FLASHBACK_FUZZ_SECONDS sets the time per
+# The tests, then every fuzz target for a short run over its committed seeds (docs/testing.md,
+# "Fuzzing"): a crash fails CI, naming the target and the input. Both always run (a fuzz crash
+# must not hide a test failure, nor the reverse). FLASHBACK_FUZZ_SECONDS sets the time per
 # target: 10 s, because the cold build (cargo-fuzz install, libFuzzer, zstd) is most of what
 # fuzzing adds to CI; docs/testing.md has the numbers.
-scripts/fuzz.sh "${FLASHBACK_FUZZ_SECONDS:-10}"
-exec cargo test --release --workspace --no-fail-fast
+status=0
+cargo test --release --workspace --no-fail-fast || status=1
+scripts/fuzz.sh "${FLASHBACK_FUZZ_SECONDS:-10}" || status=1
+exit $status

@@ -12,16 +12,22 @@
 //! - [`capture`]: `capture::core` is the pure state machine of the capture loop (acks after
 //!   fsyncs, heartbeats, evidence and uncertain intervals, pause, dead link); `capture::state`
 //!   follows the stream (offsets, SELECT, MULTI, continue or new generation); `capture::poll`
-//!   polls the source's own offset for evidence; `capture::run` wires them to a socket and the
-//!   store.
+//!   polls the source's own offset for evidence. `run`/`session` wire them to a socket and the
+//!   store; the local log is `log` (the facade) over `tail` (the open segment: append, fsync,
+//!   seal), `generation` (base, manifest, uncertain intervals), `recover` (what a crash or a
+//!   full disk left) and `spool` (accounting, metrics file); `maintenance` schedules compaction
+//!   and retention beside the capture.
 //! - [`ship`]: the spool → remote store path (`ship::upload`: ordered, verified uploads of sealed
 //!   objects) and the one-writer lease an agent holds in the store (`ship::lease`).
 //! - [`store`]: `Arc<dyn ObjectStore>` plus [`store::layout`] (the only place object names are
 //!   built), generation manifests, the catalog (windows from a LIST), the one chain walker
 //!   (`store::chain`: what restores from which base) and the one segment stream (`store::stream`).
-//! - [`restore`]: `plan` (pure: which base, which segments, where to cut) then one reader that
-//!   serves base + records to a real redis-server as its master, then an output (`restore::outputs`): `--rdb`, `--to`,
-//!   `--serve`.
+//! - [`restore`]: `plan` (pure: which base, which segments, where to cut; `uncertain` for the
+//!   intervals the agent could not vouch for) then one reader that serves base + records to a
+//!   real redis-server through the engine (`engine::master` plays its master), then an output
+//!   (`restore::outputs`): `--rdb`, `--to`, `--serve`.
+//! - [`redis_server`]: starting, finding and stopping private redis-server processes (they die
+//!   with flashback), for restore, compaction, verify and the demo.
 //! - [`backoff`]: the one retry delay (doubling, capped, reset on success) every retry loop uses.
 //! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
@@ -30,11 +36,14 @@
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
 //!   of what may be deleted, then deletion in a crash-safe order.
-//! - [`verify`]: `flashback verify`: reads every object a restore needs (checksums, the chain
-//!   from each base), then a timed restore drill into a private redis-server.
+//! - [`verify`]: `flashback verify`: reads every object a restore needs (`verify::objects`:
+//!   checksums, every block), walks the chain from each base (`verify::check`), then a timed
+//!   restore drill into a private redis-server (`verify::drill`). The report is data; the binary
+//!   renders it.
 //!
-//! The binary (`src/main.rs`, `src/cli/`, one file per subcommand) parses arguments, renders
-//! reports and calls into this library; `flashback demo` (`cli/demo.rs`) is a script of named
+//! The binary (`src/main.rs`, `src/cli/`, one file per subcommand, `cli/debug.rs` for
+//! `flashback debug segment|base`) parses arguments, reads the environment into explicit
+//! configuration (`store::StoreConfig`), renders reports and calls into this library; `flashback demo` (`cli/demo.rs`) is a script of named
 //! steps over the same library calls as `capture` and `restore`.
 
 pub mod backoff;

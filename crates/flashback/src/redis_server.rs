@@ -420,6 +420,7 @@ impl Drop for RedisServer {
 }
 
 /// Makes the child get SIGKILL when this process dies, however it dies (kill -9 included).
+#[allow(unsafe_code)] // pre_exec, see SAFETY below
 fn die_with_this_process(cmd: &mut Command) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe

@@ -371,6 +371,7 @@ fn start_moto(bin: &Path, bucket: &str) -> Moto {
 /// The same through `s3://`: capture with a key (spooled, uploaded encrypted), every stored
 /// object encrypted, restore exact with the key and refused without it.
 #[test]
+#[allow(unsafe_code)] // raw signals to a child process (libc), as the test needs them
 fn encrypted_s3_store() {
     let Some(bin) = moto_bin() else {
         let msg = match std::env::var("FLASHBACK_TEST_MOTO") {

@@ -304,6 +304,7 @@ struct Served {
 }
 
 impl Drop for Served {
+    #[allow(unsafe_code)] // raw signals to a child process (libc), as the test needs them
     fn drop(&mut self) {
         unsafe {
             libc::kill(self.pid as i32, libc::SIGKILL);

@@ -614,6 +614,7 @@ fn wait_gone(pid: i32) {
 }
 
 #[test]
+#[allow(unsafe_code)] // raw signals to a child process (libc), as the test needs them
 fn sigterm_and_sigint_stop_the_private_server_and_remove_its_dir() {
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
         // 200 µs per key: 20,000 keys take 4 s to load.

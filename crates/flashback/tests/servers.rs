@@ -505,6 +505,7 @@ impl Agent {
         }
     }
 
+    #[allow(unsafe_code)] // raw signals to a child process (libc), as the test needs them
     fn sigterm(&mut self) {
         let mut child = self.child.take().unwrap();
         // SAFETY: kill(2) on our own unreaped child.

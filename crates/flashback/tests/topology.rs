@@ -129,6 +129,7 @@ fn chained_replica_source_and_its_promotion() {
 /// The primary freezes (SIGSTOP) longer than --repl-timeout: the agent must declare the link
 /// dead, keep retrying, and resume with a partial resync when the primary comes back.
 #[test]
+#[allow(unsafe_code)] // raw signals to a child process (libc), as the test needs them
 fn silent_link_is_detected_and_resumed() {
     let m = RedisProc::start(&[
         "--repl-diskless-sync-delay",

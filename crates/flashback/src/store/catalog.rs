@@ -26,6 +26,28 @@ pub struct BaseObject {
     pub crc32c: u32,
 }
 
+impl BaseObject {
+    /// A base from a listing: the object as listed, and what its name ([`Entry::Base`]) records.
+    pub fn listed(o: &object_store::ObjectMeta, entry: &Entry) -> Option<BaseObject> {
+        match *entry {
+            Entry::Base {
+                offset,
+                time_ms,
+                size,
+                crc32c,
+            } => Some(BaseObject {
+                offset,
+                time_ms,
+                key: o.location.clone(),
+                size: o.size,
+                recorded_size: size,
+                crc32c,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// `size` is what the listing reports; `name` records what the writer wrote.
 #[derive(Debug, Clone)]
 pub struct SealedSegment {
@@ -202,19 +224,7 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
         match entry {
             Entry::Manifest => manifests.push((gen, o.location)),
             Entry::Head => g.head = Some((o.location, o.size)),
-            Entry::Base {
-                offset,
-                time_ms,
-                size,
-                crc32c,
-            } => g.bases.push(BaseObject {
-                offset,
-                time_ms,
-                key: o.location,
-                size: o.size,
-                recorded_size: size,
-                crc32c,
-            }),
+            e @ Entry::Base { .. } => g.bases.extend(BaseObject::listed(&o, &e)),
             Entry::Sealed(name) => g.sealed.push(SealedSegment {
                 name,
                 key: o.location,

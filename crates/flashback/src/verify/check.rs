@@ -76,19 +76,7 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
         match entry {
             Entry::Manifest => g.manifest = Some(o.location),
             Entry::Head => g.head = Some(o.location),
-            Entry::Base {
-                offset,
-                time_ms,
-                size,
-                crc32c,
-            } => g.bases.push(BaseObject {
-                offset,
-                time_ms,
-                key: o.location,
-                size: o.size,
-                recorded_size: size,
-                crc32c,
-            }),
+            e @ Entry::Base { .. } => g.bases.extend(BaseObject::listed(&o, &e)),
             Entry::Sealed(n) => {
                 let modified = u64::try_from(o.last_modified.timestamp_millis()).unwrap_or(0);
                 g.sealed_modified.push((n.start_offset, modified));

@@ -22,6 +22,7 @@ pub fn flashback_bin() -> &'static str {
 /// also asked (PR_SET_PDEATHSIG) to kill them if the test process itself is killed, e.g. by a
 /// CI timeout, which Drop cannot see. Best effort only: in a kill -9 of a test binary the agent
 /// died this way but a redis-server child survived, reparented to init (not understood yet).
+#[allow(unsafe_code)] // raw signals to a child process (libc), as the test needs them
 pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     #[cfg(target_os = "linux")]
     {
@@ -596,6 +597,7 @@ impl Agent {
         );
     }
 
+    #[allow(unsafe_code)] // raw signals to a child process (libc), as the test needs them
     pub fn signal_and_wait(&mut self, sig: i32) -> ExitStatus {
         let mut child = self.child.take().expect("agent already stopped");
         // SAFETY: kill(2) on the pid of a child we spawned and have not yet reaped.

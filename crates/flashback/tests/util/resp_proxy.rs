@@ -86,6 +86,7 @@ impl RespProxy {
     }
 }
 
+#[allow(unsafe_code)] // raw signals to a child process (libc), as the test needs them
 fn fire(s: &mut State, t: Trigger) {
     let pid = match t {
         Trigger::AfterAcks { pid, .. } | Trigger::RdbBytes { pid, .. } => pid,

@@ -182,15 +182,18 @@ pub(super) fn encode_header(h: &SegmentHeader) -> std::io::Result<[u8; HEADER_LE
 }
 
 pub(crate) fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
-    if b.len() < 10 {
-        return Err(Error::corrupt(
+    let short = || {
+        Error::corrupt(
             file,
             b.len() as u64,
             format!(
                 "{} bytes is shorter than a segment header ({HEADER_LEN})",
                 b.len()
             ),
-        ));
+        )
+    };
+    if b.len() < 10 {
+        return Err(short());
     }
     if b[0..8] != MAGIC {
         return Err(Error::corrupt(
@@ -211,14 +214,7 @@ pub(crate) fn decode_header(file: &str, b: &[u8]) -> Result<SegmentHeader> {
         return Err(Error::corrupt(file, 8, "segment version 0 does not exist"));
     }
     if b.len() < HEADER_LEN {
-        return Err(Error::corrupt(
-            file,
-            b.len() as u64,
-            format!(
-                "{} bytes is shorter than a segment header ({HEADER_LEN})",
-                b.len()
-            ),
-        ));
+        return Err(short());
     }
     let stored = le32(b, 76);
     let crc = crc32c::crc32c(&b[..76]);

@@ -56,6 +56,25 @@ struct WriterRun {
 }
 
 impl<W: Write> SegmentWriter<W> {
+    /// Writes one block (header then payload). Poisoned while the bytes are going out: a failed
+    /// write leaves a partial block the writer cannot account for, so it refuses further use.
+    fn write_block(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        len: u64,
+        covered: u64,
+    ) -> std::io::Result<()> {
+        self.poisoned = true;
+        self.w.write_all(header)?;
+        self.w.write_all(payload)?;
+        self.w.flush()?;
+        self.poisoned = false;
+        self.pos += len;
+        self.covered_ms = covered;
+        Ok(())
+    }
+
     /// Writes the header. The replid must be 40 printable ASCII bytes (Redis' replids are 40
     /// hex digits); anything else is `InvalidInput`, because the header stores it fixed-width.
     pub fn new(mut w: W, header: &SegmentHeader, opts: WriterOptions) -> std::io::Result<Self> {
@@ -259,13 +278,7 @@ impl<W: Write> SegmentWriter<W> {
         };
         let header =
             encode_block_header(&info, self.raw.len() as u32, payload.len() as u32, &payload);
-        self.poisoned = true;
-        self.w.write_all(&header)?;
-        self.w.write_all(&payload)?;
-        self.w.flush()?;
-        self.poisoned = false;
-        self.pos += len;
-        self.covered_ms = covered;
+        self.write_block(&header, &payload, len, covered)?;
         self.appended.covered_ms = covered;
         self.flushed = self.appended;
         self.raw.clear();
@@ -373,13 +386,7 @@ impl<W: Write> SegmentWriter<W> {
             blocks: self.blocks.len(),
             covered_ms: self.covered_ms,
         });
-        self.poisoned = true;
-        self.w.write_all(&header)?;
-        self.w.write_all(&payload)?;
-        self.w.flush()?;
-        self.poisoned = false;
-        self.pos += len;
-        self.covered_ms = covered;
+        self.write_block(&header, &payload, len, covered)?;
         self.blocks.push(info.clone());
         match end {
             Some(m) => {
