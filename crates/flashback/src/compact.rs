@@ -270,8 +270,12 @@ pub async fn compact_or_skip(
         });
     }
     check_rdb_version(&rdb_path, &plan.manifest).await?;
-    // The name records the file's size and checksum (store::layout), so read it once before the
-    // upload; off the runtime's threads, as a base can be gigabytes.
+    // The name records the file's size and checksum (store::layout), and the name is needed
+    // before the upload starts, so they cannot be summed while uploading. Nor while writing:
+    // the private redis-server's SAVE writes the RDB and the restore's RDB output copies it
+    // here, neither through a writer of ours (summing in that copy would thread a checksum
+    // through every restore output for this one caller). So it is read once, on a blocking
+    // thread, off the runtime's, as a base can be gigabytes.
     let (size, crc) = {
         let path = rdb_path.clone();
         tokio::task::spawn_blocking(move || layout::file_size_crc32c(&path))

@@ -1,11 +1,15 @@
 //! A new generation: the base snapshot's file, then its manifest (create-only, so a second
 //! writer is caught) and the first segment; and the uncertain intervals recorded in the
 //! current generation.
+//!
+//! The base's name records its size and crc32c, summed while the transfer writes it (the file
+//! is handed out wrapped in a [`Crc32cWriter`]) rather than read back after: a base can be
+//! gigabytes, and reading it again blocked the capture task for as long.
 
 use super::log::{create_dir_durable, io_err, sync_dir, Log};
 use super::state::{GapReason, StreamState};
 use super::CaptureError;
-use crate::store::layout;
+use crate::store::layout::{self, Crc32cWriter};
 use crate::store::manifest::{GenerationManifest, PreviousGeneration};
 use flashback_format::segment::Origin;
 use object_store::{PutMode, PutOptions};
@@ -17,12 +21,13 @@ impl Log {
     /// Starts a new generation: the caller streams the base into the file this returns, then
     /// calls [`commit_generation`](Self::commit_generation). Its final name needs the offset,
     /// which a legacy SYNC answer only reveals inside the snapshot, hence a neutral name first.
-    pub fn base_file(&self, gen: &str) -> Result<(File, PathBuf), CaptureError> {
+    /// Write through the returned writer only (buffer above it): its sum names the base.
+    pub fn base_file(&self, gen: &str) -> Result<(Crc32cWriter<File>, PathBuf), CaptureError> {
         let dir = self.local(&layout::base_prefix(&self.source, gen));
         create_dir_durable(&dir)?;
         let partial = dir.join("incoming.rdb.partial");
         let f = File::create(&partial).map_err(io_err(&partial))?;
-        Ok((f, partial))
+        Ok((Crc32cWriter::new(f), partial))
     }
 
     /// The base is complete and checked: make it durable, write the manifest (create-only, so
@@ -33,7 +38,7 @@ impl Log {
     pub async fn commit_generation(
         &mut self,
         gen: &str,
-        base: (File, PathBuf),
+        base: (Crc32cWriter<File>, PathBuf),
         replid: &str,
         offset: u64,
         db: u32,
@@ -42,9 +47,9 @@ impl Log {
         now_ms: u64,
     ) -> Result<(), CaptureError> {
         let (file, partial) = base;
-        file.sync_all().map_err(io_err(&partial))?;
+        let (size, crc) = file.size_crc32c();
+        file.get_ref().sync_all().map_err(io_err(&partial))?;
         drop(file);
-        let (size, crc) = layout::file_size_crc32c(&partial).map_err(io_err(&partial))?;
         let dest = self.local(&layout::base_key(
             &self.source,
             gen,
@@ -160,5 +165,169 @@ impl Log {
                 path.display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::layout::Entry;
+    use crate::store::{Access, Store, StoreConfig};
+    use flashback_format::segment::Record;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::time::Duration;
+
+    const REPLID: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn flip(path: &std::path::Path, at: u64) {
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[b[0] ^ 0xff]).unwrap();
+    }
+
+    /// Every object under the source's local store, with its parsed name.
+    fn entries(root: &std::path::Path) -> Vec<(PathBuf, Entry)> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+                if let Some((_, entry)) =
+                    layout::parse_key("src", &object_store::path::Path::from(rel))
+                {
+                    out.push((p, entry));
+                }
+            }
+        }
+        out
+    }
+
+    async fn new_generation(root: &std::path::Path, base: &[u8], flip_at: Option<u64>) -> Log {
+        let store = Store::open(root.to_str().unwrap(), &StoreConfig::new(Access::Write)).unwrap();
+        let mut log = Log::open(store, None, "src", 1 << 30, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let now = crate::now_ms();
+        let gen = layout::generation_id(now);
+        let (mut w, partial) = log.base_file(&gen).unwrap();
+        w.write_all(base).unwrap();
+        if let Some(at) = flip_at {
+            flip(&partial, at);
+        }
+        let rdb = crate::replica::RdbReceived {
+            len: base.len() as u64,
+            diskless: false,
+            info: Default::default(),
+        };
+        log.commit_generation(
+            &gen,
+            (w, partial),
+            REPLID,
+            0,
+            0,
+            &rdb,
+            &GapReason::FirstCapture,
+            now,
+        )
+        .await
+        .unwrap();
+        log
+    }
+
+    fn append_sets(log: &mut Log, n: usize) {
+        for i in 0..n {
+            let resp = format!("*3\r\n$3\r\nSET\r\n$2\r\nk{}\r\n$1\r\nv\r\n", i % 10).into_bytes();
+            let end = log.tail.as_ref().unwrap().writer.end_offset() + resp.len() as u64;
+            let rec = Record {
+                end_offset: end,
+                time_ms: crate::now_ms(),
+                db: 0,
+                boundary: true,
+                resp,
+            };
+            log.append(&rec, 0).unwrap();
+        }
+    }
+
+    /// The names record the crc32c of the bytes capture wrote, not of what the disk holds at
+    /// the commit: a byte changed in between is then caught by `verify`. Before the sums were
+    /// kept while writing, both names were read back from the (changed) files.
+    #[tokio::test]
+    async fn names_carry_the_crc32c_of_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let base: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let mut log = new_generation(&root, &base, Some(777)).await;
+        append_sets(&mut log, 50);
+        log.make_durable_now().unwrap();
+        let tail = log.tail.as_ref().unwrap().path.clone();
+        flip(&tail, 100);
+        log.seal().unwrap();
+
+        let all = entries(&root);
+        let (_, size, crc) = all
+            .iter()
+            .find_map(|(p, e)| match e {
+                Entry::Base { size, crc32c, .. } => Some((p, *size, *crc32c)),
+                _ => None,
+            })
+            .expect("a base");
+        assert_eq!((size, crc), (base.len() as u64, crc32c::crc32c(&base)));
+        let (path, name) = all
+            .iter()
+            .find_map(|(p, e)| match e {
+                Entry::Sealed(n) => Some((p, *n)),
+                _ => None,
+            })
+            .expect("a sealed segment");
+        let mut written = fs::read(path).unwrap();
+        assert_ne!(
+            name.crc32c,
+            crc32c::crc32c(&written),
+            "the flip is not blessed"
+        );
+        written[100] ^= 0xff;
+        assert_eq!(
+            (name.size, name.crc32c),
+            (written.len() as u64, crc32c::crc32c(&written))
+        );
+    }
+
+    /// Abandoned fragments are cut off the tail and their bytes leave the sum with them.
+    #[tokio::test]
+    async fn abandoned_fragments_leave_the_sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mut log = new_generation(&root, b"REDIS0011 not checked here", None).await;
+        append_sets(&mut log, 3);
+        log.append_fragment(&[b'x'; 5000], None, 0).unwrap();
+        log.append_fragment(&[b'y'; 5000], None, 0).unwrap();
+        log.abandon_partial().unwrap();
+        append_sets(&mut log, 2);
+        log.seal().unwrap();
+        let (path, name) = entries(&root)
+            .into_iter()
+            .find_map(|(p, e)| match e {
+                Entry::Sealed(n) => Some((p, n)),
+                _ => None,
+            })
+            .expect("a sealed segment");
+        let bytes = fs::read(path).unwrap();
+        assert_eq!(
+            (name.size, name.crc32c),
+            (bytes.len() as u64, crc32c::crc32c(&bytes))
+        );
     }
 }

@@ -183,7 +183,11 @@ impl Log {
                 summary
             }
         };
-        let name = sealed_name(&header, &summary, &path)?;
+        // Read back, not summed: this file was written by a process that is gone (or by a
+        // writer that failed), and torn bytes were cut off it. Only at start or after a write
+        // failure, never on the capture loop's hot path.
+        let sum = layout::file_size_crc32c(&path).map_err(io_err(&path))?;
+        let name = sealed_name(&header, &summary, sum);
         let sealed_key = layout::segment_key(&self.source, gen, &name);
         let dest = self.local(&sealed_key);
         fs::rename(&path, &dest).map_err(io_err(&dest))?;

@@ -1,16 +1,23 @@
 //! The open tail segment: records are appended into the current block, blocks are written
 //! (compressed) when full or at an fsync, the tail rolls when big or old enough, and sealing
 //! (footer, fsync, rename to the sealed name) is the commit point of a segment.
+//!
+//! The sealed name's size and crc32c are summed as the bytes are written (a
+//! [`Crc32cWriter`] under the segment writer), not read back at the seal: that was a second,
+//! blocking pass on the capture task, and it blessed whatever the disk held by then. The one
+//! cut-back in normal running (a big command's abandoned fragments) restores the sum saved
+//! before its first fragment; crash recovery, which cuts torn bytes off a tail a previous
+//! process left, re-reads that file (see `recover.rs`).
 
 use super::log::{create_dir_durable, io_err, sync_dir, Log};
 use super::CaptureError;
-use crate::store::layout::{self, SealedName};
+use crate::store::layout::{self, Crc32cWriter, SealedName};
 use flashback_format::segment::{
     Origin, Record, RecordMeta, SegmentHeader, SegmentWriter, WriterOptions,
 };
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use tracing::warn;
 
@@ -19,13 +26,16 @@ use tracing::warn;
 pub(super) const BLOCK_BYTES: usize = 1 << 20;
 
 pub struct Tail {
-    pub(super) writer: SegmentWriter<File>,
+    pub(super) writer: SegmentWriter<Crc32cWriter<File>>,
     pub(super) path: PathBuf,
     pub(super) generation: String,
     pub(super) header: SegmentHeader,
     pub(super) opened: Instant,
     /// Flags of the records waiting in the writer's current block.
     pub(super) pending_flags: u16,
+    /// The file's size and crc32c before the first fragment of the open big command: what
+    /// the sum goes back to when [`abandon_partial`](Log::abandon_partial) cuts them off.
+    pub(super) before_fragments: (u64, u32),
 }
 
 impl Log {
@@ -54,9 +64,13 @@ impl Log {
             .create_new(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        let writer =
-            SegmentWriter::new(file, &header, WriterOptions::default()).map_err(io_err(&path))?;
-        writer.get_ref().sync_data().map_err(io_err(&path))?;
+        let writer = SegmentWriter::new(Crc32cWriter::new(file), &header, WriterOptions::default())
+            .map_err(io_err(&path))?;
+        writer
+            .get_ref()
+            .get_ref()
+            .sync_data()
+            .map_err(io_err(&path))?;
         sync_dir(path.parent().unwrap_or(&self.root))?;
         let now = Instant::now();
         self.tail = Some(Tail {
@@ -66,6 +80,7 @@ impl Log {
             header,
             opened: now,
             pending_flags: 0,
+            before_fragments: (0, 0),
         });
         Ok(())
     }
@@ -110,6 +125,9 @@ impl Log {
             .tail
             .as_mut()
             .ok_or_else(|| CaptureError::Unsupported("no open segment".into()))?;
+        if !tail.writer.in_fragments() {
+            tail.before_fragments = tail.writer.get_ref().size_crc32c();
+        }
         tail.writer
             .append_fragment(chunk, end, covered, flags)
             .map_err(io_err(&tail.path))?;
@@ -122,7 +140,20 @@ impl Log {
         if let Some(t) = self.tail.as_mut() {
             if let Some(pos) = t.writer.abandon_fragments() {
                 warn!("dropping the partly received big command after offset {}; it will be received again", t.writer.end_offset());
-                truncate(t.writer.get_mut(), pos).map_err(io_err(&t.path))?;
+                truncate(t.writer.get_mut().get_mut(), pos).map_err(io_err(&t.path))?;
+                let sum = if t.before_fragments.0 == pos {
+                    t.before_fragments
+                } else {
+                    // Not reached (the writer rewinds to where its first fragment began, which
+                    // is where the sum was saved); if it ever is, the file is the truth.
+                    debug_assert!(
+                        false,
+                        "fragments began at {pos}, the sum was saved at {}",
+                        t.before_fragments.0
+                    );
+                    layout::file_size_crc32c(&t.path).map_err(io_err(&t.path))?
+                };
+                t.writer.get_mut().rewind_to(sum);
             }
         }
         Ok(())
@@ -159,7 +190,11 @@ impl Log {
             self.flush_block()?;
         }
         let t = self.tail.as_mut().expect("still open");
-        t.writer.get_ref().sync_data().map_err(io_err(&t.path))?;
+        t.writer
+            .get_ref()
+            .get_ref()
+            .sync_data()
+            .map_err(io_err(&t.path))?;
         self.durable_offset = t.writer.end_offset();
         if let Some(b) = t.writer.blocks().last() {
             self.covered_through_ms = self.covered_through_ms.max(b.covered_through_ms);
@@ -220,10 +255,10 @@ impl Log {
         }
         let end_ms = self.evidence_ms.max(self.covered_through_ms);
         let (file, summary) = t.writer.finish(end_ms).map_err(io_err(&t.path))?;
-        file.sync_all().map_err(io_err(&t.path))?;
+        file.get_ref().sync_all().map_err(io_err(&t.path))?;
         self.durable_offset = summary.end_offset;
         self.covered_through_ms = summary.end_time_ms;
-        let name = sealed_name(&t.header, &summary, &t.path)?;
+        let name = sealed_name(&t.header, &summary, file.size_crc32c());
         let key = layout::segment_key(&self.source, &t.generation, &name);
         let dest = self.local(&key);
         fs::rename(&t.path, &dest).map_err(io_err(&dest))?;
@@ -234,27 +269,25 @@ impl Log {
     }
 }
 
-/// The name of a finished, fsynced segment file at `path`; its size and checksum are read back
-/// from the file (see [`layout::file_size_crc32c`]).
+/// The name of a finished, fsynced segment file whose bytes have this size and crc32c.
 pub(super) fn sealed_name(
     h: &SegmentHeader,
     s: &flashback_format::segment::SegmentSummary,
-    path: &Path,
-) -> Result<SealedName, CaptureError> {
-    let (size, crc32c) = layout::file_size_crc32c(path).map_err(io_err(path))?;
+    (size, crc32c): (u64, u32),
+) -> SealedName {
     let first = if s.first_time_ms == 0 {
         h.created_ms
     } else {
         s.first_time_ms
     };
-    Ok(SealedName {
+    SealedName {
         start_offset: s.start_offset,
         end_offset: s.end_offset,
         first_time_ms: first,
         end_time_ms: s.end_time_ms.max(first),
         size,
         crc32c,
-    })
+    }
 }
 
 /// Cuts `f` back to `len` and moves its cursor there (after `abandon_fragments`).

@@ -247,10 +247,11 @@ pub fn source_of(key: &Path) -> Option<String> {
     valid_source_name(name).then(|| name.to_string())
 }
 
-/// The size and crc32c a name records for a local file (a capture spool's, or a base compaction
-/// rebuilt), read back in 1 MiB pieces, never whole: a base can be gigabytes. The writers call
-/// it after the fsync rather than summing as they write: the file was just written, so this is
-/// a page-cache read, and it checks what is on disk rather than what was meant to be.
+/// The size and crc32c a name records for a local file, read back in 1 MiB pieces, never
+/// whole: a base can be gigabytes. Blocking I/O, so async callers run it on a blocking thread.
+/// The writers of the spool sum while they write instead ([`Crc32cWriter`]); this is for files
+/// someone else wrote (the RDB a private redis-server saved for a compaction) and for crash
+/// recovery sealing a tail a previous process left.
 pub fn file_size_crc32c(path: &std::path::Path) -> std::io::Result<(u64, u32)> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
@@ -265,6 +266,68 @@ pub fn file_size_crc32c(path: &std::path::Path) -> std::io::Result<(u64, u32)> {
         };
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         size += n as u64;
+    }
+}
+
+/// A [`Write`](std::io::Write) that keeps the size and crc32c (as a name records them) of every
+/// byte that reached the inner writer, so the writer of an object names it from what it wrote
+/// rather than by reading the file back: no second pass over a base of gigabytes on the
+/// capture task, and a byte changed on disk between the write and the seal is caught by
+/// `verify` later instead of being blessed by the name. Put it under any buffering, so that
+/// only bytes the sink accepted are summed.
+#[derive(Debug)]
+pub struct Crc32cWriter<W> {
+    inner: W,
+    size: u64,
+    crc: u32,
+}
+
+impl<W> Crc32cWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Crc32cWriter {
+            inner,
+            size: 0,
+            crc: 0,
+        }
+    }
+
+    /// The size and crc32c of everything written so far.
+    pub fn size_crc32c(&self) -> (u64, u32) {
+        (self.size, self.crc)
+    }
+
+    /// Puts back a sum taken earlier with [`size_crc32c`](Self::size_crc32c), after the caller
+    /// cut the sink back to that size (a segment's abandoned fragments).
+    pub fn rewind_to(&mut self, at: (u64, u32)) {
+        (self.size, self.crc) = at;
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The sink itself: bytes written through it are not summed, so only for what does not
+    /// write (fsync, truncation followed by [`rewind_to`](Self::rewind_to)).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Crc32cWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let done = buf.get(..n).unwrap_or(buf);
+        self.crc = crc32c::crc32c_append(self.crc, done);
+        self.size += done.len() as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -294,6 +357,52 @@ fn parse_crc(s: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink that takes at most 3 bytes a call: the sum must follow what was accepted.
+    struct Short(Vec<u8>);
+    impl std::io::Write for Short {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(3);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_crc32c_writer_sums_what_reached_the_file() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = std::io::BufWriter::with_capacity(
+            1 << 16,
+            Crc32cWriter::new(std::fs::File::create(&path).unwrap()),
+        );
+        for piece in data.chunks(12_345) {
+            w.write_all(piece).unwrap();
+        }
+        let w = w.into_inner().unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(on_disk, data);
+        let want = (data.len() as u64, crc32c::crc32c(&on_disk));
+        assert_eq!(w.size_crc32c(), want);
+        assert_eq!(file_size_crc32c(&path).unwrap(), want);
+
+        let mut s = Crc32cWriter::new(Short(Vec::new()));
+        s.write_all(b"partial writes are summed as accepted")
+            .unwrap();
+        let mark = s.size_crc32c();
+        s.write_all(b" and rewound").unwrap();
+        s.get_mut().0.truncate(mark.0 as usize);
+        s.rewind_to(mark);
+        s.write_all(b"!").unwrap();
+        let bytes = &s.get_ref().0;
+        assert_eq!(s.size_crc32c(), (bytes.len() as u64, crc32c::crc32c(bytes)));
+        assert_eq!(bytes.as_slice(), b"partial writes are summed as accepted!");
+    }
 
     #[test]
     fn keys_round_trip_and_sort_by_offset() {
