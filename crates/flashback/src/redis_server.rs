@@ -6,6 +6,11 @@
 //! [`RedisServer`] handle is dropped, unless the caller [`detach`](RedisServer::detach)es it
 //! (`restore --serve`).
 //!
+//! Size: just over 600 lines of code: finding the binary, its RDB table, starting, the one spawner
+//! thread that makes servers die with flashback, and stopping share the process bookkeeping
+//! (pids, private dirs, leftovers). The seam if it grows: the spawner and leftover sweep into
+//! `redis_server/spawn.rs`.
+//!
 //! # Which RDB versions a server loads
 //!
 //! Every loader refuses a higher RDB version than its own ("Can't handle RDB format version N").
