@@ -234,6 +234,10 @@ fn restore_to_a_live_target_proves_the_copy_and_times_each_phase() {
         .map(|p| p["phase"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(phases, ["plan", "fetch", "load", "replay", "verify"]);
+    // The log's own sample: keys last SET (the 2000 bulk keys among them) hold their value.
+    let l = &v["sources"][0]["drill"]["log_sample"];
+    assert!(l["keys"].as_u64().unwrap() >= 100, "{l}");
+    assert_eq!(l["equal"], l["keys"], "{l}");
     agent.stop();
 }
 

@@ -232,6 +232,19 @@ fn render(r: &Report) -> String {
                 d.rto_ms,
                 flashback::progress::phases_line(&d.phases)
             );
+            if let Some(l) = &d.log_sample {
+                let _ = writeln!(
+                    o,
+                    "  log sample: {} of {} keys whose last write the log shows whole (SET, DEL) hold it in the restore{}",
+                    l.equal,
+                    l.keys,
+                    if l.differences.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; DIFFERENT: {}", l.differences.join("; "))
+                    }
+                );
+            }
             if let Some(x) = &d.against_source {
                 let _ = writeln!(
                     o,

@@ -60,8 +60,19 @@ pub(super) async fn drill_once(
     let applied = engine::replay_observed(store, &plan, &server, version, None, progress)
         .await
         .map_err(fail)?;
+    // The recovery time: from the plan to a promoted server holding the whole dataset. What
+    // follows checks the result and is not part of a restore.
+    let rto_ms = started.elapsed().as_millis() as u64;
     progress.begin(Phase::Verify, Unit::Keys, None);
     let (dbs, digest) = dataset(&server).await.map_err(fail)?;
+    // The log read a second time, independently of the engine, for the sample it dictates.
+    let table = crate::store::commands::command_table(store, source, &plan.generation).await;
+    let mut sample = sample::LogSample::new(table, crate::now_ms());
+    restore::reader::read_records(store, &plan, &mut sample)
+        .await
+        .map_err(fail)?;
+    let mut c = server.client().await.map_err(|e| fail(e.into()))?;
+    let log_sample = (!sample.spoiled).then_some(sample.check(&mut c).await.map_err(fail)?);
     let against_source = match (side, &d.against) {
         (Some(side), Some(o)) => {
             let mut c = server.client().await.map_err(|e| fail(e.into()))?;
@@ -75,7 +86,6 @@ pub(super) async fn drill_once(
         _ => None,
     };
     progress.end();
-    let rto_ms = started.elapsed().as_millis() as u64;
     if applied.replica_errors > 0 {
         return Err(Problem {
             key: plan.base_key.to_string(),
@@ -113,6 +123,7 @@ pub(super) async fn drill_once(
             .unwrap_or_default()
             .to_vec(),
         against_source,
+        log_sample,
     })
 }
 

@@ -45,6 +45,7 @@ pub mod against;
 mod check;
 mod drill;
 mod objects;
+mod sample;
 
 pub use check::{check_source, check_source_observed};
 use drill::run_drill;
@@ -159,6 +160,9 @@ pub struct Drill {
     /// `--against-source`: the restore compared with the live source at the same offset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub against_source: Option<against::AgainstSource>,
+    /// A random sample of keys whose state the log dictates (last written whole by SET, or
+    /// deleted), checked in the restore; null when a big record's keys could not be read.
+    pub log_sample: Option<sample::LogSampleReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -219,6 +223,22 @@ pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptio
                 },
             };
             match run_drill(store, name, d, side.as_ref()).await {
+                Ok(r) if r.log_sample.as_ref().is_some_and(|l| l.equal < l.keys) => {
+                    let l = r.log_sample.as_ref().map(|l| l.differences.join("; "));
+                    s.problems.push(Problem {
+                        key: crate::store::layout::source_prefix(name).to_string(),
+                        offset: None,
+                        kind: Kind::Drill,
+                        message: format!(
+                            "the restore at offset {} disagrees with the log: {}",
+                            r.stop_offset,
+                            l.unwrap_or_default()
+                        ),
+                        impact: "the restore engine did not apply the log faithfully".into(),
+                        restorable_through_ms: None,
+                    });
+                    s.drill = Some(r);
+                }
                 Ok(r) if r.against_source.as_ref().is_some_and(|a| !a.equal) => {
                     let a = r.against_source.as_ref().map(|a| a.differences.join("; "));
                     s.problems.push(Problem {
