@@ -20,7 +20,6 @@ use flashback::store::{Access, Store, StoreConfig};
 use rand::{Rng, SeedableRng};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 use util::*;
 
@@ -70,7 +69,7 @@ unsafe impl GlobalAlloc for Counting {
 static A: Counting = Counting;
 
 /// The tests of this binary measure one process-wide allocator: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Above a segment block (1 MiB of raw records, the capture path's own largest buffer) only
 /// what a block may hold past it: its last record, and the block's framing.
@@ -106,7 +105,7 @@ const KEYS: usize = 80_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compactions_allocate_no_buffer_above_a_block_and_keep_nothing() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let source = RedisProc::start(&[]);
     let mut conn = source.conn();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed("bounded_memory"));
@@ -121,11 +120,7 @@ async fn compactions_allocate_no_buffer_above_a_block_and_keep_nothing() {
         &["--segment-mib", "1", "--base-every", "0", "--name", "s"],
     );
     agent.wait_online(&source);
-    let store = Store::open(
-        store_dir.to_str().unwrap(),
-        &StoreConfig::new(Access::Read),
-    )
-    .unwrap();
+    let store = Store::open(store_dir.to_str().unwrap(), &StoreConfig::new(Access::Read)).unwrap();
     let opts = CompactOptions {
         min_interval: Duration::ZERO,
         ..Default::default()
@@ -164,7 +159,7 @@ async fn compactions_allocate_no_buffer_above_a_block_and_keep_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_read_files_in_chunks_whatever_the_part_or_object_size() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("segment");
     let data: Vec<u8> = (0..(20 << 20) + 77).map(|i| (i % 253) as u8).collect();
@@ -174,7 +169,10 @@ async fn uploads_read_files_in_chunks_whatever_the_part_or_object_size() {
     // A whole object for one PUT (a sealed segment can be up to 64 MiB).
     let (whole, largest) = largest_during(chunks::read_payload(&path)).await;
     assert_eq!(whole.unwrap().content_length(), (20 << 20) + 77);
-    assert!(largest <= BOUND, "read_payload allocated {largest} bytes at once");
+    assert!(
+        largest <= BOUND,
+        "read_payload allocated {largest} bytes at once"
+    );
 
     // Parts of 16 MiB (the uploader's) and 8 MiB (compaction's).
     for part in [16 << 20, 8 << 20] {

@@ -25,8 +25,8 @@
 
 use crate::backoff::Backoff;
 use crate::store::catalog::{self, Generation};
-use crate::store::manifest::LogHead;
 use crate::store::chunks::{self, ChunkedFile};
+use crate::store::manifest::LogHead;
 use crate::store::{layout, Store, StoreError};
 use futures::StreamExt;
 use object_store::path::Path;
@@ -379,12 +379,7 @@ impl Uploader {
         // with client-side encryption (`store::crypt`) the body is ciphertext made inside the
         // store wrapper with a random nonce, which the uploader never sees. Multipart uploads
         // keep their HEAD (above), and an existing object is compared byte for byte (below).
-        match self
-            .remote
-            .os
-            .put_opts(key, payload.clone(), opts)
-            .await
-        {
+        match self.remote.os.put_opts(key, payload.clone(), opts).await {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let theirs = self
@@ -407,11 +402,7 @@ impl Uploader {
             // Backends without conditional writes: fall back to a plain PUT. Second writers
             // are then caught by the name collision check above only where supported.
             Err(object_store::Error::NotImplemented { .. }) => {
-                self.remote
-                    .os
-                    .put(key, payload)
-                    .await
-                    .map_err(remote_err)?;
+                self.remote.os.put(key, payload).await.map_err(remote_err)?;
             }
             Err(err) => return Err(remote_err(err)),
         }

@@ -109,7 +109,9 @@ mod tests {
     async fn a_file_comes_back_whole_in_bounded_chunks_and_parts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let data: Vec<u8> = (0..(3 * CHUNK + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * CHUNK + 12_345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         std::fs::write(&path, &data).unwrap();
 
         let whole = read_payload(&path).await.unwrap();
