@@ -472,6 +472,12 @@ fn upload_order(source: &str, gens: &[Generation]) -> Vec<Pending> {
                 alone: true,
             });
         }
+        if let Some((key, _)) = &g.commands {
+            out.push(Pending {
+                key: key.clone(),
+                alone: true,
+            });
+        }
         out.extend(g.sealed.iter().map(|s| Pending {
             key: s.key.clone(),
             alone: false,

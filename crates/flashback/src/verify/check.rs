@@ -4,6 +4,7 @@
 
 use super::objects::*;
 use super::*;
+use crate::progress::{Phase, Progress, Unit};
 use crate::store::catalog::{BaseObject, Generation, SealedSegment, TailSegment};
 use crate::store::chain::{Chain, Hole, Role, Which};
 use crate::store::layout::{self, Entry};
@@ -20,6 +21,8 @@ use std::collections::BTreeMap;
 pub(super) struct Listed {
     pub(super) manifest: Option<Path>,
     pub(super) head: Option<Path>,
+    /// The stored COMMAND reply, if any.
+    pub(super) commands: Option<Path>,
     pub(super) bases: Vec<BaseObject>,
     pub(super) sealed: Vec<SealedSegment>,
     /// (key, size, start offset)
@@ -32,6 +35,12 @@ pub(super) struct Listed {
 
 /// The integrity half of verify, for one source.
 pub async fn check_source(store: &Store, name: &str) -> SourceReport {
+    check_source_observed(store, name, &Progress::new()).await
+}
+
+/// [`check_source`], reporting the bytes read (of all the source's listed bytes) to `progress`
+/// as its check phase.
+pub async fn check_source_observed(store: &Store, name: &str, progress: &Progress) -> SourceReport {
     let mut report = SourceReport {
         name: name.to_string(),
         generations: vec![],
@@ -67,6 +76,11 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
             restorable_through_ms: None,
         });
     }
+    progress.begin(
+        Phase::Check,
+        Unit::Bytes,
+        Some(objects.iter().map(|o| o.size).sum()),
+    );
     let mut gens: BTreeMap<String, Listed> = BTreeMap::new();
     for o in objects {
         let Some((gen, entry)) = layout::parse_key(name, &o.location) else {
@@ -76,6 +90,7 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
         match entry {
             Entry::Manifest => g.manifest = Some(o.location),
             Entry::Head => g.head = Some(o.location),
+            Entry::Commands => g.commands = Some(o.location),
             e @ Entry::Base { .. } => g.bases.extend(BaseObject::listed(&o, &e)),
             Entry::Sealed(n) => {
                 let modified = u64::try_from(o.last_modified.timestamp_millis()).unwrap_or(0);
@@ -111,12 +126,14 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
             report: &mut report,
             counts: GenerationReport::default(),
             uploading_from,
+            progress,
         };
         c.run(listed).await;
         let mut counts = c.counts;
         counts.ok = report.problems.len() == before;
         report.generations.push(counts);
     }
+    progress.end();
     report
 }
 
@@ -130,6 +147,8 @@ pub(super) struct GenCheck<'a> {
     /// A hole before a segment starting at or after this offset is an upload in progress
     /// ([`uploading_from`]).
     pub(super) uploading_from: Option<u64>,
+    /// Bytes read go here too, for the check phase's progress.
+    pub(super) progress: &'a Progress,
 }
 
 /// How far one run of a generation's log is intact, in restore's order.
@@ -212,6 +231,7 @@ impl GenCheck<'_> {
             sealed: listed.sealed.clone(),
             tails,
             head: None,
+            commands: None,
             // Not part of the chain: checked on their own below.
             uncertain: vec![],
         };
@@ -335,6 +355,9 @@ impl GenCheck<'_> {
         }
         for (key, _) in &listed.uncertain {
             self.check_uncertain(key).await;
+        }
+        if let Some(key) = &listed.commands {
+            self.check_commands(key).await;
         }
         // Every log problem of a run gets the same impact: the run's first break bounds it,
         // and a later run (a base past a hole) restores again from its own start.

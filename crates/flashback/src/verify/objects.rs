@@ -222,6 +222,25 @@ impl GenCheck<'_> {
         }
     }
 
+    /// The stored COMMAND reply must decode into a command table: without it `history` falls
+    /// back to the builtin table and cannot see module commands' keys.
+    pub(super) async fn check_commands(&mut self, key: &Path) {
+        let read = self.read_small(key).await.and_then(|b| {
+            use crate::store::commands::CommandsObjectError as E;
+            crate::store::commands::decode(key.as_ref(), &b)
+                .map(|_| ())
+                .map_err(|e| match e {
+                    E::Format(f) => Failure::format(&f),
+                    E::Resp { offset, what, .. } => Failure::new(Kind::Corrupt, Some(offset), what),
+                    E::Table { err, .. } => Failure::new(Kind::Corrupt, None, err.to_string()),
+                })
+        });
+        if let Err(f) = read {
+            let impact = "no instant is lost; `history` reads this generation with the builtin command table (module commands' keys unknown)".to_string();
+            self.problem(key.to_string(), f, impact, None);
+        }
+    }
+
     /// A small object whole (a manifest, a log head).
     pub(super) async fn read_small(&self, key: &Path) -> Result<bytes::Bytes, Failure> {
         match self.store.os.get(key).await {
@@ -235,6 +254,7 @@ impl GenCheck<'_> {
             Ok(b) => match GenerationManifest::decode(key.as_ref(), &b) {
                 Ok(m) => {
                     self.counts.bytes += b.len() as u64;
+                    self.progress.add(b.len() as u64);
                     return Some(m);
                 }
                 Err(e) => Failure::format(&e),
@@ -369,6 +389,7 @@ impl GenCheck<'_> {
             pos = end;
         }
         self.counts.bytes += pos;
+        self.progress.add(pos);
         if pos != len {
             return Some(Failure::new(
                 Kind::Truncated,
@@ -423,12 +444,14 @@ impl GenCheck<'_> {
                 Ok((crc, _)) => scan.crc32c = Some(crc),
                 Err(e) => {
                     self.counts.bytes += stream.received();
+                    self.progress.add(stream.received());
                     scan.failure = Some(Failure::stream(e));
                     return scan;
                 }
             }
         }
         self.counts.bytes += stream.received();
+        self.progress.add(stream.received());
         scan.header = stream.header().cloned();
         if failure.is_none() {
             scan.summary = stream.summary();
