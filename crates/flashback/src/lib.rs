@@ -23,8 +23,11 @@
 //! - [`ship`]: the spool → remote store path (`ship::upload`: ordered, verified uploads of sealed
 //!   objects) and the one-writer lease an agent holds in the store (`ship::lease`).
 //! - [`store`]: `Arc<dyn ObjectStore>` plus [`store::layout`] (the only place object names are
-//!   built), generation manifests, the stored `COMMAND` reply (`store::commands`), the catalog (windows from a LIST), the one chain walker
-//!   (`store::chain`: what restores from which base) and the one segment stream (`store::stream`).
+//!   built), generation manifests, the stored `COMMAND` reply (`store::commands`), the catalog
+//!   (windows from a LIST), the one chain walker (`store::chain`: what restores from which
+//!   base), the one segment stream (`store::stream`) and the one way a local file becomes
+//!   upload payloads (`store::chunks`: 1 MiB chunks, so no transient buffer grows the agent's
+//!   memory).
 //! - [`restore`]: `plan` (pure: which base, which segments, where to cut; `uncertain` for the
 //!   intervals the agent could not vouch for) then one reader that serves base + records to a
 //!   real redis-server through the engine (`engine::master` plays its master), then an output
