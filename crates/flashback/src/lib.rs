@@ -54,6 +54,7 @@ pub mod capture;
 pub mod client;
 pub mod commands;
 pub mod compact;
+pub mod history;
 pub mod info;
 pub mod prune;
 pub mod redis_server;
