@@ -150,12 +150,12 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         );
     } else {
         println!(
-            "{:<23}  {:>12}  {:>3}  {:<20}  command",
+            "{:<30}  {:>12}  {:>3}  {:<20}  command",
             "time", "offset", "db", "as"
         );
         for w in &h.writes {
             println!(
-                "{:<23}  {:>12}  {:>3}  {:<20}  {}{}",
+                "{:<30}  {:>12}  {:>3}  {:<20}  {}{}",
                 format_ms(w.time_ms),
                 w.offset,
                 w.db,
