@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::client::Client;
+use crate::progress::{Phase, Unit};
 use crate::redis_server::{RedisServer, ServerBinary, ServerOptions};
 use crate::restore::{self, engine, RestoreError, Target};
 use crate::store::layout;
@@ -16,13 +17,14 @@ pub(super) async fn run_drill(
     store: &Store,
     source: &str,
     d: &DrillOptions,
+    side: Option<&against::SourceSide>,
 ) -> Result<Drill, Problem> {
     // Under a live agent an open tail can be sealed between the plan and the read, which
     // restore reports as an error on the tail. That is a race, not damage: plan again.
     let mut tries = 0;
     loop {
         tries += 1;
-        match drill_once(store, source, d).await {
+        match drill_once(store, source, d, side).await {
             Err(p) if tries < 3 && p.key.ends_with(".tail") => continue,
             r => return r,
         }
@@ -33,10 +35,19 @@ pub(super) async fn drill_once(
     store: &Store,
     source: &str,
     d: &DrillOptions,
+    side: Option<&against::SourceSide>,
 ) -> Result<Drill, Problem> {
     let started = Instant::now();
+    let progress = &d.progress;
+    let first_phase = progress.phases().len();
+    progress.begin(Phase::Plan, Unit::Bytes, None);
     let fail = |e: RestoreError| drill_problem(source, e);
-    let plan = restore::plan(store, source, d.target).await.map_err(fail)?;
+    let target = match side {
+        Some(s) => Target::AtOffset(s.offset),
+        None => d.target,
+    };
+    let plan = restore::plan(store, source, target).await.map_err(fail)?;
+    progress.end();
     let binary = ServerBinary::find(d.redis_server.as_deref()).map_err(|e| fail(e.into()))?;
     let version = engine::check_base_version(store, &plan, &binary)
         .await
@@ -46,10 +57,24 @@ pub(super) async fn drill_once(
     let server = RedisServer::start(&binary, ServerOptions::default())
         .await
         .map_err(|e| fail(e.into()))?;
-    let applied = engine::replay(store, &plan, &server, version)
+    let applied = engine::replay_observed(store, &plan, &server, version, None, progress)
         .await
         .map_err(fail)?;
+    progress.begin(Phase::Verify, Unit::Keys, None);
     let (dbs, digest) = dataset(&server).await.map_err(fail)?;
+    let against_source = match (side, &d.against) {
+        (Some(side), Some(o)) => {
+            let mut c = server.client().await.map_err(|e| fail(e.into()))?;
+            let keys = dbs.iter().map(|d| d.keys).sum();
+            Some(
+                against::compare(side, &o.url, &mut c, &digest, keys)
+                    .await
+                    .map_err(fail)?,
+            )
+        }
+        _ => None,
+    };
+    progress.end();
     let rto_ms = started.elapsed().as_millis() as u64;
     if applied.replica_errors > 0 {
         return Err(Problem {
@@ -65,8 +90,10 @@ pub(super) async fn drill_once(
             restorable_through_ms: None,
         });
     }
-    let at_ms = match d.target {
+    let at_ms = match target {
         Target::At(t) => t,
+        // The arrival of the last record restored.
+        Target::AtOffset(_) => plan.stop_time_ms.unwrap_or(plan.window.to_ms),
         _ => plan.window.to_ms,
     };
     Ok(Drill {
@@ -80,6 +107,12 @@ pub(super) async fn drill_once(
         digest,
         records: applied.records_applied,
         server: binary.to_string(),
+        phases: progress
+            .phases()
+            .get(first_phase..)
+            .unwrap_or_default()
+            .to_vec(),
+        against_source,
     })
 }
 
