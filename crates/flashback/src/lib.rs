@@ -41,6 +41,10 @@
 //! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
 //! - [`info`]: what `flashback info` reports, as serde types shared by text and `--json`.
+//! - [`history`]: `flashback history KEY`: the log of every generation through the restore
+//!   reader, following the key's names (`history::track`, pure), and its value at a point
+//!   (`history::value`, a restore into a private server); `history::may_touch` is the seam for
+//!   per-segment key filters (the reader asks its sink before fetching a segment).
 //! - [`compact`]: new bases made off the primary: the state at the end of the latest sealed
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
@@ -60,6 +64,7 @@ pub mod capture;
 pub mod client;
 pub mod commands;
 pub mod compact;
+pub mod history;
 pub mod info;
 pub mod progress;
 pub mod prune;
