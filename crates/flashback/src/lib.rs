@@ -32,6 +32,10 @@
 //! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
 //! - [`info`]: what `flashback info` reports, as serde types shared by text and `--json`.
+//! - [`inspect`]: what `flashback inspect` reports about an RDB file (keys and bytes by db and
+//!   type, biggest keys, expiry histogram), one streaming pass of the `flashback_rdb` reader
+//!   (its own crate, `crates/rdb`: every RDB version and encoding, and the raw-entry writer a
+//!   key-level restore copies entries with).
 //! - [`compact`]: new bases made off the primary: the state at the end of the latest sealed
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
@@ -51,6 +55,7 @@ pub mod capture;
 pub mod client;
 pub mod compact;
 pub mod info;
+pub mod inspect;
 pub mod prune;
 pub mod redis_server;
 pub mod replica;

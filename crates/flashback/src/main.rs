@@ -30,6 +30,8 @@ enum Command {
     Restore(cli::restore::Args),
     /// Sources, generations, restorable windows, capture lag and bytes stored.
     Info(cli::info::Args),
+    /// Keys and bytes of an RDB file (or of the store at an instant) by db and type, biggest keys, expiries.
+    Inspect(cli::inspect::Args),
     /// Check every stored object a restore needs, then drill a timed restore (RTO, digest).
     Verify(cli::verify::Args),
     /// Make a new base off the primary: the latest sealed state, rebuilt in a private server.
@@ -78,7 +80,11 @@ fn main() -> ExitCode {
     // these commands just stop.
     let stoppable = matches!(
         cli.command,
-        Command::Restore(_) | Command::Verify(_) | Command::Compact(_) | Command::Demo(_)
+        Command::Restore(_)
+            | Command::Verify(_)
+            | Command::Compact(_)
+            | Command::Demo(_)
+            | Command::Inspect(_)
     );
     let result = rt.block_on(async {
         let work = async {
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
                 Command::Capture(a) => cli::capture::run(a, &store).await,
                 Command::Restore(a) => cli::restore::run(a, &store).await,
                 Command::Info(a) => cli::info::run(a, &store).await,
+                Command::Inspect(a) => cli::inspect::run(a, &store).await,
                 Command::Verify(a) => cli::verify::run(a, &store).await,
                 Command::Compact(a) => cli::compact::run(a, &store).await,
                 Command::Prune(a) => cli::prune::run(a, &store).await,

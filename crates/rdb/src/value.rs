@@ -213,12 +213,14 @@ impl<R: Read> RdbReader<R> {
                         let at = self.inp.offset();
                         match self.inp.num("a quicklist node's container")? {
                             c @ (1 | 2) => c,
-                            c => return Err(self.inp.corrupt(
-                                at,
-                                format!(
+                            c => {
+                                return Err(self.inp.corrupt(
+                                    at,
+                                    format!(
                                     "quicklist node container {c} (expected 1 plain or 2 packed)"
                                 ),
-                            )),
+                                ))
+                            }
                         }
                     } else {
                         2

@@ -5,6 +5,7 @@ pub mod compact;
 pub mod debug;
 pub mod demo;
 pub mod info;
+pub mod inspect;
 pub mod prune;
 pub mod restore;
 pub mod verify;
