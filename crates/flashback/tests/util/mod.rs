@@ -260,7 +260,25 @@ impl RedisProc {
         Self::start_in(dir, extra_args)
     }
 
+    /// A server of another binary (a Valkey or a newer Redis), loading `rdb` when given.
+    pub fn start_bin(bin: &Path, rdb: Option<&Path>, extra_args: &[&str]) -> RedisProc {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(rdb) = rdb {
+            std::fs::copy(rdb, dir.path().join("dump.rdb"))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", rdb.display()));
+        }
+        Self::start_in_bin(bin.as_os_str(), dir, extra_args)
+    }
+
     fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> RedisProc {
+        Self::start_in_bin(std::ffi::OsStr::new(&redis_server_bin()), dir, extra_args)
+    }
+
+    fn start_in_bin(
+        bin: &std::ffi::OsStr,
+        dir: tempfile::TempDir,
+        extra_args: &[&str],
+    ) -> RedisProc {
         let password = extra_args
             .windows(2)
             .find(|w| w[0] == "--requirepass")
@@ -270,7 +288,7 @@ impl RedisProc {
             let port = free_port();
             let log = dir.path().join("redis.log");
             let _ = std::fs::remove_file(&log);
-            let mut cmd = Command::new(redis_server_bin());
+            let mut cmd = Command::new(bin);
             cmd.arg("--port").arg(port.to_string());
             cmd.args([
                 "--bind",
@@ -298,7 +316,7 @@ impl RedisProc {
             let mut child = cmd.spawn().unwrap_or_else(|e| {
                 panic!(
                     "cannot run {}: {e} (install redis-server or set FLASHBACK_TEST_REDIS_SERVER)",
-                    redis_server_bin()
+                    bin.to_string_lossy()
                 )
             });
             let deadline = Instant::now() + Duration::from_secs(30);
