@@ -227,7 +227,7 @@ pub fn inspect<R: Read>(
         }
     }
     let mut biggest: Vec<BigKey> = slots.into_iter().flatten().collect();
-    biggest.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    biggest.sort_by_key(|k| std::cmp::Reverse(k.bytes));
     let elapsed = started.elapsed();
     let read = rdb.offset().max(file_bytes);
     let server_version = aux

@@ -113,6 +113,8 @@ fn locate(k: &ServerKind) -> Option<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 // What the reader sees
 
+type StreamEntries = Vec<(StreamId, Vec<(Vec<u8>, Vec<u8>)>)>;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     Str(Vec<u8>),
@@ -123,7 +125,7 @@ enum Value {
     /// field -> (value, field expiry)
     Hash(BTreeMap<Vec<u8>, (Vec<u8>, Option<i64>)>),
     Stream {
-        entries: Vec<(StreamId, Vec<(Vec<u8>, Vec<u8>)>)>,
+        entries: StreamEntries,
         meta: Option<StreamMeta>,
         groups: Vec<StreamGroup>,
     },
@@ -181,11 +183,10 @@ impl Visitor for Collect {
 }
 
 impl Collect {
-    #[allow(clippy::type_complexity)]
     fn stream(
         &mut self,
     ) -> (
-        &mut Vec<(StreamId, Vec<(Vec<u8>, Vec<u8>)>)>,
+        &mut StreamEntries,
         &mut Option<StreamMeta>,
         &mut Vec<StreamGroup>,
     ) {
