@@ -105,6 +105,7 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
                 ttl: TtlMode::Absolute,
                 replace: false,
                 force: false,
+                verify: None,
                 db_map: Vec::new(),
             };
             eprintln!("restoring source '{source}' at {at} into a temporary RDB to inspect it…");
