@@ -7,18 +7,20 @@
 # cache), and prints MB/s of each and the ratio of the medians. Needs redis-server and
 # redis-check-rdb (the same version: the checker must read the file) and a release build.
 #
-#   bench/inspect.sh [--mb N] [--repeats N] [--keep FILE]
+#   bench/inspect.sh [--mb N] [--repeats N] [--keep FILE | --file FILE]
+# --keep saves the generated RDB; --file times an existing RDB instead of generating one.
 #   FLASHBACK=target/release/flashback REDIS_SERVER=redis-server REDIS_CHECK_RDB=redis-check-rdb
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mb=200 repeats=3 keep=""
+mb=200 repeats=3 keep="" file=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --mb) mb=$2; shift 2 ;;
         --repeats) repeats=$2; shift 2 ;;
         --keep) keep=$2; shift 2 ;;
-        *) echo "usage: bench/inspect.sh [--mb N] [--repeats N] [--keep FILE]" >&2; exit 2 ;;
+        --file) file=$2; shift 2 ;;
+        *) echo "usage: bench/inspect.sh [--mb N] [--repeats N] [--keep FILE | --file FILE]" >&2; exit 2 ;;
     esac
 done
 flashback=${FLASHBACK:-${CARGO_TARGET_DIR:-target}/release/flashback}
@@ -32,6 +34,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/flashback-bench-inspect.XXXXXX")
 pid=""
 cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
+generate() {
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
     --dbfilename dump.rdb --logfile "$work/server.log" --daemonize no &
@@ -82,8 +85,8 @@ while :; do
     cli EVALSHA "$sha" 0 "$next" $((next + batch - 1)) >/dev/null
     next=$((next + batch))
     used=$(cli INFO memory | tr -d '\r' | awk -F: '/^used_memory:/{print $2}')
-    # The RDB comes to roughly 40% of used memory for this mix; check the file itself below.
-    if (( used > mb * 1000000 * 5 / 2 )); then
+    # The RDB comes to about a quarter of used memory for this mix; the file itself decides.
+    if (( used > mb * 1000000 * 7 / 2 )); then
         cli SAVE >/dev/null
         size=$(stat -c %s "$work/dump.rdb")
         (( size >= mb * 1000000 )) && break
@@ -94,8 +97,16 @@ kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 rdb="$work/dump.rdb"
 size=$(stat -c %s "$rdb")
 [[ -n "$keep" ]] && cp "$rdb" "$keep"
+}
+if [[ -n "$file" ]]; then
+    rdb=$file
+    size=$(stat -c %s "$rdb")
+    keys="?"
+else
+    generate
+fi
 cat "$rdb" >/dev/null   # into the page cache: both tools read from memory
-echo "RDB: $size bytes, $keys keys ($("$server" --version | awk '{print $3}'))"
+echo "RDB: $size bytes, $keys keys, $(head -c 9 "$rdb") ($("$server" --version | awk '{print $3}'))"
 
 # "wall cpu": elapsed seconds and the child's user+system CPU seconds. On a shared machine the
 # CPU time is the steadier figure (the wall time includes waiting for a core).

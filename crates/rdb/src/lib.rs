@@ -202,7 +202,8 @@ pub(crate) fn is_value_type(t: u8, magic: Magic) -> bool {
     }
 }
 
-pub(crate) fn kind_of(t: u8, magic: Magic) -> Kind {
+/// The TYPE of a value type byte.
+pub fn kind_of(t: u8, magic: Magic) -> Kind {
     match t {
         0 => Kind::String,
         1 | 10 | 14 | 18 => Kind::List,
