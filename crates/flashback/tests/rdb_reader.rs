@@ -661,7 +661,8 @@ fn digest_value(c: &mut Conn, key: &[u8]) -> String {
 
 fn run_kind(k: &ServerKind) {
     let Some(bin) = locate(k) else { return };
-    let src = RedisProc::start_bin(&bin, None, &[]);
+    let bin_s = bin.to_str().expect("a UTF-8 server path");
+    let src = RedisProc::start_bin(bin_s, &[]);
     let mut c = src.conn();
     write_everything(&mut c, k);
     cmd(&mut c, &[b"SAVE"]);
@@ -736,7 +737,7 @@ fn run_kind(k: &ServerKind) {
     let (_, counts) = filter_rdb(&mut reader, writer, |_, key| !key.starts_with(b"drop:")).unwrap();
     assert_eq!(counts.dropped, 3, "{}", k.name);
     let filtered = read_view(&out_path);
-    let dst = RedisProc::start_bin(&bin, Some(&out_path), &[]);
+    let dst = RedisProc::start_bin_with_rdb(bin_s, &out_path, &[]);
     let mut d = dst.conn();
     for (db, keys) in &view.dbs {
         for conn in [&mut c, &mut d] {
@@ -777,7 +778,7 @@ fn run_kind(k: &ServerKind) {
     let writer =
         RdbWriter::new(std::fs::File::create(&all_path).unwrap(), reader.header()).unwrap();
     filter_rdb(&mut reader, writer, |_, _| true).unwrap();
-    let all = RedisProc::start_bin(&bin, Some(&all_path), &[]);
+    let all = RedisProc::start_bin_with_rdb(bin_s, &all_path, &[]);
     assert_eq!(
         cmd(&mut all.conn(), &[b"DEBUG", b"DIGEST"]),
         cmd(&mut c, &[b"DEBUG", b"DIGEST"]),

@@ -19,6 +19,7 @@ fn listing(text: &str) -> Generation {
         sealed: vec![],
         tails: vec![],
         head: None,
+        commands: None,
         uncertain: vec![],
     };
     let range = |s: &str| -> (u64, u64) {

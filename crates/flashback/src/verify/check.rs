@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 pub(super) struct Listed {
     pub(super) manifest: Option<Path>,
     pub(super) head: Option<Path>,
+    /// The stored COMMAND reply, if any.
+    pub(super) commands: Option<Path>,
     pub(super) bases: Vec<BaseObject>,
     pub(super) sealed: Vec<SealedSegment>,
     /// (key, size, start offset)
@@ -88,6 +90,7 @@ pub async fn check_source_observed(store: &Store, name: &str, progress: &Progres
         match entry {
             Entry::Manifest => g.manifest = Some(o.location),
             Entry::Head => g.head = Some(o.location),
+            Entry::Commands => g.commands = Some(o.location),
             e @ Entry::Base { .. } => g.bases.extend(BaseObject::listed(&o, &e)),
             Entry::Sealed(n) => {
                 let modified = u64::try_from(o.last_modified.timestamp_millis()).unwrap_or(0);
@@ -228,6 +231,7 @@ impl GenCheck<'_> {
             sealed: listed.sealed.clone(),
             tails,
             head: None,
+            commands: None,
             // Not part of the chain: checked on their own below.
             uncertain: vec![],
         };
@@ -351,6 +355,9 @@ impl GenCheck<'_> {
         }
         for (key, _) in &listed.uncertain {
             self.check_uncertain(key).await;
+        }
+        if let Some(key) = &listed.commands {
+            self.check_commands(key).await;
         }
         // Every log problem of a run gets the same impact: the run's first break bounds it,
         // and a later run (a base past a hole) restores again from its own start.

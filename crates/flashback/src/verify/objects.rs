@@ -222,6 +222,25 @@ impl GenCheck<'_> {
         }
     }
 
+    /// The stored COMMAND reply must decode into a command table: without it `history` falls
+    /// back to the builtin table and cannot see module commands' keys.
+    pub(super) async fn check_commands(&mut self, key: &Path) {
+        let read = self.read_small(key).await.and_then(|b| {
+            use crate::store::commands::CommandsObjectError as E;
+            crate::store::commands::decode(key.as_ref(), &b)
+                .map(|_| ())
+                .map_err(|e| match e {
+                    E::Format(f) => Failure::format(&f),
+                    E::Resp { offset, what, .. } => Failure::new(Kind::Corrupt, Some(offset), what),
+                    E::Table { err, .. } => Failure::new(Kind::Corrupt, None, err.to_string()),
+                })
+        });
+        if let Err(f) = read {
+            let impact = "no instant is lost; `history` reads this generation with the builtin command table (module commands' keys unknown)".to_string();
+            self.problem(key.to_string(), f, impact, None);
+        }
+    }
+
     /// A small object whole (a manifest, a log head).
     pub(super) async fn read_small(&self, key: &Path) -> Result<bytes::Bytes, Failure> {
         match self.store.os.get(key).await {

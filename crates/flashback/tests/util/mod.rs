@@ -260,25 +260,24 @@ impl RedisProc {
         Self::start_in(dir, extra_args)
     }
 
-    /// A server of another binary (a Valkey or a newer Redis), loading `rdb` when given.
-    pub fn start_bin(bin: &Path, rdb: Option<&Path>, extra_args: &[&str]) -> RedisProc {
+    /// Like [`start`](Self::start) with another server binary (a Valkey, a newer Redis).
+    pub fn start_bin(bin: &str, extra_args: &[&str]) -> RedisProc {
+        Self::start_in_with(bin, tempfile::tempdir().unwrap(), extra_args)
+    }
+
+    /// [`start_bin`](Self::start_bin) loading `rdb` at startup (copied in as its `dump.rdb`).
+    pub fn start_bin_with_rdb(bin: &str, rdb: &Path, extra_args: &[&str]) -> RedisProc {
         let dir = tempfile::tempdir().unwrap();
-        if let Some(rdb) = rdb {
-            std::fs::copy(rdb, dir.path().join("dump.rdb"))
-                .unwrap_or_else(|e| panic!("copy {}: {e}", rdb.display()));
-        }
-        Self::start_in_bin(bin.as_os_str(), dir, extra_args)
+        std::fs::copy(rdb, dir.path().join("dump.rdb"))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", rdb.display()));
+        Self::start_in_with(bin, dir, extra_args)
     }
 
     fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> RedisProc {
-        Self::start_in_bin(std::ffi::OsStr::new(&redis_server_bin()), dir, extra_args)
+        Self::start_in_with(&redis_server_bin(), dir, extra_args)
     }
 
-    fn start_in_bin(
-        bin: &std::ffi::OsStr,
-        dir: tempfile::TempDir,
-        extra_args: &[&str],
-    ) -> RedisProc {
+    fn start_in_with(bin: &str, dir: tempfile::TempDir, extra_args: &[&str]) -> RedisProc {
         let password = extra_args
             .windows(2)
             .find(|w| w[0] == "--requirepass")
@@ -315,8 +314,7 @@ impl RedisProc {
                 .stderr(Stdio::null());
             let mut child = cmd.spawn().unwrap_or_else(|e| {
                 panic!(
-                    "cannot run {}: {e} (install redis-server or set FLASHBACK_TEST_REDIS_SERVER)",
-                    bin.to_string_lossy()
+                    "cannot run {bin}: {e} (install redis-server or set FLASHBACK_TEST_REDIS_SERVER)"
                 )
             });
             let deadline = Instant::now() + Duration::from_secs(30);
