@@ -45,6 +45,10 @@
 //!   reader, following the key's names (`history::track`, pure), and its value at a point
 //!   (`history::value`, a restore into a private server); `history::may_touch` is the seam for
 //!   per-segment key filters (the reader asks its sink before fetching a segment).
+//! - [`inspect`]: what `flashback inspect` reports about an RDB file (keys and bytes by db and
+//!   type, biggest keys, expiry histogram), one streaming pass of the `flashback_rdb` reader
+//!   (its own crate, `crates/rdb`: every RDB version and encoding, and the raw-entry writer a
+//!   key-level restore copies entries with).
 //! - [`compact`]: new bases made off the primary: the state at the end of the latest sealed
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
@@ -66,6 +70,7 @@ pub mod commands;
 pub mod compact;
 pub mod history;
 pub mod info;
+pub mod inspect;
 pub mod progress;
 pub mod prune;
 pub mod redis_server;

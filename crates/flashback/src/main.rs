@@ -32,6 +32,8 @@ enum Command {
     Info(cli::info::Args),
     /// Every write to one key (following RENAME/COPY/MOVE/SWAPDB), and its value at chosen points.
     History(cli::history::Args),
+    /// Keys and bytes of an RDB file (or of the store at an instant) by db and type, biggest keys, expiries.
+    Inspect(cli::inspect::Args),
     /// Check every stored object a restore needs, then drill a timed restore (RTO, digest).
     Verify(cli::verify::Args),
     /// Make a new base off the primary: the latest sealed state, rebuilt in a private server.
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
             | Command::Compact(_)
             | Command::Demo(_)
             | Command::History(_)
+            | Command::Inspect(_)
     );
     let result = rt.block_on(async {
         let work = async {
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
                 Command::Restore(a) => cli::restore::run(a, &store).await,
                 Command::Info(a) => cli::info::run(a, &store).await,
                 Command::History(a) => cli::history::run(a, &store).await,
+                Command::Inspect(a) => cli::inspect::run(a, &store).await,
                 Command::Verify(a) => cli::verify::run(a, &store).await,
                 Command::Compact(a) => cli::compact::run(a, &store).await,
                 Command::Prune(a) => cli::prune::run(a, &store).await,

@@ -11,7 +11,8 @@
 //! - [`envelope`]: a small checked wrapper (magic, version, length, crc32c) around the JSON
 //!   metadata objects (generation manifests).
 //! - [`rdb`]: just enough of Redis' RDB format to read a file's version and AUX fields, and the
-//!   CRC-64 Redis puts in its trailer.
+//!   CRC-64 Redis puts in its trailer (re-exported from `flashback-rdb`, the whole-file reader,
+//!   which holds the one copy of CRC-64 and LZF).
 //! - [`resp`]: RESP framing, `check` then `parse` (mini-redis `frame.rs`), counting raw bytes so
 //!   replication offsets are exact; [`resp::stream`]: the replication stream's [`Framer`]
 //!   (commands, and big commands in parts), fed bytes by the caller, no I/O.

@@ -1,7 +1,7 @@
 //! Just enough of the RDB format to identify a snapshot: its version (`REDIS0010`, `REDIS0011`,
 //! `REDIS0012`, Valkey 9's `VALKEY080`) and its leading AUX fields (`redis-ver`/`valkey-ver`,
 //! `repl-id`, `repl-offset`, `repl-stream-db`), plus Redis' CRC-64 (Jones, reflected) that ends
-//! every RDB and DUMP payload. Restore needs the version to pick a redis-server able to load it.
+//! every RDB and DUMP payload (both from `flashback-rdb`, which reads whole files). Restore needs the version to pick a redis-server able to load it.
 //!
 //! [`peek`] reads any `REDIS` + 4 digits or `VALKEY` + 3 digits header and reports the number;
 //! deciding which versions a restore can load is the caller's job. Rejecting older versions
@@ -189,115 +189,14 @@ fn read_string(b: &[u8], pos: &mut usize) -> std::result::Result<Vec<u8>, StrErr
     Ok(int.to_string().into_bytes())
 }
 
-/// Decompresses an LZF block (liblzf's format, as Redis writes it) of known output length.
+/// Decompresses an LZF block of known output length (flashback_rdb::lzf, the one copy).
 fn lzf_decompress(input: &[u8], ulen: u64) -> std::result::Result<Vec<u8>, String> {
-    // Redis strings are at most 512 MiB; refuse to pre-allocate more for a corrupt length.
-    let ulen = usize::try_from(ulen)
-        .ok()
-        .filter(|&n| n <= 1 << 30)
-        .ok_or_else(|| format!("implausible length {ulen}"))?;
-    let mut out: Vec<u8> = Vec::with_capacity(ulen);
-    let mut i = 0;
-    while i < input.len() {
-        let ctrl = input[i] as usize;
-        i += 1;
-        if ctrl < 32 {
-            // A literal run of ctrl + 1 bytes.
-            let run = input
-                .get(i..i + ctrl + 1)
-                .ok_or("literal run past the input")?;
-            out.extend_from_slice(run);
-            i += ctrl + 1;
-        } else {
-            // A back reference: length (3 bits, extended by a byte when 7) + 2, distance 13 bits + 1.
-            let mut len = ctrl >> 5;
-            if len == 7 {
-                len += *input.get(i).ok_or("truncated back reference")? as usize;
-                i += 1;
-            }
-            let lo = *input.get(i).ok_or("truncated back reference")? as usize;
-            i += 1;
-            let dist = ((ctrl & 0x1f) << 8) + lo + 1;
-            let start = out
-                .len()
-                .checked_sub(dist)
-                .ok_or("back reference before the start")?;
-            // Byte by byte: the source may overlap what this copy writes (a run).
-            for k in 0..len + 2 {
-                let byte = out[start + k];
-                out.push(byte);
-            }
-        }
-        if out.len() > ulen {
-            return Err(format!("output exceeds the stated {ulen} bytes"));
-        }
-    }
-    if out.len() != ulen {
-        return Err(format!("output is {} bytes, stated {ulen}", out.len()));
-    }
-    Ok(out)
+    flashback_rdb::lzf::decompress(input, ulen)
 }
 
-/// Slicing-by-8 tables for the reflected Jones polynomial: base RDBs can be gigabytes, and the
-/// bytewise loop would be the slowest step of checking one.
-const CRC64_TABLES: [[u64; 256]; 8] = crc64_tables();
-
-const fn crc64_tables() -> [[u64; 256]; 8] {
-    // 0xad93d23594c935a9 with its bits reversed, for the LSB-first (reflected) loop.
-    const POLY_REFLECTED: u64 = 0x95ac_9329_ac4b_c9b5;
-    let mut t = [[0u64; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u64;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 == 1 {
-                (c >> 1) ^ POLY_REFLECTED
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut s = 1;
-    while s < 8 {
-        let mut i = 0;
-        while i < 256 {
-            let prev = t[s - 1][i];
-            t[s][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            i += 1;
-        }
-        s += 1;
-    }
-    t
-}
-
-/// Redis' CRC-64 (crc64-jones, reflected, init 0), incrementally: `crc = crc64(crc, chunk)`.
-/// crc64(0, b"123456789") == 0xe9c6d914c4b8d9ca.
-pub fn crc64(crc: u64, data: &[u8]) -> u64 {
-    let t = &CRC64_TABLES;
-    let mut c = crc;
-    let mut chunks = data.chunks_exact(8);
-    for ch in &mut chunks {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(ch);
-        let v = c ^ u64::from_le_bytes(a);
-        c = t[7][(v & 0xff) as usize]
-            ^ t[6][((v >> 8) & 0xff) as usize]
-            ^ t[5][((v >> 16) & 0xff) as usize]
-            ^ t[4][((v >> 24) & 0xff) as usize]
-            ^ t[3][((v >> 32) & 0xff) as usize]
-            ^ t[2][((v >> 40) & 0xff) as usize]
-            ^ t[1][((v >> 48) & 0xff) as usize]
-            ^ t[0][(v >> 56) as usize];
-    }
-    for &b in chunks.remainder() {
-        c = t[0][((c ^ u64::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    c
-}
+/// Redis' CRC-64 (crc64-jones, reflected, init 0), incrementally: `crc = crc64(crc, chunk)`;
+/// its one copy lives in the RDB reader crate.
+pub use flashback_rdb::crc64::crc64;
 
 /// Checks an RDB file's trailer: last 9 bytes are 0xFF + CRC-64 LE of everything before the
 /// 8 CRC bytes; a CRC of 0 means the server ran with `rdbchecksum no` and is accepted.
@@ -342,23 +241,6 @@ pub fn verify(file: &str, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc64_check_value_and_incremental() {
-        assert_eq!(crc64(0, b"123456789"), 0xe9c6d914c4b8d9ca);
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
-        let whole = crc64(0, &data);
-        for cut in [0, 1, 7, 8, 9, 500, 999, 1000] {
-            assert_eq!(
-                crc64(crc64(0, &data[..cut]), &data[cut..]),
-                whole,
-                "cut {cut}"
-            );
-        }
-        // The table path and the bytewise path agree.
-        let bytewise = data.iter().fold(0u64, |c, &b| crc64(c, &[b]));
-        assert_eq!(bytewise, whole);
-    }
 
     #[test]
     fn lengths_and_integers() {

@@ -6,6 +6,7 @@ pub mod debug;
 pub mod demo;
 pub mod history;
 pub mod info;
+pub mod inspect;
 pub mod progress;
 pub mod prune;
 pub mod restore;

@@ -265,6 +265,14 @@ impl RedisProc {
         Self::start_in_with(bin, tempfile::tempdir().unwrap(), extra_args)
     }
 
+    /// [`start_bin`](Self::start_bin) loading `rdb` at startup (copied in as its `dump.rdb`).
+    pub fn start_bin_with_rdb(bin: &str, rdb: &Path, extra_args: &[&str]) -> RedisProc {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(rdb, dir.path().join("dump.rdb"))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", rdb.display()));
+        Self::start_in_with(bin, dir, extra_args)
+    }
+
     fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> RedisProc {
         Self::start_in_with(&redis_server_bin(), dir, extra_args)
     }
