@@ -504,6 +504,7 @@ mod tests {
             tails,
             head: None,
             uncertain: vec![],
+            summaries: vec![],
         }
     }
 

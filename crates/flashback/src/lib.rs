@@ -58,6 +58,7 @@ pub mod restore;
 pub mod ship;
 pub mod show;
 pub mod store;
+pub mod timeline;
 pub mod timespec;
 pub mod verify;
 

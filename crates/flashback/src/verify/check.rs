@@ -28,6 +28,8 @@ pub(super) struct Listed {
     pub(super) sealed_modified: Vec<(u64, u64)>,
     /// (key, size) of every uncertain-interval object.
     pub(super) uncertain: Vec<(Path, u64)>,
+    /// (key, start offset, end offset) of every segment summary.
+    pub(super) summaries: Vec<(Path, u64, u64)>,
 }
 
 /// The integrity half of verify, for one source.
@@ -88,6 +90,10 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
             }
             Entry::Tail { start_offset } => g.tails.push((o.location, o.size, start_offset)),
             Entry::Uncertain(_) => g.uncertain.push((o.location, o.size)),
+            Entry::Summary {
+                start_offset,
+                end_offset,
+            } => g.summaries.push((o.location, start_offset, end_offset)),
         }
     }
     let agent_live = agent_lease_live(store, name, listed_ms).await;
@@ -214,6 +220,7 @@ impl GenCheck<'_> {
             head: None,
             // Not part of the chain: checked on their own below.
             uncertain: vec![],
+            summaries: vec![],
         };
         // The walk restore plans with: what each segment is for, where the holes are.
         let walk = Chain::of(&gen);
@@ -335,6 +342,13 @@ impl GenCheck<'_> {
         }
         for (key, _) in &listed.uncertain {
             self.check_uncertain(key).await;
+        }
+        for (key, start, end) in &listed.summaries {
+            let has_segment = listed
+                .sealed
+                .iter()
+                .any(|s| s.name.start_offset == *start && s.name.end_offset == *end);
+            self.check_summary(key, *start, *end, has_segment).await;
         }
         // Every log problem of a run gets the same impact: the run's first break bounds it,
         // and a later run (a base past a hole) restores again from its own start.
