@@ -30,6 +30,9 @@ enum Command {
     Restore(cli::restore::Args),
     /// Sources, generations, restorable windows, capture lag and bytes stored.
     Info(cli::info::Args),
+    /// What happened when: writes per second, destructive events (FLUSHALL, mass deletes…)
+    /// with the restore that undoes each, windows and gaps.
+    Timeline(cli::timeline::Args),
     /// Check every stored object a restore needs, then drill a timed restore (RTO, digest).
     Verify(cli::verify::Args),
     /// Make a new base off the primary: the latest sealed state, rebuilt in a private server.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
                 Command::Capture(a) => cli::capture::run(a, &store).await,
                 Command::Restore(a) => cli::restore::run(a, &store).await,
                 Command::Info(a) => cli::info::run(a, &store).await,
+                Command::Timeline(a) => cli::timeline::run(a, &store).await,
                 Command::Verify(a) => cli::verify::run(a, &store).await,
                 Command::Compact(a) => cli::compact::run(a, &store).await,
                 Command::Prune(a) => cli::prune::run(a, &store).await,

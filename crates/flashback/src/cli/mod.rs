@@ -7,6 +7,7 @@ pub mod demo;
 pub mod info;
 pub mod prune;
 pub mod restore;
+pub mod timeline;
 pub mod verify;
 
 use flashback::store::{catalog, Access, Store, StoreConfig};

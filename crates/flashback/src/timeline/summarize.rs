@@ -24,6 +24,29 @@ enum Slot {
     Event(usize),
     FirstDelete(usize),
     FirstExpire(usize),
+    Hit(usize),
+}
+
+/// Records a reader looks for beyond what a summary keeps (`cmd:NAME`, the deletes of one key),
+/// found in the same pass, with the same transaction spans.
+#[derive(Debug, Clone, Default)]
+pub enum Want {
+    #[default]
+    Nothing,
+    /// Every record of this command (upper case).
+    Command(Vec<u8>),
+    /// Every DEL/UNLINK naming one of these keys.
+    DeletesOf(Vec<Vec<u8>>),
+}
+
+/// A record a [`Want`] asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub span: Span,
+    pub db: u32,
+    pub command: Vec<u8>,
+    /// For `DeletesOf`: the wanted keys it names.
+    pub keys: Vec<Vec<u8>>,
 }
 
 /// What a record is, as far as summaries care.
@@ -44,6 +67,8 @@ pub struct Summarizer {
     dels_complete: bool,
     commands: BTreeMap<Vec<u8>, u64>,
     keys: HashSet<u64>,
+    want: Want,
+    hits: Vec<Hit>,
 }
 
 /// A record's metadata, whole or from a fragmented record's final fragment.
@@ -85,7 +110,15 @@ impl Summarizer {
             dels_complete: true,
             commands: BTreeMap::new(),
             keys: HashSet::new(),
+            want: Want::Nothing,
+            hits: Vec::new(),
         }
+    }
+
+    /// Also collects the records `want` asks for ([`finish_with_hits`](Self::finish_with_hits)).
+    pub fn wanting(mut self, want: Want) -> Summarizer {
+        self.want = want;
+        self
     }
 
     pub fn record(&mut self, r: &Record) {
@@ -169,11 +202,34 @@ impl Summarizer {
             }
             _ => {}
         }
+        let hit_keys: Option<Vec<Vec<u8>>> = match &self.want {
+            Want::Nothing => None,
+            Want::Command(c) => (*c == name).then(Vec::new),
+            Want::DeletesOf(ks) if matches!(name.as_slice(), b"DEL" | b"UNLINK") => {
+                let named: Vec<Vec<u8>> = ks
+                    .iter()
+                    .filter(|k| argv[1..].iter().any(|a| a == &k.as_slice()))
+                    .cloned()
+                    .collect();
+                (!named.is_empty()).then_some(named)
+            }
+            Want::DeletesOf(_) => None,
+        };
+        if let Some(keys) = hit_keys {
+            self.unresolved.push(Slot::Hit(self.hits.len()));
+            self.hits.push(Hit {
+                span,
+                db: m.db,
+                command: name.clone(),
+                keys,
+            });
+        }
         self.in_multi = !m.boundary;
         if m.boundary {
             for s in self.unresolved.drain(..) {
                 let end = m.end_offset;
                 match s {
+                    Slot::Hit(i) => self.hits[i].span.end_offset = end,
                     Slot::Event(i) => self.events[i].span.end_offset = end,
                     Slot::FirstDelete(i) => {
                         if let Some(sp) = &mut self.buckets[i].first_delete {
@@ -232,6 +288,12 @@ impl Summarizer {
     /// The summary of a segment that ends at `end_offset`. Spans still open (the segment
     /// ends inside MULTI…EXEC) end there, and `end_in_multi` says so.
     pub fn finish(self, end_offset: u64) -> Summary {
+        self.finish_with_hits(end_offset).0
+    }
+
+    /// [`finish`](Self::finish), and the records the [`Want`] asked for, in stream order.
+    pub fn finish_with_hits(self, end_offset: u64) -> (Summary, Vec<Hit>) {
+        let mut hits = self.hits;
         let mut s = Summary {
             start_offset: self.start_offset,
             end_offset,
@@ -249,6 +311,7 @@ impl Summarizer {
         };
         for slot in self.unresolved {
             match slot {
+                Slot::Hit(i) => hits[i].span.end_offset = end_offset,
                 Slot::Event(i) => s.events[i].span.end_offset = end_offset,
                 Slot::FirstDelete(i) => {
                     if let Some(sp) = &mut s.buckets[i].first_delete {
@@ -262,7 +325,7 @@ impl Summarizer {
                 }
             }
         }
-        s
+        (s, hits)
     }
 }
 
