@@ -247,6 +247,7 @@ pub async fn compact_or_skip(
         ttl: TtlMode::Absolute,
         replace: false,
         force: true,
+        verify: None,
         db_map: Vec::new(),
     };
     info!(

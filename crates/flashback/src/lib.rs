@@ -26,6 +26,9 @@
 //!   intervals the agent could not vouch for) then one reader that serves base + records to a
 //!   real redis-server through the engine (`engine::master` plays its master), then an output
 //!   (`restore::outputs`): `--rdb`, `--to`, `--serve`.
+//! - [`progress`]: the phases of a restore or drill (plan, check, fetch, load, replay, copy,
+//!   verify) with amounts done, shared by the code doing the work and the binary that shows it
+//!   (`cli/progress.rs`: a live line on a terminal); their times are the measured RTO.
 //! - [`redis_server`]: starting, finding and stopping private redis-server processes (they die
 //!   with flashback), for restore, compaction, verify and the demo.
 //! - [`backoff`]: the one retry delay (doubling, capped, reset on success) every retry loop uses.
@@ -51,6 +54,7 @@ pub mod capture;
 pub mod client;
 pub mod compact;
 pub mod info;
+pub mod progress;
 pub mod prune;
 pub mod redis_server;
 pub mod replica;

@@ -264,6 +264,7 @@ fn req(target: Target, output: Output) -> RestoreRequest {
         ttl: TtlMode::Absolute,
         replace: false,
         force: false,
+        verify: None,
         db_map: vec![],
     }
 }
@@ -411,7 +412,7 @@ async fn to_a_live_target_skips_existing_keys_unless_replace() {
     let report = restore::run(&store, req(Target::At(at), Output::To(target.url())))
         .await
         .unwrap();
-    let Delivered::To(c) = &report.delivered else {
+    let Delivered::To(c, _) = &report.delivered else {
         panic!()
     };
     assert_eq!((c.written, c.skipped, c.failed), (5, 1, 0), "{report}");
@@ -425,7 +426,7 @@ async fn to_a_live_target_skips_existing_keys_unless_replace() {
     let mut r = req(Target::At(at), Output::To(target.url()));
     r.replace = true;
     let report = restore::run(&store, r).await.unwrap();
-    let Delivered::To(c) = &report.delivered else {
+    let Delivered::To(c, _) = &report.delivered else {
         panic!()
     };
     assert_eq!((c.written, c.skipped, c.failed), (6, 0, 0), "{report}");

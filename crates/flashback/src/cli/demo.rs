@@ -244,6 +244,7 @@ async fn restore_before(
         ttl: TtlMode::Absolute,
         replace: false,
         force: false,
+        verify: None,
         db_map: Vec::new(),
     };
     let started = std::time::Instant::now();

@@ -5,6 +5,7 @@ pub mod compact;
 pub mod debug;
 pub mod demo;
 pub mod info;
+pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod timeline;

@@ -106,6 +106,17 @@ pub struct Args {
     /// With --rdb: overwrite an existing file
     #[arg(long)]
     force: bool,
+    /// With --to: after the copy, compare every key on the target with the restore (value
+    /// digest and expiry) and report what differs [default: on below 1M keys]
+    #[arg(long, conflicts_with = "no_verify")]
+    verify: bool,
+    /// With --to: skip that comparison
+    #[arg(long)]
+    no_verify: bool,
+    /// Progress on stderr: a live line with the ETA on a terminal and plain lines otherwise
+    /// (auto), plain lines always, or none; the phase times are printed at the end either way
+    #[arg(long, value_enum, default_value_t = super::progress::Mode::Auto)]
+    progress: super::progress::Mode,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -190,6 +201,12 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         )
         .into());
     }
+    if (a.verify || a.no_verify) && !matches!(output, Some(Output::To(_))) {
+        return Err(UsageError(
+            "--verify/--no-verify only apply to --to (an RDB file or a served instance is the restore itself)".into(),
+        )
+        .into());
+    }
     if a.force && !matches!(output, Some(Output::Rdb(_))) {
         return Err(UsageError("--force only applies to --rdb".into()).into());
     }
@@ -239,6 +256,11 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         replace: a.replace,
         force: a.force,
         db_map,
+        verify: match (a.verify, a.no_verify) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
     });
     // Refuse what cannot work (an unreachable target, a busy port, an --rdb path that cannot
     // be written) before any work: before the plan reads segments, the base is fetched or a
@@ -247,7 +269,14 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         (Some(req), false) => Some(restore::preflight::check_output(req).await?),
         _ => None,
     };
+    let progress = flashback::progress::Progress::new();
+    progress.begin(
+        flashback::progress::Phase::Plan,
+        flashback::progress::Unit::Bytes,
+        None,
+    );
     let plan = restore::plan_with(&store, &source, target, a.inexact).await?;
+    progress.end();
     print!("{plan}");
     let (Some(req), Some(checked)) = (req.filter(|_| !a.dry_run), checked) else {
         return Ok(());
@@ -257,7 +286,10 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
             eprintln!("{w}");
         }
     }
-    let report = restore::execute_checked(&store, &plan, &req, &checked).await?;
+    let shown = super::progress::show(&progress, "restore", a.progress);
+    let report = restore::execute_observed(&store, &plan, &req, &checked, &progress).await;
+    shown.finish().await;
+    let report = report?;
     println!();
     print!("{report}");
     if report.has_failures() {

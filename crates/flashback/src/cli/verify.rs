@@ -45,6 +45,10 @@ pub struct Args {
     /// Print the report as JSON (stable schema, see docs/cli.md).
     #[arg(long)]
     json: bool,
+    /// Progress on stderr: a live line on a terminal, plain lines otherwise (auto), plain lines
+    /// always, or none
+    #[arg(long, value_enum, default_value_t = super::progress::Mode::Auto)]
+    progress: super::progress::Mode,
 }
 
 pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
@@ -78,11 +82,16 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
         ),
         None => all,
     };
+    let progress = flashback::progress::Progress::new();
     let drill = (!a.no_drill).then_some(DrillOptions {
         target,
         redis_server: a.redis_server,
+        progress: progress.clone(),
     });
+    // With --json, stdout is the evidence document; the progress goes to stderr either way.
+    let shown = super::progress::show(&progress, "verify", a.progress);
     let report = verify::verify(&store, &sources, drill.as_ref()).await;
+    shown.finish().await;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -179,6 +188,12 @@ fn render(r: &Report) -> String {
                 d.records,
                 d.digest,
                 d.server
+            );
+            let _ = writeln!(
+                o,
+                "  drill time (RTO): {} ms ({})",
+                d.rto_ms,
+                flashback::progress::phases_line(&d.phases)
             );
         }
     }

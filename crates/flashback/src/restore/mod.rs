@@ -20,10 +20,12 @@ pub mod engine;
 pub mod outputs;
 pub mod plan;
 pub mod preflight;
+pub mod proof;
 pub mod reader;
 mod uncertain;
 
 use crate::client::{ClientError, RedisUrl};
+use crate::progress::{PhaseTime, Progress};
 use crate::redis_server::{RedisServer, ServerBinary, ServerError, ServerOptions};
 use crate::store::catalog::Window;
 use crate::store::{Store, StoreError};
@@ -69,6 +71,9 @@ pub struct RestoreRequest {
     pub replace: bool,
     /// `--rdb`: overwrite an existing file.
     pub force: bool,
+    /// `--to`: prove the copy afterwards (`restore::proof`): Some(true) `--verify`,
+    /// Some(false) `--no-verify`, None: when the restore holds fewer than 1M keys.
+    pub verify: Option<bool>,
     /// `--to`: `--db-map S:D,…`, where the keys of db S go on the target (others: same number).
     pub db_map: Vec<(u32, u32)>,
 }
@@ -237,6 +242,10 @@ pub struct RestoreReport {
     /// `--ttl relative|persist`: what was done to TTLs.
     pub ttl_note: Option<String>,
     pub delivered: outputs::Delivered,
+    /// Every phase's time, from the plan to the result delivered: the recovery time measured.
+    pub phases: Vec<PhaseTime>,
+    /// The whole restore, from the `Progress` record's creation (the command's start).
+    pub elapsed: std::time::Duration,
 }
 
 impl RestoreReport {
@@ -244,7 +253,8 @@ impl RestoreReport {
     /// to copy. The restore finished, but its result may differ from the source.
     pub fn has_failures(&self) -> bool {
         self.engine.replica_errors > 0
-            || matches!(&self.delivered, outputs::Delivered::To(c) if c.failed > 0)
+            || matches!(&self.delivered, outputs::Delivered::To(c, _) if c.failed > 0)
+            || matches!(&self.delivered, outputs::Delivered::To(_, Some(p)) if !p.ok())
     }
 }
 
@@ -258,7 +268,13 @@ impl std::fmt::Display for RestoreReport {
         if let Some(n) = &self.ttl_note {
             writeln!(f, "{n}")?;
         }
-        write!(f, "{}", self.delivered)
+        write!(f, "{}", self.delivered)?;
+        writeln!(
+            f,
+            "restore time (RTO): {:.2} s ({})",
+            self.elapsed.as_secs_f64(),
+            crate::progress::phases_line(&self.phases)
+        )
     }
 }
 
@@ -306,6 +322,19 @@ pub async fn execute_checked(
     req: &RestoreRequest,
     checked: &preflight::Checked,
 ) -> Result<RestoreReport, RestoreError> {
+    execute_observed(store, plan, req, checked, &Progress::new()).await
+}
+
+/// [`execute_checked`], reporting each phase (fetch, load, replay, copy) to `progress`, which
+/// the caller may have started earlier (its plan phase).
+pub async fn execute_observed(
+    store: &Store,
+    plan: &RestorePlan,
+    req: &RestoreRequest,
+    checked: &preflight::Checked,
+    progress: &Progress,
+) -> Result<RestoreReport, RestoreError> {
+    progress.end();
     check_request(req)?;
     let binary = ServerBinary::find(req.redis_server.as_deref())?;
     let base_version = engine::check_base_version(store, plan, &binary).await?;
@@ -340,7 +369,8 @@ pub async fn execute_checked(
             )),
         ),
     };
-    let engine = engine::replay_with(store, plan, &server, base_version, rewrite).await?;
+    let engine =
+        engine::replay_observed(store, plan, &server, base_version, rewrite, progress).await?;
     let filtered = if req.keys.is_empty() {
         None
     } else {
@@ -359,23 +389,28 @@ pub async fn execute_checked(
         Some((kept, deleted))
     };
     let delivered = match &req.output {
-        Output::Rdb(path) => outputs::to_rdb(&server, path, req.force).await?,
+        Output::Rdb(path) => outputs::to_rdb(&server, path, req.force, progress).await?,
         Output::To(url) => {
             let to = outputs::LiveTarget {
                 url,
                 replace: req.replace,
                 db_map: &req.db_map,
                 facts: checked.target.as_ref(),
+                progress,
+                verify: req.verify,
             };
             outputs::to_live(&server, &to).await?
         }
         Output::Serve(_) => outputs::serve(server),
     };
+    progress.end();
     Ok(RestoreReport {
         plan_summary: plan.summary(),
         engine,
         filtered,
         ttl_note,
         delivered,
+        phases: progress.phases(),
+        elapsed: progress.elapsed(),
     })
 }

@@ -9,6 +9,7 @@
 use super::preflight::{check_target_dbs, map_db, resolve_rdb, temp_name, RdbOut, TargetFacts};
 use super::RestoreError;
 use crate::client::{Client, RedisUrl};
+use crate::progress::{Phase, Progress, Unit};
 use crate::redis_server::RedisServer;
 use bytes::Bytes;
 use flashback_format::resp::Frame;
@@ -35,7 +36,8 @@ pub enum Delivered {
         path: PathBuf,
         bytes: u64,
     },
-    To(CopyCounts),
+    /// The copy's counts, and the proof when `--verify` ran.
+    To(CopyCounts, Option<super::proof::Proof>),
     Serve {
         port: u16,
         pid: Option<u32>,
@@ -50,7 +52,7 @@ impl std::fmt::Display for Delivered {
             Delivered::Rdb { path, bytes } => {
                 writeln!(f, "wrote {} ({bytes} bytes)", path.display())
             }
-            Delivered::To(c) => {
+            Delivered::To(c, proof) => {
                 writeln!(
                     f,
                     "{}: {} keys written, {} skipped, {} failed",
@@ -62,7 +64,14 @@ impl std::fmt::Display for Delivered {
                 if let Some(m) = &c.first_failure {
                     writeln!(f, "  first failure: {m}")?;
                 }
-                Ok(())
+                match proof {
+                    Some(p) => write!(f, "{p}"),
+                    None => writeln!(
+                        f,
+                        "verify: not run (--no-verify, or {} keys or more without --verify)",
+                        VERIFY_AUTO_MAX_KEYS
+                    ),
+                }
             }
             Delivered::Serve {
                 port,
@@ -155,7 +164,7 @@ fn match_class(pattern: &[u8], p: usize, c: u8) -> Option<usize> {
 }
 
 /// The dbs that hold keys and how many, from `INFO keyspace` (`db3:keys=12,expires=0,…`).
-async fn dbs_with_keys(c: &mut Client) -> Result<Vec<(u32, u64)>, RestoreError> {
+pub(super) async fn dbs_with_keys(c: &mut Client) -> Result<Vec<(u32, u64)>, RestoreError> {
     let info = c.info("keyspace").await?;
     let mut dbs: Vec<(u32, u64)> = info
         .iter()
@@ -174,7 +183,10 @@ async fn dbs_with_keys(c: &mut Client) -> Result<Vec<(u32, u64)>, RestoreError> 
 }
 
 /// One SCAN page: (next cursor, keys).
-async fn scan_page(c: &mut Client, cursor: &[u8]) -> Result<(Bytes, Vec<Bytes>), RestoreError> {
+pub(super) async fn scan_page(
+    c: &mut Client,
+    cursor: &[u8],
+) -> Result<(Bytes, Vec<Bytes>), RestoreError> {
     let addr = c.addr.clone();
     let bad = || RestoreError::Output(format!("{addr}: SCAN returned an unexpected reply"));
     let count = BATCH.to_string();
@@ -301,7 +313,9 @@ pub async fn to_rdb(
     server: &RedisServer,
     path: &Path,
     force: bool,
+    progress: &Progress,
 ) -> Result<Delivered, RestoreError> {
+    progress.begin(Phase::Copy, Unit::Bytes, None);
     let mut c = server.client().await?;
     c.ok(&["SAVE"]).await?;
     let dump = server.dir.join("dump.rdb");
@@ -385,6 +399,10 @@ pub struct LiveTarget<'a> {
     pub replace: bool,
     pub db_map: &'a [(u32, u32)],
     pub facts: Option<&'a TargetFacts>,
+    /// Where the copy reports keys copied (the restore's copy phase).
+    pub progress: &'a Progress,
+    /// `--verify` (Some(true)), `--no-verify` (Some(false)), or by size (None).
+    pub verify: Option<bool>,
 }
 
 /// `--to redis://…`: copies every key of every db into the same db on the target with
@@ -405,25 +423,61 @@ pub async fn to_live(server: &RedisServer, to: &LiveTarget<'_>) -> Result<Delive
     let mut scan = KeyScan::new(&mut c).await?;
     // Before the first write: a db the target lacks would otherwise abort the copy halfway.
     check_target_dbs(&mut target, url, to.facts, &scan.dbs, to.db_map).await?;
+    let total = scan.dbs.iter().map(|&(_, n)| n).sum();
+    to.progress.begin(Phase::Copy, Unit::Keys, Some(total));
+    let mut skipped = verify_wanted(to.verify, total).then(super::proof::Skipped::default);
     while let Some((db, keys)) = scan.next_page(&mut c).await? {
+        to.progress.add(keys.len() as u64);
+        let db_before_map = db;
         let db = map_db(to.db_map, db);
         if target_db != db {
             target.ok(&["SELECT", &db.to_string()]).await?;
             target_db = db;
         }
-        copy_batch(&mut c, &mut target, &keys, replace, &mut counts, &engine).await?;
+        let mut batch = Batch {
+            src_db: db_before_map,
+            replace,
+            counts: &mut counts,
+            engine: &engine,
+            skipped: skipped.as_mut(),
+        };
+        copy_batch(&mut c, &mut target, &keys, &mut batch).await?;
     }
-    Ok(Delivered::To(counts))
+    let proof = match skipped {
+        Some(skipped) => {
+            Some(super::proof::prove(&mut c, &mut target, to.db_map, &skipped, to.progress).await?)
+        }
+        None => None,
+    };
+    Ok(Delivered::To(counts, proof))
+}
+
+/// One batch's context: where its keys come from and where the outcome is counted.
+struct Batch<'a> {
+    src_db: u32,
+    replace: bool,
+    counts: &'a mut CopyCounts,
+    engine: &'a str,
+    /// With `--verify`: the keys left alone, so the proof does not flag them.
+    skipped: Option<&'a mut super::proof::Skipped>,
+}
+
+/// `--verify` on by default below this many keys: above it the second pass costs about as much
+/// as the copy, so it is asked for explicitly.
+pub const VERIFY_AUTO_MAX_KEYS: u64 = 1_000_000;
+
+/// Whether to prove the copy: `--verify` / `--no-verify`, else by size.
+fn verify_wanted(mode: Option<bool>, keys: u64) -> bool {
+    mode.unwrap_or(keys < VERIFY_AUTO_MAX_KEYS)
 }
 
 async fn copy_batch(
     src: &mut Client,
     dst: &mut Client,
     keys: &[Bytes],
-    replace: bool,
-    counts: &mut CopyCounts,
-    engine: &str,
+    batch: &mut Batch<'_>,
 ) -> Result<(), RestoreError> {
+    let (replace, engine) = (batch.replace, batch.engine);
     for k in keys {
         src.send(&[&b"DUMP"[..], &k[..]]).await?;
         src.send(&[&b"PEXPIRETIME"[..], &k[..]]).await?;
@@ -464,10 +518,15 @@ async fn copy_batch(
     }
     for k in sent {
         match dst.read().await? {
-            Frame::Error(e) if e.starts_with(b"BUSYKEY") => counts.skipped += 1,
+            Frame::Error(e) if e.starts_with(b"BUSYKEY") => {
+                batch.counts.skipped += 1;
+                if let Some(s) = batch.skipped.as_deref_mut() {
+                    s.insert(batch.src_db, k.clone());
+                }
+            }
             Frame::Error(e) => {
-                counts.failed += 1;
-                if counts.first_failure.is_none() {
+                batch.counts.failed += 1;
+                if batch.counts.first_failure.is_none() {
                     let msg = String::from_utf8_lossy(&e).into_owned();
                     let hint = if msg.contains("payload version") {
                         format!(
@@ -476,11 +535,11 @@ async fn copy_batch(
                     } else {
                         String::new()
                     };
-                    counts.first_failure =
+                    batch.counts.first_failure =
                         Some(format!("RESTORE {}: {msg}{hint}", crate::show::key(k)));
                 }
             }
-            _ => counts.written += 1,
+            _ => batch.counts.written += 1,
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 use super::objects::*;
 use super::*;
+use crate::progress::{Phase, Progress, Unit};
 use crate::store::catalog::{BaseObject, Generation, SealedSegment, TailSegment};
 use crate::store::chain::{Chain, Hole, Role, Which};
 use crate::store::layout::{self, Entry};
@@ -34,6 +35,12 @@ pub(super) struct Listed {
 
 /// The integrity half of verify, for one source.
 pub async fn check_source(store: &Store, name: &str) -> SourceReport {
+    check_source_observed(store, name, &Progress::new()).await
+}
+
+/// [`check_source`], reporting the bytes read (of all the source's listed bytes) to `progress`
+/// as its check phase.
+pub async fn check_source_observed(store: &Store, name: &str, progress: &Progress) -> SourceReport {
     let mut report = SourceReport {
         name: name.to_string(),
         generations: vec![],
@@ -69,6 +76,11 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
             restorable_through_ms: None,
         });
     }
+    progress.begin(
+        Phase::Check,
+        Unit::Bytes,
+        Some(objects.iter().map(|o| o.size).sum()),
+    );
     let mut gens: BTreeMap<String, Listed> = BTreeMap::new();
     for o in objects {
         let Some((gen, entry)) = layout::parse_key(name, &o.location) else {
@@ -117,12 +129,14 @@ pub async fn check_source(store: &Store, name: &str) -> SourceReport {
             report: &mut report,
             counts: GenerationReport::default(),
             uploading_from,
+            progress,
         };
         c.run(listed).await;
         let mut counts = c.counts;
         counts.ok = report.problems.len() == before;
         report.generations.push(counts);
     }
+    progress.end();
     report
 }
 
@@ -136,6 +150,8 @@ pub(super) struct GenCheck<'a> {
     /// A hole before a segment starting at or after this offset is an upload in progress
     /// ([`uploading_from`]).
     pub(super) uploading_from: Option<u64>,
+    /// Bytes read go here too, for the check phase's progress.
+    pub(super) progress: &'a Progress,
 }
 
 /// How far one run of a generation's log is intact, in restore's order.

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::client::Client;
+use crate::progress::{Phase, Unit};
 use crate::redis_server::{RedisServer, ServerBinary, ServerOptions};
 use crate::restore::{self, engine, RestoreError, Target};
 use crate::store::layout;
@@ -35,8 +36,12 @@ pub(super) async fn drill_once(
     d: &DrillOptions,
 ) -> Result<Drill, Problem> {
     let started = Instant::now();
+    let progress = &d.progress;
+    let first_phase = progress.phases().len();
+    progress.begin(Phase::Plan, Unit::Bytes, None);
     let fail = |e: RestoreError| drill_problem(source, e);
     let plan = restore::plan(store, source, d.target).await.map_err(fail)?;
+    progress.end();
     let binary = ServerBinary::find(d.redis_server.as_deref()).map_err(|e| fail(e.into()))?;
     let version = engine::check_base_version(store, &plan, &binary)
         .await
@@ -46,10 +51,12 @@ pub(super) async fn drill_once(
     let server = RedisServer::start(&binary, ServerOptions::default())
         .await
         .map_err(|e| fail(e.into()))?;
-    let applied = engine::replay(store, &plan, &server, version)
+    let applied = engine::replay_observed(store, &plan, &server, version, None, progress)
         .await
         .map_err(fail)?;
+    progress.begin(Phase::Verify, Unit::Keys, None);
     let (dbs, digest) = dataset(&server).await.map_err(fail)?;
+    progress.end();
     let rto_ms = started.elapsed().as_millis() as u64;
     if applied.replica_errors > 0 {
         return Err(Problem {
@@ -80,6 +87,11 @@ pub(super) async fn drill_once(
         digest,
         records: applied.records_applied,
         server: binary.to_string(),
+        phases: progress
+            .phases()
+            .get(first_phase..)
+            .unwrap_or_default()
+            .to_vec(),
     })
 }
 

@@ -35,6 +35,7 @@
 //! The text rendering of a [`Report`] is the binary's (`cli/verify.rs`): the library produces
 //! data, as for `info`.
 
+use crate::progress::{PhaseTime, Progress};
 use crate::restore::Target;
 use crate::store::Store;
 use serde::Serialize;
@@ -44,7 +45,7 @@ mod check;
 mod drill;
 mod objects;
 
-pub use check::check_source;
+pub use check::{check_source, check_source_observed};
 use drill::run_drill;
 
 /// The impact of damage to an object no restore reads.
@@ -152,6 +153,8 @@ pub struct Drill {
     pub records: u64,
     /// The server that rebuilt the dataset, e.g. `redis 7.0.15`.
     pub server: String,
+    /// Where `rto_ms` went: plan, fetch, load, replay, verify (key count and digest), each in ms.
+    pub phases: Vec<PhaseTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -181,13 +184,18 @@ pub struct Report {
 pub struct DrillOptions {
     pub target: Target,
     pub redis_server: Option<PathBuf>,
+    /// Where the check and the drill report their phases (the binary shows it).
+    pub progress: Progress,
 }
 
 /// Checks `sources` (names that exist in the store) and, with `drill`, restores each.
 pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptions>) -> Report {
     let mut out = Vec::new();
     for name in sources {
-        let mut s = check_source(store, name).await;
+        let mut s = match drill {
+            Some(d) => check_source_observed(store, name, &d.progress).await,
+            None => check_source(store, name).await,
+        };
         if let Some(d) = drill {
             match run_drill(store, name, d).await {
                 Ok(r) => s.drill = Some(r),

@@ -279,6 +279,7 @@ impl GenCheck<'_> {
             Ok(b) => match GenerationManifest::decode(key.as_ref(), &b) {
                 Ok(m) => {
                     self.counts.bytes += b.len() as u64;
+                    self.progress.add(b.len() as u64);
                     return Some(m);
                 }
                 Err(e) => Failure::format(&e),
@@ -413,6 +414,7 @@ impl GenCheck<'_> {
             pos = end;
         }
         self.counts.bytes += pos;
+        self.progress.add(pos);
         if pos != len {
             return Some(Failure::new(
                 Kind::Truncated,
@@ -467,12 +469,14 @@ impl GenCheck<'_> {
                 Ok((crc, _)) => scan.crc32c = Some(crc),
                 Err(e) => {
                     self.counts.bytes += stream.received();
+                    self.progress.add(stream.received());
                     scan.failure = Some(Failure::stream(e));
                     return scan;
                 }
             }
         }
         self.counts.bytes += stream.received();
+        self.progress.add(stream.received());
         scan.header = stream.header().cloned();
         if failure.is_none() {
             scan.summary = stream.summary();

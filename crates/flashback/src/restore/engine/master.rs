@@ -8,6 +8,7 @@ use super::super::reader::RecordSink;
 use super::super::RestoreError;
 use super::CONNECT_TIMEOUT;
 use super::SKIPPED;
+use crate::progress::{Phase, Progress, Unit};
 use crate::redis_server::RedisServer;
 use crate::store::{Store, StoreError};
 use bytes::BytesMut;
@@ -111,6 +112,7 @@ pub(super) async fn send_base(
     plan: &RestorePlan,
     w: &mut BufWriter<OwnedWriteHalf>,
     server: &RedisServer,
+    progress: &Progress,
 ) -> Result<u64, RestoreError> {
     let key = plan.base_key.as_ref();
     let got = store
@@ -119,6 +121,7 @@ pub(super) async fn send_base(
         .await
         .map_err(StoreError::from)?;
     let size = got.meta.size;
+    progress.begin(Phase::Fetch, Unit::Bytes, Some(size));
     let send_err =
         |e: std::io::Error| RestoreError::engine(server, format!("sending the base: {e}"));
     w.write_all(format!("${size}\r\n").as_bytes())
@@ -130,6 +133,7 @@ pub(super) async fn send_base(
         let chunk = chunk.map_err(StoreError::from)?;
         crc.update(&chunk);
         w.write_all(&chunk).await.map_err(send_err)?;
+        progress.add(chunk.len() as u64);
     }
     w.flush().await.map_err(send_err)?;
     if crc.total != size {
@@ -173,14 +177,14 @@ impl LaggingCrc {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Progress {
+pub(super) struct Acked {
     pub(super) ack: u64,
 }
 
 /// Reads what the replica sends after the payload: `REPLCONF ACK <n>` (every second and on
 /// GETACK) and keepalive newlines (while it loads). Every message wakes the waiter, so that a
 /// long load does not look like a stall.
-pub(super) async fn read_acks(mut rd: FrameReader, tx: watch::Sender<Progress>) {
+pub(super) async fn read_acks(mut rd: FrameReader, tx: watch::Sender<Acked>) {
     while let Ok(Some(msg)) = rd.next().await {
         let Incoming::Frame(f) = msg else {
             tx.send_modify(|_| {});

@@ -22,12 +22,14 @@ mod master;
 use super::plan::RestorePlan;
 use super::reader;
 use super::RestoreError;
+use crate::client::{info_field, Client};
+use crate::progress::{Phase, Progress, Unit};
 use crate::redis_server::{servers_for_rdb, RedisServer, ServerBinary};
 use crate::store::{Store, StoreError};
 use bytes::BytesMut;
 use flashback_format::rdb;
 use flashback_format::resp;
-use master::{handshake, read_acks, send_base, FrameReader, MasterLink, Progress};
+use master::{handshake, read_acks, send_base, Acked, FrameReader, MasterLink};
 use object_store::{GetOptions, GetRange};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -200,6 +202,18 @@ pub async fn replay_with(
     base_rdb_version: u32,
     ttl: Option<TtlRewrite>,
 ) -> Result<EngineReport, RestoreError> {
+    replay_observed(store, plan, server, base_rdb_version, ttl, &Progress::new()).await
+}
+
+/// [`replay_with`], reporting its phases (fetch, load, replay) to `progress`.
+pub async fn replay_observed(
+    store: &Store,
+    plan: &RestorePlan,
+    server: &RedisServer,
+    base_rdb_version: u32,
+    ttl: Option<TtlRewrite>,
+    progress: &Progress,
+) -> Result<EngineReport, RestoreError> {
     let started = Instant::now();
     let io = |what: &str, e: std::io::Error| RestoreError::engine(server, format!("{what}: {e}"));
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -232,10 +246,21 @@ pub async fn replay_with(
     handshake(&mut rd, &mut wr)
         .await
         .map_err(|e| RestoreError::engine(server, format!("replication handshake: {e}")))?;
-    let base_bytes = send_base(store, plan, &mut wr, server).await?;
+    let base_bytes = send_base(store, plan, &mut wr, server, progress).await?;
 
-    let (tx, mut progress) = watch::channel(Progress::default());
+    let (tx, mut acked) = watch::channel(Acked::default());
     let acks = tokio::spawn(read_acks(rd, tx));
+    // The records below are written while the server still loads the base (TCP holds them
+    // back): the load and the replay are told apart by the server's own INFO, on a second
+    // connection, so the record loop stays free of polling.
+    let watcher = tokio::spawn(watch_load_and_replay(
+        server.client().await?,
+        base_bytes,
+        plan.stop_offset.saturating_sub(plan.base_offset),
+        acked.clone(),
+        progress.clone(),
+    ));
+    let watcher_guard = AbortOnDrop(watcher);
     let mut link = MasterLink {
         w: wr,
         current_db: None,
@@ -278,13 +303,17 @@ pub async fn replay_with(
         .await
         .map_err(|e| io("sending to the replica", e))?;
 
-    // The GETACK reply carries the offset before the GETACK itself: `target`.
+    // The GETACK reply carries the offset before the GETACK itself: `target`. Every record
+    // is sent: the replay's exact size is known now (the estimate was the log's length).
+    if progress.current().is_some_and(|c| c.phase == Phase::Replay) {
+        progress.set_total(target);
+    }
     loop {
-        let p = *progress.borrow_and_update();
+        let p = *acked.borrow_and_update();
         if p.ack >= target {
             break;
         }
-        match tokio::time::timeout(STALL_TIMEOUT, progress.changed()).await {
+        match tokio::time::timeout(STALL_TIMEOUT, acked.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 return Err(RestoreError::engine(
@@ -309,6 +338,9 @@ pub async fn replay_with(
     }
     admin.ok(&["REPLICAOF", "NO", "ONE"]).await?;
     acks.abort();
+    drop(watcher_guard);
+    // The phase that is still open (replay, or load when the log after the base was empty).
+    progress.end();
     let (replica_errors, first_errors) = replica_errors(server);
     Ok(EngineReport {
         server: server.binary.to_string(),
@@ -322,6 +354,65 @@ pub async fn replay_with(
         replica_errors,
         first_errors,
     })
+}
+
+/// How often the load is polled: a base of a few MB loads in well under a second.
+const LOAD_POLL: Duration = Duration::from_millis(100);
+
+/// Reports the server's load of the base (bytes loaded, from `INFO persistence`) until its
+/// master link is up, which the server sets only once the base is loaded; then the replay, in
+/// bytes the server has acknowledged. `replay_estimate` is the log's length (the last offset
+/// minus the base's), which the engine corrects to the exact byte count once every record is
+/// sent. A failed poll only ends the reporting: progress must never fail a restore.
+async fn watch_load_and_replay(
+    mut admin: Client,
+    base_bytes: u64,
+    replay_estimate: u64,
+    mut acked: watch::Receiver<Acked>,
+    progress: Progress,
+) {
+    if !progress.advance(Phase::Fetch, Phase::Load, Unit::Bytes, Some(base_bytes)) {
+        return;
+    }
+    loop {
+        let Ok(repl) = admin.info("replication").await else {
+            return;
+        };
+        if info_field(&repl, "master_link_status") == Some("up") {
+            break;
+        }
+        if let Ok(pers) = admin.info("persistence").await {
+            if let Some(n) = info_field(&pers, "loading_loaded_bytes").and_then(|v| v.parse().ok())
+            {
+                progress.set_in(Phase::Load, n);
+            }
+        }
+        tokio::time::sleep(LOAD_POLL).await;
+    }
+    if !progress.advance(
+        Phase::Load,
+        Phase::Replay,
+        Unit::Bytes,
+        Some(replay_estimate),
+    ) {
+        return;
+    }
+    loop {
+        let ack = acked.borrow_and_update().ack;
+        progress.set_in(Phase::Replay, ack);
+        if acked.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Aborts a spawned task when the scope that needs it ends, on every path out (errors too).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Counts the commands the replica rejected, from its log, with the first few messages.
