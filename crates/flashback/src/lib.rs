@@ -35,6 +35,10 @@
 //! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
 //! - [`info`]: what `flashback info` reports, as serde types shared by text and `--json`.
+//! - [`timeline`]: `flashback timeline` and the events `restore --before/--after EVENT` lands
+//!   on, from the segment summaries the agent stores at each seal (`timeline::summarize` is
+//!   the one place that decides what a record counts as; `timeline::load` falls back to reading
+//!   a segment without a usable summary; `timeline::event` parses and finds EVENTs).
 //! - [`compact`]: new bases made off the primary: the state at the end of the latest sealed
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)

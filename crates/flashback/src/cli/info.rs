@@ -391,7 +391,6 @@ mod tests {
             windows,
             lag_ms,
             uncertain: vec![],
-            summaries: vec![],
             latest_base: gens.iter().rev().find_map(|g| g.restore_base.clone()),
             restore_points: gens
                 .iter()
