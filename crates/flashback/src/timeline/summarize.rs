@@ -344,3 +344,78 @@ pub fn family_totals<'a>(buckets: impl Iterator<Item = &'a Bucket>) -> [u64; FAM
 pub fn family_names() -> impl Iterator<Item = &'static str> {
     Family::ALL.iter().map(|f| f.name())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashback_format::resp::encode_command;
+
+    /// Records from argv, offsets following each other from `start`.
+    fn feed(
+        z: &mut Summarizer,
+        start: &mut u64,
+        time_ms: u64,
+        db: u32,
+        boundary: bool,
+        argv: &[&str],
+    ) -> u64 {
+        let resp = encode_command(argv);
+        *start += resp.len() as u64;
+        z.record(&Record {
+            end_offset: *start,
+            time_ms,
+            db,
+            boundary,
+            resp,
+        });
+        *start
+    }
+
+    #[test]
+    fn events_inside_multi_span_the_whole_transaction() {
+        let mut z = Summarizer::new(100, false).wanting(Want::Command(b"HSET".to_vec()));
+        let mut off = 100;
+        let t = 1_790_000_000_000;
+        let set = feed(&mut z, &mut off, t, 0, true, &["SET", "a", "1"]);
+        feed(&mut z, &mut off, t + 1, 0, false, &["MULTI"]);
+        feed(&mut z, &mut off, t + 1, 0, false, &["HSET", "h", "f", "v"]);
+        feed(&mut z, &mut off, t + 1, 0, false, &["FLUSHALL"]);
+        let exec = feed(&mut z, &mut off, t + 2, 0, true, &["EXEC"]);
+        // SELECT is a record of its own, and a cut point.
+        let select = feed(&mut z, &mut off, t + 1500, 3, true, &["SELECT", "3"]);
+        let del = feed(&mut z, &mut off, t + 1500, 3, true, &["UNLINK", "x", "y"]);
+        // A transaction the segment ends inside: its end is the segment's, flagged.
+        feed(&mut z, &mut off, t + 1600, 3, false, &["MULTI"]);
+        feed(&mut z, &mut off, t + 1600, 3, false, &["FLUSHDB"]);
+        let (s, hits) = z.finish_with_hits(off);
+        assert!(s.end_in_multi && !s.start_in_multi);
+        assert_eq!((s.first_boundary, s.last_boundary), (Some(set), Some(del)));
+        let fa = &s.events[0];
+        assert_eq!(fa.kind, EventKind::FlushAll);
+        assert_eq!((fa.span.start_offset, fa.span.end_offset), (set, exec));
+        let d = &s.events[1];
+        assert_eq!((d.kind, d.db, d.key_count), (EventKind::Del, 3, 2));
+        assert_eq!((d.span.start_offset, d.span.end_offset), (select, del));
+        assert!(select > exec);
+        let fdb = &s.events[2];
+        assert_eq!(
+            (fdb.kind, fdb.span.start_offset, fdb.span.end_offset),
+            (EventKind::FlushDb, del, off)
+        );
+        assert_eq!(hits.len(), 1);
+        assert_eq!(
+            (hits[0].span.start_offset, hits[0].span.end_offset),
+            (set, exec)
+        );
+        // Two seconds; SELECT, MULTI and EXEC are not writes.
+        assert_eq!(s.buckets.len(), 2);
+        assert_eq!(s.buckets[0].writes, 3);
+        assert_eq!(s.buckets[1].writes, 2);
+        assert_eq!(s.buckets[1].deleted, 2);
+        assert_eq!(s.buckets[1].by_db, vec![(3, 2)]);
+        assert!(s.may_touch(0, b"h") && s.may_touch(3, b"x") && !s.may_touch(0, b"x"));
+        assert_eq!(s.command_count(b"MULTI"), 2);
+        // What the agent stores decodes to the same.
+        assert_eq!(Summary::decode("t.sum", &s.encode()).unwrap(), s);
+    }
+}
