@@ -208,13 +208,22 @@ impl Client {
 
     /// Reads one reply.
     pub async fn read(&mut self) -> Result<Frame, ClientError> {
+        let frame = self.read_raw().await?;
+        resp::parse(&frame).map_err(|e| ClientError::Protocol(e, self.addr.clone()))
+    }
+
+    /// Sends one command and returns its reply's bytes as the server sent them (for a reply
+    /// kept verbatim, like the `COMMAND` table stored with a generation).
+    pub async fn call_raw<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Bytes, ClientError> {
+        self.send(args).await?;
+        self.read_raw().await
+    }
+
+    /// Reads one reply's raw bytes (checked to be one whole frame, not parsed).
+    pub async fn read_raw(&mut self) -> Result<Bytes, ClientError> {
         loop {
             match resp::check(&self.buf) {
-                Ok(n) => {
-                    let frame = self.buf.split_to(n).freeze();
-                    return resp::parse(&frame)
-                        .map_err(|e| ClientError::Protocol(e, self.addr.clone()));
-                }
+                Ok(n) => return Ok(self.buf.split_to(n).freeze()),
                 Err(FrameError::Incomplete) => {}
                 Err(e) => return Err(ClientError::Protocol(e, self.addr.clone())),
             }

@@ -17,11 +17,12 @@
 use crate::redis_server::fresh_work_dir;
 use crate::restore::{self, Output, RestoreError, RestoreRequest, Target, TtlMode};
 use crate::store::catalog::{self, Generation};
+use crate::store::chunks::{self, ChunkedFile};
 use crate::store::{layout, Store, StoreError};
 use crate::timespec::{format_duration_ms, format_ms};
 use flashback_format::rdb;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -374,6 +375,9 @@ async fn check_rdb_version(
     Ok(())
 }
 
+/// The part size of a base's multipart upload (S3 wants at least 5 MiB but the last).
+const PART: usize = 8 << 20;
+
 /// Stores `file` at `key` only if nothing is there yet. Returns its size, or None when the key
 /// already exists.
 ///
@@ -395,27 +399,17 @@ async fn upload_create(
     let tmp = Path::from(format!("{key}.partial-{}", std::process::id()));
     let result = async {
         let mut upload = store.os.put_multipart(&tmp).await.map_err(StoreError::from)?;
-        let mut f = tokio::fs::File::open(file).await.map_err(io)?;
+        // Parts of chunks (`store::chunks`): an 8 MiB buffer allocated and freed per part was
+        // what grew the agent's RSS at every compaction (issue 14).
+        let mut f = ChunkedFile::open(file).await.map_err(io)?;
         let mut sent = 0u64;
         loop {
-            let mut buf = vec![0u8; 8 << 20];
-            let mut n = 0;
-            while n < buf.len() {
-                let got = f.read(&mut buf[n..]).await.map_err(io)?;
-                if got == 0 {
-                    break;
-                }
-                n += got;
-            }
-            if n == 0 {
+            let part = f.next_payload(PART).await.map_err(io)?;
+            if part.content_length() == 0 {
                 break;
             }
-            buf.truncate(n);
-            sent += n as u64;
-            upload
-                .put_part(PutPayload::from(buf))
-                .await
-                .map_err(StoreError::from)?;
+            sent += part.content_length() as u64;
+            upload.put_part(part).await.map_err(StoreError::from)?;
         }
         upload.complete().await.map_err(StoreError::from)?;
         if sent != size {
@@ -430,12 +424,12 @@ async fn upload_create(
                 object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. },
             ) => {
                 warn!("this store cannot copy create-only; storing the base with one create-only put (held in memory)");
-                let bytes = tokio::fs::read(file).await.map_err(io)?;
+                let payload = chunks::read_payload(file).await.map_err(io)?;
                 let opts = PutOptions {
                     mode: PutMode::Create,
                     ..Default::default()
                 };
-                match store.os.put_opts(key, bytes.into(), opts).await {
+                match store.os.put_opts(key, payload, opts).await {
                     Ok(_) => Ok(Some(size)),
                     Err(object_store::Error::AlreadyExists { .. }) => Ok(None),
                     Err(e) => Err(StoreError::from(e).into()),

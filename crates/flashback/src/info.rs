@@ -503,6 +503,7 @@ mod tests {
             sealed,
             tails,
             head: None,
+            commands: None,
             uncertain: vec![],
             summaries: vec![],
         }

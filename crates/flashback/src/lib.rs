@@ -5,6 +5,9 @@
 //!
 //! - [`client`]: the `redis://` URL of a source or target, and a small async client for ordinary
 //!   commands (INFO, DUMP/RESTORE, DEBUG DIGEST).
+//! - [`commands`]: which arguments of a command are keys: a builtin table of the write commands
+//!   of Redis 7.0–8.2 and Valkey 8–9, or the source's own `COMMAND` reply, which capture stores
+//!   with each generation (`store::commands`) so modules' commands are known too.
 //! - [`replica`]: the replica side of the replication protocol: handshake, PSYNC, the RDB
 //!   transfer (sized or diskless), then a [`replica::ReplicationStream`] that only yields
 //!   commands and sends ACKs. RESP framing and the stream's framer are pure decoders, so they
@@ -20,8 +23,11 @@
 //! - [`ship`]: the spool → remote store path (`ship::upload`: ordered, verified uploads of sealed
 //!   objects) and the one-writer lease an agent holds in the store (`ship::lease`).
 //! - [`store`]: `Arc<dyn ObjectStore>` plus [`store::layout`] (the only place object names are
-//!   built), generation manifests, the catalog (windows from a LIST), the one chain walker
-//!   (`store::chain`: what restores from which base) and the one segment stream (`store::stream`).
+//!   built), generation manifests, the stored `COMMAND` reply (`store::commands`), the catalog
+//!   (windows from a LIST), the one chain walker (`store::chain`: what restores from which
+//!   base), the one segment stream (`store::stream`) and the one way a local file becomes
+//!   upload payloads (`store::chunks`: 1 MiB chunks, so no transient buffer grows the agent's
+//!   memory).
 //! - [`restore`]: `plan` (pure: which base, which segments, where to cut; `uncertain` for the
 //!   intervals the agent could not vouch for) then one reader that serves base + records to a
 //!   real redis-server through the engine (`engine::master` plays its master), then an output
@@ -39,6 +45,10 @@
 //!   on, from the segment summaries the agent stores at each seal (`timeline::summarize` is
 //!   the one place that decides what a record counts as; `timeline::load` falls back to reading
 //!   a segment without a usable summary; `timeline::event` parses and finds EVENTs).
+//! - [`history`]: `flashback history KEY`: the log of every generation through the restore
+//!   reader, following the key's names (`history::track`, pure), and its value at a point
+//!   (`history::value`, a restore into a private server); `history::may_touch` is the seam for
+//!   per-segment key filters (the reader asks its sink before fetching a segment).
 //! - [`compact`]: new bases made off the primary: the state at the end of the latest sealed
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
@@ -56,7 +66,9 @@
 pub mod backoff;
 pub mod capture;
 pub mod client;
+pub mod commands;
 pub mod compact;
+pub mod history;
 pub mod info;
 pub mod progress;
 pub mod prune;

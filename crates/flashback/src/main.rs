@@ -33,6 +33,8 @@ enum Command {
     /// What happened when: writes per second, destructive events (FLUSHALL, mass deletes…)
     /// with the restore that undoes each, windows and gaps.
     Timeline(cli::timeline::Args),
+    /// Every write to one key (following RENAME/COPY/MOVE/SWAPDB), and its value at chosen points.
+    History(cli::history::Args),
     /// Check every stored object a restore needs, then drill a timed restore (RTO, digest).
     Verify(cli::verify::Args),
     /// Make a new base off the primary: the latest sealed state, rebuilt in a private server.
@@ -45,7 +47,36 @@ enum Command {
     Debug(cli::debug::Args),
 }
 
+/// glibc's malloc gives each thread that allocates an arena of its own, up to 8 per core, and
+/// an arena never returns to the system what is freed below its top. The agent's threads come
+/// and go (tokio's blocking pool serves every local file operation and lets idle threads go
+/// after 10 s), each new peak of them adds an arena, and each arena keeps what the transient
+/// buffers of a compaction or an upload left in it: bench/soak.sh measured +0.12 MB of RSS per
+/// compaction with buffers already capped at 1 MiB (`store::chunks`), 13.6 MB flat with two
+/// arenas (docs/benchmarks.md, "Soak"). Two is what we measured; the agent's allocations are
+/// few and short next to its I/O, so threads waiting on an arena's lock cost nothing visible
+/// (the soak's agent CPU did not change). `MALLOC_ARENA_MAX` in the environment still wins.
+/// Rejected: another allocator (jemalloc and mimalloc bring a C build and their own tuning for
+/// the same effect), and `malloc_trim` after each compaction (it returns free pages but lets
+/// the arenas multiply, and uploads and verify drills allocate outside compaction too).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn bound_malloc_arenas() {
+    const ARENAS: libc::c_int = 2;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a malloc parameter; called first thing in main, before
+        // any other thread exists. A refusal (0) leaves glibc's default, which only costs memory.
+        #[allow(unsafe_code)] // the one call to glibc's mallopt, which has no safe wrapper
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn bound_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     let cli = Cli::parse();
     // The demo tells its own story on stdout; the agent's routine log lines would only clutter it.
     let default_level = if matches!(cli.command, Command::Demo(_)) {
@@ -81,7 +112,11 @@ fn main() -> ExitCode {
     // these commands just stop.
     let stoppable = matches!(
         cli.command,
-        Command::Restore(_) | Command::Verify(_) | Command::Compact(_) | Command::Demo(_)
+        Command::Restore(_)
+            | Command::Verify(_)
+            | Command::Compact(_)
+            | Command::Demo(_)
+            | Command::History(_)
     );
     let result = rt.block_on(async {
         let work = async {
@@ -90,6 +125,7 @@ fn main() -> ExitCode {
                 Command::Restore(a) => cli::restore::run(a, &store).await,
                 Command::Info(a) => cli::info::run(a, &store).await,
                 Command::Timeline(a) => cli::timeline::run(a, &store).await,
+                Command::History(a) => cli::history::run(a, &store).await,
                 Command::Verify(a) => cli::verify::run(a, &store).await,
                 Command::Compact(a) => cli::compact::run(a, &store).await,
                 Command::Prune(a) => cli::prune::run(a, &store).await,

@@ -58,6 +58,8 @@ pub enum ObjectKind {
     /// The generation's log head, which goes with the generation (after its log and bases,
     /// before the manifest).
     Head,
+    /// The generation's stored COMMAND reply, which goes with the generation too.
+    Commands,
     Manifest,
 }
 
@@ -68,6 +70,7 @@ impl std::fmt::Display for ObjectKind {
             ObjectKind::Segment => "segment",
             ObjectKind::Base => "base",
             ObjectKind::Head => "head",
+            ObjectKind::Commands => "commands",
             ObjectKind::Manifest => "manifest",
         })
     }
@@ -428,6 +431,15 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
                     reason: format!("generation {} keeps nothing else", g.id),
                 });
             }
+            if let Some((key, size)) = &g.commands {
+                deletions.push(Deletion {
+                    generation: g.id.clone(),
+                    kind: ObjectKind::Commands,
+                    key: key.clone(),
+                    size: *size,
+                    reason: format!("generation {} keeps nothing else", g.id),
+                });
+            }
             deletions.push(Deletion {
                 generation: g.id.clone(),
                 kind: ObjectKind::Manifest,
@@ -578,6 +590,7 @@ mod tests {
                     sealed: vec![],
                     tails: vec![],
                     head: None,
+                    commands: None,
                     uncertain: vec![],
                     summaries: vec![],
                 },
@@ -781,6 +794,7 @@ mod tests {
         // g1's agent wrote a log head: it goes with its generation, before the manifest.
         let mut g1 = g1.build();
         g1.head = Some((layout::head_key("src", &g1.id), 180));
+        g1.commands = Some((layout::commands_key("src", &g1.id), 90_000));
         let gens = vec![g1, g2.build(), g3.build()];
         let p = assert_idempotent(&gens, &policy(2 * H), MON + 22 * H);
         let kinds: Vec<(ObjectKind, String)> = p
@@ -802,13 +816,15 @@ mod tests {
                 (Base, a.clone()),
                 (Base, b.clone()),
                 (Head, a.clone()),
+                (Commands, a.clone()),
                 (Manifest, a.clone()),
                 (Manifest, b.clone()),
             ]
         );
         assert_eq!(p.deletions[8].key, layout::head_key("src", &a));
+        assert_eq!(p.deletions[9].key, layout::commands_key("src", &a));
         assert_eq!(
-            p.deletions[9].key,
+            p.deletions[10].key,
             layout::manifest_key("src", &a),
             "the manifest key is the generation's"
         );

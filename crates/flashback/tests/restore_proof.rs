@@ -234,5 +234,96 @@ fn restore_to_a_live_target_proves_the_copy_and_times_each_phase() {
         .map(|p| p["phase"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(phases, ["plan", "fetch", "load", "replay", "verify"]);
+    // The log's own sample: keys last SET (the 2000 bulk keys among them) hold their value.
+    let l = &v["sources"][0]["drill"]["log_sample"];
+    assert!(l["keys"].as_u64().unwrap() >= 100, "{l}");
+    assert_eq!(l["equal"], l["keys"], "{l}");
+    agent.stop();
+}
+
+/// The monthly drill against the live source: writes keep coming while verify pauses them for
+/// a moment, reads the source's offset and digest (whole, then a sample when the dataset is
+/// larger), restores exactly that offset and compares. A wrong server, or a replica, is refused
+/// before anything is paused.
+#[test]
+fn verify_against_the_source_compares_at_one_offset_while_writes_go_on() {
+    let source = RedisProc::start(&[]);
+    let store = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(source.port, store.path(), &[]);
+    agent.wait_online(&source);
+    fill(&mut source.conn());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, mut c) = (stop.clone(), source.conn());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.call(&["SET", &format!("live:{}", i % 500), &i.to_string()]);
+                c.call(&["HINCRBY", "counter", "n", "1"]);
+                i += 1;
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let store_arg = store.path().to_str().unwrap();
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--store",
+            store_arg,
+            "--json",
+            "--progress",
+            "none",
+        ];
+        args.extend_from_slice(extra);
+        run_flashback(&args, Duration::from_secs(120))
+    };
+    let url = source.url();
+    let out = verify(&["--against-source", &url]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let a = &v["sources"][0]["drill"]["against_source"];
+    assert_eq!(a["method"], "debug digest", "{a}");
+    assert_eq!(a["equal"], true, "{a}");
+    assert_eq!(a["offset"], v["sources"][0]["drill"]["stop_offset"], "{v}");
+    assert!(a["paused_ms"].as_u64().unwrap() < 200, "{a}");
+
+    // Past the full-digest size: a sample of keys, compared one by one.
+    let mut c = source.conn();
+    for chunk in 0..25 {
+        let mut cmd = vec!["MSET".to_string()];
+        for i in 0..1000 {
+            cmd.push(format!("big:{chunk}:{i}"));
+            cmd.push("v".into());
+        }
+        c.call(&cmd);
+    }
+    let out = verify(&["--against-source", &url, "--sample", "300"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let a = &v["sources"][0]["drill"]["against_source"];
+    assert_eq!(a["method"], "debug digest-value sample", "{a}");
+    assert_eq!(a["equal"], true, "{a}");
+    assert!(a["keys"].as_u64().unwrap() >= 200, "{a}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 100, "the writer ran: {writes}");
+
+    // Another server is not the captured source: refused, named, nothing paused.
+    let stranger = RedisProc::start(&[]);
+    stranger.conn().call(&["SET", "x", "1"]);
+    let out = verify(&["--against-source", &stranger.url()]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stdout.contains("is not the source") && out.stdout.contains("match no generation"),
+        "{}",
+        out.all()
+    );
+    // A replica of the source is refused too (only a primary's writes can be paused).
+    let replica = RedisProc::start(&["--replicaof", "127.0.0.1", &source.port.to_string()]);
+    let out = verify(&["--against-source", &replica.url()]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stdout.contains("is a replica"), "{}", out.all());
     agent.stop();
 }

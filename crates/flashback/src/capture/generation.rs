@@ -121,6 +121,23 @@ impl Log {
         self.open_tail(Origin::NewGeneration, crate::now_ms())
     }
 
+    /// Stores the source's `COMMAND` reply beside the manifest of `gen` (`store::commands`),
+    /// once: an object already there is left alone. Like [`record_uncertain`](Self::record_uncertain),
+    /// a failure is logged, not fatal: history then reads this generation with the builtin table.
+    pub fn record_commands(&self, gen: &str, reply: &[u8]) {
+        let path = self.local(&layout::commands_key(&self.source, gen));
+        if path.exists() {
+            return;
+        }
+        match write_durable(&self.root, &path, &crate::store::commands::encode(reply)) {
+            Ok(()) => self.notify_sealed(),
+            Err(e) => warn!(
+                "{}: {e} (history will use the builtin command table for this generation)",
+                path.display()
+            ),
+        }
+    }
+
     /// Stores an uncertain interval of the current generation (`capture::core`), after the
     /// blocks that hold its records were made durable. Create-new + fsync + directory fsync
     /// like every object the agent writes; the uploader takes it to a remote store. A failure
@@ -145,26 +162,58 @@ impl Log {
             cause: i.cause.as_str().to_string(),
         };
         let path = self.local(&layout::uncertain_key(&self.source, gen, &name));
-        let write = || -> std::io::Result<()> {
-            let dir = path.parent().unwrap_or(&self.root);
-            fs::create_dir_all(dir)?;
-            let tmp = path.with_extension("gap.tmp");
-            {
-                use std::io::Write;
-                let mut f = File::create(&tmp)?;
-                f.write_all(&rec.encode())?;
-                f.sync_all()?;
-            }
-            fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()
-        };
-        match write() {
+        match write_durable(&self.root, &path, &rec.encode()) {
             Ok(()) => self.notify_sealed(),
             Err(e) => warn!(
                 "{}: {e} (info will not list this uncertain interval)",
                 path.display()
             ),
         }
+    }
+}
+
+/// A small object written whole: a temporary file, fsync, rename, directory fsync.
+fn write_durable(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(root);
+    fs::create_dir_all(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// The source's `COMMAND` reply, asked on an ordinary connection (never the replication link,
+/// which must not carry commands with replies). None, with a warning, when the source refuses
+/// (an ACL without `+command`) or does not answer in time: history then uses the builtin table.
+pub(super) async fn command_reply(url: &crate::client::RedisUrl) -> Option<bytes::Bytes> {
+    use crate::client::Client;
+    use std::time::Duration;
+    let skip = |why: String| {
+        warn!("{why}: not storing the source's command table with this generation; `flashback history` will use the builtin one (grant +command to the capture user for module commands)");
+        None
+    };
+    let mut c = match Client::connect(url, Duration::from_secs(5)).await {
+        Ok(c) => c,
+        Err(e) => return skip(e.to_string()),
+    };
+    match c.call_raw(&["COMMAND"]).await {
+        Ok(b) if b.first() == Some(&b'-') => skip(format!(
+            "{url}: COMMAND refused: {}",
+            String::from_utf8_lossy(&b[1..]).trim_end()
+        )),
+        Ok(b) => Some(b),
+        Err(e) => skip(e.to_string()),
     }
 }
 

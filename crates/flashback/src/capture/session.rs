@@ -130,6 +130,9 @@ pub(super) async fn session(
                 answered_ms,
             )
             .await?;
+            if let Some(reply) = super::generation::command_reply(&opts.source).await {
+                log.record_commands(&gen, &reply);
+            }
             info!(
                 "snapshot stored: {} bytes at offset {offset}, RDB v{} ({} transfer)",
                 received.len,

@@ -4,6 +4,7 @@ pub mod capture;
 pub mod compact;
 pub mod debug;
 pub mod demo;
+pub mod history;
 pub mod info;
 pub mod progress;
 pub mod prune;

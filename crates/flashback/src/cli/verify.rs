@@ -16,12 +16,17 @@ Examples:
   flashback verify --store /var/lib/flashback --name cache
   flashback verify --at '2026-08-03 20:28:10'     # drill a restore of that instant
   flashback verify --no-drill --json | jq '.sources[].problems'
+  flashback verify --name cache --against-source redis://:pw@10.0.0.5:6379 --json > drill-2026-12.json
 
 Reads every object a restore needs: the manifest, each base (size, RDB CRC-64), every segment
 and block (checksums, the record chain), and checks that segments chain from the base with no
 hole. Each problem names the object, the byte offset, and up to which instant restore still works.
 Then, unless --no-drill, restores the latest instant (or --at) into a private redis-server and
-reports the time it took (RTO), the keys per db and DEBUG DIGEST.
+reports the time it took (RTO) per phase, the keys per db and DEBUG DIGEST.
+--against-source URL also compares with the live source at one offset: its writes are held back
+for at most --pause (CLIENT PAUSE WRITE) while its offset and DEBUG DIGEST (or the digests of
+--sample random keys) are read; the drill then restores exactly that offset and compares.
+The monthly drill is one command: verify --against-source URL --json, kept as evidence.
 Exit code: 0 when everything verifies, 1 when any problem is found.
 ")]
 pub struct Args {
@@ -45,6 +50,27 @@ pub struct Args {
     /// Print the report as JSON (stable schema, see docs/cli.md).
     #[arg(long)]
     json: bool,
+    /// Compare the drill with the live source (the primary the agent captures) at the same
+    /// offset: redis://[user:pass@]host:port (needs CLIENT PAUSE, and DEBUG for a full digest)
+    #[arg(long, value_name = "URL", conflicts_with_all = ["at", "no_drill"])]
+    against_source: Option<String>,
+    /// With --against-source: the longest the source's writes are held back, in ms
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 200,
+        requires = "against_source"
+    )]
+    pause: u64,
+    /// With --against-source: keys compared when the dataset is too big (or DEBUG is refused)
+    /// for a full DEBUG DIGEST inside the pause
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        requires = "against_source"
+    )]
+    sample: usize,
     /// Progress on stderr: a live line on a terminal, plain lines otherwise (auto), plain lines
     /// always, or none
     #[arg(long, value_enum, default_value_t = super::progress::Mode::Auto)]
@@ -82,11 +108,22 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
         ),
         None => all,
     };
+    let against = match &a.against_source {
+        Some(u) => Some(verify::against::AgainstOptions {
+            url: u
+                .parse()
+                .map_err(|e| UsageError(format!("--against-source: {e}")))?,
+            pause: std::time::Duration::from_millis(a.pause.max(1)),
+            sample: a.sample.max(1),
+        }),
+        None => None,
+    };
     let progress = flashback::progress::Progress::new();
     let drill = (!a.no_drill).then_some(DrillOptions {
         target,
         redis_server: a.redis_server,
         progress: progress.clone(),
+        against,
     });
     // With --json, stdout is the evidence document; the progress goes to stderr either way.
     let shown = super::progress::show(&progress, "verify", a.progress);
@@ -195,6 +232,35 @@ fn render(r: &Report) -> String {
                 d.rto_ms,
                 flashback::progress::phases_line(&d.phases)
             );
+            if let Some(l) = &d.log_sample {
+                let _ = writeln!(
+                    o,
+                    "  log sample: {} of {} keys whose last write the log shows whole (SET, DEL) hold it in the restore{}",
+                    l.equal,
+                    l.keys,
+                    if l.differences.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; DIFFERENT: {}", l.differences.join("; "))
+                    }
+                );
+            }
+            if let Some(x) = &d.against_source {
+                let _ = writeln!(
+                    o,
+                    "  against source {}: offset {}, {} keys compared ({}; writes paused {} ms): {}",
+                    x.url,
+                    x.offset,
+                    x.keys,
+                    x.method,
+                    x.paused_ms,
+                    if x.equal {
+                        "equal".to_string()
+                    } else {
+                        format!("DIFFERENT: {}", x.differences.join("; "))
+                    }
+                );
+            }
         }
     }
     o

@@ -421,7 +421,7 @@ pub async fn plan_with(
 
 impl SegmentRef {
     /// The segment the walker placed on a run, from the listing.
-    fn of(g: &Generation, s: &Span) -> SegmentRef {
+    pub(crate) fn of(g: &Generation, s: &Span) -> SegmentRef {
         let (key, size, sealed) = match s.which {
             Which::Sealed(i) => (&g.sealed[i].key, g.sealed[i].size, true),
             Which::Tail(i) => (&g.tails[i].key, g.tails[i].size, false),

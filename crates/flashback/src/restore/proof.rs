@@ -150,7 +150,9 @@ pub async fn prove(
     Ok(proof)
 }
 
-async fn debug_digest_works(c: &mut Client) -> bool {
+/// Whether `c` answers `DEBUG DIGEST-VALUE` (DEBUG is off by default on Redis 7+ for remote
+/// clients, and managed services rename it).
+pub async fn debug_digest_works(c: &mut Client) -> bool {
     // On a missing key it answers a digest of zeros; an error means DEBUG is not allowed.
     matches!(
         c.call(&["DEBUG", "DIGEST-VALUE", "flashback:probe:no-such-key"])
@@ -159,12 +161,17 @@ async fn debug_digest_works(c: &mut Client) -> bool {
     )
 }
 
-/// (digest, expiry) of each key on one side; None: no such key.
-async fn read_side(
+/// One key as one side holds it: (value digest, `PEXPIRETIME`: -1 without a TTL).
+pub type Seen = (Vec<u8>, i64);
+
+/// (digest, expiry) of each key on one side; None: no such key. With `use_debug`, the digest
+/// is `DEBUG DIGEST-VALUE`'s, else one computed here from the value read by type: compare only
+/// digests made the same way.
+pub async fn read_side(
     c: &mut Client,
     keys: &[Bytes],
     use_debug: bool,
-) -> Result<Vec<Option<(Vec<u8>, i64)>>, RestoreError> {
+) -> Result<Vec<Option<Seen>>, RestoreError> {
     for k in keys {
         c.send(&[&b"PEXPIRETIME"[..], k]).await?;
         if use_debug {

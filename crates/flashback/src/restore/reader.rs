@@ -21,6 +21,14 @@ pub trait RecordSink {
         &mut self,
         items: Vec<Item>,
     ) -> impl std::future::Future<Output = Result<(), RestoreError>>;
+
+    /// Whether the reader should fetch `seg` at all. `history` answers from what it is looking
+    /// for (a per-segment key filter); restore wants everything. Asked when the segment's GET
+    /// would be put in flight, and asked again when the reader reaches a segment it was told to
+    /// skip: the answer may have changed since (history follows a RENAME to a new name).
+    fn wants(&self, _seg: &SegmentRef) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +36,8 @@ pub struct ReadStats {
     pub segments: usize,
     pub blocks: usize,
     pub records: u64,
+    /// Segments the sink did not want ([`RecordSink::wants`]), never fetched.
+    pub skipped: usize,
     /// Compressed bytes fetched from the store.
     pub bytes_fetched: u64,
 }
@@ -48,17 +58,37 @@ pub async fn read_records<S: RecordSink>(
     // GET holds at most what its connection buffers, so memory stays bounded.
     // Boxed futures collected first (they do nothing until polled): a closure inside the
     // stream's type would trip rustc's "Send is not general enough" in spawned callers.
-    let opens: Vec<_> = plan
-        .segments
-        .iter()
-        .map(|seg| open_one(store, seg))
-        .collect();
-    let mut opened = futures::stream::iter(opens).buffered(PREFETCH);
-    while let Some((seg, stream)) = opened.next().await {
+    // The queue is filled by hand rather than with `buffered`: whether a segment is fetched at
+    // all is the sink's question, asked as late as possible.
+    let mut opened = futures::stream::FuturesOrdered::new();
+    let mut next = 0;
+    loop {
+        while opened.len() < PREFETCH && next < plan.segments.len() {
+            let seg = &plan.segments[next];
+            next += 1;
+            opened.push_back(if sink.wants(seg) {
+                open_one(store, seg)
+            } else {
+                skipped_one(seg)
+            });
+        }
+        let Some((seg, stream)) = opened.next().await else {
+            break;
+        };
         if prev_end >= plan.stop_offset {
             break;
         }
         let key = seg.key.as_ref();
+        let stream = match stream {
+            Some(s) => s,
+            None if sink.wants(seg) => seg.open(store).await,
+            None => {
+                // Names chain: the next segment starts where this one ends.
+                stats.skipped += 1;
+                prev_end = prev_end.max(seg.end_offset.min(plan.stop_offset));
+                continue;
+            }
+        };
         let mut stream = stream?;
         stats.segments += 1;
         let mut first = true;
@@ -144,7 +174,8 @@ pub async fn read_records<S: RecordSink>(
     Ok(stats)
 }
 
-type Opened<'a> = (&'a SegmentRef, Result<SegmentStream, RestoreError>);
+/// A segment and its opened stream; None: the sink did not want it when it was queued.
+type Opened<'a> = (&'a SegmentRef, Option<Result<SegmentStream, RestoreError>>);
 
 /// A named function with one lifetime, not a closure: it keeps the future provably `Send`
 /// (the compaction task runs this reader inside `tokio::spawn`).
@@ -152,7 +183,11 @@ fn open_one<'a>(
     store: &'a Store,
     seg: &'a SegmentRef,
 ) -> futures::future::BoxFuture<'a, Opened<'a>> {
-    Box::pin(async move { (seg, seg.open(store).await) })
+    Box::pin(async move { (seg, Some(seg.open(store).await)) })
+}
+
+fn skipped_one(seg: &SegmentRef) -> futures::future::BoxFuture<'_, Opened<'_>> {
+    Box::pin(async move { (seg, None) })
 }
 
 fn check_start(stream: &SegmentStream, key: &str, named: u64) -> Result<(), RestoreError> {

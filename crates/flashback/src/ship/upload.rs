@@ -25,6 +25,7 @@
 
 use crate::backoff::Backoff;
 use crate::store::catalog::{self, Generation};
+use crate::store::chunks::{self, ChunkedFile};
 use crate::store::manifest::LogHead;
 use crate::store::{layout, Store, StoreError};
 use futures::StreamExt;
@@ -33,7 +34,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
@@ -362,9 +362,10 @@ impl Uploader {
                 size,
             });
         }
-        // `Bytes`: the payload and the comparison below share it without a copy.
-        let bytes = bytes::Bytes::from(tokio::fs::read(&path).await.map_err(local_err)?);
-        let size = bytes.len() as u64;
+        // In chunks (`store::chunks`), not one buffer the size of the segment: the payload
+        // (cheap to clone, it shares them) and the comparison below use the same chunks.
+        let payload = chunks::read_payload(&path).await.map_err(local_err)?;
+        let size = payload.content_length() as u64;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -378,12 +379,7 @@ impl Uploader {
         // with client-side encryption (`store::crypt`) the body is ciphertext made inside the
         // store wrapper with a random nonce, which the uploader never sees. Multipart uploads
         // keep their HEAD (above), and an existing object is compared byte for byte (below).
-        match self
-            .remote
-            .os
-            .put_opts(key, PutPayload::from(bytes.clone()), opts)
-            .await
-        {
+        match self.remote.os.put_opts(key, payload.clone(), opts).await {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let theirs = self
@@ -395,7 +391,7 @@ impl Uploader {
                     .bytes()
                     .await
                     .map_err(remote_err)?;
-                if theirs != bytes {
+                if !chunks::payload_eq(&payload, &theirs) {
                     return Err(UploadError::SecondWriter(format!(
                         "{key} already exists in {} with different content: another agent is writing source '{}' \
                          into this store; stop one of them (or give one another --name)",
@@ -406,11 +402,7 @@ impl Uploader {
             // Backends without conditional writes: fall back to a plain PUT. Second writers
             // are then caught by the name collision check above only where supported.
             Err(object_store::Error::NotImplemented { .. }) => {
-                self.remote
-                    .os
-                    .put(key, PutPayload::from(bytes))
-                    .await
-                    .map_err(remote_err)?;
+                self.remote.os.put(key, payload).await.map_err(remote_err)?;
             }
             Err(err) => return Err(remote_err(err)),
         }
@@ -446,20 +438,15 @@ enum SendError {
     Remote(object_store::Error),
 }
 
-/// Streams a file into a multipart upload, at most two parts in flight.
+/// Streams a file into a multipart upload, at most two parts in flight. The chunks go into the
+/// parts without a copy (`WriteMultipart::put`), so no buffer is part-sized (`store::chunks`).
 async fn send_file(w: &mut WriteMultipart, path: &std::path::Path) -> Result<(), SendError> {
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(SendError::Local)?;
-    let mut buf = vec![0u8; PART];
-    loop {
-        let n = f.read(&mut buf).await.map_err(SendError::Local)?;
-        if n == 0 {
-            return Ok(());
-        }
+    let mut f = ChunkedFile::open(path).await.map_err(SendError::Local)?;
+    while let Some(chunk) = f.next_chunk().await.map_err(SendError::Local)? {
         w.wait_for_capacity(2).await.map_err(SendError::Remote)?;
-        w.write(&buf[..n]);
+        w.put(chunk);
     }
+    Ok(())
 }
 
 /// One object of the upload order.
@@ -482,6 +469,12 @@ fn upload_order(source: &str, gens: &[Generation]) -> Vec<Pending> {
         if g.manifest.is_some() {
             out.push(Pending {
                 key: layout::manifest_key(source, &g.id),
+                alone: true,
+            });
+        }
+        if let Some((key, _)) = &g.commands {
+            out.push(Pending {
+                key: key.clone(),
                 alone: true,
             });
         }

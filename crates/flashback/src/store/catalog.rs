@@ -100,6 +100,8 @@ pub struct Generation {
     pub tails: Vec<TailSegment>,
     /// The log head object (key, size), if the agent wrote one (see `manifest::LogHead`).
     pub head: Option<(Path, u64)>,
+    /// The source's COMMAND reply stored at the generation's start (key, size), if any.
+    pub commands: Option<(Path, u64)>,
     /// Uncertain intervals the agent stored (see `capture::core`), in offset order.
     pub uncertain: Vec<UncertainObject>,
     /// Summaries of sealed segments (`flashback_format::summary`), in offset order. One whose
@@ -249,12 +251,14 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
             sealed: vec![],
             tails: vec![],
             head: None,
+            commands: None,
             uncertain: vec![],
             summaries: vec![],
         });
         match entry {
             Entry::Manifest => manifests.push((gen, o.location)),
             Entry::Head => g.head = Some((o.location, o.size)),
+            Entry::Commands => g.commands = Some((o.location, o.size)),
             e @ Entry::Base { .. } => g.bases.extend(BaseObject::listed(&o, &e)),
             Entry::Sealed(name) => g.sealed.push(SealedSegment {
                 name,

@@ -19,6 +19,7 @@ fn listing(text: &str) -> Generation {
         sealed: vec![],
         tails: vec![],
         head: None,
+        commands: None,
         uncertain: vec![],
         summaries: vec![],
     };

@@ -7,6 +7,7 @@
 //! sources/<name>/generations/<gen>/segments/<start>.tail                             the open tail
 //! sources/<name>/generations/<gen>/segments/<start>.tail.<byte>.damaged   a damaged tail, kept
 //! sources/<name>/generations/<gen>/log.head          how far the agent sealed (envelope + JSON)
+//! sources/<name>/generations/<gen>/commands.resp     the source's COMMAND reply (envelope + RESP)
 //! sources/<name>/generations/<gen>/uncertain/<from_off>-<to_off>-<t0>-<t1>.gap  an uncertain interval
 //! sources/<name>/generations/<gen>/summaries/<start>-<end>.sum       a sealed segment's summary
 //! ```
@@ -79,6 +80,14 @@ pub fn manifest_key(source: &str, gen: &str) -> Path {
 /// The generation's log head ([`super::manifest::LogHead`]).
 pub fn head_key(source: &str, gen: &str) -> Path {
     Path::from(format!("{SOURCES}/{source}/generations/{gen}/log.head"))
+}
+
+/// The source's `COMMAND` reply when the generation started (`store::commands`): key positions
+/// of every command the server knew, modules' included.
+pub fn commands_key(source: &str, gen: &str) -> Path {
+    Path::from(format!(
+        "{SOURCES}/{source}/generations/{gen}/commands.resp"
+    ))
 }
 
 pub fn base_prefix(source: &str, gen: &str) -> Path {
@@ -174,6 +183,7 @@ pub fn damaged_tail_key(source: &str, gen: &str, start_offset: u64, byte: u64) -
 pub enum Entry {
     Manifest,
     Head,
+    Commands,
     Base {
         offset: u64,
         time_ms: u64,
@@ -202,6 +212,7 @@ pub fn parse_key(source: &str, key: &Path) -> Option<(String, Entry)> {
     let entry = match (parts.next()?, parts.next(), parts.next()) {
         ("generation.meta", None, None) => Entry::Manifest,
         ("log.head", None, None) => Entry::Head,
+        ("commands.resp", None, None) => Entry::Commands,
         ("base", Some(f), None) => {
             let mut it = f.strip_suffix(".rdb")?.split('-');
             let e = Entry::Base {
@@ -485,6 +496,8 @@ mod tests {
         );
         let m = manifest_key("cache", "0000019a2b3c4d5e");
         assert_eq!(parse_key("cache", &m).map(|x| x.1), Some(Entry::Manifest));
+        let c = commands_key("cache", "0000019a2b3c4d5e");
+        assert_eq!(parse_key("cache", &c).map(|x| x.1), Some(Entry::Commands));
         let later = segment_key(
             "cache",
             "0000019a2b3c4d5e",

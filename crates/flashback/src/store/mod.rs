@@ -17,6 +17,8 @@
 pub mod aws_files;
 pub mod catalog;
 pub mod chain;
+pub mod chunks;
+pub mod commands;
 pub mod crypt;
 pub mod layout;
 pub mod manifest;

@@ -1,11 +1,11 @@
 //! What a replicated command is: its arguments (sliced out of the RESP bytes without copying),
 //! its family, and the keys it touches.
 //!
-//! Key positions are a stand-in until `crate::commands::CommandTable` (the `history` work)
-//! lands on main, with the same shape (`key_positions(argv) -> Vec<usize>`): switch
-//! [`key_positions`] to it then. Only the forms a primary *propagates* matter here (EXPIRE
-//! arrives as PEXPIREAT, EVAL as the commands it ran inside MULTI…EXEC, BLPOP as LPOP).
+//! Key positions come from `crate::commands::CommandTable` (one table for `history` and the
+//! summaries). Only the forms a primary *propagates* matter here (EXPIRE arrives as PEXPIREAT,
+//! EVAL as the commands it ran inside MULTI…EXEC, BLPOP as LPOP).
 
+use crate::commands::CommandTable;
 use flashback_format::summary::Family;
 
 /// The arguments of a RESP array of bulk strings, as far as `resp` holds whole ones (a prefix
@@ -67,55 +67,29 @@ pub fn family(name: &[u8]) -> Option<Family> {
     })
 }
 
-/// Positions in `argv` that are key names (a stand-in for `CommandTable::key_positions`).
-pub fn key_positions(name: &[u8], argv: &[&[u8]]) -> Vec<usize> {
-    let n = argv.len();
-    let all_from = |i: usize| (i..n).collect::<Vec<_>>();
-    let numkeys_at = |i: usize, first: usize| -> Vec<usize> {
-        let k = argv
-            .get(i)
-            .and_then(|a| std::str::from_utf8(a).ok())
-            .and_then(|s| s.parse::<usize>().ok())
-            .unwrap_or(0);
-        (first..(first + k).min(n)).collect()
-    };
-    match name {
-        _ if n < 2 => vec![],
-        b"SELECT" | b"PING" | b"MULTI" | b"EXEC" | b"REPLCONF" | b"FLUSHALL" | b"FLUSHDB"
-        | b"SWAPDB" | b"FUNCTION" | b"SCRIPT" | b"PUBLISH" | b"SPUBLISH" => vec![],
-        b"DEL" | b"UNLINK" | b"EXISTS" | b"TOUCH" | b"WATCH" | b"PFMERGE" | b"PFCOUNT"
-        | b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" | b"RENAME" | b"RENAMENX" | b"COPY"
-        | b"SMOVE" | b"LMOVE" | b"BLMOVE" | b"RPOPLPUSH" | b"BRPOPLPUSH" | b"BLPOP" | b"BRPOP" => {
-            // COPY's options and BLPOP's timeout are not keys.
-            match name {
-                b"COPY" => vec![1, 2].into_iter().filter(|&i| i < n).collect(),
-                b"BLPOP" | b"BRPOP" => (1..n - 1).collect(),
-                b"LMOVE" | b"BLMOVE" | b"RPOPLPUSH" | b"BRPOPLPUSH" | b"SMOVE" => {
-                    vec![1, 2].into_iter().filter(|&i| i < n).collect()
-                }
-                _ => all_from(1),
-            }
-        }
-        b"MSET" | b"MSETNX" => (1..n).step_by(2).collect(),
-        b"BITOP" => all_from(2),
-        b"EVAL" | b"EVALSHA" | b"FCALL" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL_RO" => {
-            numkeys_at(2, 3)
-        }
-        b"ZUNIONSTORE" | b"ZINTERSTORE" | b"ZDIFFSTORE" => {
-            let mut v = vec![1];
-            v.extend(numkeys_at(2, 3));
-            v
-        }
-        b"LMPOP" | b"ZMPOP" | b"SINTERCARD" | b"ZINTERCARD" => numkeys_at(1, 2),
-        b"BLMPOP" | b"BZMPOP" => numkeys_at(2, 3),
-        _ => vec![1],
-    }
+/// Positions in `argv` that are key names, by the builtin [`CommandTable`] (`history`'s, so
+/// the keys a filter holds are the keys `history` follows). Builtin rather than the
+/// generation's stored COMMAND reply, which the agent does not parse on its hot path: a
+/// command the table does not know (a module's) marks the summary `keys_unknown`, so its
+/// filter never rules a key out.
+pub fn key_positions(argv: &[&[u8]]) -> Vec<usize> {
+    table().key_positions(argv)
+}
+
+/// Whether the table knows the command (so its keys are in the filter).
+pub fn known(argv: &[&[u8]]) -> bool {
+    table().lookup(argv).is_some()
+}
+
+fn table() -> &'static CommandTable {
+    static TABLE: std::sync::OnceLock<CommandTable> = std::sync::OnceLock::new();
+    TABLE.get_or_init(CommandTable::builtin)
 }
 
 /// Every `(db, key)` a command touches: its key positions in its own db, and the destination of
 /// MOVE (and of COPY … DB n) in the other db.
 pub fn touched<'a>(name: &[u8], argv: &[&'a [u8]], db: u32) -> Vec<(u32, &'a [u8])> {
-    let mut out: Vec<(u32, &[u8])> = key_positions(name, argv)
+    let mut out: Vec<(u32, &[u8])> = key_positions(argv)
         .into_iter()
         .filter_map(|i| argv.get(i).map(|k| (db, *k)))
         .collect();
@@ -168,11 +142,39 @@ mod tests {
         assert_eq!(family(b"RPUSH"), Some(Family::List));
         assert_eq!(family(b"RENAME"), Some(Family::Key));
         let argv: Vec<&[u8]> = vec![b"MSET", b"a", b"1", b"b", b"2"];
-        assert_eq!(key_positions(b"MSET", &argv), vec![1, 3]);
+        assert_eq!(key_positions(&argv), vec![1, 3]);
         let argv: Vec<&[u8]> = vec![b"MOVE", b"a", b"5"];
         assert_eq!(touched(b"MOVE", &argv, 0), vec![(0, &b"a"[..]), (5, b"a")]);
         let argv: Vec<&[u8]> = vec![b"ZUNIONSTORE", b"d", b"2", b"x", b"y", b"WEIGHTS", b"1"];
-        assert_eq!(key_positions(b"ZUNIONSTORE", &argv), vec![1, 3, 4]);
-        assert!(key_positions(b"FLUSHALL", &[b"FLUSHALL".as_slice(), b"ASYNC"]).is_empty());
+        assert_eq!(key_positions(&argv), vec![1, 3, 4]);
+        assert!(key_positions(&[b"FLUSHALL".as_slice(), b"ASYNC"]).is_empty());
+        let argv: Vec<&[u8]> = vec![b"del", b"a", b"b"];
+        assert_eq!(key_positions(&argv), vec![1, 2]);
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    /// Every command a primary propagates in ordinary use is known, or the summaries of
+    /// ordinary segments would give up their key filters.
+    #[test]
+    fn propagated_commands_are_known() {
+        for argv in [
+            &[&b"SET"[..], b"k", b"v"][..],
+            &[b"PEXPIREAT", b"k", b"1"],
+            &[b"FLUSHALL"],
+            &[b"FLUSHDB"],
+            &[b"SWAPDB", b"0", b"1"],
+            &[b"FUNCTION", b"LOAD", b"x"],
+            &[b"PUBLISH", b"c", b"m"],
+            &[b"XADD", b"s", b"*", b"f", b"v"],
+            &[b"UNLINK", b"a"],
+            &[b"HSET", b"h", b"f", b"v"],
+        ] {
+            assert!(known(argv), "{:?}", String::from_utf8_lossy(argv[0]));
+        }
+        assert!(!known(&[b"MYMODULE.SET", b"k"]));
     }
 }

@@ -65,6 +65,7 @@ pub struct Summarizer {
     events: Vec<Event>,
     del_events: usize,
     dels_complete: bool,
+    keys_unknown: bool,
     commands: BTreeMap<Vec<u8>, u64>,
     keys: HashSet<u64>,
     want: Want,
@@ -108,6 +109,7 @@ impl Summarizer {
             events: Vec::new(),
             del_events: 0,
             dels_complete: true,
+            keys_unknown: false,
             commands: BTreeMap::new(),
             keys: HashSet::new(),
             want: Want::Nothing,
@@ -151,6 +153,9 @@ impl Summarizer {
                 Ok(i) => b.by_db[i].1 += 1,
                 Err(i) => b.by_db.insert(i, (m.db, 1)),
             }
+        }
+        if family.is_some() && !keys::known(&argv) {
+            self.keys_unknown = true;
         }
         for (db, key) in keys::touched(&name, &argv, m.db) {
             self.keys
@@ -300,6 +305,7 @@ impl Summarizer {
             start_in_multi: self.start_in_multi,
             end_in_multi: self.in_multi,
             dels_complete: self.dels_complete,
+            keys_unknown: self.keys_unknown,
             first_time_ms: self.first_time_ms,
             record_count: self.record_count,
             first_boundary: self.first_boundary,

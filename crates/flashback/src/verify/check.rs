@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 pub(super) struct Listed {
     pub(super) manifest: Option<Path>,
     pub(super) head: Option<Path>,
+    /// The stored COMMAND reply, if any.
+    pub(super) commands: Option<Path>,
     pub(super) bases: Vec<BaseObject>,
     pub(super) sealed: Vec<SealedSegment>,
     /// (key, size, start offset)
@@ -90,6 +92,7 @@ pub async fn check_source_observed(store: &Store, name: &str, progress: &Progres
         match entry {
             Entry::Manifest => g.manifest = Some(o.location),
             Entry::Head => g.head = Some(o.location),
+            Entry::Commands => g.commands = Some(o.location),
             e @ Entry::Base { .. } => g.bases.extend(BaseObject::listed(&o, &e)),
             Entry::Sealed(n) => {
                 let modified = u64::try_from(o.last_modified.timestamp_millis()).unwrap_or(0);
@@ -234,6 +237,7 @@ impl GenCheck<'_> {
             sealed: listed.sealed.clone(),
             tails,
             head: None,
+            commands: None,
             // Not part of the chain: checked on their own below.
             uncertain: vec![],
             summaries: vec![],
@@ -365,6 +369,9 @@ impl GenCheck<'_> {
                 .iter()
                 .any(|s| s.name.start_offset == *start && s.name.end_offset == *end);
             self.check_summary(key, *start, *end, has_segment).await;
+        }
+        if let Some(key) = &listed.commands {
+            self.check_commands(key).await;
         }
         // Every log problem of a run gets the same impact: the run's first break bounds it,
         // and a later run (a base past a hole) restores again from its own start.

@@ -17,13 +17,14 @@ pub(super) async fn run_drill(
     store: &Store,
     source: &str,
     d: &DrillOptions,
+    side: Option<&against::SourceSide>,
 ) -> Result<Drill, Problem> {
     // Under a live agent an open tail can be sealed between the plan and the read, which
     // restore reports as an error on the tail. That is a race, not damage: plan again.
     let mut tries = 0;
     loop {
         tries += 1;
-        match drill_once(store, source, d).await {
+        match drill_once(store, source, d, side).await {
             Err(p) if tries < 3 && p.key.ends_with(".tail") => continue,
             r => return r,
         }
@@ -34,13 +35,18 @@ pub(super) async fn drill_once(
     store: &Store,
     source: &str,
     d: &DrillOptions,
+    side: Option<&against::SourceSide>,
 ) -> Result<Drill, Problem> {
     let started = Instant::now();
     let progress = &d.progress;
     let first_phase = progress.phases().len();
     progress.begin(Phase::Plan, Unit::Bytes, None);
     let fail = |e: RestoreError| drill_problem(source, e);
-    let plan = restore::plan(store, source, d.target).await.map_err(fail)?;
+    let target = match side {
+        Some(s) => Target::AtOffset(s.offset),
+        None => d.target,
+    };
+    let plan = restore::plan(store, source, target).await.map_err(fail)?;
     progress.end();
     let binary = ServerBinary::find(d.redis_server.as_deref()).map_err(|e| fail(e.into()))?;
     let version = engine::check_base_version(store, &plan, &binary)
@@ -54,10 +60,32 @@ pub(super) async fn drill_once(
     let applied = engine::replay_observed(store, &plan, &server, version, None, progress)
         .await
         .map_err(fail)?;
+    // The recovery time: from the plan to a promoted server holding the whole dataset. What
+    // follows checks the result and is not part of a restore.
+    let rto_ms = started.elapsed().as_millis() as u64;
     progress.begin(Phase::Verify, Unit::Keys, None);
     let (dbs, digest) = dataset(&server).await.map_err(fail)?;
+    // The log read a second time, independently of the engine, for the sample it dictates.
+    let table = crate::store::commands::command_table(store, source, &plan.generation).await;
+    let mut sample = sample::LogSample::new(table, crate::now_ms());
+    restore::reader::read_records(store, &plan, &mut sample)
+        .await
+        .map_err(fail)?;
+    let mut c = server.client().await.map_err(|e| fail(e.into()))?;
+    let log_sample = (!sample.spoiled).then_some(sample.check(&mut c).await.map_err(fail)?);
+    let against_source = match (side, &d.against) {
+        (Some(side), Some(o)) => {
+            let mut c = server.client().await.map_err(|e| fail(e.into()))?;
+            let keys = dbs.iter().map(|d| d.keys).sum();
+            Some(
+                against::compare(side, &o.url, &mut c, &digest, keys)
+                    .await
+                    .map_err(fail)?,
+            )
+        }
+        _ => None,
+    };
     progress.end();
-    let rto_ms = started.elapsed().as_millis() as u64;
     if applied.replica_errors > 0 {
         return Err(Problem {
             key: plan.base_key.to_string(),
@@ -72,8 +100,10 @@ pub(super) async fn drill_once(
             restorable_through_ms: None,
         });
     }
-    let at_ms = match d.target {
+    let at_ms = match target {
         Target::At(t) => t,
+        // The arrival of the last record restored.
+        Target::AtOffset(_) => plan.stop_time_ms.unwrap_or(plan.window.to_ms),
         _ => plan.window.to_ms,
     };
     Ok(Drill {
@@ -92,6 +122,8 @@ pub(super) async fn drill_once(
             .get(first_phase..)
             .unwrap_or_default()
             .to_vec(),
+        against_source,
+        log_sample,
     })
 }
 

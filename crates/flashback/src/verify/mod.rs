@@ -41,9 +41,11 @@ use crate::store::Store;
 use serde::Serialize;
 use std::path::PathBuf;
 
+pub mod against;
 mod check;
 mod drill;
 mod objects;
+mod sample;
 
 pub use check::{check_source, check_source_observed};
 use drill::run_drill;
@@ -155,6 +157,12 @@ pub struct Drill {
     pub server: String,
     /// Where `rto_ms` went: plan, fetch, load, replay, verify (key count and digest), each in ms.
     pub phases: Vec<PhaseTime>,
+    /// `--against-source`: the restore compared with the live source at the same offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against_source: Option<against::AgainstSource>,
+    /// A random sample of keys whose state the log dictates (last written whole by SET, or
+    /// deleted), checked in the restore; null when a big record's keys could not be read.
+    pub log_sample: Option<sample::LogSampleReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -186,7 +194,13 @@ pub struct DrillOptions {
     pub redis_server: Option<PathBuf>,
     /// Where the check and the drill report their phases (the binary shows it).
     pub progress: Progress,
+    /// `--against-source URL`: compare the drill with the live source (then the drill restores
+    /// the offset the source was paused at, not `target`).
+    pub against: Option<against::AgainstOptions>,
 }
+
+/// How long the drill waits for the agent to store the offset the source was paused at.
+const AGAINST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Checks `sources` (names that exist in the store) and, with `drill`, restores each.
 pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptions>) -> Report {
@@ -197,7 +211,50 @@ pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptio
             None => check_source(store, name).await,
         };
         if let Some(d) = drill {
-            match run_drill(store, name, d).await {
+            let side = match &d.against {
+                None => None,
+                Some(o) => match against_side(store, name, o).await {
+                    Ok(side) => Some(side),
+                    Err(p) => {
+                        s.problems.push(p);
+                        out.push(s);
+                        continue;
+                    }
+                },
+            };
+            match run_drill(store, name, d, side.as_ref()).await {
+                Ok(r) if r.log_sample.as_ref().is_some_and(|l| l.equal < l.keys) => {
+                    let l = r.log_sample.as_ref().map(|l| l.differences.join("; "));
+                    s.problems.push(Problem {
+                        key: crate::store::layout::source_prefix(name).to_string(),
+                        offset: None,
+                        kind: Kind::Drill,
+                        message: format!(
+                            "the restore at offset {} disagrees with the log: {}",
+                            r.stop_offset,
+                            l.unwrap_or_default()
+                        ),
+                        impact: "the restore engine did not apply the log faithfully".into(),
+                        restorable_through_ms: None,
+                    });
+                    s.drill = Some(r);
+                }
+                Ok(r) if r.against_source.as_ref().is_some_and(|a| !a.equal) => {
+                    let a = r.against_source.as_ref().map(|a| a.differences.join("; "));
+                    s.problems.push(Problem {
+                        key: crate::store::layout::source_prefix(name).to_string(),
+                        offset: None,
+                        kind: Kind::Drill,
+                        message: format!(
+                            "the restore at offset {} differs from the live source: {}",
+                            r.stop_offset,
+                            a.unwrap_or_default()
+                        ),
+                        impact: "a restore of this instant would not give the source's data".into(),
+                        restorable_through_ms: None,
+                    });
+                    s.drill = Some(r);
+                }
                 Ok(r) => s.drill = Some(r),
                 // Failing on an object already reported is the expected consequence, not a
                 // second problem: one flipped byte counts once.
@@ -218,5 +275,52 @@ pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptio
         ok: problem_count == 0,
         problem_count,
         sources: out,
+    }
+}
+
+/// The source's side of `--against-source`, then a wait until the store holds its offset.
+async fn against_side(
+    store: &Store,
+    name: &str,
+    o: &against::AgainstOptions,
+) -> Result<against::SourceSide, Problem> {
+    let problem = |message: String| Problem {
+        key: crate::store::layout::source_prefix(name).to_string(),
+        offset: None,
+        kind: Kind::Drill,
+        message,
+        impact: "the restore was not compared with the source".into(),
+        restorable_through_ms: None,
+    };
+    // The right server: its replication history is one this store captured (as for a restore
+    // into the source, addresses are no proof of identity). Checked before any pause.
+    let gens = crate::store::catalog::load_generations(store, name)
+        .await
+        .map_err(|e| problem(e.to_string()))?;
+    let captured: Vec<String> = gens
+        .iter()
+        .filter_map(|g| g.manifest.as_ref().map(|m| m.replid.clone()))
+        .collect();
+    let side = against::source_side(o, name, &captured)
+        .await
+        .map_err(problem)?;
+    let deadline = std::time::Instant::now() + AGAINST_WAIT;
+    loop {
+        match crate::restore::plan(store, name, Target::AtOffset(side.offset)).await {
+            Ok(_) => return Ok(side),
+            Err(crate::restore::RestoreError::OutsideWindow(_))
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(problem(format!(
+                    "the store does not reach offset {} of --against-source {} (is an agent capturing that source into this store?): {}",
+                    side.offset,
+                    o.url,
+                    e.to_string().lines().next().unwrap_or_default()
+                )))
+            }
+        }
     }
 }

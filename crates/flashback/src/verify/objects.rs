@@ -105,6 +105,40 @@ pub(super) struct Scan {
 }
 
 impl GenCheck<'_> {
+    /// Whether sealed segments chaining from `from` to at least `to` exist now: a live agent
+    /// seals (and writes its head) between verify's listing and its read of the head, so a
+    /// head beyond the listing is first checked against a second listing. Only segments that
+    /// are really gone stay missing; rejected: trusting the head's `written_ms` against the
+    /// listing's time, which clock skew between agent and verifier would defeat.
+    async fn sealed_since_listing(&self, from: u64, to: u64) -> bool {
+        use futures::TryStreamExt;
+        let prefix = layout::segments_prefix(self.source, &self.gen);
+        let Ok(objects) = self
+            .store
+            .os
+            .list(Some(&prefix))
+            .try_collect::<Vec<_>>()
+            .await
+        else {
+            return false;
+        };
+        let mut spans: Vec<(u64, u64)> = objects
+            .iter()
+            .filter_map(|o| match layout::parse_key(self.source, &o.location) {
+                Some((_, layout::Entry::Sealed(n))) => Some((n.start_offset, n.end_offset)),
+                _ => None,
+            })
+            .collect();
+        spans.sort_unstable();
+        let mut reach = from;
+        for (start, end) in spans {
+            if start <= reach && end > reach {
+                reach = end;
+            }
+        }
+        reach >= to
+    }
+
     /// The listing must reach the log head the agent recorded: otherwise the newest segments
     /// are gone, which the names of those left cannot show. A head that cannot be read is
     /// damage like any other stored file's (verify cannot vouch for the log's end without it);
@@ -172,6 +206,9 @@ impl GenCheck<'_> {
             .max()
             .unwrap_or(0);
         if listed_end >= head.end_offset {
+            return None;
+        }
+        if self.sealed_since_listing(listed_end, head.end_offset).await {
             return None;
         }
         let f = Failure::new(
@@ -263,6 +300,25 @@ impl GenCheck<'_> {
                 impact: "none: readers use a summary only beside its segment".into(),
                 restorable_through_ms: None,
             });
+        }
+    }
+
+    /// The stored COMMAND reply must decode into a command table: without it `history` falls
+    /// back to the builtin table and cannot see module commands' keys.
+    pub(super) async fn check_commands(&mut self, key: &Path) {
+        let read = self.read_small(key).await.and_then(|b| {
+            use crate::store::commands::CommandsObjectError as E;
+            crate::store::commands::decode(key.as_ref(), &b)
+                .map(|_| ())
+                .map_err(|e| match e {
+                    E::Format(f) => Failure::format(&f),
+                    E::Resp { offset, what, .. } => Failure::new(Kind::Corrupt, Some(offset), what),
+                    E::Table { err, .. } => Failure::new(Kind::Corrupt, None, err.to_string()),
+                })
+        });
+        if let Err(f) = read {
+            let impact = "no instant is lost; `history` reads this generation with the builtin command table (module commands' keys unknown)".to_string();
+            self.problem(key.to_string(), f, impact, None);
         }
     }
 

@@ -260,7 +260,16 @@ impl RedisProc {
         Self::start_in(dir, extra_args)
     }
 
+    /// Like [`start`](Self::start) with another server binary (a Valkey, a newer Redis).
+    pub fn start_bin(bin: &str, extra_args: &[&str]) -> RedisProc {
+        Self::start_in_with(bin, tempfile::tempdir().unwrap(), extra_args)
+    }
+
     fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> RedisProc {
+        Self::start_in_with(&redis_server_bin(), dir, extra_args)
+    }
+
+    fn start_in_with(bin: &str, dir: tempfile::TempDir, extra_args: &[&str]) -> RedisProc {
         let password = extra_args
             .windows(2)
             .find(|w| w[0] == "--requirepass")
@@ -270,7 +279,7 @@ impl RedisProc {
             let port = free_port();
             let log = dir.path().join("redis.log");
             let _ = std::fs::remove_file(&log);
-            let mut cmd = Command::new(redis_server_bin());
+            let mut cmd = Command::new(bin);
             cmd.arg("--port").arg(port.to_string());
             cmd.args([
                 "--bind",
@@ -297,8 +306,7 @@ impl RedisProc {
                 .stderr(Stdio::null());
             let mut child = cmd.spawn().unwrap_or_else(|e| {
                 panic!(
-                    "cannot run {}: {e} (install redis-server or set FLASHBACK_TEST_REDIS_SERVER)",
-                    redis_server_bin()
+                    "cannot run {bin}: {e} (install redis-server or set FLASHBACK_TEST_REDIS_SERVER)"
                 )
             });
             let deadline = Instant::now() + Duration::from_secs(30);

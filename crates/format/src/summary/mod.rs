@@ -176,6 +176,9 @@ pub struct Summary {
     pub end_in_multi: bool,
     /// Every DEL/UNLINK is in `events` (at most [`MAX_DEL_EVENTS`] were seen).
     pub dels_complete: bool,
+    /// A record ran a command whose key positions the writer did not know (a module's): the
+    /// filter may lack its keys, so [`may_touch`](Self::may_touch) answers true for any key.
+    pub keys_unknown: bool,
     pub first_time_ms: u64,
     pub record_count: u64,
     /// End offsets of the first and the last boundary record, if any.
@@ -193,7 +196,7 @@ impl Summary {
     /// False: no record of the segment touches `key` in `db`. True: one may (about 1% of
     /// segments that do not, see [`filter`]).
     pub fn may_touch(&self, db: u32, key: &[u8]) -> bool {
-        self.filter.may_contain(db, key)
+        self.keys_unknown || self.filter.may_contain(db, key)
     }
 
     /// How many records ran a command named `name` (upper case).
@@ -208,7 +211,8 @@ impl Summary {
         let mut p = Vec::with_capacity(256 + self.buckets.len() * 24 + self.filter.words.len() * 8);
         let flags = u8::from(self.start_in_multi)
             | u8::from(self.end_in_multi) << 1
-            | u8::from(self.dels_complete) << 2;
+            | u8::from(self.dels_complete) << 2
+            | u8::from(self.keys_unknown) << 3;
         p.push(flags);
         for v in [
             self.start_offset,
@@ -273,7 +277,7 @@ impl Summary {
             pos: 0,
         };
         let flags = r.byte("flags")?;
-        if flags & !0b111 != 0 {
+        if flags & !0b1111 != 0 {
             return Err(r.bad(format!("unknown flag bits {flags:#04x}")));
         }
         let start_offset = r.var("start_offset")?;
@@ -422,6 +426,7 @@ impl Summary {
             start_in_multi: flags & 1 != 0,
             end_in_multi: flags & 2 != 0,
             dels_complete: flags & 4 != 0,
+            keys_unknown: flags & 8 != 0,
             first_time_ms,
             record_count,
             first_boundary,

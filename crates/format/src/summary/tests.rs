@@ -15,6 +15,7 @@ fn sample() -> Summary {
         start_in_multi: false,
         end_in_multi: true,
         dels_complete: true,
+        keys_unknown: false,
         first_time_ms: 1_790_000_000_123,
         record_count: 42,
         first_boundary: Some(1040),
@@ -82,6 +83,13 @@ fn round_trips() {
         ..sample()
     };
     assert_eq!(Summary::decode("e.sum", &empty.encode()).unwrap(), empty);
+    // Keys a writer could not place: every key may be touched.
+    let unknown = Summary {
+        keys_unknown: true,
+        ..empty
+    };
+    let back = Summary::decode("u.sum", &unknown.encode()).unwrap();
+    assert!(back.keys_unknown && back.may_touch(9, b"anything"));
 }
 
 #[test]
