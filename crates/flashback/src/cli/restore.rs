@@ -151,7 +151,14 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     if event.is_none() && a.db.is_some() {
         return Err(UsageError("--db only applies to --before/--after del:KEY".into()).into());
     }
-    if a.at.is_some() && (a.at_offset.is_some() || a.latest) {
+    // The "point" group allows several (--before/--after take --at as a bound), so the
+    // points that exclude each other are checked here.
+    if [a.at.is_some(), a.at_offset.is_some(), a.latest]
+        .iter()
+        .filter(|x| **x)
+        .count()
+        > 1
+    {
         return Err(UsageError("give one of --at, --at-offset, --latest (or --before/--after EVENT, with --at to bound it)".into()).into());
     }
     let target = if event.is_some() {
