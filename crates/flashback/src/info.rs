@@ -505,6 +505,7 @@ mod tests {
             head: None,
             commands: None,
             uncertain: vec![],
+            summaries: vec![],
         }
     }
 

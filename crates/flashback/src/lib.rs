@@ -41,6 +41,10 @@
 //! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
 //! - [`info`]: what `flashback info` reports, as serde types shared by text and `--json`.
+//! - [`timeline`]: `flashback timeline` and the events `restore --before/--after EVENT` lands
+//!   on, from the segment summaries the agent stores at each seal (`timeline::summarize` is
+//!   the one place that decides what a record counts as; `timeline::load` falls back to reading
+//!   a segment without a usable summary; `timeline::event` parses and finds EVENTs).
 //! - [`history`]: `flashback history KEY`: the log of every generation through the restore
 //!   reader, following the key's names (`history::track`, pure), and its value at a point
 //!   (`history::value`, a restore into a private server); `history::may_touch` is the seam for
@@ -79,6 +83,7 @@ pub mod restore;
 pub mod ship;
 pub mod show;
 pub mod store;
+pub mod timeline;
 pub mod timespec;
 pub mod verify;
 

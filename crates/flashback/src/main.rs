@@ -30,6 +30,9 @@ enum Command {
     Restore(cli::restore::Args),
     /// Sources, generations, restorable windows, capture lag and bytes stored.
     Info(cli::info::Args),
+    /// What happened when: writes per second, destructive events (FLUSHALL, mass deletes…)
+    /// with the restore that undoes each, windows and gaps.
+    Timeline(cli::timeline::Args),
     /// Every write to one key (following RENAME/COPY/MOVE/SWAPDB), and its value at chosen points.
     History(cli::history::Args),
     /// Keys and bytes of an RDB file (or of the store at an instant) by db and type, biggest keys, expiries.
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
                 Command::Capture(a) => cli::capture::run(a, &store).await,
                 Command::Restore(a) => cli::restore::run(a, &store).await,
                 Command::Info(a) => cli::info::run(a, &store).await,
+                Command::Timeline(a) => cli::timeline::run(a, &store).await,
                 Command::History(a) => cli::history::run(a, &store).await,
                 Command::Inspect(a) => cli::inspect::run(a, &store).await,
                 Command::Verify(a) => cli::verify::run(a, &store).await,

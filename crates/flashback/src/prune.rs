@@ -19,7 +19,7 @@
 //! - The newest generation is never emptied, even when capture stopped before the window began:
 //!   its newest base and what follows stay, so the latest state is always restorable.
 //!
-//! Deletion order: segments oldest first, then bases, then manifests. Every intermediate state
+//! Deletion order: summaries, segments oldest first, then bases, then manifests. Every intermediate state
 //! is a store whose remaining objects restore what they did before, minus what is being deleted;
 //! a generation whose manifest is gone is ignored by restore and cleared by the next capture.
 
@@ -49,6 +49,10 @@ pub struct Policy {
 /// Kinds of object, in the order they are deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ObjectKind {
+    /// A segment's summary, deleted before its segment: a crash between the two leaves a
+    /// segment without a summary (readers summarise it themselves), never a summary without
+    /// its segment.
+    Summary,
     Segment,
     Base,
     /// The generation's log head, which goes with the generation (after its log and bases,
@@ -62,6 +66,7 @@ pub enum ObjectKind {
 impl std::fmt::Display for ObjectKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            ObjectKind::Summary => "summary",
             ObjectKind::Segment => "segment",
             ObjectKind::Base => "base",
             ObjectKind::Head => "head",
@@ -328,6 +333,18 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
                 ),
                 None => old_generation_reason(g, w.to_ms, cutoff_ms),
             };
+            if let Some(o) = g.summary_of(s) {
+                deletions.push(Deletion {
+                    generation: g.id.clone(),
+                    kind: ObjectKind::Summary,
+                    key: o.key.clone(),
+                    size: o.size,
+                    reason: format!(
+                        "the summary of the segment of offsets {}..{}, which goes",
+                        s.name.start_offset, s.name.end_offset
+                    ),
+                });
+            }
             deletions.push(Deletion {
                 generation: g.id.clone(),
                 kind: ObjectKind::Segment,
@@ -390,6 +407,21 @@ pub fn prune_plan(generations: &[Generation], policy: &Policy, now_ms: u64) -> P
             }
         }
         if !keeps_anything {
+            // Summaries of no listed segment (left by a crash) go with their generation.
+            for o in &g.summaries {
+                let paired = g.sealed.iter().any(|s| {
+                    (s.name.start_offset, s.name.end_offset) == (o.start_offset, o.end_offset)
+                });
+                if !paired {
+                    deletions.push(Deletion {
+                        generation: g.id.clone(),
+                        kind: ObjectKind::Summary,
+                        key: o.key.clone(),
+                        size: o.size,
+                        reason: format!("generation {} keeps nothing else", g.id),
+                    });
+                }
+            }
             if let Some((key, size)) = &g.head {
                 deletions.push(Deletion {
                     generation: g.id.clone(),
@@ -560,6 +592,7 @@ mod tests {
                     head: None,
                     commands: None,
                     uncertain: vec![],
+                    summaries: vec![],
                 },
             };
             g.base(base_offset, start_ms);

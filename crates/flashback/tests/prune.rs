@@ -109,6 +109,14 @@ fn early_segments(h: &History) -> Vec<String> {
         .collect()
 }
 
+/// The summaries (`<start>-<end>.sum`) of these segments (`<start>-<end>-….seg`).
+fn early_summaries(h: &History, early: &[String]) -> Vec<String> {
+    files(&h.gen.join("summaries"), ".sum")
+        .into_iter()
+        .filter(|s| early.iter().any(|e| e[..33] == s[..33]))
+        .collect()
+}
+
 #[test]
 fn prune_lists_then_deletes_only_what_the_window_does_not_need() {
     let h = history();
@@ -136,8 +144,16 @@ fn prune_lists_then_deletes_only_what_the_window_does_not_need() {
         );
     }
     assert!(!out.stdout.contains(&h.bases[1]), "{}", out.all());
+    // Each early segment goes with its summary (deleted first), and the first base.
+    let early_sums = early_summaries(&h, &early);
+    assert_eq!(
+        early_sums.len(),
+        early.len(),
+        "a summary per sealed segment"
+    );
+    let gone = early.len() + early_sums.len() + 1;
     assert!(
-        out.stdout.contains(&format!("{} objects", early.len() + 1)),
+        out.stdout.contains(&format!("{gone} objects")),
         "{}",
         out.all()
     );
@@ -148,13 +164,18 @@ fn prune_lists_then_deletes_only_what_the_window_does_not_need() {
     let out = flashback(&["prune", "--store", s, "--keep", &keep]);
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(
-        out.stdout
-            .contains(&format!("deleted {} objects", early.len() + 1)),
+        out.stdout.contains(&format!("deleted {gone} objects")),
         "{}",
         out.all()
     );
     assert_eq!(files(&h.gen.join("base"), ".rdb"), vec![h.bases[1].clone()]);
     assert!(early_segments(&h).is_empty());
+    assert!(early_summaries(&h, &early).is_empty());
+    assert_eq!(
+        files(&h.gen.join("summaries"), ".sum").len(),
+        later_before,
+        "the kept segments keep their summaries"
+    );
     assert_eq!(
         files(&h.gen.join("segments"), ".seg").len(),
         later_before,

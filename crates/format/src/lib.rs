@@ -20,6 +20,9 @@
 //!   with AES-256-GCM, sizes, and [`crypt::open`], a pure decrypt of a whole object's bytes.
 //! - [`inspect`]: the byte-level structure of a segment or an RDB (every field with its bytes,
 //!   each checksum stored and computed, the first bad byte), for `flashback debug`.
+//! - [`summary`]: segment summaries (per-second write counts, destructive events, a key
+//!   filter) that the agent stores beside each sealed segment, for `timeline` and
+//!   `restore --before EVENT`.
 //! - [`varint`]: LEB128 integers used inside blocks.
 //! - [`spec`]: builds segments from a description of commands and block cuts, for tests and
 //!   fixtures in this crate and others.
@@ -36,6 +39,7 @@ pub mod rdb;
 pub mod resp;
 pub mod segment;
 pub mod spec;
+pub mod summary;
 pub mod varint;
 
 pub use error::Error;

@@ -12,6 +12,7 @@
 use super::log::{create_dir_durable, io_err, sync_dir, Log};
 use super::CaptureError;
 use crate::store::layout::{self, Crc32cWriter, SealedName};
+use crate::timeline::summarize::{Meta, Summarizer};
 use flashback_format::segment::{
     Origin, Record, RecordMeta, SegmentHeader, SegmentWriter, WriterOptions,
 };
@@ -36,7 +37,17 @@ pub struct Tail {
     /// The file's size and crc32c before the first fragment of the open big command: what
     /// the sum goes back to when [`abandon_partial`](Log::abandon_partial) cuts them off.
     pub(super) before_fragments: (u64, u32),
+    /// The segment's summary so far (`timeline::summarize`), stored beside it at the seal:
+    /// summed here, as records pass, because reading a sealed segment back to summarise it
+    /// would be a second pass over every byte on the capture task.
+    pub(super) summary: Summarizer,
+    /// The first bytes of the big command being stored in fragments: enough for its name and
+    /// first keys, which is all the summary needs of it.
+    pub(super) big_head: Vec<u8>,
 }
+
+/// How much of a fragmented command's start the summary looks at.
+const BIG_HEAD_BYTES: usize = 64 << 10;
 
 impl Log {
     /// Opens a new tail segment at the current stream position.
@@ -77,10 +88,12 @@ impl Log {
             writer,
             path,
             generation: gen,
-            header,
             opened: now,
             pending_flags: 0,
             before_fragments: (0, 0),
+            summary: Summarizer::new(header.start_offset, header.start_in_multi),
+            big_head: Vec::new(),
+            header,
         });
         Ok(())
     }
@@ -102,6 +115,7 @@ impl Log {
         let tail = self.tail.as_mut().expect("still open");
         tail.pending_flags = flags;
         tail.writer.append(rec).map_err(io_err(&tail.path))?;
+        tail.summary.record(rec);
         if tail.writer.pending().1 >= BLOCK_BYTES {
             self.flush_block()?;
         }
@@ -127,10 +141,26 @@ impl Log {
             .ok_or_else(|| CaptureError::Unsupported("no open segment".into()))?;
         if !tail.writer.in_fragments() {
             tail.before_fragments = tail.writer.get_ref().size_crc32c();
+            tail.big_head.clear();
+        }
+        if tail.big_head.len() < BIG_HEAD_BYTES {
+            let room = BIG_HEAD_BYTES - tail.big_head.len();
+            tail.big_head
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
         }
         tail.writer
             .append_fragment(chunk, end, covered, flags)
             .map_err(io_err(&tail.path))?;
+        if let Some(m) = end {
+            let meta = Meta {
+                end_offset: m.end_offset,
+                time_ms: m.time_ms,
+                db: m.db,
+                boundary: m.boundary,
+            };
+            tail.summary.add(meta, &tail.big_head);
+            tail.big_head = Vec::new();
+        }
         Ok(())
     }
 
@@ -138,6 +168,7 @@ impl Log {
     /// are cut off the tail, and the primary sends the command again whole after a resync.
     pub fn abandon_partial(&mut self) -> Result<(), CaptureError> {
         if let Some(t) = self.tail.as_mut() {
+            t.big_head = Vec::new();
             if let Some(pos) = t.writer.abandon_fragments() {
                 warn!("dropping the partly received big command after offset {}; it will be received again", t.writer.end_offset());
                 truncate(t.writer.get_mut().get_mut(), pos).map_err(io_err(&t.path))?;
@@ -259,6 +290,11 @@ impl Log {
         self.durable_offset = summary.end_offset;
         self.covered_through_ms = summary.end_time_ms;
         let name = sealed_name(&t.header, &summary, file.size_crc32c());
+        // The summary goes first: a crash before the segment's rename below leaves it beside
+        // the tail that recovery seals with these same offsets; a summary that failed to
+        // write only costs `timeline` a read of the segment.
+        let digest = t.summary.finish(summary.end_offset);
+        self.write_summary(&t.generation, &digest);
         let key = layout::segment_key(&self.source, &t.generation, &name);
         let dest = self.local(&key);
         fs::rename(&t.path, &dest).map_err(io_err(&dest))?;
@@ -266,6 +302,31 @@ impl Log {
         self.write_head(&key);
         self.notify_sealed();
         Ok(())
+    }
+}
+
+impl Log {
+    /// Writes a sealed segment's summary durably (temporary file, fsync, rename, directory
+    /// fsync) into the local store or the spool, from where the uploader sends it after its
+    /// segment. A failure is logged, not fatal: the summary is advice, and readers without it
+    /// summarise the segment itself.
+    fn write_summary(&self, gen: &str, s: &flashback_format::summary::Summary) {
+        let key = layout::summary_key(&self.source, gen, s.start_offset, s.end_offset);
+        let path = self.local(&key);
+        let tmp = path.with_extension("sum.tmp");
+        let result = (|| -> Result<(), CaptureError> {
+            let dir = path.parent().unwrap_or(&self.root);
+            create_dir_durable(dir)?;
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            std::io::Write::write_all(&mut f, &s.encode()).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            sync_dir(dir)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            warn!("{e} (the segment's summary was not stored; `flashback timeline` reads the segment instead)");
+        }
     }
 }
 

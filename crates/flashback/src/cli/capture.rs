@@ -43,6 +43,9 @@ pub struct Args {
     /// Seal a segment once it holds this many MiB
     #[arg(long, default_value_t = 32)]
     segment_mib: u64,
+    /// Seal a segment holding records once it is this old (10m, 30s, 500ms)
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    segment_age: String,
     /// With a remote --store: local directory written first, then uploaded
     /// [default: ~/.cache/flashback/spool/<store>]
     #[arg(long, value_name = "DIR")]
@@ -111,6 +114,11 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
     opts.uncertain_after = Duration::from_millis(a.uncertain_after.max(200));
     opts.handshake.listening_port = a.listening_port;
     opts.roll_bytes = a.segment_mib.max(1) << 20;
+    opts.roll_age = flashback::timespec::parse_duration(&a.segment_age)
+        .map_err(|e| UsageError(format!("--segment-age: {e}")))?;
+    if opts.roll_age.is_zero() {
+        return Err(UsageError("--segment-age must be more than 0".into()).into());
+    }
     opts.spool = a.spool;
     opts.upload_interval = flashback::timespec::parse_duration(&a.upload_interval)
         .map_err(|e| UsageError(format!("--upload-interval: {e}")))?;

@@ -194,7 +194,9 @@ fn names_at(
     let last = match (p.write, p.target) {
         (Some(i), _) => writes.get(i),
         (None, Target::At(t)) => writes.iter().rev().find(|w| w.time_ms <= t),
-        (None, Target::AtOffset(n)) => writes.iter().rev().find(|w| w.offset <= n),
+        (None, Target::AtOffset(n) | Target::InGeneration { offset: n, .. }) => {
+            writes.iter().rev().find(|w| w.offset <= n)
+        }
         (None, Target::Latest) => return now.to_vec(),
     };
     match last {

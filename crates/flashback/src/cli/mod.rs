@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod progress;
 pub mod prune;
 pub mod restore;
+pub mod timeline;
 pub mod verify;
 
 use flashback::store::{catalog, Access, Store, StoreConfig};

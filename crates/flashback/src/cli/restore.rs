@@ -3,12 +3,13 @@
 use super::{open_source, UsageError, DEFAULT_STORE};
 use flashback::client::RedisUrl;
 use flashback::restore::{self, Output, RestoreRequest, Target, TtlMode};
+use flashback::timeline::event::{self, Direction, EventSpec, Found};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("point").required(true).args(["at", "at_offset", "latest"])),
+    group(clap::ArgGroup::new("point").required(true).multiple(true).args(["at", "at_offset", "latest", "before", "after"])),
     group(clap::ArgGroup::new("output").args(["rdb", "to", "serve"])),
     after_help = "Examples:
   flashback restore --at '2026-08-03 20:28:10' --rdb before.rdb
@@ -16,12 +17,22 @@ use std::path::PathBuf;
   flashback restore --at @1790000000.250 --to redis://127.0.0.1:6380 --keys 'user:*'
   flashback restore --at-offset 1234567 --rdb exact.rdb --force
   flashback restore --latest --serve 6390 --ttl persist
+  flashback restore --before flushall --to redis://10.0.0.5:6379   # the FLUSHALL runbook
+  flashback restore --before del:cart:42 --at -1h --rdb cart.rdb      # the last delete before 1h ago
+  flashback restore --after flushdb:3 --serve 6390                    # just after the first FLUSHDB 3
   flashback restore --at '2026-08-03T20:28:10+08:00' --rdb x.rdb --dry-run   # print the plan only
 
 At TIME the result holds every transaction that arrived at or before TIME, never half of a
 MULTI/EXEC. A TIME outside the restorable window is an error that prints the window
 (see also: flashback info); --at now (or -0s) means --latest. --to leaves keys that exist on
 the target alone unless --replace.
+
+EVENT: flushall, flushdb (any db) or flushdb:N, swapdb, del:KEY (a DEL/UNLINK of KEY, or a
+FLUSHALL, or a FLUSHDB of a db the log wrote KEY in), cmd:NAME (any NAME command), mass-delete
+(the start of a burst deleting more than --mass-delete-keys keys in one second). --before lands
+just before the last such event (at or before --at, when given), its MULTI/EXEC left out whole;
+--after just after the first one (at or after --at). The event chosen is printed first; see
+all of them with flashback timeline.
 
 Before any work, restore checks its output: --to answers, accepts the credentials and has the
 databases needed (or --db-map says where they go); the --serve port is free; the --rdb path is
@@ -45,6 +56,19 @@ pub struct Args {
     /// Restore the latest state captured
     #[arg(long)]
     latest: bool,
+    /// Restore the state just before the last EVENT (at or before --at): flushall, flushdb[:N],
+    /// swapdb, del:KEY, cmd:NAME, mass-delete
+    #[arg(long, value_name = "EVENT", conflicts_with_all = ["after", "at_offset", "latest"])]
+    before: Option<OsString>,
+    /// Restore the state just after the first EVENT (at or after --at)
+    #[arg(long, value_name = "EVENT", conflicts_with_all = ["at_offset", "latest"])]
+    after: Option<OsString>,
+    /// With --before/--after mass-delete: a mass delete deletes more keys than this in one second
+    #[arg(long, value_name = "N", default_value_t = flashback::timeline::DEFAULT_MASS_DELETE_KEYS)]
+    mass_delete_keys: u64,
+    /// With --before/--after del:KEY: only deletes (and FLUSHDBs) in this db
+    #[arg(long, value_name = "N")]
+    db: Option<u32>,
     /// Write the result as an RDB file
     #[arg(long, value_name = "FILE")]
     rdb: Option<PathBuf>,
@@ -103,7 +127,44 @@ enum Ttl {
 }
 
 pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Result<()> {
-    let target = if a
+    let event = match (&a.before, &a.after) {
+        (Some(e), _) => Some((Direction::Before, e)),
+        (_, Some(e)) => Some((Direction::After, e)),
+        _ => None,
+    };
+    let event = match event {
+        Some((dir, e)) => Some((
+            dir,
+            EventSpec::parse(e.as_encoded_bytes()).map_err(|e| {
+                UsageError(format!(
+                    "--{}: {e}",
+                    if dir == Direction::Before {
+                        "before"
+                    } else {
+                        "after"
+                    }
+                ))
+            })?,
+        )),
+        None => None,
+    };
+    if event.is_none() && a.db.is_some() {
+        return Err(UsageError("--db only applies to --before/--after del:KEY".into()).into());
+    }
+    // The "point" group allows several (--before/--after take --at as a bound), so the
+    // points that exclude each other are checked here.
+    if [a.at.is_some(), a.at_offset.is_some(), a.latest]
+        .iter()
+        .filter(|x| **x)
+        .count()
+        > 1
+    {
+        return Err(UsageError("give one of --at, --at-offset, --latest (or --before/--after EVENT, with --at to bound it)".into()).into());
+    }
+    let target = if event.is_some() {
+        // Resolved once the store is open (below).
+        Target::Latest
+    } else if a
         .at
         .as_deref()
         .is_some_and(flashback::timespec::means_latest)
@@ -163,6 +224,29 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         .into());
     }
     let (store, source) = open_source(&a.store, config, a.name).await?;
+    let target = match &event {
+        None => target,
+        Some((dir, spec)) => {
+            let at_ms = match a.at.as_deref() {
+                None => None,
+                Some(t) if flashback::timespec::means_latest(t) => None,
+                Some(t) => Some(
+                    flashback::timespec::parse_time(t, flashback::now_ms())
+                        .map_err(|e| UsageError(format!("--at: {e}")))?,
+                ),
+            };
+            let found =
+                event::find(&store, &source, spec, *dir, at_ms, a.mass_delete_keys, a.db).await?;
+            for w in &found.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}", describe_found(&found, *dir));
+            Target::InGeneration {
+                generation: found.generation_ms,
+                offset: found.offset,
+            }
+        }
+    };
     let keys = a.keys.into_iter().map(|k| k.into_encoded_bytes()).collect();
     let ttl = match a.ttl {
         Ttl::Absolute => TtlMode::Absolute,
@@ -219,6 +303,34 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         anyhow::bail!("the restore finished, but not everything applied (see above)");
     }
     Ok(())
+}
+
+/// The event chosen, before anything is restored: when, where, what, and where the cut lands.
+fn describe_found(f: &Found, dir: Direction) -> String {
+    let e = &f.event;
+    let mut what = e.command.clone();
+    if let Some(d) = e.db {
+        what = format!("{what} (db {d})");
+    }
+    if !e.keys.is_empty() {
+        what = format!("{what} {}", e.keys.join(" "));
+    }
+    if e.kind == "mass-delete" {
+        what = format!("a mass delete of {} keys", e.key_count);
+    }
+    format!(
+        "event:      {} at {} (transaction at offsets {}..{}, generation {}; {} such event{} searched)\n\
+         cut:        {} it: offset {}",
+        what,
+        flashback::timespec::format_ms(e.time_ms),
+        e.start_offset,
+        e.offset,
+        e.generation,
+        f.candidates,
+        if f.candidates == 1 { "" } else { "s" },
+        if dir == Direction::Before { "just before" } else { "just after" },
+        f.offset
+    )
 }
 
 /// `S:D,S:D…` into pairs; a source db named twice is a mistake, not a merge.

@@ -29,6 +29,10 @@ pub enum Target {
     AtOffset(u64),
     /// The end of the latest generation's window.
     Latest,
+    /// [`AtOffset`](Target::AtOffset) in one generation (its id as a number: the start time in
+    /// ms): what `--before/--after EVENT` resolves to, since offsets restart with a new
+    /// replication history and the event's own generation is the one meant.
+    InGeneration { generation: u64, offset: u64 },
 }
 
 /// One segment the reader will fetch.
@@ -104,6 +108,11 @@ impl std::fmt::Display for RestorePlan {
         match self.target {
             Target::At(t) => writeln!(f, "target:     at {}", format_ms(t))?,
             Target::AtOffset(n) => writeln!(f, "target:     at offset {n}")?,
+            Target::InGeneration { generation, offset } => writeln!(
+                f,
+                "target:     at offset {offset} of generation {}",
+                crate::store::layout::generation_id(generation)
+            )?,
             Target::Latest => writeln!(f, "target:     latest")?,
         }
         writeln!(
@@ -255,6 +264,15 @@ pub async fn plan_with(
                 ));
             }
             (*g, *w, *run, Limit::Offset(n))
+        }
+        Target::InGeneration { generation, offset } => {
+            let id = crate::store::layout::generation_id(generation);
+            let (g, w, run) = windows
+                .iter()
+                .rev()
+                .find(|(g, w, _)| g.id == id && w.from_offset <= offset && offset <= w.to_offset)
+                .ok_or_else(|| outside(Requested::Offset(offset)))?;
+            (*g, *w, *run, Limit::Offset(offset))
         }
         Target::Latest => {
             let (g, w, run) = windows
@@ -455,7 +473,9 @@ fn beyond_damage<R>(windows: &[(&Generation, Window, R)], target: Target) -> Opt
     let reached = |(_, w, _): &(&Generation, Window, R)| match target {
         Target::Latest => false,
         Target::At(t) => w.from_ms <= t && t <= w.to_ms,
-        Target::AtOffset(n) => w.from_offset <= n && n <= w.to_offset,
+        Target::AtOffset(n) | Target::InGeneration { offset: n, .. } => {
+            w.from_offset <= n && n <= w.to_offset
+        }
     };
     if windows.iter().any(reached) {
         return None;
@@ -464,7 +484,7 @@ fn beyond_damage<R>(windows: &[(&Generation, Window, R)], target: Target) -> Opt
     let (g, _, _) = windows.iter().rev().find(|(_, w, _)| match target {
         Target::Latest => true,
         Target::At(t) => w.to_ms < t,
-        Target::AtOffset(n) => w.to_offset < n,
+        Target::AtOffset(n) | Target::InGeneration { offset: n, .. } => w.to_offset < n,
     })?;
     let t = g.tails.iter().find(|t| t.damage.is_some())?;
     Some(RestoreError::Log {

@@ -173,7 +173,20 @@ impl Lease {
                 self.version = version_of(&r);
                 return Ok(());
             }
-            Wrote::Conflict => return Err(self.lost().await),
+            Wrote::Conflict => {
+                // A conflict with our own body is our own write: the store applied a renewal
+                // whose answer was lost, and the client's retry then saw the new version (a
+                // 500 after the PUT took effect). Only this agent writes its id, so it still
+                // holds the lease: adopt the version instead of stopping as if taken over.
+                return match self.read().await? {
+                    Some((b, v)) if b.agent == self.me.agent => {
+                        self.version = v;
+                        Ok(())
+                    }
+                    Some((other, _)) => Err(self.lost_to(other)),
+                    None => Err(self.lost().await),
+                };
+            }
             Wrote::Unsupported => {}
         }
         // Without conditional updates: check, then put (a narrow window remains).

@@ -478,10 +478,34 @@ fn upload_order(source: &str, gens: &[Generation]) -> Vec<Pending> {
                 alone: true,
             });
         }
-        out.extend(g.sealed.iter().map(|s| Pending {
-            key: s.key.clone(),
-            alone: false,
-        }));
+        // Each summary right after its segment: never before it (a reader pairs them by
+        // offsets, and an orphan is only a warning, but the store should not say more than it
+        // holds). Summaries whose segment already left the spool go after the rest.
+        for s in &g.sealed {
+            out.push(Pending {
+                key: s.key.clone(),
+                alone: false,
+            });
+            if let Some(o) = g.summary_of(s) {
+                out.push(Pending {
+                    key: o.key.clone(),
+                    alone: false,
+                });
+            }
+        }
+        out.extend(
+            g.summaries
+                .iter()
+                .filter(|o| {
+                    !g.sealed.iter().any(|s| {
+                        (s.name.start_offset, s.name.end_offset) == (o.start_offset, o.end_offset)
+                    })
+                })
+                .map(|o| Pending {
+                    key: o.key.clone(),
+                    alone: false,
+                }),
+        );
         // An interval is stored after the segments that hold its records were sealed or are
         // still in the tail; uploading it after them keeps "the store never says more than it
         // holds".

@@ -104,6 +104,19 @@ pub struct Generation {
     pub commands: Option<(Path, u64)>,
     /// Uncertain intervals the agent stored (see `capture::core`), in offset order.
     pub uncertain: Vec<UncertainObject>,
+    /// Summaries of sealed segments (`flashback_format::summary`), in offset order. One whose
+    /// offsets match no sealed segment is an orphan (left by a crash between writing it and
+    /// sealing); readers pair them by offsets and ignore the rest.
+    pub summaries: Vec<SummaryObject>,
+}
+
+/// A segment summary object: its name holds the segment's offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryObject {
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub key: Path,
+    pub size: u64,
 }
 
 /// An uncertain-interval object: its name holds the interval.
@@ -141,6 +154,17 @@ impl Generation {
         self.bases.iter().map(|b| b.size).sum::<u64>()
             + self.sealed.iter().map(|s| s.size).sum::<u64>()
             + self.tails.iter().map(|t| t.size).sum::<u64>()
+            + self.summaries.iter().map(|s| s.size).sum::<u64>()
+    }
+
+    /// The summary object of a sealed segment, if one was stored.
+    pub fn summary_of(&self, s: &SealedSegment) -> Option<&SummaryObject> {
+        self.summaries
+            .binary_search_by_key(&(s.name.start_offset, s.name.end_offset), |o| {
+                (o.start_offset, o.end_offset)
+            })
+            .ok()
+            .map(|i| &self.summaries[i])
     }
 }
 
@@ -175,6 +199,12 @@ pub fn merge(spool: Vec<Generation>, remote: Vec<Generation>) -> Vec<Generation>
                         r.uncertain.push(u);
                     }
                 }
+                for o in g.summaries {
+                    if !r.summaries.iter().any(|x| x.key == o.key) {
+                        r.summaries.push(o);
+                    }
+                }
+                r.summaries.sort_by_key(|o| (o.start_offset, o.end_offset));
                 r.uncertain.sort_by_key(|u| u.name);
                 r.bases.sort_by_key(|b| b.offset);
                 r.sealed.sort_by_key(|s| s.name);
@@ -223,6 +253,7 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
             head: None,
             commands: None,
             uncertain: vec![],
+            summaries: vec![],
         });
         match entry {
             Entry::Manifest => manifests.push((gen, o.location)),
@@ -236,6 +267,15 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
             }),
             Entry::Uncertain(name) => g.uncertain.push(UncertainObject {
                 name,
+                key: o.location,
+                size: o.size,
+            }),
+            Entry::Summary {
+                start_offset,
+                end_offset,
+            } => g.summaries.push(SummaryObject {
+                start_offset,
+                end_offset,
                 key: o.location,
                 size: o.size,
             }),
@@ -263,6 +303,7 @@ pub async fn load_generations(store: &Store, source: &str) -> Result<Vec<Generat
         g.sealed.sort_by_key(|s| s.name);
         g.tails.sort_by_key(|t| t.start_offset);
         g.uncertain.sort_by_key(|u| u.name);
+        g.summaries.sort_by_key(|o| (o.start_offset, o.end_offset));
         for t in &mut g.tails {
             scan_tail(store, t).await?;
         }

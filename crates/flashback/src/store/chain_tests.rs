@@ -21,6 +21,7 @@ fn listing(text: &str) -> Generation {
         head: None,
         commands: None,
         uncertain: vec![],
+        summaries: vec![],
     };
     let range = |s: &str| -> (u64, u64) {
         let (a, b) = s.split_once("..").expect("a range");

@@ -9,6 +9,7 @@
 //! sources/<name>/generations/<gen>/log.head          how far the agent sealed (envelope + JSON)
 //! sources/<name>/generations/<gen>/commands.resp     the source's COMMAND reply (envelope + RESP)
 //! sources/<name>/generations/<gen>/uncertain/<from_off>-<to_off>-<t0>-<t1>.gap  an uncertain interval
+//! sources/<name>/generations/<gen>/summaries/<start>-<end>.sum       a sealed segment's summary
 //! ```
 //! `<gen>` is the generation's start time in ms as 16 hex digits; offsets are 16 hex digits and
 //! times (ms) 12 hex digits, all fixed-width lowercase, so a plain LIST returns them in order and
@@ -151,6 +152,16 @@ pub fn uncertain_key(source: &str, gen: &str, n: &UncertainName) -> Path {
     ))
 }
 
+/// The summary of the sealed segment of offsets `start..end` (`flashback_format::summary`):
+/// named by offsets alone, so a LIST pairs each summary with its segment without a GET. Its
+/// size and checksum are not in the name: the object is an envelope with its own crc32c, and
+/// a summary is advice (a reader that finds it missing or bad reads the segment instead).
+pub fn summary_key(source: &str, gen: &str, start_offset: u64, end_offset: u64) -> Path {
+    Path::from(format!(
+        "{SOURCES}/{source}/generations/{gen}/summaries/{start_offset:016x}-{end_offset:016x}.sum"
+    ))
+}
+
 pub fn tail_key(source: &str, gen: &str, start_offset: u64) -> Path {
     Path::from(format!(
         "{SOURCES}/{source}/generations/{gen}/segments/{start_offset:016x}.tail"
@@ -184,6 +195,10 @@ pub enum Entry {
         start_offset: u64,
     },
     Uncertain(UncertainName),
+    Summary {
+        start_offset: u64,
+        end_offset: u64,
+    },
 }
 
 /// Parses a full key below a source: returns (generation id, entry). Unknown names give None
@@ -231,6 +246,13 @@ pub fn parse_key(source: &str, key: &Path) -> Option<(String, Entry)> {
                     return None;
                 }
                 Entry::Sealed(n)
+            }
+        }
+        ("summaries", Some(f), None) => {
+            let (a, b) = f.strip_suffix(".sum")?.split_once('-')?;
+            Entry::Summary {
+                start_offset: parse_hex(a, 16)?,
+                end_offset: parse_hex(b, 16)?,
             }
         }
         ("uncertain", Some(f), None) => {
@@ -460,6 +482,17 @@ mod tests {
         assert_eq!(
             parse_key("cache", &t).map(|x| x.1),
             Some(Entry::Tail { start_offset: 9000 })
+        );
+        let sk = summary_key("cache", "0000019a2b3c4d5e", 14, 9000);
+        assert!(sk
+            .as_ref()
+            .ends_with("/summaries/000000000000000e-0000000000002328.sum"));
+        assert_eq!(
+            parse_key("cache", &sk).map(|x| x.1),
+            Some(Entry::Summary {
+                start_offset: 14,
+                end_offset: 9000
+            })
         );
         let m = manifest_key("cache", "0000019a2b3c4d5e");
         assert_eq!(parse_key("cache", &m).map(|x| x.1), Some(Entry::Manifest));

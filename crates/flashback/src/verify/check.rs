@@ -31,6 +31,8 @@ pub(super) struct Listed {
     pub(super) sealed_modified: Vec<(u64, u64)>,
     /// (key, size) of every uncertain-interval object.
     pub(super) uncertain: Vec<(Path, u64)>,
+    /// (key, start offset, end offset) of every segment summary.
+    pub(super) summaries: Vec<(Path, u64, u64)>,
 }
 
 /// The integrity half of verify, for one source.
@@ -103,6 +105,10 @@ pub async fn check_source_observed(store: &Store, name: &str, progress: &Progres
             }
             Entry::Tail { start_offset } => g.tails.push((o.location, o.size, start_offset)),
             Entry::Uncertain(_) => g.uncertain.push((o.location, o.size)),
+            Entry::Summary {
+                start_offset,
+                end_offset,
+            } => g.summaries.push((o.location, start_offset, end_offset)),
         }
     }
     let agent_live = agent_lease_live(store, name, listed_ms).await;
@@ -234,6 +240,7 @@ impl GenCheck<'_> {
             commands: None,
             // Not part of the chain: checked on their own below.
             uncertain: vec![],
+            summaries: vec![],
         };
         // The walk restore plans with: what each segment is for, where the holes are.
         let walk = Chain::of(&gen);
@@ -355,6 +362,13 @@ impl GenCheck<'_> {
         }
         for (key, _) in &listed.uncertain {
             self.check_uncertain(key).await;
+        }
+        for (key, start, end) in &listed.summaries {
+            let has_segment = listed
+                .sealed
+                .iter()
+                .any(|s| s.name.start_offset == *start && s.name.end_offset == *end);
+            self.check_summary(key, *start, *end, has_segment).await;
         }
         if let Some(key) = &listed.commands {
             self.check_commands(key).await;

@@ -259,6 +259,50 @@ impl GenCheck<'_> {
         }
     }
 
+    /// A segment summary must decode and describe the offsets its name says; one whose segment
+    /// is not listed is left over (a crash between writing it and sealing, or a prune that
+    /// stopped between the two deletes). Advice, not data: a bad one costs `timeline` and
+    /// `restore --before` a read of the segment, never an instant.
+    pub(super) async fn check_summary(
+        &mut self,
+        key: &Path,
+        start: u64,
+        end: u64,
+        has_segment: bool,
+    ) {
+        let read = self.read_small(key).await.and_then(|b| {
+            flashback_format::summary::Summary::decode(key.as_ref(), &b)
+                .map_err(|e| Failure::format(&e))
+        });
+        let failure = match read {
+            Ok(s) if s.start_offset == start && s.end_offset == end => None,
+            Ok(s) => Some(Failure::new(
+                Kind::Corrupt,
+                None,
+                format!(
+                    "the summary describes offsets {}..{}, its name says {start}..{end}",
+                    s.start_offset, s.end_offset
+                ),
+            )),
+            Err(f) => Some(f),
+        };
+        if let Some(f) = failure {
+            let impact = "no instant is lost; `timeline` and `restore --before/--after` read the segment instead of its summary".to_string();
+            self.problem(key.to_string(), f, impact, None);
+        } else if !has_segment {
+            self.report.warnings.push(Problem {
+                key: key.to_string(),
+                offset: None,
+                kind: Kind::Leftover,
+                message: format!(
+                    "a summary of offsets {start}..{end}, for which no sealed segment is listed"
+                ),
+                impact: "none: readers use a summary only beside its segment".into(),
+                restorable_through_ms: None,
+            });
+        }
+    }
+
     /// The stored COMMAND reply must decode into a command table: without it `history` falls
     /// back to the builtin table and cannot see module commands' keys.
     pub(super) async fn check_commands(&mut self, key: &Path) {
