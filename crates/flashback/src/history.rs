@@ -9,8 +9,8 @@
 //! Speed comes from not fetching segments that cannot touch the key: the reader asks
 //! [`may_touch`] before each GET, with the names followed so far. Growing the set of names while
 //! reading is sound: a RENAME that adds a name is read before any segment after it is asked
-//! about again (the reader re-asks at a skipped segment). Until per-segment summaries exist on
-//! main, `may_touch` says yes; it is the one place to plug their key filter in.
+//! about again (the reader re-asks at a skipped segment). `may_touch` answers from the segment
+//! summaries the agent stored at each seal (their key filter); a segment without one is read.
 
 pub mod track;
 pub mod value;
@@ -23,6 +23,8 @@ use crate::store::catalog::{self, Generation};
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
 use flashback_format::segment::Item;
+use flashback_format::summary::{EventKind, Summary};
+use std::collections::{BTreeSet, HashMap};
 use track::{Names, Tracker, Write};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub struct HistoryRequest {
     /// is still read, for the names the key had then.
     pub from_ms: Option<u64>,
     pub to_ms: Option<u64>,
+    /// Read every segment, ignoring the summaries' key filters.
+    pub scan_all: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -59,11 +63,36 @@ pub struct History {
     pub names_now: Vec<(u32, Bytes)>,
 }
 
-/// The seam for per-segment key filters: false only when no record of `seg` can touch any of
-/// `names` *and* the segment holds no SWAPDB, FLUSHDB or FLUSHALL (which touch a key without
-/// naming it). Until segments carry summaries, every segment may.
-pub fn may_touch(_seg: &SegmentRef, _names: &Names) -> bool {
-    true
+/// Stored segment summaries by (start, end) offset ([`crate::timeline::load::stored_summaries`]).
+pub type Summaries = HashMap<(u64, u64), Summary>;
+
+/// False only when the segment's stored summary shows that no record of `seg` can touch any of
+/// `names` (its key filter, in every db the segment writes to) *and* the segment holds no
+/// SWAPDB, FLUSHDB or FLUSHALL (which touch a key without naming it). A segment without a
+/// stored summary (an open tail, an older store, a damaged summary) may: it is read.
+pub fn may_touch(seg: &SegmentRef, names: &Names, summaries: &Summaries) -> bool {
+    let Some(sum) = summaries.get(&(seg.start_offset, seg.end_offset)) else {
+        return true;
+    };
+    if sum.events.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::FlushAll | EventKind::FlushDb | EventKind::SwapDb
+        )
+    }) {
+        return true;
+    }
+    let dbs: BTreeSet<u32> = sum
+        .buckets
+        .iter()
+        .flat_map(|b| b.by_db.iter().map(|&(d, _)| d))
+        .collect();
+    dbs.into_iter().any(|db| {
+        names
+            .candidates_in(db)
+            .into_iter()
+            .any(|n| sum.may_touch(db, n))
+    })
 }
 
 /// Bytes of a record stored in fragments that are kept to find its command and keys: the key of
@@ -76,6 +105,7 @@ struct Sink<'a> {
     to_ms: u64,
     /// The beginning of a record stored in fragments, while its fragments arrive.
     partial: Option<Vec<u8>>,
+    summaries: &'a Summaries,
 }
 
 impl RecordSink for Sink<'_> {
@@ -109,7 +139,7 @@ impl RecordSink for Sink<'_> {
     }
 
     fn wants(&self, seg: &SegmentRef) -> bool {
-        seg.first_time_ms <= self.to_ms && may_touch(seg, &self.tracker.names)
+        seg.first_time_ms <= self.to_ms && may_touch(seg, &self.tracker.names, self.summaries)
     }
 }
 
@@ -210,12 +240,18 @@ pub async fn history(store: &Store, req: &HistoryRequest) -> Result<History, His
         let table = crate::store::commands::command_table(store, &req.source, &g.id).await;
         tracker.start_generation(&g.id, table);
         generations.push((g.id.clone(), stored));
+        let summaries = if req.scan_all {
+            Summaries::new()
+        } else {
+            crate::timeline::load::stored_summaries(store, g).await
+        };
         for plan in &plans {
             let mut sink = Sink {
                 tracker: &mut tracker,
                 from_ms,
                 to_ms,
                 partial: None,
+                summaries: &summaries,
             };
             let s = read_records(store, plan, &mut sink).await?;
             stats.segments += s.segments;

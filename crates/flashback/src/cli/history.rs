@@ -58,6 +58,11 @@ pub struct Args {
     /// Print JSON (stable schema, see docs/cli.md)
     #[arg(long)]
     json: bool,
+    /// Read every segment, ignoring the key filters of the segment summaries (for comparison,
+    /// or if a filter is suspected wrong); by default segments whose filter rules the key out
+    /// are not fetched
+    #[arg(long)]
+    scan_all: bool,
 }
 
 /// A --show-at point: what to restore, and how the user named it.
@@ -85,6 +90,7 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         db: a.db,
         from_ms,
         to_ms,
+        scan_all: a.scan_all,
     };
     let h = history(&store, &req).await?;
     let mut points = Vec::new();

@@ -84,6 +84,22 @@ impl Names {
         self.dbs.contains(db) && self.seen.contains(&db)
     }
 
+    /// Every name a write in `db` could touch the key by: the original (when it is followed in
+    /// `db`, known to live there or not) and the names it took there. For per-segment filters.
+    pub fn candidates_in(&self, db: u32) -> Vec<&[u8]> {
+        let mut out: Vec<&[u8]> = Vec::new();
+        if self.dbs.contains(db) {
+            out.push(self.original.as_ref());
+        }
+        out.extend(
+            self.extra
+                .iter()
+                .filter(|(d, _)| *d == db)
+                .map(|(_, n)| n.as_ref()),
+        );
+        out
+    }
+
     /// Whether a followed name is known to live in `db`.
     pub fn any_in(&self, db: u32) -> bool {
         self.known(db) || self.extra.iter().any(|(d, _)| *d == db)

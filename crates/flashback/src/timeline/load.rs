@@ -94,6 +94,28 @@ pub async fn summaries(
     Ok(out)
 }
 
+/// The summaries the agent stored for `g`'s sealed segments, by (start, end) offset, fetched
+/// at once; one that cannot be read or does not match its segment is left out (its segment is
+/// then simply read). For readers that only skip segments (`history`): a missing summary must
+/// cost a read of the segment, never a wrong skip.
+pub async fn stored_summaries(
+    store: &Store,
+    g: &Generation,
+) -> std::collections::HashMap<(u64, u64), Summary> {
+    let loads = futures::stream::iter(segments(g).into_iter().filter(|s| s.sealed))
+        .map(|s| async move {
+            let key = summary_key(g, &s)?;
+            get_summary(store, &key, &s)
+                .await
+                .ok()
+                .map(|sum| ((s.start_offset, s.end_offset), sum))
+        })
+        .buffered(PARALLEL_GETS)
+        .collect::<Vec<_>>()
+        .await;
+    loads.into_iter().flatten().collect()
+}
+
 /// Every segment on a run of `g`'s chain, in offset order, each once.
 pub fn segments(g: &Generation) -> Vec<SegmentRef> {
     let chain = g.chain();
