@@ -22,7 +22,7 @@ redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$W
 PIDS+=($!)
 cli() { redis-cli -p "$PORT" "$@"; }
 until cli ping >/dev/null 2>&1; do sleep 0.1; done
-# --segment-age 100ms and -P 16: many segments (a long history has thousands; a busy primary with the
+# --segment-age 100ms and no pipelining: many segments (a long history has thousands; a busy primary with the
 # default --segment-mib 32 seals one every few seconds)
 # (redis-benchmark's values compress ~40x, so size alone would seal only a handful).
 "$B" capture --source "redis://127.0.0.1:$PORT" --store "$WORK/store" --name bench --segment-age 100ms 2>"$WORK/agent.log" &
@@ -33,10 +33,10 @@ cli set hist:key v0 >/dev/null
 # ~245 replication bytes per SET of a 200-byte value with a 16-byte key.
 N=$(( MB_TARGET * 1000000 / 245 ))
 half=$(( N / 2 ))
-redis-benchmark -p "$PORT" -t set -n "$half" -d 200 -r 10000000 -P 16 -q >/dev/null
+redis-benchmark -p "$PORT" -t set -n "$half" -d 200 -r 10000000 -P 1 -q >/dev/null
 cli rename hist:key hist:renamed >/dev/null
 cli append hist:renamed x >/dev/null
-redis-benchmark -p "$PORT" -t set -n "$half" -d 200 -r 10000000 -P 16 -q >/dev/null
+redis-benchmark -p "$PORT" -t set -n "$half" -d 200 -r 10000000 -P 1 -q >/dev/null
 cli incr counter >/dev/null
 cli append hist:renamed y >/dev/null
 OFF=$(cli info replication | sed -n 's/^master_repl_offset:\([0-9]*\).*/\1/p')
