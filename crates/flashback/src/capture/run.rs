@@ -124,6 +124,7 @@ async fn capture_spooled(
         shared: shared.clone(),
         lease: Some(lease),
         concurrency: opts.upload_concurrency,
+        in_flight_bytes: upload::IN_FLIGHT_BYTES,
     };
     // After a stop on a full disk the spool has no room: upload what a previous run sealed
     // first (recovering its open tail in place still needs a footer's worth of bytes), then

@@ -54,8 +54,8 @@ pub struct Args {
     #[arg(long, default_value = "1s", value_name = "DURATION")]
     upload_interval: String,
     /// With a remote --store: upload up to N sealed segments at once, committed in order (a
-    /// base and a manifest always go alone); 1 uploads one object at a time. Each in flight
-    /// holds up to 64 MiB in memory
+    /// base and a manifest always go alone); 1 uploads one object at a time. Objects in flight
+    /// hold at most 32 MiB in memory together (a bigger segment goes up alone)
     #[arg(long, default_value_t = 4, value_name = "N")]
     upload_concurrency: usize,
     /// With a remote --store: stop reading from the primary (loudly) when the spool holds this

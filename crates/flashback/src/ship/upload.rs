@@ -91,7 +91,18 @@ pub struct Uploader {
     /// Sealed segments in flight at once (`--upload-concurrency`; 1: one at a time). Each
     /// holds its whole object in memory, up to `MULTIPART_OVER`.
     pub concurrency: usize,
+    /// Bytes of objects in flight at once, whatever `concurrency` ([`IN_FLIGHT_BYTES`]): an
+    /// object larger than this goes up alone.
+    pub in_flight_bytes: u64,
 }
+
+/// The default bound on the bytes of objects being uploaded at once. Four uploads of the
+/// default 32 MiB segments would hold 128 MiB, twice the agent's memory goal (64 MB, DESIGN's
+/// non-negotiable "whatever the data"); 32 MiB keeps one such segment in flight, and small
+/// segments (a remote capture that seals every second) still go up `concurrency` at a time.
+/// Rejected: fewer segments at once whatever their size, which would slow the small ones that
+/// need concurrency to hide each PUT's round trip.
+pub const IN_FLIGHT_BYTES: u64 = 32 << 20;
 
 impl Uploader {
     /// Runs until `stop` turns true, then makes one last pass (bounded by `final_timeout`).
@@ -228,6 +239,12 @@ impl Uploader {
     async fn upload_run(&self, run: &[Pending], done: &mut usize) -> Result<(), UploadError> {
         let stopped = AtomicBool::new(false);
         let stopped = &stopped;
+        // Permits are bytes: each upload holds its object's size (capped at the budget, so a
+        // larger one goes alone) while its payload is in memory. The semaphore is fair, so the
+        // list order `buffered` starts them in is the order they get their bytes.
+        let budget_bytes = self.in_flight_bytes.clamp(1, u32::MAX as u64);
+        let budget = tokio::sync::Semaphore::new(budget_bytes as usize);
+        let budget = &budget;
         // Boxed: an unboxed `async` block borrowing `self` and the item hits the compiler's
         // "Send is not general enough" limitation once the uploader runs in a spawned task.
         type Put<'a> = futures::future::BoxFuture<'a, Option<Result<Uploaded, UploadError>>>;
@@ -237,6 +254,13 @@ impl Uploader {
                 if stopped.load(Ordering::Relaxed) {
                     return None;
                 }
+                let size = match self.spool.local_path(&key) {
+                    Some(path) => tokio::fs::metadata(path).await.map_or(0, |m| m.len()),
+                    None => 0,
+                };
+                let want = size.clamp(1, budget_bytes) as u32;
+                // Closed only if dropped, which it is not while this future lives.
+                let _bytes = budget.acquire_many(want).await.ok();
                 let r = self.put_verified(&key).await;
                 if r.is_err() {
                     stopped.store(true, Ordering::Relaxed);
@@ -554,6 +578,7 @@ mod tests {
             shared: Shared::default(),
             lease: None,
             concurrency: 4,
+            in_flight_bytes: IN_FLIGHT_BYTES,
         };
         assert!(uploader.pass().await.is_err(), "the store is down");
         assert_eq!(uploader.shared.spool_bytes.load(Ordering::Relaxed), 3000);
@@ -638,6 +663,9 @@ mod tests {
         fail_once: std::sync::Mutex<Option<Path>>,
         in_flight: AtomicU64,
         max_in_flight: AtomicU64,
+        /// Payload bytes of the PUTs in flight, and the most at once.
+        bytes_in_flight: AtomicU64,
+        max_bytes_in_flight: AtomicU64,
         events: std::sync::Mutex<Vec<String>>,
         not_a_prefix: AtomicBool,
         multipart: AtomicU64,
@@ -675,6 +703,9 @@ mod tests {
             self.event("start", p);
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let len = b.content_length() as u64;
+            let bytes = self.bytes_in_flight.fetch_add(len, Ordering::SeqCst) + len;
+            self.max_bytes_in_flight.fetch_max(bytes, Ordering::SeqCst);
             // Later segments (higher offsets in the name) finish first.
             if p.as_ref().ends_with(".seg") {
                 let rank = self.spool_files.len()
@@ -701,6 +732,7 @@ mod tests {
                 None => self.inner.put_opts(p, b, o).await,
             };
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.bytes_in_flight.fetch_sub(len, Ordering::SeqCst);
             self.event("end", p);
             self.check_spool();
             r
@@ -758,6 +790,8 @@ mod tests {
             fail_once: Default::default(),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            bytes_in_flight: AtomicU64::new(0),
+            max_bytes_in_flight: AtomicU64::new(0),
             events: Default::default(),
             not_a_prefix: AtomicBool::new(false),
             multipart: AtomicU64::new(0),
@@ -780,6 +814,7 @@ mod tests {
             shared: Shared::default(),
             lease: None,
             concurrency,
+            in_flight_bytes: IN_FLIGHT_BYTES,
         }
     }
 
@@ -850,6 +885,33 @@ mod tests {
             }
             assert_eq!(up.shared.spool_bytes.load(Ordering::Relaxed), 0);
         }
+    }
+
+    /// The bytes in flight stay within the budget whatever `--upload-concurrency`: with room
+    /// for two 2000-byte segments, two go up at once (not four), and every object still lands
+    /// and leaves the spool in order.
+    #[tokio::test]
+    async fn bytes_in_flight_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, keys) = spool_with(dir.path(), 8, 2000, 0);
+        let blobs = read_all(&spool, &keys);
+        let (rec, remote) = recorder(dir.path(), &spool, &keys);
+        let mut up = uploader(spool.clone(), remote.clone(), 4);
+        up.in_flight_bytes = 4500;
+        assert_eq!(up.pass().await.unwrap(), keys.len());
+        let max_bytes = rec.max_bytes_in_flight.load(Ordering::SeqCst);
+        assert!(max_bytes <= 4500, "{max_bytes} bytes in flight at once");
+        assert_eq!(rec.max_in_flight.load(Ordering::SeqCst), 2, "PUTs at once");
+        assert!(!rec.not_a_prefix.load(Ordering::Relaxed));
+        remote_holds(&remote, &keys, &blobs).await;
+        // An object larger than the whole budget goes up alone rather than never.
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, keys) = spool_with(dir.path(), 4, 2000, 0);
+        let (rec, remote) = recorder(dir.path(), &spool, &keys);
+        let mut up = uploader(spool.clone(), remote.clone(), 4);
+        up.in_flight_bytes = 1000;
+        assert_eq!(up.pass().await.unwrap(), keys.len());
+        assert_eq!(rec.max_in_flight.load(Ordering::SeqCst), 1, "PUTs at once");
     }
 
     /// The k-th object's PUT fails while later ones are in flight or done: every spool copy

@@ -8,7 +8,6 @@
 use super::summarize::{Hit, Meta, Summarizer, Want};
 use crate::restore::plan::SegmentRef;
 use crate::store::catalog::Generation;
-use crate::store::chain::Which;
 use crate::store::stream::{SegmentStream, StreamError};
 use crate::store::{Store, StoreError};
 use flashback_format::segment::{Item, Sealed};
@@ -122,24 +121,7 @@ pub fn segments(g: &Generation) -> Vec<SegmentRef> {
     let mut spans: Vec<_> = chain.runs.iter().flat_map(|r| r.segments.iter()).collect();
     spans.sort_by_key(|s| (s.start_offset, s.end_offset));
     spans.dedup_by_key(|s| s.which);
-    spans
-        .into_iter()
-        .map(|s| {
-            let (key, size, sealed) = match s.which {
-                Which::Sealed(i) => (&g.sealed[i].key, g.sealed[i].size, true),
-                Which::Tail(i) => (&g.tails[i].key, g.tails[i].size, false),
-            };
-            SegmentRef {
-                key: key.clone(),
-                size,
-                start_offset: s.start_offset,
-                end_offset: s.end_offset,
-                first_time_ms: s.first_time_ms,
-                end_time_ms: s.end_time_ms,
-                sealed,
-            }
-        })
-        .collect()
+    spans.into_iter().map(|s| SegmentRef::of(g, s)).collect()
 }
 
 fn summary_key(g: &Generation, s: &SegmentRef) -> Option<object_store::path::Path> {

@@ -223,39 +223,10 @@ pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptio
                 },
             };
             match run_drill(store, name, d, side.as_ref()).await {
-                Ok(r) if r.log_sample.as_ref().is_some_and(|l| l.equal < l.keys) => {
-                    let l = r.log_sample.as_ref().map(|l| l.differences.join("; "));
-                    s.problems.push(Problem {
-                        key: crate::store::layout::source_prefix(name).to_string(),
-                        offset: None,
-                        kind: Kind::Drill,
-                        message: format!(
-                            "the restore at offset {} disagrees with the log: {}",
-                            r.stop_offset,
-                            l.unwrap_or_default()
-                        ),
-                        impact: "the restore engine did not apply the log faithfully".into(),
-                        restorable_through_ms: None,
-                    });
+                Ok(r) => {
+                    s.problems.extend(drill_mismatches(name, &r));
                     s.drill = Some(r);
                 }
-                Ok(r) if r.against_source.as_ref().is_some_and(|a| !a.equal) => {
-                    let a = r.against_source.as_ref().map(|a| a.differences.join("; "));
-                    s.problems.push(Problem {
-                        key: crate::store::layout::source_prefix(name).to_string(),
-                        offset: None,
-                        kind: Kind::Drill,
-                        message: format!(
-                            "the restore at offset {} differs from the live source: {}",
-                            r.stop_offset,
-                            a.unwrap_or_default()
-                        ),
-                        impact: "a restore of this instant would not give the source's data".into(),
-                        restorable_through_ms: None,
-                    });
-                    s.drill = Some(r);
-                }
-                Ok(r) => s.drill = Some(r),
                 // Failing on an object already reported is the expected consequence, not a
                 // second problem: one flipped byte counts once.
                 Err(mut p) if s.problems.iter().any(|q| q.key == p.key) => {
@@ -276,6 +247,41 @@ pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptio
         problem_count,
         sources: out,
     }
+}
+
+/// A drill that restored, but whose result disagrees with the log's own sample or with the
+/// live source: each is a problem of its own.
+fn drill_mismatches(name: &str, r: &Drill) -> Vec<Problem> {
+    let problem = |message: String, impact: &str| Problem {
+        key: crate::store::layout::source_prefix(name).to_string(),
+        offset: None,
+        kind: Kind::Drill,
+        message,
+        impact: impact.into(),
+        restorable_through_ms: None,
+    };
+    let mut out = Vec::new();
+    if let Some(l) = r.log_sample.as_ref().filter(|l| l.equal < l.keys) {
+        out.push(problem(
+            format!(
+                "the restore at offset {} disagrees with the log: {}",
+                r.stop_offset,
+                l.differences.join("; ")
+            ),
+            "the restore engine did not apply the log faithfully",
+        ));
+    }
+    if let Some(a) = r.against_source.as_ref().filter(|a| !a.equal) {
+        out.push(problem(
+            format!(
+                "the restore at offset {} differs from the live source: {}",
+                r.stop_offset,
+                a.differences.join("; ")
+            ),
+            "a restore of this instant would not give the source's data",
+        ));
+    }
+    out
 }
 
 /// The source's side of `--against-source`, then a wait until the store holds its offset.
