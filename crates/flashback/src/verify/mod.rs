@@ -199,6 +199,9 @@ pub struct DrillOptions {
     pub against: Option<against::AgainstOptions>,
 }
 
+/// Fresh listings tried when objects vanish between a listing and their read.
+const CHECK_RETRIES: usize = 3;
+
 /// How long the drill waits for the agent to store the offset the source was paused at.
 const AGAINST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -206,10 +209,22 @@ const AGAINST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 pub async fn verify(store: &Store, sources: &[String], drill: Option<&DrillOptions>) -> Report {
     let mut out = Vec::new();
     for name in sources {
-        let mut s = match drill {
-            Some(d) => check_source_observed(store, name, &d.progress).await,
-            None => check_source(store, name).await,
-        };
+        let progress = drill.map(|d| d.progress.clone()).unwrap_or_default();
+        // A live agent prunes and seals while verify reads: an object listed and then gone is
+        // that race, not damage, so the source is checked again from a fresh listing (a few
+        // times: retention under a fast --base-every can move on again). Only what is still
+        // wrong on a fresh listing is reported.
+        let mut s = check_source_observed(store, name, &progress).await;
+        for _ in 0..CHECK_RETRIES {
+            let raced = s
+                .problems
+                .iter()
+                .any(|p| p.kind == Kind::Missing && p.message == objects::GONE_WHEN_READ);
+            if !raced {
+                break;
+            }
+            s = check_source_observed(store, name, &progress).await;
+        }
         if let Some(d) = drill {
             let side = match &d.against {
                 None => None,

@@ -78,15 +78,18 @@ impl Failure {
 
     pub(super) fn store(e: object_store::Error) -> Self {
         match e {
-            object_store::Error::NotFound { .. } => Failure::new(
-                Kind::Missing,
-                None,
-                "listed, but gone when read (pruned, or sealed by a live agent since): run verify again",
-            ),
+            object_store::Error::NotFound { .. } => {
+                Failure::new(Kind::Missing, None, GONE_WHEN_READ)
+            }
             e => Failure::new(Kind::Unreadable, None, e.to_string()),
         }
     }
 }
+
+/// An object the listing named that a read then did not find: a live agent's retention or
+/// seal moved on between the two. [`super::verify`] checks the source again when it sees it.
+pub(super) const GONE_WHEN_READ: &str =
+    "listed, but gone when read (pruned, or sealed by a live agent since): run verify again";
 
 /// What one segment's scan found.
 #[derive(Default)]
