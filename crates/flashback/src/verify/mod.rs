@@ -30,6 +30,8 @@
 //!   in restore's order (the chain from each base, holes, what still restores);
 //! - `objects`: reading and checking each stored object (manifest, log head, uncertain
 //!   intervals, bases, segments) and turning a failure into a problem;
+//! - `head`: the log head check (the listing reaches where the agent stored its log, with a
+//!   second listing for a live agent's seal);
 //! - `drill`: the timed restore into a private redis-server.
 //!
 //! The text rendering of a [`Report`] is the binary's (`cli/verify.rs`): the library produces
@@ -44,6 +46,7 @@ use std::path::PathBuf;
 pub mod against;
 mod check;
 mod drill;
+mod head;
 mod objects;
 mod sample;
 
