@@ -37,6 +37,8 @@
 //!   (`cli/progress.rs`: a live line on a terminal); their times are the measured RTO.
 //! - [`redis_server`]: starting, finding and stopping private redis-server processes (they die
 //!   with flashback), for restore, compaction, verify and the demo.
+//! - [`runtime`]: the one tokio runtime every command runs on, its blocking pool bounded (a
+//!   24/7 agent's threads stay flat through bursts of file work).
 //! - [`backoff`]: the one retry delay (doubling, capped, reset on success) every retry loop uses.
 //! - [`show`]: the one way a URL (password masked) or a key name (escaped, capped) is printed.
 //! - [`timespec`]: the time and duration syntax of the command line.
@@ -80,6 +82,7 @@ pub mod prune;
 pub mod redis_server;
 pub mod replica;
 pub mod restore;
+pub mod runtime;
 pub mod ship;
 pub mod show;
 pub mod store;
