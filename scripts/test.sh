@@ -30,14 +30,23 @@ fi
 # The habits CI enforces rather than remembers: formatting and clippy (warnings are errors) over
 # every target. --release so clippy shares the build scripts' output (aws-lc-sys's C, zstd) with
 # the test build below instead of compiling them a second time for the dev profile.
+# Each phase prints its time, so a CI run shows where its minutes go (the budget is ~15).
+started=$SECONDS
+phase() { echo "== ${1}: $((SECONDS - started)) s (total ${SECONDS} s)" >&2; started=$SECONDS; }
+phase "installing test servers"
 cargo fmt --all --check || { echo "error: cargo fmt --check failed: run 'cargo fmt --all' and commit" >&2; exit 1; }
 cargo clippy --release --workspace --all-targets -- -D warnings
+phase "fmt and clippy"
 # The tests, then every fuzz target for a short run over its committed seeds (docs/testing.md,
 # "Fuzzing"): a crash fails CI, naming the target and the input. Both always run (a fuzz crash
 # must not hide a test failure, nor the reverse). FLASHBACK_FUZZ_SECONDS sets the time per
 # target: 10 s, because the cold build (cargo-fuzz install, libFuzzer, zstd) is most of what
 # fuzzing adds to CI; docs/testing.md has the numbers.
 status=0
+cargo test --release --workspace --no-run || status=1
+phase "building the tests"
 cargo test --release --workspace --no-fail-fast || status=1
+phase "running the tests"
 scripts/fuzz.sh "${FLASHBACK_FUZZ_SECONDS:-10}" || status=1
+phase "fuzzing (build and runs)"
 exit $status
