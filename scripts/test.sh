@@ -31,7 +31,7 @@ fi
 # every target. --release so clippy shares the build scripts' output (aws-lc-sys's C, zstd) with
 # the test build below instead of compiling them a second time for the dev profile.
 # Each phase prints its time, so a CI run shows where its minutes go (the budget is ~15).
-started=$SECONDS
+started=0
 phase() { echo "== ${1}: $((SECONDS - started)) s (total ${SECONDS} s)" >&2; started=$SECONDS; }
 phase "installing test servers"
 cargo fmt --all --check || { echo "error: cargo fmt --check failed: run 'cargo fmt --all' and commit" >&2; exit 1; }
