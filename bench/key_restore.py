@@ -68,7 +68,7 @@ def main():
     procs = []
     try:
         procs.append(subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", work, "--repl-backlog-size", "256mb",
+            "--save", "", "--appendonly", "no", "--enable-debug-command", "local", "--dir", work, "--repl-backlog-size", "256mb",
             "--logfile", f"{work}/redis.log"]))
         cli = lambda *args: subprocess.run(["redis-cli", "-p", str(port), *args],
                                            capture_output=True, text=True, check=True).stdout
@@ -78,7 +78,9 @@ def main():
             except subprocess.CalledProcessError:
                 pass
             time.sleep(0.1)
-        cli("debug", "populate", str(a.keys), "key", str(a.value))
+        r = cli("debug", "populate", str(a.keys), "key", str(a.value))
+        if "OK" not in r:
+            sys.exit(f"DEBUG POPULATE: {r}")
         used = int([l for l in cli("info", "memory").splitlines() if l.startswith("used_memory:")][0].split(":")[1])
         agent = subprocess.Popen([fb, "capture", "--source", f"redis://127.0.0.1:{port}",
                                   "--store", f"{work}/store", "--name", "bench"],
@@ -91,7 +93,9 @@ def main():
                        stdout=subprocess.DEVNULL)
         # History crossing the selection: the selected keys take values from unselected ones.
         cli("rename", "key:11", "key:1")
-        cli("sunionstore", "key:2", "key:12", "key:13")
+        cli("sadd", "set:a", "x", "y")
+        cli("sadd", "set:b", "y", "z")
+        cli("sunionstore", "key:2", "set:a", "set:b")
         cli("copy", "key:14", "key:3", "replace")
         off = [l for l in cli("info", "replication").splitlines() if l.startswith("master_repl_offset:")][0].split(":")[1]
         while f"offset={off}," not in cli("info", "replication"):

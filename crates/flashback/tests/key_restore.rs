@@ -259,6 +259,25 @@ fn selected_keys_restore_equal_across_multi_key_commands() {
         &t1,
         |db, k| db == 1 && k.starts_with(b"want:"),
     );
+    // --dry-run says the restore would be key-level.
+    let out = util::run_flashback(
+        &[
+            "restore",
+            "--store",
+            store.to_str().unwrap(),
+            "--at",
+            &at1,
+            "--keys",
+            "want:*",
+            "--dry-run",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.code == Some(0) && out.stdout.contains("mode:       key-level"),
+        "{}",
+        out.all()
+    );
     // A selection matching nothing is the existing error, nothing written.
     let (out, rdb) = restore(&store, &["--at", &at1, "--keys", "nomatch:*"], dir.path());
     assert_ne!(out.code, Some(0), "{}", out.all());

@@ -260,6 +260,7 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     if let Some(path) = &a.keys_from {
         keys.extend(read_keys_from(path)?);
     }
+    let key_level = !keys.is_empty() || a.db.is_some();
     let ttl = match a.ttl {
         Ttl::Absolute => TtlMode::Absolute,
         Ttl::Relative => TtlMode::Relative,
@@ -298,6 +299,9 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     let plan = restore::plan_with(&store, &source, target, a.inexact).await?;
     progress.end();
     print!("{plan}");
+    if key_level {
+        println!("mode:       key-level: a first pass over the log finds the keys the selection depends on; only those are loaded and replayed (counts in the report)");
+    }
     let (Some(req), Some(checked)) = (req.filter(|_| !a.dry_run), checked) else {
         return Ok(());
     };
