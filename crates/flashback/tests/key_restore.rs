@@ -260,6 +260,35 @@ fn selected_keys_restore_equal_across_multi_key_commands() {
         &t1,
         |db, k| db == 1 && k.starts_with(b"want:"),
     );
+    // --to with --db-map: db 1's selected keys land in db 4 of a live target.
+    let target = RedisProc::start(&[]);
+    let out = util::run_flashback(
+        &[
+            "restore",
+            "--store",
+            store.to_str().unwrap(),
+            "--at",
+            &at1,
+            "--db",
+            "1",
+            "--keys",
+            "want:*",
+            "--to",
+            &target.url(),
+            "--db-map",
+            "1:4",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    key_level_line(&out.stdout);
+    let got = snapshot(&mut target.conn());
+    let want: Snapshot = t1
+        .iter()
+        .filter(|((db, k), _)| *db == 1 && k.starts_with(b"want:"))
+        .map(|((_, k), v)| ((4, k.clone()), v.clone()))
+        .collect();
+    assert_eq!(got, want, "{}", out.all());
     // --dry-run says the restore would be key-level.
     let out = util::run_flashback(
         &[
