@@ -17,9 +17,11 @@ pub enum Class {
     Select,
     Multi,
     Exec,
-    /// Keyless and global (FLUSHALL, FLUSHDB, FUNCTION …, SCRIPT …), or traffic the engine
-    /// skips itself (PING, REPLCONF, PUBLISH): always passed on.
+    /// Keyless and global (FLUSHALL, FLUSHDB, FUNCTION …, SCRIPT …): always passed on.
     Always,
+    /// PING, REPLCONF, PUBLISH, SPUBLISH: no data (the engine skips them anyway); left out
+    /// here so that they do not make a transaction around them go out.
+    Traffic,
     SwapDb(u32, u32),
     /// The keys it touches, and whether its result depends on more than one of them (false
     /// for DEL, UNLINK and MSET, which act on each key alone: linking their keys would only
@@ -54,8 +56,8 @@ pub fn classify(table: &CommandTable, db: u32, args: &[Option<Vec<u8>>]) -> Clas
         b"select" => return Class::Select,
         b"multi" => return Class::Multi,
         b"exec" => return Class::Exec,
-        b"ping" | b"replconf" | b"publish" | b"spublish" | b"flushall" | b"flushdb"
-        | b"function" | b"script" => return Class::Always,
+        b"ping" | b"replconf" | b"publish" | b"spublish" => return Class::Traffic,
+        b"flushall" | b"flushdb" | b"function" | b"script" => return Class::Always,
         b"swapdb" => {
             return match (db_arg(args.get(1)), db_arg(args.get(2))) {
                 (Some(a), Some(b)) => Class::SwapDb(a, b),

@@ -265,7 +265,7 @@ impl Filter {
 
     fn decide(&mut self, class: Class) -> Verdict {
         let keep = match class {
-            Class::Select => false,
+            Class::Select | Class::Traffic => false,
             Class::Multi => {
                 self.tx = Some(false);
                 return Verdict::Hold;
