@@ -203,6 +203,12 @@ impl CommandTable {
 }
 
 impl CommandInfo {
+    /// Whether [`CommandInfo::key_positions`] finds every key: false when a spec the server
+    /// marks incomplete has no hand-written code here (a module's command, say).
+    pub fn keys_complete(&self) -> bool {
+        self.special.is_some() || !self.specs.iter().any(|s| s.incomplete)
+    }
+
     pub fn key_positions(&self, argv: &[&[u8]]) -> Vec<usize> {
         match self.special {
             Some(Special::Sort) => sort_keys(argv),

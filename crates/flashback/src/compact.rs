@@ -245,6 +245,7 @@ pub async fn compact_or_skip(
         output: Output::Rdb(rdb_path.clone()),
         redis_server: opts.redis_server.clone(),
         keys: vec![],
+        db: None,
         ttl: TtlMode::Absolute,
         replace: false,
         force: true,

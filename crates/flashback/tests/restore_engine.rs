@@ -261,6 +261,7 @@ fn req(target: Target, output: Output) -> RestoreRequest {
         output,
         redis_server: None,
         keys: vec![],
+        db: None,
         ttl: TtlMode::Absolute,
         replace: false,
         force: false,
@@ -485,7 +486,9 @@ async fn rdb_file_keys_filter_and_persist() {
     r.keys = vec![b"ttl*".to_vec(), b"h".to_vec()];
     r.ttl = TtlMode::Persist;
     let (mut c, report, _s) = restore_served(&store, r).await;
-    assert_eq!(report.filtered, Some((3, 4)), "{report}");
+    // Key-level: the 4 unselected keys were never loaded, so none is left to remove.
+    assert_eq!(report.filtered, Some((3, 0)), "{report}");
+    assert!(report.key_level.is_some(), "{report}");
     assert!(
         report
             .ttl_note

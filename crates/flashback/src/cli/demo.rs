@@ -241,6 +241,7 @@ async fn restore_before(
         output: Output::Serve(port),
         redis_server: Some(binary.path.clone()),
         keys: vec![],
+        db: None,
         ttl: TtlMode::Absolute,
         replace: false,
         force: false,

@@ -102,6 +102,7 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
                 output: Output::Rdb(rdb.clone()),
                 redis_server: a.redis_server.clone(),
                 keys: Vec::new(),
+                db: None,
                 ttl: TtlMode::Absolute,
                 replace: false,
                 force: false,

@@ -15,6 +15,7 @@ use std::path::PathBuf;
   flashback restore --at '2026-08-03 20:28:10' --rdb before.rdb
   flashback restore --at -10m --serve 6390                 # then: redis-cli -p 6390
   flashback restore --at @1790000000.250 --to redis://127.0.0.1:6380 --keys 'user:*'
+  flashback restore --at -5m --rdb some.rdb --keys-from keys.txt --db 2   # key-level: only their cost
   flashback restore --at-offset 1234567 --rdb exact.rdb --force
   flashback restore --latest --serve 6390 --ttl persist
   flashback restore --before flushall --to redis://10.0.0.5:6379   # the FLUSHALL runbook
@@ -26,6 +27,12 @@ At TIME the result holds every transaction that arrived at or before TIME, never
 MULTI/EXEC. A TIME outside the restorable window is an error that prints the window
 (see also: flashback info); --at now (or -0s) means --latest. --to leaves keys that exist on
 the target alone unless --replace.
+
+--keys, --keys-from and --db make the restore key-level: it reads the log once to find the keys
+the selected ones' history depends on (RENAME, SMOVE, *STORE… with other keys), loads only
+those from the base and replays only the records touching them, so it costs what the selected
+keys cost. A record whose keys cannot be known (an unknown command, a script declaring no keys)
+makes it restore everything and then keep the selection, saying so.
 
 EVENT: flushall, flushdb (any db) or flushdb:N, swapdb, del:KEY (a DEL/UNLINK of KEY, or a
 FLUSHALL, or a FLUSHDB of a db the log wrote KEY in), cmd:NAME (any NAME command), mass-delete
@@ -66,7 +73,8 @@ pub struct Args {
     /// With --before/--after mass-delete: a mass delete deletes more keys than this in one second
     #[arg(long, value_name = "N", default_value_t = flashback::timeline::DEFAULT_MASS_DELETE_KEYS)]
     mass_delete_keys: u64,
-    /// With --before/--after del:KEY: only deletes (and FLUSHDBs) in this db
+    /// Only the keys of db N (its number at the restore point); with --before/--after del:KEY
+    /// the event is also looked for in db N only
     #[arg(long, value_name = "N")]
     db: Option<u32>,
     /// Write the result as an RDB file
@@ -81,6 +89,10 @@ pub struct Args {
     /// Only keys matching one of these glob patterns (Redis syntax: * ? [abc] \x)
     #[arg(long, value_name = "PATTERN", num_args = 1..)]
     keys: Vec<OsString>,
+    /// Only the keys named in FILE: one exact name per line (bytes; not a pattern: * ? [ are
+    /// plain characters; a CRLF's \r is dropped, empty lines are skipped); with --keys, either
+    #[arg(long, value_name = "FILE")]
+    keys_from: Option<PathBuf>,
     /// TTLs: keep absolute expiry times (keys past theirs are gone), keep the time each had left
     /// at the restore point (relative), or drop them (persist)
     #[arg(long, value_enum, default_value_t = Ttl::Absolute)]
@@ -148,9 +160,6 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         )),
         None => None,
     };
-    if event.is_none() && a.db.is_some() {
-        return Err(UsageError("--db only applies to --before/--after del:KEY".into()).into());
-    }
     // The "point" group allows several (--before/--after take --at as a bound), so the
     // points that exclude each other are checked here.
     if [a.at.is_some(), a.at_offset.is_some(), a.latest]
@@ -247,7 +256,11 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
             }
         }
     };
-    let keys = a.keys.into_iter().map(|k| k.into_encoded_bytes()).collect();
+    let mut keys: Vec<Vec<u8>> = a.keys.into_iter().map(|k| k.into_encoded_bytes()).collect();
+    if let Some(path) = &a.keys_from {
+        keys.extend(read_keys_from(path)?);
+    }
+    let key_level = !keys.is_empty() || a.db.is_some();
     let ttl = match a.ttl {
         Ttl::Absolute => TtlMode::Absolute,
         Ttl::Relative => TtlMode::Relative,
@@ -259,6 +272,7 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         output,
         redis_server: a.redis_server,
         keys,
+        db: a.db,
         ttl,
         replace: a.replace,
         force: a.force,
@@ -285,6 +299,9 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     let plan = restore::plan_with(&store, &source, target, a.inexact).await?;
     progress.end();
     print!("{plan}");
+    if key_level {
+        println!("mode:       key-level: a first pass over the log finds the keys the selection depends on; only those are loaded and replayed (counts in the report)");
+    }
     let (Some(req), Some(checked)) = (req.filter(|_| !a.dry_run), checked) else {
         return Ok(());
     };
@@ -334,6 +351,30 @@ fn describe_found(f: &Found, dir: Direction) -> String {
 }
 
 /// `S:D,S:D…` into pairs; a source db named twice is a mistake, not a merge.
+/// `--keys-from FILE`: each line an exact key name, as a pattern matching only it.
+fn read_keys_from(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        UsageError(format!(
+            "--keys-from {}: {e}; give a file with one key name per line",
+            path.display()
+        ))
+    })?;
+    let names: Vec<Vec<u8>> = bytes
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .map(flashback::restore::keys::exact_pattern)
+        .collect();
+    if names.is_empty() {
+        return Err(UsageError(format!(
+            "--keys-from {}: the file names no key; put one key name per line",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(names)
+}
+
 fn parse_db_map(s: &str) -> Result<Vec<(u32, u32)>, String> {
     let mut out: Vec<(u32, u32)> = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {

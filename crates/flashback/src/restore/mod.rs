@@ -17,6 +17,7 @@
 //! Restore never writes to the captured source unless the user names it as `--to`.
 
 pub mod engine;
+pub mod keys;
 pub mod outputs;
 pub mod plan;
 pub mod preflight;
@@ -64,8 +65,12 @@ pub struct RestoreRequest {
     pub output: Output,
     /// `--redis-server PATH`; None: `redis-server` on PATH.
     pub redis_server: Option<PathBuf>,
-    /// `--keys`: glob patterns (Redis' syntax); empty means every key.
+    /// `--keys` (and `--keys-from`, as exact patterns): glob patterns (Redis' syntax); empty
+    /// means every key.
     pub keys: Vec<Vec<u8>>,
+    /// `--db N`: only db N (its number at the restore point). With `keys`, or alone, the
+    /// restore is key-level ([`keys`]).
+    pub db: Option<u32>,
     pub ttl: TtlMode,
     /// `--to`: overwrite keys that exist on the target.
     pub replace: bool,
@@ -216,7 +221,8 @@ pub enum RestoreError {
     #[error("{0}")]
     Preflight(String),
     /// `--keys` matched nothing: an empty result is almost surely a wrong pattern.
-    #[error("--keys {patterns}: no key of the restored dataset ({total} keys) matches; nothing was written: check the pattern (Redis glob syntax, case-sensitive)")]
+    #[error("{patterns}: no key of the restored dataset matches; nothing was written: check the pattern (Redis glob syntax, case-sensitive) and the db")]
+    /// `total`: the keys the restore held (key-level: only the closure's, so not printed).
     NoKeyMatched { patterns: String, total: u64 },
     #[error("{0}")]
     Output(String),
@@ -239,6 +245,10 @@ pub struct RestoreReport {
     pub engine: engine::EngineReport,
     /// `--keys`: (kept, deleted).
     pub filtered: Option<(u64, u64)>,
+    /// A key-level restore's counts ([`keys::KeyLevelStats`]).
+    pub key_level: Option<keys::KeyLevelStats>,
+    /// Why a selection was restored the full way (a record whose keys cannot be known).
+    pub key_fallback: Option<String>,
     /// `--ttl relative|persist`: what was done to TTLs.
     pub ttl_note: Option<String>,
     pub delivered: outputs::Delivered,
@@ -262,6 +272,12 @@ impl std::fmt::Display for RestoreReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "{}", self.plan_summary)?;
         write!(f, "{}", self.engine)?;
+        if let Some(k) = &self.key_level {
+            write!(f, "{k}")?;
+        }
+        if let Some(why) = &self.key_fallback {
+            writeln!(f, "key-level: not possible ({why}); the whole dataset was restored, then the selection kept")?;
+        }
         if let Some((kept, deleted)) = self.filtered {
             writeln!(f, "keys filter: {kept} keys kept, {deleted} removed")?;
         }
@@ -338,6 +354,26 @@ pub async fn execute_observed(
     check_request(req)?;
     let binary = ServerBinary::find(req.redis_server.as_deref())?;
     let base_version = engine::check_base_version(store, plan, &binary).await?;
+    let sel = keys::Selection {
+        patterns: req.keys.clone(),
+        db: req.db,
+    };
+    // The first pass reads the log once, before any server starts: it decides what the
+    // second one sends.
+    let pass1 = if sel.is_all() {
+        None
+    } else {
+        progress.begin(
+            crate::progress::Phase::Plan,
+            crate::progress::Unit::Bytes,
+            None,
+        );
+        let table =
+            crate::store::commands::command_table(store, &plan.source, &plan.generation).await;
+        let p = keys::closure(store, plan, table, sel.clone()).await?;
+        progress.end();
+        Some(p)
+    };
     let opts = match req.output {
         Output::Serve(port) => ServerOptions {
             port: Some(port),
@@ -369,20 +405,41 @@ pub async fn execute_observed(
             )),
         ),
     };
-    let engine =
-        engine::replay_observed(store, plan, &server, base_version, rewrite, progress).await?;
-    let filtered = if req.keys.is_empty() {
+    let (key_level, key_fallback) = match pass1 {
+        None => (None, None),
+        Some(keys::Pass1::Fallback(why)) => (None, Some(why)),
+        Some(keys::Pass1::Closure(mut filter)) => {
+            let path = server.dir.join("flashback-key-level-base.rdb");
+            let closure = std::mem::take(&mut filter.closure);
+            let (closure, counts) = keys::base::filter_base(store, plan, closure, &path).await?;
+            filter.closure = closure;
+            let (linked, in_closure) = filter.closure.sizes();
+            filter.stats.linked_keys = linked;
+            filter.stats.linked_in_closure = in_closure;
+            filter.stats.base_kept = counts.kept;
+            filter.stats.base_total = counts.kept + counts.dropped;
+            filter.stats.base_bytes_kept = counts.bytes_written;
+            (Some(engine::KeyLevel { base: path, filter }), None)
+        }
+    };
+    let (engine, filter) = engine::replay_keyed(
+        store,
+        plan,
+        &server,
+        base_version,
+        rewrite,
+        progress,
+        key_level,
+    )
+    .await?;
+    let key_level = filter.map(|f| f.stats.clone());
+    let filtered = if sel.is_all() {
         None
     } else {
-        let (kept, deleted) = outputs::keep_only(&server, &req.keys).await?;
+        let (kept, deleted) = outputs::keep_only(&server, &sel).await?;
         if kept == 0 {
             return Err(RestoreError::NoKeyMatched {
-                patterns: req
-                    .keys
-                    .iter()
-                    .map(|p| crate::show::key(p))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                patterns: describe_selection(&sel),
                 total: deleted,
             });
         }
@@ -408,9 +465,30 @@ pub async fn execute_observed(
         plan_summary: plan.summary(),
         engine,
         filtered,
+        key_level,
+        key_fallback,
         ttl_note,
         delivered,
         phases: progress.phases(),
         elapsed: progress.elapsed(),
     })
+}
+
+/// The selection as the user gave it, for messages: `--keys 'a*' b --db 3`.
+fn describe_selection(sel: &keys::Selection) -> String {
+    let mut parts = Vec::new();
+    if !sel.patterns.is_empty() {
+        parts.push(format!(
+            "--keys {}",
+            sel.patterns
+                .iter()
+                .map(|p| crate::show::key(p))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    if let Some(d) = sel.db {
+        parts.push(format!("--db {d}"));
+    }
+    parts.join(" ")
 }

@@ -276,21 +276,22 @@ async fn pipeline(c: &mut Client, cmd: &[u8], keys: &[Bytes]) -> Result<Vec<Fram
     Ok(out)
 }
 
-/// `--keys`: deletes every key that matches none of `patterns`. Returns (kept, deleted).
+/// `--keys`/`--db`: deletes every key the selection does not hold (after a key-level replay,
+/// the closure keys nobody asked for). Returns (kept, deleted).
 ///
 /// Deleting on the private server, rather than filtering in each sink, keeps one definition of
 /// "the restored keys" for `--rdb`, `--to` and `--serve`.
 pub async fn keep_only(
     server: &RedisServer,
-    patterns: &[Vec<u8>],
+    sel: &super::keys::Selection,
 ) -> Result<(u64, u64), RestoreError> {
     let mut c = server.client().await?;
     let (mut kept, mut deleted) = (0u64, 0u64);
     let mut scan = KeyScan::new(&mut c).await?;
-    while let Some((_, keys)) = scan.next_page(&mut c).await? {
-        let (keep, drop): (Vec<Bytes>, Vec<Bytes>) = keys
-            .into_iter()
-            .partition(|k| patterns.iter().any(|p| glob_match(p, k)));
+    while let Some((db, keys)) = scan.next_page(&mut c).await? {
+        let in_db = sel.db.is_none_or(|d| d == db);
+        let (keep, drop): (Vec<Bytes>, Vec<Bytes>) =
+            keys.into_iter().partition(|k| in_db && sel.matches_name(k));
         kept += keep.len() as u64;
         deleted += drop.len() as u64;
         for r in pipeline(&mut c, b"UNLINK", &drop).await? {

@@ -3,6 +3,7 @@
 //! the sync payload with its CRC-64 checked on the way, the records' exact bytes with the
 //! SELECTs they need ([`MasterLink`], a [`RecordSink`]), and the ACKs read back.
 
+use super::super::keys::{Filter, Verdict};
 use super::super::plan::RestorePlan;
 use super::super::reader::RecordSink;
 use super::super::RestoreError;
@@ -146,6 +147,38 @@ pub(super) async fn send_base(
     Ok(size)
 }
 
+/// Sends a base written beside the server (a key-level restore's filtered base) as the sync
+/// payload. Its CRC was computed as it was written; the source's was checked as it was read.
+pub(super) async fn send_local_base(
+    path: &std::path::Path,
+    w: &mut BufWriter<OwnedWriteHalf>,
+    server: &RedisServer,
+    progress: &Progress,
+) -> Result<u64, RestoreError> {
+    let io = |e: std::io::Error| RestoreError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let size = file.metadata().await.map_err(io)?.len();
+    progress.begin(Phase::Fetch, Unit::Bytes, Some(size));
+    let send_err =
+        |e: std::io::Error| RestoreError::engine(server, format!("sending the base: {e}"));
+    w.write_all(format!("${size}\r\n").as_bytes())
+        .await
+        .map_err(send_err)?;
+    let n = tokio::io::copy(&mut file, w).await.map_err(send_err)?;
+    w.flush().await.map_err(send_err)?;
+    progress.add(n);
+    if n != size {
+        return Err(RestoreError::engine(
+            server,
+            format!("{}: sent {n} bytes of {size}", path.display()),
+        ));
+    }
+    Ok(size)
+}
+
 /// CRC-64 over everything but the last 8 bytes of a stream whose length is not known while
 /// reading: it holds back the 9 most recent bytes (0xFF EOF opcode + CRC).
 #[derive(Default)]
@@ -216,7 +249,13 @@ pub(super) struct MasterLink<'a> {
     pub(super) skipped: u64,
     /// Inside a record stored in fragments: whether it is skipped, and whether it is a SELECT.
     pub(super) big: Option<(bool, bool)>,
+    /// That record was left out by the key filter (not counted as a record without data).
+    pub(super) big_filtered: bool,
     pub(super) server: &'a RedisServer,
+    /// Key-level restore: which records go out ([`Filter`]).
+    pub(super) filter: Option<Box<Filter>>,
+    /// The MULTI of the current transaction, held back until one of its commands is kept.
+    pub(super) held: Option<Record>,
 }
 
 impl MasterLink<'_> {
@@ -254,7 +293,42 @@ impl MasterLink<'_> {
         Ok((false, select))
     }
 
+    /// The key filter's verdict on a record (Keep without a filter); sends the held MULTI
+    /// first when the verdict says so.
+    async fn filtered(
+        &mut self,
+        verdict: impl FnOnce(&mut Filter) -> Verdict,
+    ) -> Result<Verdict, RestoreError> {
+        let Some(f) = self.filter.as_mut() else {
+            return Ok(Verdict::Keep);
+        };
+        let v = verdict(f);
+        let in_multi = f.in_multi();
+        match v {
+            Verdict::KeepAfterMulti => {
+                if let Some(m) = self.held.take() {
+                    self.record_unfiltered(m).await?;
+                }
+            }
+            Verdict::Skip if !in_multi => self.held = None,
+            _ => {}
+        }
+        Ok(v)
+    }
+
     async fn record(&mut self, r: Record) -> Result<(), RestoreError> {
+        match self.filtered(|f| f.record(r.db, &r.resp)).await? {
+            Verdict::Skip => return Ok(()),
+            Verdict::Hold => {
+                self.held = Some(r);
+                return Ok(());
+            }
+            Verdict::Keep | Verdict::KeepAfterMulti => {}
+        }
+        self.record_unfiltered(r).await
+    }
+
+    async fn record_unfiltered(&mut self, r: Record) -> Result<(), RestoreError> {
         let (skip, select) = self.begin(&r.resp, r.db).await?;
         if skip {
             self.skipped += 1;
@@ -273,7 +347,15 @@ impl MasterLink<'_> {
     async fn fragment(&mut self, f: Fragment) -> Result<(), RestoreError> {
         let (skip, select) = match self.big {
             Some(state) => state,
-            None => self.begin(&f.bytes, f.db).await?,
+            None => {
+                let start = f.start_offset;
+                self.big_filtered = self.filtered(|k| k.fragmented(start)).await? == Verdict::Skip;
+                if self.big_filtered {
+                    (true, false)
+                } else {
+                    self.begin(&f.bytes, f.db).await?
+                }
+            }
         };
         self.big = Some((skip, select));
         if !skip {
@@ -281,7 +363,9 @@ impl MasterLink<'_> {
         }
         if let Some(end) = f.end {
             self.big = None;
-            if skip {
+            if self.big_filtered {
+                self.big_filtered = false;
+            } else if skip {
                 self.skipped += 1;
             } else {
                 if select {

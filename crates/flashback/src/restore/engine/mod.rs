@@ -29,7 +29,7 @@ use crate::store::{Store, StoreError};
 use bytes::BytesMut;
 use flashback_format::rdb;
 use flashback_format::resp;
-use master::{handshake, read_acks, send_base, Acked, FrameReader, MasterLink};
+use master::{handshake, read_acks, send_base, send_local_base, Acked, FrameReader, MasterLink};
 use object_store::{GetOptions, GetRange};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -214,6 +214,29 @@ pub async fn replay_observed(
     ttl: Option<TtlRewrite>,
     progress: &Progress,
 ) -> Result<EngineReport, RestoreError> {
+    let (report, _) =
+        replay_keyed(store, plan, server, base_rdb_version, ttl, progress, None).await?;
+    Ok(report)
+}
+
+/// A key-level restore's part of the replay: the filtered base (a file beside the server) and
+/// the filter deciding which records go out.
+pub struct KeyLevel {
+    pub base: std::path::PathBuf,
+    pub filter: Box<super::keys::Filter>,
+}
+
+/// [`replay_observed`], key-level when `keys` is given: the filtered base instead of the
+/// plan's, and only the records the filter keeps. Returns the filter (its counts) back.
+pub async fn replay_keyed(
+    store: &Store,
+    plan: &RestorePlan,
+    server: &RedisServer,
+    base_rdb_version: u32,
+    ttl: Option<TtlRewrite>,
+    progress: &Progress,
+    keys: Option<KeyLevel>,
+) -> Result<(EngineReport, Option<Box<super::keys::Filter>>), RestoreError> {
     let started = Instant::now();
     let io = |what: &str, e: std::io::Error| RestoreError::engine(server, format!("{what}: {e}"));
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -246,7 +269,18 @@ pub async fn replay_observed(
     handshake(&mut rd, &mut wr)
         .await
         .map_err(|e| RestoreError::engine(server, format!("replication handshake: {e}")))?;
-    let base_bytes = send_base(store, plan, &mut wr, server, progress).await?;
+    let (base_bytes, filter) = match keys {
+        None => (
+            send_base(store, plan, &mut wr, server, progress).await?,
+            None,
+        ),
+        Some(k) => {
+            let n = send_local_base(&k.base, &mut wr, server, progress).await?;
+            // The server holds what it was sent; the file is not needed past the send.
+            std::fs::remove_file(&k.base).ok();
+            (n, Some(k.filter))
+        }
+    };
 
     let (tx, mut acked) = watch::channel(Acked::default());
     let acks = tokio::spawn(read_acks(rd, tx));
@@ -268,7 +302,10 @@ pub async fn replay_observed(
         applied: 0,
         skipped: 0,
         big: None,
+        big_filtered: false,
         server,
+        filter,
+        held: None,
     };
     // Always at least one command after the base: with none (a later base restored at its own
     // offset), the GETACK wait below would be met by the initial ack of 0 and promote the
@@ -342,7 +379,7 @@ pub async fn replay_observed(
     // The phase that is still open (replay, or load when the log after the base was empty).
     progress.end();
     let (replica_errors, first_errors) = replica_errors(server);
-    Ok(EngineReport {
+    let report = EngineReport {
         server: server.binary.to_string(),
         base_bytes,
         base_rdb_version,
@@ -353,7 +390,8 @@ pub async fn replay_observed(
         elapsed: started.elapsed(),
         replica_errors,
         first_errors,
-    })
+    };
+    Ok((report, link.filter.take()))
 }
 
 /// How often the load is polled: a base of a few MB loads in well under a second.

@@ -1,0 +1,102 @@
+//! The base, filtered to the closure's entries: streamed from the store through
+//! `flashback_rdb::filter_rdb` into a file beside the private server, which then loads that
+//! instead of the whole base. The RDB reader is synchronous: it runs on a blocking thread fed
+//! by the store's stream through a small channel, so memory stays a few chunks whatever the
+//! base's size. Rejected: sending the filtered RDB straight down the replication link, which
+//! needs its length first (or the EOF-marker form, which not every server version takes).
+
+use super::super::plan::RestorePlan;
+use super::super::RestoreError;
+use super::closure::Closure;
+use crate::store::{Store, StoreError};
+use bytes::Bytes;
+use flashback_rdb::{filter_rdb, FilterCounts, RdbReader, RdbWriter};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use std::io::Read;
+use std::path::Path;
+use tokio::sync::mpsc;
+
+/// Chunks of the base in flight between the store and the filter.
+const CHUNKS: usize = 8;
+
+struct ChannelRead {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Writes the plan's base, keeping only the entries `closure` wants, to `out`. Returns the
+/// closure back (the second pass needs it) and what was kept.
+pub async fn filter_base(
+    store: &Store,
+    plan: &RestorePlan,
+    closure: Closure,
+    out: &Path,
+) -> Result<(Closure, FilterCounts), RestoreError> {
+    let key = plan.base_key.to_string();
+    let got = store
+        .os
+        .get(&plan.base_key)
+        .await
+        .map_err(StoreError::from)?;
+    let (tx, rx) = mpsc::channel(CHUNKS);
+    let feeder = tokio::spawn(async move {
+        let mut chunks = got.into_stream();
+        while let Some(c) = chunks.next().await {
+            let c = c.map_err(std::io::Error::other);
+            let failed = c.is_err();
+            if tx.send(c).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let out = out.to_path_buf();
+    let file_name = key.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let r = (|| {
+            let read = ChannelRead {
+                rx,
+                cur: Bytes::new(),
+            };
+            let mut reader = RdbReader::with_name(std::io::BufReader::new(read), Some(file_name))
+                .map_err(|e| e.to_string())?;
+            let file =
+                std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let header = *reader.header();
+            let writer = RdbWriter::new(std::io::BufWriter::new(file), &header)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            let (w, counts) = filter_rdb(&mut reader, writer, |info, k| {
+                closure.wants_logical(info.db as u32, k)
+            })
+            .map_err(|e| e.to_string())?;
+            // No fsync: the file only lives until the private server has loaded it.
+            w.into_inner()
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            Ok::<_, String>(counts)
+        })();
+        (closure, r)
+    });
+    let (closure, r) = job.await.map_err(|e| RestoreError::Log {
+        key: key.clone(),
+        what: format!("the base filter stopped: {e}"),
+    })?;
+    feeder.abort();
+    let counts = r.map_err(|what| RestoreError::Log { key, what })?;
+    Ok((closure, counts))
+}

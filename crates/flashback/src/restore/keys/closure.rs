@@ -1,0 +1,165 @@
+//! The closure of a selection: union-find over the keys that appear together in a command
+//! whose result depends on more than one key, with SWAPDB followed as a permutation of dbs.
+//!
+//! A key is named by (logical db, name), where the logical db is the db number the key's db
+//! had at the base: SWAPDB swaps which physical db holds which logical one, so the history of
+//! a key before and after a SWAPDB stays one history. Only keys seen in a linking command are
+//! stored: memory is bounded by those, not by the dataset. Time order is ignored (a component
+//! links keys whatever the order of their commands), which may keep a few more keys than
+//! needed and never fewer.
+
+use super::Selection;
+use std::collections::HashMap;
+
+#[derive(Debug, Default)]
+pub struct Closure {
+    ids: HashMap<(u32, Vec<u8>), u32>,
+    parent: Vec<u32>,
+    /// Per root, after [`Closure::finish`]: does its component hold a selected key?
+    selected: Vec<bool>,
+    /// Physical db → logical db (identity where absent).
+    perm: HashMap<u32, u32>,
+    pub sel: Selection,
+    /// The logical db `--db N` names at the restore point.
+    sel_logical_db: Option<u32>,
+}
+
+impl Closure {
+    pub fn new(sel: Selection) -> Closure {
+        Closure {
+            sel,
+            ..Default::default()
+        }
+    }
+
+    pub fn logical(&self, physical: u32) -> u32 {
+        self.perm.get(&physical).copied().unwrap_or(physical)
+    }
+
+    pub fn swapdb(&mut self, a: u32, b: u32) {
+        let (la, lb) = (self.logical(a), self.logical(b));
+        self.perm.insert(a, lb);
+        self.perm.insert(b, la);
+    }
+
+    fn id(&mut self, db: u32, name: &[u8]) -> u32 {
+        if let Some(&i) = self.ids.get(&(db, name.to_vec())) {
+            return i;
+        }
+        let i = self.parent.len() as u32;
+        self.parent.push(i);
+        self.ids.insert((db, name.to_vec()), i);
+        i
+    }
+
+    fn root(&mut self, mut i: u32) -> u32 {
+        while self.parent[i as usize] != i {
+            let p = self.parent[i as usize];
+            self.parent[i as usize] = self.parent[p as usize];
+            i = p;
+        }
+        i
+    }
+
+    /// Links keys given as (physical db, name) in the current db permutation.
+    pub fn link<'a>(&mut self, keys: impl IntoIterator<Item = (u32, &'a [u8])>) {
+        let mut first = None;
+        for (db, name) in keys {
+            let l = self.logical(db);
+            let i = self.id(l, name);
+            let r = self.root(i);
+            match first {
+                None => first = Some(r),
+                Some(f) if f != r => self.parent[r as usize] = f,
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Ends the first pass: the db permutation at the restore point names `--db`'s logical db,
+    /// every component is marked, and the permutation is reset for the second pass (which
+    /// follows the SWAPDBs again, in order).
+    pub fn finish(&mut self) {
+        self.sel_logical_db = self.sel.db.map(|d| self.logical(d));
+        let n = self.parent.len();
+        let mut selected = vec![false; n];
+        let keys: Vec<(u32, Vec<u8>, u32)> = self
+            .ids
+            .iter()
+            .map(|((db, k), &i)| (*db, k.clone(), i))
+            .collect();
+        for (db, k, i) in keys {
+            if self.matches(db, &k) {
+                let r = self.root(i);
+                selected[r as usize] = true;
+            }
+        }
+        for i in 0..n as u32 {
+            let r = self.root(i);
+            selected[i as usize] = selected[r as usize];
+        }
+        self.selected = selected;
+        self.perm.clear();
+    }
+
+    fn matches(&self, logical_db: u32, name: &[u8]) -> bool {
+        self.sel_logical_db.is_none_or(|d| d == logical_db) && self.sel.matches_name(name)
+    }
+
+    /// Whether the key (logical db, name) is in the closure (after [`Closure::finish`]).
+    pub fn wants_logical(&self, logical_db: u32, name: &[u8]) -> bool {
+        match self.ids.get(&(logical_db, name.to_vec())) {
+            Some(&i) => self.selected[i as usize],
+            None => self.matches(logical_db, name),
+        }
+    }
+
+    /// [`Closure::wants_logical`] for a key in physical db `db` now.
+    pub fn wants(&self, db: u32, name: &[u8]) -> bool {
+        self.wants_logical(self.logical(db), name)
+    }
+
+    /// Keys stored (seen in linking commands), and how many of them are in the closure.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.ids.len(), self.selected.iter().filter(|s| **s).count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(p: &[&str], db: Option<u32>) -> Selection {
+        Selection {
+            patterns: p.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            db,
+        }
+    }
+
+    #[test]
+    fn components_and_swapdb() {
+        let mut c = Closure::new(sel(&["want*"], None));
+        c.link([(0, &b"a"[..]), (0, b"b")]);
+        c.link([(0, &b"b"[..]), (0, b"want1")]);
+        c.link([(0, &b"x"[..]), (0, b"y")]);
+        c.link([(1, &b"p"[..]), (1, b"q")]);
+        c.swapdb(0, 1);
+        // Physical db 0 now holds logical db 1: p is linked with want2 there.
+        c.link([(0, &b"p"[..]), (0, b"want2")]);
+        c.finish();
+        assert!(c.wants(0, b"a") && c.wants(0, b"b") && c.wants(0, b"want1"));
+        assert!(!c.wants(0, b"x") && !c.wants(0, b"y"));
+        assert!(c.wants_logical(1, b"q") && !c.wants_logical(0, b"q"));
+        assert!(c.wants(3, b"want-alone") && !c.wants(3, b"other"));
+        assert_eq!(c.sizes(), (8, 6));
+    }
+
+    #[test]
+    fn db_selection_follows_swapdb() {
+        let mut c = Closure::new(sel(&[], Some(0)));
+        c.swapdb(0, 1);
+        c.finish();
+        // --db 0 at the restore point is what was db 1 at the base.
+        assert!(c.wants_logical(1, b"k") && !c.wants_logical(0, b"k"));
+    }
+}
