@@ -355,3 +355,28 @@ fn a_valkey_8_1_restore_into_redis_7_0_relabels_or_writes_element_by_element() {
     };
     assert_eq!(group(&mut t), group(&mut c));
 }
+
+/// A target that refuses CONFIG (managed services rename it): the copy assumes the default
+/// proto-max-bulk-len and says so.
+#[test]
+fn a_target_refusing_config_is_assumed_at_512_mb_and_the_report_says_so() {
+    let src = RedisProc::start(&[]);
+    src.conn().call(&["SET", "k", "v"]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut agent = Agent::start(src.port, &store, &[]);
+    agent.wait_online(&src);
+    agent.wait_caught_up(&src);
+    agent.stop();
+    let target = RedisProc::start(&["--rename-command", "CONFIG", ""]);
+    let (out, _) = restore_to(&store, &target, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.contains(
+            "note: the target refused CONFIG GET proto-max-bulk-len: assumed the default, 512 MB"
+        ),
+        "{}",
+        out.all()
+    );
+    assert_eq!(target.conn().call(&["GET", "k"]).text(), "v");
+}
