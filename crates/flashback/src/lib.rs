@@ -31,8 +31,7 @@
 //! - [`restore`]: `plan` (pure: which base, which segments, where to cut; `uncertain` for the
 //!   intervals the agent could not vouch for) then one reader that serves base + records to a
 //!   real redis-server through the engine (`engine::master` plays its master), then an output
-//!   (`restore::outputs`): `--rdb`, `--to`, `--serve`; `--to` copies a page at a time
-//!   (`outputs::copy`: DUMP/RESTORE, `relabel` for an older target, `elements` for big keys).
+//!   (`restore::outputs`): `--rdb`, `--to`, `--serve`.
 //! - [`progress`]: the phases of a restore or drill (plan, check, fetch, load, replay, copy,
 //!   verify) with amounts done, shared by the code doing the work and the binary that shows it
 //!   (`cli/progress.rs`: a live line on a terminal); their times are the measured RTO.
