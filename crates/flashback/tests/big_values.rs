@@ -24,14 +24,6 @@ use util::*;
 const AGENT_PEAK_MB: u64 = 80;
 const RESTORE_PEAK_MB: u64 = 80;
 
-/// Peak RSS (VmHWM) of a live process, in MB.
-fn peak_rss_mb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
-}
-
 /// Sends `<cmd> <key> <value of len bytes>` without building the value in memory: the bytes
 /// come from a cheap generator, 1 MiB per socket write.
 fn send_big(port: u16, cmd: &str, key: &str, len: usize, seed: u64) {

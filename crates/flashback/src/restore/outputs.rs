@@ -6,12 +6,18 @@
 //! `--to` copies with DUMP/RESTORE rather than by pointing the target at a master: the target
 //! keeps its other keys, and existing keys are left alone unless `--replace` (DESIGN.md).
 
+mod copy;
+mod elements;
+mod elements_stream;
+mod relabel;
+
 use super::preflight::{check_target_dbs, map_db, resolve_rdb, temp_name, RdbOut, TargetFacts};
 use super::RestoreError;
 use crate::client::{Client, RedisUrl};
 use crate::progress::{Phase, Progress, Unit};
 use crate::redis_server::RedisServer;
 use bytes::Bytes;
+pub use copy::{DEFAULT_MAX_BULK, DUMP_MAX};
 use flashback_format::resp::Frame;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +34,13 @@ pub struct CopyCounts {
     pub skipped: u64,
     pub failed: u64,
     pub first_failure: Option<String>,
+    /// Of `written`: keys too big for one RESTORE (or of a type the target's RDB version
+    /// lacks), written element by element.
+    pub by_elements: u64,
+    /// Of `written`: DUMP payloads relabelled to the target's older RDB version.
+    pub relabelled: u64,
+    /// What the copy had to assume (a refused CONFIG), one line each.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +71,16 @@ impl std::fmt::Display for Delivered {
                     "{}: {} keys written, {} skipped, {} failed",
                     c.target, c.written, c.skipped, c.failed
                 )?;
+                if c.by_elements > 0 || c.relabelled > 0 {
+                    writeln!(
+                        f,
+                        "  {} written element by element (too big for one RESTORE, or of a type the target's RDB version lacks), {} DUMP payloads relabelled to the target's RDB version",
+                        c.by_elements, c.relabelled
+                    )?;
+                }
+                for n in &c.notes {
+                    writeln!(f, "  note: {n}")?;
+                }
                 if c.skipped > 0 {
                     writeln!(f, "  skipped keys already existed on the target; pass --replace to overwrite them")?;
                 }
@@ -407,7 +430,8 @@ pub struct LiveTarget<'a> {
 }
 
 /// `--to redis://…`: copies every key of every db into the same db on the target with
-/// `RESTORE key <abs expiry> <payload> ABSTTL [REPLACE]`.
+/// `RESTORE key <abs expiry> <payload> ABSTTL [REPLACE]`, or element by element when its
+/// payload is too big or its type unknown to the target ([`copy`]).
 pub async fn to_live(server: &RedisServer, to: &LiveTarget<'_>) -> Result<Delivered, RestoreError> {
     let (url, replace) = (to.url, to.replace);
     let mut target = Client::connect(url, Duration::from_secs(30)).await?;
@@ -418,7 +442,12 @@ pub async fn to_live(server: &RedisServer, to: &LiveTarget<'_>) -> Result<Delive
         skipped: 0,
         failed: 0,
         first_failure: None,
+        by_elements: 0,
+        relabelled: 0,
+        notes: Vec::new(),
     };
+    let (route, note) = copy::Route::of(to.facts);
+    counts.notes.extend(note);
     let engine = server.binary.to_string();
     let mut target_db = 0u32;
     let mut scan = KeyScan::new(&mut c).await?;
@@ -435,14 +464,15 @@ pub async fn to_live(server: &RedisServer, to: &LiveTarget<'_>) -> Result<Delive
             target.ok(&["SELECT", &db.to_string()]).await?;
             target_db = db;
         }
-        let mut batch = Batch {
+        let mut batch = copy::Batch {
             src_db: db_before_map,
             replace,
             counts: &mut counts,
             engine: &engine,
+            route: &route,
             skipped: skipped.as_mut(),
         };
-        copy_batch(&mut c, &mut target, &keys, &mut batch).await?;
+        copy::copy_batch(&mut c, &mut target, &keys, &mut batch).await?;
     }
     let proof = match skipped {
         Some(skipped) => {
@@ -453,16 +483,6 @@ pub async fn to_live(server: &RedisServer, to: &LiveTarget<'_>) -> Result<Delive
     Ok(Delivered::To(counts, proof))
 }
 
-/// One batch's context: where its keys come from and where the outcome is counted.
-struct Batch<'a> {
-    src_db: u32,
-    replace: bool,
-    counts: &'a mut CopyCounts,
-    engine: &'a str,
-    /// With `--verify`: the keys left alone, so the proof does not flag them.
-    skipped: Option<&'a mut super::proof::Skipped>,
-}
-
 /// `--verify` on by default below this many keys: above it the second pass costs about as much
 /// as the copy, so it is asked for explicitly.
 pub const VERIFY_AUTO_MAX_KEYS: u64 = 1_000_000;
@@ -470,80 +490,6 @@ pub const VERIFY_AUTO_MAX_KEYS: u64 = 1_000_000;
 /// Whether to prove the copy: `--verify` / `--no-verify`, else by size.
 fn verify_wanted(mode: Option<bool>, keys: u64) -> bool {
     mode.unwrap_or(keys < VERIFY_AUTO_MAX_KEYS)
-}
-
-async fn copy_batch(
-    src: &mut Client,
-    dst: &mut Client,
-    keys: &[Bytes],
-    batch: &mut Batch<'_>,
-) -> Result<(), RestoreError> {
-    let (replace, engine) = (batch.replace, batch.engine);
-    for k in keys {
-        src.send(&[&b"DUMP"[..], &k[..]]).await?;
-        src.send(&[&b"PEXPIRETIME"[..], &k[..]]).await?;
-    }
-    let mut sent = Vec::with_capacity(keys.len());
-    for k in keys {
-        let dump = src.read().await?;
-        let ttl = src.read().await?;
-        let payload = match dump {
-            Frame::Bulk(p) => p,
-            // Expired or deleted since the SCAN: there is nothing to copy.
-            Frame::Null => continue,
-            other => {
-                return Err(RestoreError::Output(format!(
-                    "DUMP {}: unexpected reply {}",
-                    crate::show::key(k),
-                    crate::show::key(other.text().as_bytes())
-                )))
-            }
-        };
-        let abs = match ttl {
-            Frame::Integer(t) if t > 0 => t.to_string(),
-            Frame::Integer(-2) => continue,
-            Frame::Integer(_) => "0".to_string(),
-            other => {
-                return Err(RestoreError::Output(format!(
-                    "PEXPIRETIME: unexpected reply {}",
-                    other.text()
-                )))
-            }
-        };
-        let mut args: Vec<&[u8]> = vec![b"RESTORE", k, abs.as_bytes(), &payload, b"ABSTTL"];
-        if replace {
-            args.push(b"REPLACE");
-        }
-        dst.send(&args).await?;
-        sent.push(k);
-    }
-    for k in sent {
-        match dst.read().await? {
-            Frame::Error(e) if e.starts_with(b"BUSYKEY") => {
-                batch.counts.skipped += 1;
-                if let Some(s) = batch.skipped.as_deref_mut() {
-                    s.insert(batch.src_db, k.clone());
-                }
-            }
-            Frame::Error(e) => {
-                batch.counts.failed += 1;
-                if batch.counts.first_failure.is_none() {
-                    let msg = String::from_utf8_lossy(&e).into_owned();
-                    let hint = if msg.contains("payload version") {
-                        format!(
-                            "; the target runs an older server than the restore engine ({engine}) and refuses its DUMP format: pass --redis-server PATH to a server of the target's version"
-                        )
-                    } else {
-                        String::new()
-                    };
-                    batch.counts.first_failure =
-                        Some(format!("RESTORE {}: {msg}{hint}", crate::show::key(k)));
-                }
-            }
-            _ => batch.counts.written += 1,
-        }
-    }
-    Ok(())
 }
 
 /// `--serve PORT`: the engine already runs on PORT; let it outlive this process.

@@ -15,6 +15,7 @@
 
 use super::{Output, RestoreError, RestoreRequest};
 use crate::client::{info_field, parse_info, Client, ClientError, RedisUrl};
+use crate::redis_server::{Product, ServerBinary};
 use crate::store::{catalog, Store};
 use flashback_format::resp::Frame;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,38 @@ pub struct TargetFacts {
     pub databases: Option<u32>,
     /// `master_replid` and `master_replid2` from `INFO replication` (empty when refused).
     pub replids: Vec<String>,
+    /// `CONFIG GET proto-max-bulk-len`: the biggest argument the target takes, so the biggest
+    /// DUMP payload a RESTORE can carry. None when CONFIG is refused (the copy then assumes the
+    /// default, 512 MB, and says so).
+    pub max_bulk: Option<u64>,
+    /// What `INFO server` says the target is (`valkey_version` before `redis_version`: Valkey
+    /// reports `redis_version:7.2.4` for compatibility), so which DUMP payload versions it
+    /// takes. None when INFO is refused or unreadable: payloads are sent as they are.
+    pub server: Option<(Product, (u32, u32, u32))>,
+}
+
+impl TargetFacts {
+    /// The target as a [`ServerBinary`] (no path), for its RDB version table.
+    pub fn binary(&self) -> Option<ServerBinary> {
+        self.server.map(|(product, version)| ServerBinary {
+            path: PathBuf::new(),
+            product,
+            version,
+        })
+    }
+}
+
+/// (product, version) from `INFO server` text.
+pub fn server_of_info(info: &[(String, String)]) -> Option<(Product, (u32, u32, u32))> {
+    let (product, v) = match info_field(info, "valkey_version") {
+        Some(v) => (Product::Valkey, v),
+        None => (Product::Redis, info_field(info, "redis_version")?),
+    };
+    let mut it = v.trim().split('.').map(|p| p.parse::<u32>().ok());
+    let major = it.next()??;
+    let minor = it.next().flatten().unwrap_or(0);
+    let patch = it.next().flatten().unwrap_or(0);
+    Some((product, (major, minor, patch)))
 }
 
 /// Everything the pre-flight found; handed to [`super::execute`].
@@ -265,6 +298,15 @@ pub async fn check_target(url: &RedisUrl) -> Result<TargetFacts, RestoreError> {
             _ => None,
         };
     }
+    if let Ok(Frame::Array(kv)) = c.call(&["CONFIG", "GET", "proto-max-bulk-len"]).await {
+        facts.max_bulk = match kv.as_slice() {
+            [_, Frame::Bulk(n)] => std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()),
+            _ => None,
+        };
+    }
+    if let Ok(Frame::Bulk(text)) = c.call(&["INFO", "server"]).await {
+        facts.server = server_of_info(&parse_info(&String::from_utf8_lossy(&text)));
+    }
     Ok(facts)
 }
 
@@ -394,6 +436,22 @@ mod tests {
         let loop_a = p.join("loop");
         std::os::unix::fs::symlink("loop", &loop_a).unwrap();
         assert!(resolve_rdb(&loop_a, true).is_err());
+    }
+
+    #[test]
+    fn target_server_from_info() {
+        let info = |t: &str| parse_info(t);
+        assert_eq!(
+            server_of_info(&info("redis_version:7.0.15\r\n")),
+            Some((Product::Redis, (7, 0, 15)))
+        );
+        assert_eq!(
+            server_of_info(&info(
+                "redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.8\r\n"
+            )),
+            Some((Product::Valkey, (8, 1, 8)))
+        );
+        assert_eq!(server_of_info(&info("uptime:3\r\n")), None);
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub fn redis_server_bin() -> String {
     std::env::var("FLASHBACK_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
 }
 
+/// Peak RSS (VmHWM) of a live process, in MB.
+pub fn peak_rss_mb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
