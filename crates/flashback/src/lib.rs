@@ -31,7 +31,10 @@
 //! - [`restore`]: `plan` (pure: which base, which segments, where to cut; `uncertain` for the
 //!   intervals the agent could not vouch for) then one reader that serves base + records to a
 //!   real redis-server through the engine (`engine::master` plays its master), then an output
-//!   (`restore::outputs`): `--rdb`, `--to`, `--serve`. `restore::keys`: key-level restores
+//!   (`restore::outputs`): `--rdb`, `--to`, `--serve`; `--to` copies key by key
+//!   (`outputs::copy`): DUMP/RESTORE, payloads relabelled for an older target
+//!   (`outputs::relabel`), or element by element for keys above the target's
+//!   `proto-max-bulk-len` or of types it does not know (`outputs::elements`). `restore::keys`: key-level restores
 //!   (`--keys`, `--keys-from`, `--db`): a closure pass over the log, a filtered base, a filtered
 //!   replay, so a restore costs what the selected keys cost.
 //! - [`progress`]: the phases of a restore or drill (plan, check, fetch, load, replay, copy,
