@@ -163,7 +163,11 @@ pub(super) async fn session(
                 Continuity::Continue {
                     new_replid: Some(id),
                 } => {
-                    info!("partial resync: the primary's replid changed from {} to {id} at offset {} (failover or restart); same history", saved.state.replid, saved.state.offset);
+                    info!(
+                        "continued generation {} by partial resync at offset {}: the primary's replid changed from {} to {id} \
+                         (failover or restart); same history, no gap",
+                        saved.generation, saved.state.offset + 1, saved.state.replid
+                    );
                     log.seal()?;
                     if let Some(s) = log.state.as_mut() {
                         s.replid = id;
