@@ -29,7 +29,7 @@ impl SentinelProc {
                 format!(
                     "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
                      sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
+                     sentinel down-after-milliseconds {MASTER} 2000\n\
                      sentinel failover-timeout {MASTER} 5000\n\
                      sentinel parallel-syncs {MASTER} 2\n",
                     dir = dir.path().display()
