@@ -214,6 +214,7 @@ async fn run_log(
         link_only: false,
         polls_open: true,
         synced_once: false,
+        streaming: Default::default(),
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
@@ -231,13 +232,15 @@ async fn run_log(
                     Some(Ok(url)) => {
                         source_tx.send_if_modified(|s| std::mem::replace(s, url.clone()) != url);
                         current.source = url;
-                        // A failover ends the session wherever it is: every await in it leaves
-                        // the log whole (appends are synchronous; abandon_partial below drops a
-                        // half-received command), and staying on a demoted primary would
-                        // record bytes the promoted replica never had.
+                        // A failover ends a streaming session at once: staying on a demoted
+                        // primary would record bytes the promoted replica never had, and every
+                        // await of the stream loop leaves the log whole (appends are
+                        // synchronous; abandon_partial below drops a half-received command).
+                        // A session still syncing finishes storing its snapshot first.
+                        let streaming = links.streaming.clone();
                         tokio::select! {
                             r = session(log, &current, shutdown.as_mut(), &progress, &mut links) => r,
-                            _ = f.changed() => Err(f.switched().into()),
+                            _ = switch_while_streaming(f, &streaming) => Err(f.switched().into()),
                         }
                     }
                 }
@@ -349,6 +352,13 @@ async fn run_log(
                 }
             }
         }
+    }
+}
+
+async fn switch_while_streaming(f: &mut Follower, streaming: &std::sync::atomic::AtomicBool) {
+    f.changed().await;
+    while !streaming.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
