@@ -8,6 +8,8 @@
 //!   [`generation`] (base + manifest), [`recover`] (after a crash or a full disk) and [`spool`]
 //!   (spool accounting, metrics file).
 //! - [`poll`]: the second connection that polls the source's own offset for evidence.
+//! - [`sentinel`]: which node is the primary, asked of Sentinels before each session, and
+//!   their failover events, which end a session so the loop follows the promoted replica.
 //! - [`run`](run()) (in `run.rs`): the entry point: spool and uploader wiring, the reconnect
 //!   loop; `session.rs` holds one connection (sync, then the stream loop around `core`).
 //! - [`maintenance`]: compaction and retention scheduled beside capture, supervised.
@@ -26,6 +28,7 @@ pub mod options;
 pub mod poll;
 mod recover;
 mod run;
+pub mod sentinel;
 mod session;
 pub mod spool;
 pub mod state;
@@ -56,6 +59,8 @@ pub enum CaptureError {
     },
     #[error("replication stream: {0}")]
     State(#[from] state::StateError),
+    #[error(transparent)]
+    Sentinel(#[from] sentinel::SentinelError),
     #[error("{0}")]
     SecondWriter(String),
     #[error("{0}")]
@@ -80,6 +85,8 @@ impl CaptureError {
             CaptureError::Replica(e) => e.is_retryable(),
             // A stream we cannot interpret is the primary's doing; a fresh sync may clear it.
             CaptureError::State(_) => true,
+            // Sentinels down or mid-reconfiguration, or a failover: the next ask may answer.
+            CaptureError::Sentinel(e) => !matches!(e, sentinel::SentinelError::Syntax(_)),
             _ => false,
         }
     }

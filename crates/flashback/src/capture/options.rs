@@ -33,6 +33,9 @@ pub struct CaptureOptions {
     pub compact: crate::compact::CompactOptions,
     /// Prune by this policy every `PRUNE_EVERY` (None: keep everything).
     pub retention: Option<crate::prune::Policy>,
+    /// Follow the primary through these Sentinels (`capture::sentinel`); `source` then only
+    /// supplies the data nodes' credentials (and db).
+    pub sentinel: Option<super::sentinel::SentinelConfig>,
 }
 
 impl CaptureOptions {
@@ -56,6 +59,7 @@ impl CaptureOptions {
                 or_log_bytes: None,
             },
             retention: None,
+            sentinel: None,
         }
     }
 }

@@ -34,7 +34,13 @@ pub const EVERY: Duration = Duration::from_millis(100);
 pub const EVERY_WHILE_UNCERTAIN: Duration = Duration::from_millis(20);
 
 /// Polls until `tx` is dropped; `uncertain` (set by the capture loop) makes it poll faster.
-pub async fn run(url: RedisUrl, tx: mpsc::Sender<Poll>, uncertain: watch::Receiver<bool>) {
+/// `source` is the node being captured now: behind Sentinel it changes at a failover, and
+/// the poller follows it (evidence from a demoted primary would vouch for nothing).
+pub async fn run(
+    mut source: watch::Receiver<RedisUrl>,
+    tx: mpsc::Sender<Poll>,
+    uncertain: watch::Receiver<bool>,
+) {
     let mut client: Option<Client> = None;
     let mut backoff =
         crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -48,9 +54,12 @@ pub async fn run(url: RedisUrl, tx: mpsc::Sender<Poll>, uncertain: watch::Receiv
         if tx.is_closed() {
             return;
         }
+        if source.has_changed().unwrap_or(false) {
+            client = None;
+        }
         let c = match client.as_mut() {
             Some(c) => c,
-            None => match Client::connect(&url, Duration::from_secs(2)).await {
+            None => match connect(&mut source).await {
                 Ok(c) => {
                     backoff.reset();
                     client.insert(c)
@@ -97,6 +106,13 @@ pub async fn run(url: RedisUrl, tx: mpsc::Sender<Poll>, uncertain: watch::Receiv
             }
         }
     }
+}
+
+/// A connection to the node `source` names now (the borrow ends before the await: a watch
+/// guard must not be held across one).
+async fn connect(source: &mut watch::Receiver<RedisUrl>) -> Result<Client, ClientError> {
+    let url = source.borrow_and_update().clone();
+    Client::connect(&url, Duration::from_secs(2)).await
 }
 
 /// One poll on a fresh connection (for the last evidence at a clean stop): when asked, and the

@@ -6,6 +6,7 @@
 use super::log::Log;
 use super::maintenance::Maintenance;
 use super::options::CaptureOptions;
+use super::sentinel::{Follower, SentinelError};
 use super::session::{session, Links};
 use super::{poll, CaptureError, Progress};
 use crate::backoff::Backoff;
@@ -198,23 +199,57 @@ async fn run_log(
     let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     let (poll_tx, polls) = mpsc::channel(64);
     let (uncertain, uncertain_rx) = watch::channel(true);
+    // Behind Sentinel each session's source is asked for first; the poller follows it.
+    let mut current = opts.clone();
+    let mut follower = opts
+        .sentinel
+        .clone()
+        .map(|cfg| Follower::start(cfg, opts.source.clone()));
+    let (source_tx, source_rx) = watch::channel(opts.source.clone());
     // Aborted on drop: the poller must not outlive capture (it holds a connection to the source).
-    let _poller = AbortOnDrop(tokio::spawn(poll::run(
-        opts.source.clone(),
-        poll_tx,
-        uncertain_rx,
-    )));
+    let _poller = AbortOnDrop(tokio::spawn(poll::run(source_rx, poll_tx, uncertain_rx)));
     let mut links = Links {
         polls,
         uncertain,
         link_only: false,
         polls_open: true,
         synced_once: false,
+        streaming: Default::default(),
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
-        let result = session(log, opts, shutdown.as_mut(), &progress, &mut links).await;
+        let result = match follower.as_mut() {
+            None => session(log, opts, shutdown.as_mut(), &progress, &mut links).await,
+            Some(f) => {
+                let asked = tokio::select! {
+                    a = f.source() => Some(a),
+                    _ = shutdown.as_mut() => None,
+                };
+                match asked {
+                    None => Ok(()),
+                    Some(Err(e)) => Err(e.into()),
+                    Some(Ok(url)) => {
+                        source_tx.send_if_modified(|s| std::mem::replace(s, url.clone()) != url);
+                        current.source = url;
+                        // A failover ends a streaming session at once: staying on a demoted
+                        // primary would record bytes the promoted replica never had, and every
+                        // await of the stream loop leaves the log whole (appends are
+                        // synchronous; abandon_partial below drops a half-received command).
+                        // A session still syncing finishes storing its snapshot first.
+                        let streaming = links.streaming.clone();
+                        tokio::select! {
+                            r = session(log, &current, shutdown.as_mut(), &progress, &mut links) => r,
+                            _ = switch_while_streaming(f, &streaming) => Err(f.switched().into()),
+                        }
+                    }
+                }
+            }
+        };
+        let switched = matches!(
+            &result,
+            Err(CaptureError::Sentinel(SentinelError::Switched { .. }))
+        );
         // A big command cut off by the disconnect is sent again whole after the resync. On a
         // session that already failed, the session's error is the one worth reporting.
         if let Err(e) = log.abandon_partial() {
@@ -280,6 +315,7 @@ async fn run_log(
             }
             Err(e)
                 if (!links.synced_once
+                    && !switched
                     && !matches!(&e, CaptureError::Replica(ReplicaError::NotReady { .. })))
                     || !e.is_retryable() =>
             {
@@ -291,7 +327,12 @@ async fn run_log(
                 return Err(e);
             }
             Err(e) => {
-                let delay = backoff.next_delay();
+                // The promoted replica is ready when Sentinel names it: no reason to wait.
+                let delay = if switched {
+                    Duration::ZERO
+                } else {
+                    backoff.next_delay()
+                };
                 warn!(
                     "{e}; reconnecting in {:.1} s (restore by time is uncertain from {} until the agent has caught up)",
                     delay.as_secs_f64(),
@@ -302,6 +343,8 @@ async fn run_log(
                 log.make_durable_now()?;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    // A failover's news cuts the wait short: the new primary is up now.
+                    _ = follower_changed(&mut follower) => {}
                     _ = shutdown.as_mut() => {
                         log.seal()?;
                         return Ok(());
@@ -309,6 +352,20 @@ async fn run_log(
                 }
             }
         }
+    }
+}
+
+async fn switch_while_streaming(f: &mut Follower, streaming: &std::sync::atomic::AtomicBool) {
+    f.changed().await;
+    while !streaming.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn follower_changed(f: &mut Option<Follower>) {
+    match f {
+        Some(f) => f.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -27,6 +27,10 @@ pub(super) struct Links {
     /// ready, and polling it would starve the socket.
     pub(super) polls_open: bool,
     pub(super) synced_once: bool,
+    /// Set while this session streams (past the sync): only then may a Sentinel failover end
+    /// it from outside (`run.rs`); a snapshot being stored or a generation being committed
+    /// must not be cut off halfway.
+    pub(super) streaming: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One connection: handshake, sync, stream until shutdown (Ok) or a link failure (Err).
@@ -37,6 +41,9 @@ pub(super) async fn session(
     progress: &Option<watch::Sender<Progress>>,
     links: &mut Links,
 ) -> Result<(), CaptureError> {
+    links
+        .streaming
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let resume = match log.current_resume() {
         Some(r) => Some(r),
         None => log.resume_point().await?,
@@ -163,7 +170,11 @@ pub(super) async fn session(
                 Continuity::Continue {
                     new_replid: Some(id),
                 } => {
-                    info!("partial resync: the primary's replid changed from {} to {id} at offset {} (failover or restart); same history", saved.state.replid, saved.state.offset);
+                    info!(
+                        "continued generation {} by partial resync at offset {}: the primary's replid changed from {} to {id} \
+                         (failover or restart); same history, no gap",
+                        saved.generation, saved.state.offset + 1, saved.state.replid
+                    );
                     log.seal()?;
                     if let Some(s) = log.state.as_mut() {
                         s.replid = id;
@@ -185,6 +196,9 @@ pub(super) async fn session(
         Synced::Continue { .. } => unreachable!("psync pairs Continue with Continue"),
     };
     links.synced_once = true;
+    links
+        .streaming
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let cfg = core::CoreConfig {
         link_timeout_ms: opts.handshake.timeout.as_millis() as u64,
         stale_after_ms: opts.uncertain_after.as_millis() as u64,

@@ -10,14 +10,36 @@ use std::time::Duration;
   flashback capture --source redis://127.0.0.1:6379
   flashback capture --source redis://repl:secret@10.0.0.5:6379 --store /var/lib/flashback --name sessions
   flashback capture --source redis://127.0.0.1:6380 --psync-command MYPSYNC
+  flashback capture --sentinel 10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379 --master-name mymaster \\
+      --source redis://repl:secret@any:6379    # follows failovers; Sentinel password: FLASHBACK_SENTINEL_PASSWORD
   flashback capture --source redis://127.0.0.1:6379 --store s3://backups/redis --s3-endpoint http://10.0.0.9:9000
 
 The replication user needs: ACL SETUSER <user> on >password +psync +replconf +ping
 Stops on SIGINT/SIGTERM after making everything received durable (exit 0).")]
 pub struct Args {
-    /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port
-    #[arg(long)]
-    source: String,
+    /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port. With
+    /// --sentinel it only supplies the data nodes' user and password (its host is unused)
+    #[arg(long, required_unless_present = "sentinel")]
+    source: Option<String>,
+    /// Ask these Sentinels for the primary of --master-name and follow its failovers (the
+    /// promoted replica continues the same generation by partial resync)
+    #[arg(long, value_name = "HOST:PORT,…", requires = "master_name")]
+    sentinel: Option<String>,
+    /// With --sentinel: the master's name in the Sentinels' `sentinel monitor` (also the
+    /// default --name)
+    #[arg(long, value_name = "NAME", requires = "sentinel")]
+    master_name: Option<String>,
+    /// With --sentinel: the Sentinels' own ACL user
+    #[arg(long, value_name = "USER")]
+    sentinel_user: Option<String>,
+    /// With --sentinel: the Sentinels' own password (prefer the environment variable)
+    #[arg(
+        long,
+        env = "FLASHBACK_SENTINEL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    sentinel_password: Option<String>,
     /// Where to store: a directory (created if missing)
     #[arg(long, default_value = DEFAULT_STORE)]
     store: String,
@@ -93,11 +115,29 @@ pub struct Args {
 const MAX_UPLOAD_CONCURRENCY: usize = 64;
 
 pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
-    let url: RedisUrl = a
-        .source
-        .parse()
-        .map_err(|e| UsageError(format!("--source: {e}")))?;
-    let name = a.name.unwrap_or_else(|| capture::default_name(&url));
+    let url: RedisUrl = match &a.source {
+        Some(s) => s
+            .parse()
+            .map_err(|e| UsageError(format!("--source: {e}")))?,
+        // --sentinel alone: the data nodes need no password; the host comes from Sentinel.
+        None => "redis://127.0.0.1:6379".parse()?,
+    };
+    let sentinel = match (&a.sentinel, &a.master_name) {
+        (Some(list), Some(master)) => Some(capture::sentinel::SentinelConfig {
+            sentinels: capture::sentinel::parse_list(list)
+                .map_err(|e| UsageError(e.to_string()))?,
+            master_name: master.clone(),
+            user: a.sentinel_user.clone(),
+            password: a.sentinel_password.clone(),
+        }),
+        _ => None,
+    };
+    // Behind Sentinel the primary's address changes at every failover; the master's name is
+    // what stays.
+    let name = a.name.unwrap_or_else(|| match &sentinel {
+        Some(s) => s.master_name.clone(),
+        None => capture::default_name(&url),
+    });
     if !layout::valid_source_name(&name) {
         return Err(UsageError(format!(
             "--name {name:?}: use letters, digits, '.', '-' and '_' only"
@@ -166,12 +206,21 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
             UsageError("--keep-daily/--keep-weekly/--keep-monthly go with --keep".into()).into(),
         );
     }
-    tracing::info!("capturing {url} as source '{name}' into {}", a.store);
+    let what = match &sentinel {
+        Some(s) => format!(
+            "master '{}' via Sentinel {}",
+            s.master_name,
+            a.sentinel.as_deref().unwrap_or_default()
+        ),
+        None => url.to_string(),
+    };
+    opts.sentinel = sentinel;
+    tracing::info!("capturing {what} as source '{name}' into {}", a.store);
     // Installed before any work: a SIGTERM during start-up must still mean "stop cleanly, exit 0".
     let stop = shutdown_signal()?;
     capture::run(store, opts, stop, None)
         .await
-        .with_context(|| format!("capture of {url}"))?;
+        .with_context(|| format!("capture of {what}"))?;
     Ok(())
 }
 
