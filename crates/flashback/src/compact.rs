@@ -14,6 +14,8 @@
 //! offsets, so the cut is final and the base lines up with the start of the next segment; the
 //! open tail's end moves while we read it.
 
+pub mod rolling;
+
 use crate::redis_server::fresh_work_dir;
 use crate::restore::{self, Output, RestoreError, RestoreRequest, Target, TtlMode};
 use crate::store::catalog::{self, Generation};
@@ -273,54 +275,18 @@ pub async fn compact_or_skip(
         });
     }
     check_rdb_version(&rdb_path, &plan.manifest).await?;
-    // The name records the file's size and checksum (store::layout), and the name is needed
-    // before the upload starts, so they cannot be summed while uploading. Nor while writing:
-    // the private redis-server's SAVE writes the RDB and the restore's RDB output copies it
-    // here, neither through a writer of ours (summing in that copy would thread a checksum
-    // through every restore output for this one caller). So it is read once, on a blocking
-    // thread, off the runtime's, as a base can be gigabytes.
-    let (size, crc) = {
-        let path = rdb_path.clone();
-        tokio::task::spawn_blocking(move || layout::file_size_crc32c(&path))
-            .await
-            .map_err(|e| CompactError::Io {
-                path: rdb_path.clone(),
-                source: std::io::Error::other(e),
-            })?
-            .map_err(|source| CompactError::Io {
-                path: rdb_path.clone(),
-                source,
-            })?
-    };
-    let key = layout::base_key(
+    let (key, size) = match store_base(
+        store,
         source,
         &plan.generation,
         plan.stop_offset,
         cut_time_ms,
-        size,
-        crc,
-    );
-    // Two compactions racing on one source make the same state with different bytes (an RDB
-    // records its creation time), hence different names: look again just before uploading.
-    let fresh = catalog::load_generations(store, source).await?;
-    if fresh
-        .iter()
-        .filter(|g| g.id == plan.generation)
-        .flat_map(|g| g.bases.iter())
-        .any(|b| b.offset == plan.stop_offset)
+        &rdb_path,
+    )
+    .await?
     {
-        return Ok(Outcome::Skipped(format!(
-            "a base at offset {} appeared while this one was built (another compaction)",
-            plan.stop_offset
-        )));
-    }
-    match upload_create(store, &key, &rdb_path).await? {
-        Some(_) => {}
-        None => {
-            return Ok(Outcome::Skipped(format!(
-                "{key} already exists (another compaction made the same base)"
-            )))
-        }
+        Ok(stored) => stored,
+        Err(why) => return Ok(Outcome::Skipped(why)),
     };
     let b = NewBase {
         source: source.to_string(),
@@ -337,6 +303,59 @@ pub async fn compact_or_skip(
     Ok(Outcome::Created(b))
 }
 
+/// Stores the RDB at `rdb_path` as the base of `generation` at `offset` (its last record
+/// arrived at `time_ms`): named by its size and crc32c, put create-only, so that a crash or a
+/// race leaves either the whole base under its name or nothing. Returns its key and size, or
+/// why nothing was stored (another base at that offset already).
+pub(crate) async fn store_base(
+    store: &Store,
+    source: &str,
+    generation: &str,
+    offset: u64,
+    time_ms: u64,
+    rdb_path: &std::path::Path,
+) -> Result<Result<(Path, u64), String>, CompactError> {
+    // The name records the file's size and checksum (store::layout), and the name is needed
+    // before the upload starts, so they cannot be summed while uploading. Nor while writing:
+    // the private redis-server's SAVE writes the RDB and the restore's RDB output copies it
+    // here, neither through a writer of ours (summing in that copy would thread a checksum
+    // through every restore output for this one caller). So it is read once, on a blocking
+    // thread, off the runtime's, as a base can be gigabytes.
+    let (size, crc) = {
+        let path = rdb_path.to_path_buf();
+        tokio::task::spawn_blocking(move || layout::file_size_crc32c(&path))
+            .await
+            .map_err(|e| CompactError::Io {
+                path: rdb_path.to_path_buf(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| CompactError::Io {
+                path: rdb_path.to_path_buf(),
+                source,
+            })?
+    };
+    let key = layout::base_key(source, generation, offset, time_ms, size, crc);
+    // Two compactions racing on one source make the same state with different bytes (an RDB
+    // records its creation time), hence different names: look again just before uploading.
+    let fresh = catalog::load_generations(store, source).await?;
+    if fresh
+        .iter()
+        .filter(|g| g.id == generation)
+        .flat_map(|g| g.bases.iter())
+        .any(|b| b.offset == offset)
+    {
+        return Ok(Err(format!(
+            "a base at offset {offset} appeared while this one was built (another compaction)"
+        )));
+    }
+    match upload_create(store, &key, rdb_path).await? {
+        Some(_) => Ok(Ok((key, size))),
+        None => Ok(Err(format!(
+            "{key} already exists (another compaction made the same base)"
+        ))),
+    }
+}
+
 /// Removes the compaction's scratch directory (the RDB, once uploaded) on every path out.
 struct TempDir(PathBuf);
 
@@ -346,7 +365,7 @@ impl Drop for TempDir {
     }
 }
 
-async fn check_rdb_version(
+pub(crate) async fn check_rdb_version(
     path: &std::path::Path,
     m: &crate::store::manifest::GenerationManifest,
 ) -> Result<(), CompactError> {

@@ -82,11 +82,29 @@ pub(super) struct Maintenance {
 }
 
 impl Maintenance {
-    /// Starts what `opts` asks for (nothing without `--base-every` and `--keep`).
+    /// Starts what `opts` asks for (nothing without `--base-every`, `--rolling-bases` and
+    /// `--keep`).
     pub(super) fn start(store: &Store, opts: &CaptureOptions) -> Maintenance {
         let (maint_stop, maint_rx) = watch::channel(false);
         let mut maintenance = Vec::new();
-        if let Some(every) = opts.base_every {
+        if let Some(ropts) = opts.rolling.clone() {
+            // Rolling bases replace the scheduled rebuilds: both would make bases of the same
+            // log, and the warm server already holds what a rebuild would load.
+            let (store, name) = (store.clone(), opts.name.clone());
+            maintenance.push(tokio::spawn(supervise(
+                "rolling bases",
+                maint_rx.clone(),
+                restart_backoff(),
+                move |rx| {
+                    crate::compact::rolling::run(
+                        store.clone(),
+                        name.clone(),
+                        ropts.clone(),
+                        wait_true(rx),
+                    )
+                },
+            )));
+        } else if let Some(every) = opts.base_every {
             let mut copts = opts.compact.clone();
             copts.min_interval = every;
             let every = compaction_check_every(every);

@@ -31,6 +31,9 @@ pub struct CaptureOptions {
     /// most about this much log. None: never.
     pub base_every: Option<Duration>,
     pub compact: crate::compact::CompactOptions,
+    /// Rolling bases (`compact::rolling`) instead of scheduled rebuilds; None: off (the warm
+    /// server holds the dataset in memory, so the operator asks for it).
+    pub rolling: Option<crate::compact::rolling::RollingOptions>,
     /// Prune by this policy every `PRUNE_EVERY` (None: keep everything).
     pub retention: Option<crate::prune::Policy>,
     /// Follow the primary through these Sentinels (`capture::sentinel`); `source` then only
@@ -58,6 +61,7 @@ impl CaptureOptions {
                 min_interval: Duration::from_secs(3600),
                 or_log_bytes: None,
             },
+            rolling: None,
             retention: None,
             sentinel: None,
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
   flashback capture --sentinel 10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379 --master-name mymaster \\
       --source redis://repl:secret@any:6379    # follows failovers; Sentinel password: FLASHBACK_SENTINEL_PASSWORD
   flashback capture --source redis://127.0.0.1:6379 --store s3://backups/redis --s3-endpoint http://10.0.0.9:9000
+  flashback capture --source redis://127.0.0.1:6379 --rolling-bases --replay-budget 0.25   # restores ~ a bare RDB load; RAM ~ the dataset
 
 The replication user needs: ACL SETUSER <user> on >password +psync +replconf +ping
 Stops on SIGINT/SIGTERM after making everything received durable (exit 0).")]
@@ -92,6 +93,25 @@ pub struct Args {
     /// (compaction by log volume, checked every minute; needs --base-every on)
     #[arg(long, value_name = "MIB")]
     base_every_mib: Option<u64>,
+    /// Rolling bases: keep a private redis-server warm beside the agent, applying the log as
+    /// segments seal, and save a new base whenever the log since the last one would take longer
+    /// to replay than --replay-budget x that base's load time (or after --base-every at the
+    /// latest), so a restore at any instant costs about a bare RDB load. COSTS MEMORY: the warm
+    /// server holds the whole dataset, as a replica does; hence off unless asked. Off: a base is
+    /// rebuilt every --base-every from the previous one
+    #[arg(long, overrides_with = "no_rolling_bases")]
+    rolling_bases: bool,
+    /// No rolling bases (the default): scheduled rebuilds at --base-every
+    #[arg(long)]
+    no_rolling_bases: bool,
+    /// With --rolling-bases: the log since the last base may take this fraction of the base's
+    /// load time to replay before a new base is made (0.25: a restore costs <= 1.25x a bare load)
+    #[arg(long, default_value_t = 0.25, value_name = "FRACTION")]
+    replay_budget: f64,
+    /// With --rolling-bases: no base for less log than this (tests set 0 to make one at each
+    /// sealed segment)
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", hide = true)]
+    rolling_min_bytes: u64,
     /// The redis-server that rebuilds bases (compaction) [default: redis-server on PATH]
     #[arg(long, value_name = "PATH")]
     redis_server: Option<std::path::PathBuf>,
@@ -185,6 +205,32 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
         match flashback::redis_server::ServerBinary::find(a.redis_server.as_deref()) {
             Ok(_) => opts.base_every = Some(every),
             Err(e) => tracing::warn!("compaction (--base-every) is off: {e}"),
+        }
+    }
+    if !(a.replay_budget > 0.0 && a.replay_budget <= 100.0) {
+        return Err(UsageError(format!(
+            "--replay-budget {}: give a fraction of a base's load time above 0 (0.25: a restore costs at most 1.25x a bare load)",
+            a.replay_budget
+        ))
+        .into());
+    }
+    if a.rolling_bases && !a.no_rolling_bases {
+        match flashback::redis_server::ServerBinary::find(a.redis_server.as_deref()) {
+            Ok(_) => {
+                opts.rolling = Some(flashback::compact::rolling::RollingOptions {
+                    redis_server: a.redis_server.clone(),
+                    replay_budget: a.replay_budget,
+                    // --base-every 0 with rolling bases: the budget alone decides.
+                    base_every: if every.is_zero() {
+                        Duration::MAX
+                    } else {
+                        every
+                    },
+                    min_log_bytes: a.rolling_min_bytes,
+                    ..Default::default()
+                })
+            }
+            Err(e) => tracing::warn!("rolling bases (--rolling-bases) are off: {e}"),
         }
     }
     opts.compact.redis_server = a.redis_server;

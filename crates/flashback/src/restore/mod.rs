@@ -16,6 +16,8 @@
 //!
 //! Restore never writes to the captured source unless the user names it as `--to`.
 
+mod base_copy;
+pub mod cost;
 pub mod engine;
 pub mod keys;
 pub mod outputs;
@@ -33,6 +35,7 @@ use crate::store::{Store, StoreError};
 use crate::timespec::format_ms;
 use std::path::PathBuf;
 
+pub use base_copy::NO_SERVER;
 pub use plan::{plan, plan_with, RestorePlan, Target};
 
 /// Where the restored dataset goes.
@@ -294,6 +297,24 @@ impl std::fmt::Display for RestoreReport {
     }
 }
 
+/// Where `--rdb` can be the stored base itself, copied out with no server and no replay: the
+/// cut is the base's offset, every key is wanted, TTLs stay absolute (a TTL rewrite or a key
+/// or `--db` filter needs a server to act on the keys). The base keeps the source's RDB version, which
+/// is what the source's own redis-server loads (a server path would write the local server's).
+fn base_copy_applies<'r>(plan: &RestorePlan, req: &'r RestoreRequest) -> Option<&'r PathBuf> {
+    match &req.output {
+        Output::Rdb(path)
+            if plan.is_base_itself()
+                && req.keys.is_empty()
+                && req.db.is_none()
+                && req.ttl == TtlMode::Absolute =>
+        {
+            Some(path)
+        }
+        _ => None,
+    }
+}
+
 /// Checks the output, plans and runs a restore (what the demo and tests call).
 pub async fn run(store: &Store, req: RestoreRequest) -> Result<RestoreReport, RestoreError> {
     let checked = preflight::check_output(&req).await?;
@@ -352,6 +373,9 @@ pub async fn execute_observed(
 ) -> Result<RestoreReport, RestoreError> {
     progress.end();
     check_request(req)?;
+    if let Some(path) = base_copy_applies(plan, req) {
+        return base_copy::base_as_rdb(store, plan, path, req.force, progress).await;
+    }
     let binary = ServerBinary::find(req.redis_server.as_deref())?;
     let base_version = engine::check_base_version(store, plan, &binary).await?;
     let sel = keys::Selection {

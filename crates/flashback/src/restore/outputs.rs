@@ -343,6 +343,15 @@ pub async fn to_rdb(
     let mut c = server.client().await?;
     c.ok(&["SAVE"]).await?;
     let dump = server.dir.join("dump.rdb");
+    place_file(&dump, path, force).await
+}
+
+/// Moves the RDB file `dump` where [`resolve_rdb`] says `path` goes (see [`to_rdb`]).
+pub(super) async fn place_file(
+    dump: &Path,
+    path: &Path,
+    force: bool,
+) -> Result<Delivered, RestoreError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| RestoreError::Io { path: p, source }
@@ -351,7 +360,7 @@ pub async fn to_rdb(
     // changed) while the restore ran.
     let bytes = match resolve_rdb(path, force)? {
         RdbOut::WriteThrough(dev) => {
-            let mut src = tokio::fs::File::open(&dump).await.map_err(io(&dump))?;
+            let mut src = tokio::fs::File::open(dump).await.map_err(io(dump))?;
             let mut dst = tokio::fs::OpenOptions::new()
                 .write(true)
                 .open(&dev)
@@ -372,7 +381,7 @@ pub async fn to_rdb(
         RdbOut::File { file, dir } => {
             let tmp = TempFile(Some(temp_name(&file, "tmp")));
             let tmp_path = tmp.path().to_path_buf();
-            let bytes = tokio::fs::copy(&dump, &tmp_path).await.map_err(io(path))?;
+            let bytes = tokio::fs::copy(dump, &tmp_path).await.map_err(io(path))?;
             let f = tokio::fs::File::open(&tmp_path).await.map_err(io(path))?;
             f.sync_all().await.map_err(io(path))?;
             drop(f);

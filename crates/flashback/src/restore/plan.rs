@@ -8,6 +8,7 @@
 //!
 //! Whether a time falls inside an uncertain interval is `restore::uncertain`'s question.
 
+use super::cost;
 use super::uncertain::{uncertain_span, UncertainSpan};
 use super::{OutsideWindow, Requested, RestoreError, Uncertain};
 use crate::store::catalog::{self, Generation, Window};
@@ -84,6 +85,18 @@ pub struct RestorePlan {
 }
 
 impl RestorePlan {
+    /// The restore time the cost model expects on this machine's default rates
+    /// ([`cost::DEFAULT_RATES`]); none of it when the output is the base itself
+    /// ([`RestorePlan::is_base_itself`]).
+    pub fn estimate(&self) -> cost::Estimate {
+        cost::DEFAULT_RATES.estimate(self.base_size, self.stop_offset - self.base_offset)
+    }
+
+    /// The cut is the base's own offset: the state is the base, record for record.
+    pub fn is_base_itself(&self) -> bool {
+        self.stop_offset == self.base_offset
+    }
+
     /// The plan in a few lines, for the final report.
     pub fn summary(&self) -> String {
         let at = match self.stop_time_ms {
@@ -153,11 +166,41 @@ impl std::fmt::Display for RestorePlan {
             )?,
             None => writeln!(f, "stop:       offset {}", self.stop_offset)?,
         }
+        if self.is_base_itself() {
+            writeln!(f, "estimate:   {} with a server; none with --rdb: the cut is the base itself, copied out as is (TTLs absolute, no --keys)", self.estimate())?;
+        } else {
+            writeln!(f, "estimate:   {}", self.estimate())?;
+        }
         for n in &self.notes {
             writeln!(f, "note:       {n}")?;
         }
         Ok(())
     }
+}
+
+/// The base of `run` at or before the cut with the least estimated restore time
+/// ([`cost::cheapest`]): usually the newest, whose log to replay is shortest.
+fn cheapest_base<'g>(
+    walked: &Chain<'g>,
+    run: usize,
+    stop_offset: u64,
+) -> Option<&'g crate::store::catalog::BaseObject> {
+    let g = walked.generation;
+    let bases: Vec<_> = walked
+        .runs
+        .get(run)?
+        .bases
+        .iter()
+        .map(|&i| &g.bases[i])
+        .collect();
+    let cands: Vec<cost::Candidate> = bases
+        .iter()
+        .map(|b| cost::Candidate {
+            offset: b.offset,
+            size: b.size,
+        })
+        .collect();
+    cost::cheapest(&cost::DEFAULT_RATES, &cands, stop_offset).map(|i| bases[i])
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -328,8 +371,7 @@ pub async fn plan_with(
         .await?
         .filter(|c| c.end_offset > w.from_offset);
     let stop_offset = cut.map(|c| c.end_offset).unwrap_or(w.from_offset);
-    let (base_offset, base_key, base_size, base_time_ms) = walked
-        .base_for(run, stop_offset)
+    let (base_offset, base_key, base_size, base_time_ms) = cheapest_base(walked, run, stop_offset)
         .map(|b| (b.offset, b.key.clone(), b.size, b.time_ms))
         .ok_or_else(|| RestoreError::Log {
             key: g.id.clone(),

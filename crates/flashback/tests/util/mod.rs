@@ -526,6 +526,15 @@ pub struct Agent {
     pub source_port: u16,
 }
 
+/// `FLASHBACK_TEST_AGENT_ARGS`: more arguments for every agent the tests start, so that any
+/// capture test (the differential ones first) runs with another agent configuration, e.g.
+/// `--rolling-bases --rolling-min-bytes 0 --segment-age 1s` (docs/testing.md).
+pub fn extra_agent_args() -> Vec<String> {
+    std::env::var("FLASHBACK_TEST_AGENT_ARGS")
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 impl Agent {
     /// `flashback capture --source redis://127.0.0.1:<port> --store <store> <extra…>`, stderr
     /// (the agent's log) to a file next to the store. Several starts on one store append to
@@ -550,6 +559,7 @@ impl Agent {
             .args(["capture", "--source", url, "--store"])
             .arg(store)
             .args(extra)
+            .args(extra_agent_args())
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -913,6 +923,7 @@ impl Agent {
         let child = die_with_parent(&mut Command::new(flashback_bin()))
             .args(["capture", "--source", url, "--store", store])
             .args(extra)
+            .args(extra_agent_args())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())

@@ -18,6 +18,9 @@
 //! side of the replication link (handshake, the base as sync payload, records, ACK reading).
 
 mod master;
+mod warm;
+
+pub use warm::{Fed, Warm};
 
 use super::plan::RestorePlan;
 use super::reader;
@@ -65,6 +68,13 @@ pub struct EngineReport {
 
 impl std::fmt::Display for EngineReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.server == super::NO_SERVER {
+            return writeln!(
+                f,
+                "applied: nothing ({}: {} bytes)",
+                self.server, self.base_bytes
+            );
+        }
         writeln!(
             f,
             "applied: base {} bytes (RDB v{}) + {} records ({} bytes) from {} segments in {:.2} s on {}",
@@ -345,10 +355,39 @@ pub async fn replay_keyed(
     if progress.current().is_some_and(|c| c.phase == Phase::Replay) {
         progress.set_total(target);
     }
+    wait_acked(server, &mut acked, target).await?;
+    admin.ok(&["REPLICAOF", "NO", "ONE"]).await?;
+    acks.abort();
+    drop(watcher_guard);
+    // The phase that is still open (replay, or load when the log after the base was empty).
+    progress.end();
+    let (replica_errors, first_errors) = replica_errors(server);
+    let report = EngineReport {
+        server: server.binary.to_string(),
+        base_bytes,
+        base_rdb_version,
+        segments: stats.segments,
+        records_applied: link.applied,
+        records_skipped: link.skipped,
+        stream_bytes: link.sent,
+        elapsed: started.elapsed(),
+        replica_errors,
+        first_errors,
+    };
+    Ok((report, link.filter.take()))
+}
+
+/// Waits until the replica's acknowledged offset reaches `target`: every byte sent before it
+/// is applied. Its silence for [`STALL_TIMEOUT`] (no ACK, no loading keepalive) is an error.
+async fn wait_acked(
+    server: &RedisServer,
+    acked: &mut watch::Receiver<Acked>,
+    target: u64,
+) -> Result<(), RestoreError> {
     loop {
         let p = *acked.borrow_and_update();
         if p.ack >= target {
-            break;
+            return Ok(());
         }
         match tokio::time::timeout(STALL_TIMEOUT, acked.changed()).await {
             Ok(Ok(())) => {}
@@ -373,25 +412,6 @@ pub async fn replay_keyed(
             }
         }
     }
-    admin.ok(&["REPLICAOF", "NO", "ONE"]).await?;
-    acks.abort();
-    drop(watcher_guard);
-    // The phase that is still open (replay, or load when the log after the base was empty).
-    progress.end();
-    let (replica_errors, first_errors) = replica_errors(server);
-    let report = EngineReport {
-        server: server.binary.to_string(),
-        base_bytes,
-        base_rdb_version,
-        segments: stats.segments,
-        records_applied: link.applied,
-        records_skipped: link.skipped,
-        stream_bytes: link.sent,
-        elapsed: started.elapsed(),
-        replica_errors,
-        first_errors,
-    };
-    Ok((report, link.filter.take()))
 }
 
 /// How often the load is polled: a base of a few MB loads in well under a second.
@@ -454,7 +474,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Counts the commands the replica rejected, from its log, with the first few messages.
-fn replica_errors(server: &RedisServer) -> (u64, Vec<String>) {
+pub(crate) fn replica_errors(server: &RedisServer) -> (u64, Vec<String>) {
     let Ok(bytes) = std::fs::read(&server.log_path) else {
         return (0, vec![]);
     };
