@@ -1,7 +1,6 @@
-use super::{UsageError, DEFAULT_STORE};
+use super::{TlsArgs, UsageError, DEFAULT_STORE};
 use anyhow::Context;
 use flashback::capture::{self, CaptureOptions};
-use flashback::client::RedisUrl;
 use flashback::store::{layout, Access, Store, StoreConfig};
 use std::time::Duration;
 
@@ -11,13 +10,18 @@ use std::time::Duration;
   flashback capture --source redis://repl:secret@10.0.0.5:6379 --store /var/lib/flashback --name sessions
   flashback capture --source redis://127.0.0.1:6380 --psync-command MYPSYNC
   flashback capture --source redis://127.0.0.1:6379 --store s3://backups/redis --s3-endpoint http://10.0.0.9:9000
+  flashback capture --source rediss://repl:secret@redis.internal:6380 --tls-ca /etc/redis/ca.crt
+  flashback capture --source rediss://10.0.0.5:6380 --tls-ca ca.crt --tls-cert agent.crt --tls-key agent.key
 
 The replication user needs: ACL SETUSER <user> on >password +psync +replconf +ping
 Stops on SIGINT/SIGTERM after making everything received durable (exit 0).")]
 pub struct Args {
-    /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port
+    /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port, or
+    /// rediss://… for TLS (see --tls-ca)
     #[arg(long)]
     source: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Where to store: a directory (created if missing)
     #[arg(long, default_value = DEFAULT_STORE)]
     store: String,
@@ -93,10 +97,7 @@ pub struct Args {
 const MAX_UPLOAD_CONCURRENCY: usize = 64;
 
 pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
-    let url: RedisUrl = a
-        .source
-        .parse()
-        .map_err(|e| UsageError(format!("--source: {e}")))?;
+    let url = super::parse_url("--source", &a.source, &a.tls)?;
     let name = a.name.unwrap_or_else(|| capture::default_name(&url));
     if !layout::valid_source_name(&name) {
         return Err(UsageError(format!(
