@@ -291,7 +291,9 @@ impl Client {
                     return Ok(self.buf.split_to(n).freeze());
                 }
                 Err(FrameError::Incomplete) => {}
-                Err(_) if self.before_first_reply() => return Err(self.plain_to_tls()),
+                Err(_) if self.before_first_reply() && net::is_tls_record(&self.buf) => {
+                    return Err(self.plain_to_tls())
+                }
                 Err(e) => return Err(ClientError::Protocol(e, self.addr.clone())),
             }
             self.buf.reserve(64 * 1024);

@@ -136,8 +136,7 @@ impl AsyncWrite for Stream {
 /// bytes that are not RESP before any reply: a TLS port does exactly that to plain text
 /// (OpenSSL answers a TLS alert record, or just closes).
 pub fn plain_to_tls_hint(addr: &str, first_bytes: &[u8]) -> String {
-    let alert = matches!(first_bytes.first(), Some(0x15 | 0x16))
-        && matches!(first_bytes.get(1), Some(0x03));
+    let alert = is_tls_record(first_bytes);
     format!(
         "the server {} before any reply (is it a TLS port? use rediss://{addr})",
         if alert {
@@ -146,4 +145,10 @@ pub fn plain_to_tls_hint(addr: &str, first_bytes: &[u8]) -> String {
             "closed the connection"
         }
     )
+}
+
+/// Whether `b` starts like a TLS record (alert or handshake, version 3.x): what a TLS port
+/// answers to plain text. Other non-RESP bytes (an HTTP server) are not a TLS port.
+pub fn is_tls_record(b: &[u8]) -> bool {
+    matches!(b.first(), Some(0x15 | 0x16)) && matches!(b.get(1), Some(0x03))
 }

@@ -94,7 +94,7 @@ impl ReplicaConn {
         // A plain link closed or answered with non-RESP bytes here is most likely a TLS port.
         c.write(&resp::encode_command(&["PING"])).await?;
         match c.read_reply().await {
-            Err(e) if !c.stream.is_tls() && looks_like_tls_port(&e) => {
+            Err(e) if !c.stream.is_tls() && looks_like_tls_port(&e, &c.buf) => {
                 return Err(ReplicaError::Tls {
                     msg: net::plain_to_tls_hint(&c.addr, &c.buf),
                     addr: c.addr,
@@ -293,9 +293,10 @@ impl ReplicaConn {
     }
 }
 
-fn looks_like_tls_port(e: &ReplicaError) -> bool {
+fn looks_like_tls_port(e: &ReplicaError, buf: &[u8]) -> bool {
     match e {
-        ReplicaError::Closed { .. } | ReplicaError::Protocol { .. } => true,
+        ReplicaError::Closed { .. } => true,
+        ReplicaError::Protocol { .. } => net::is_tls_record(buf),
         ReplicaError::Io { source, .. } => source.kind() == std::io::ErrorKind::ConnectionReset,
         _ => false,
     }
