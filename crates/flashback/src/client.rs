@@ -1,12 +1,13 @@
-//! `redis://[user:pass@]host:port[/db]` URLs, and a small async client for ordinary commands
+//! `redis[s]://[user:pass@]host:port[/db]` URLs, and a small async client for ordinary commands
 //! (INFO, DEBUG DIGEST, SCAN/DUMP/RESTORE, REPLICAOF). The replication link has its own code in
-//! [`crate::replica`]: it must never send a command that produces a reply.
+//! [`crate::replica`]: it must never send a command that produces a reply. Both connect through
+//! [`crate::net::connect`], TLS included.
 
+use crate::net::{self, Stream, Tls, TlsOptions};
 use bytes::{Bytes, BytesMut};
 use flashback_format::resp::{self, Frame, FrameError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
@@ -15,6 +16,47 @@ pub struct RedisUrl {
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rediss://`: the TLS configuration every connection to this URL uses.
+    pub tls: Option<Tls>,
+}
+
+impl RedisUrl {
+    /// A plain URL to a local server without a password (the private servers Flashback starts).
+    pub fn local(port: u16) -> RedisUrl {
+        RedisUrl {
+            host: "127.0.0.1".into(),
+            port,
+            user: None,
+            password: None,
+            db: 0,
+            tls: None,
+        }
+    }
+
+    /// Parses `s` with the command line's TLS options: they apply to a `rediss://` URL (which
+    /// without them verifies against the system's trust store) and are a mistake with a
+    /// `redis://` one, which would silently ignore them.
+    pub fn parse_with(s: &str, tls: &TlsOptions) -> Result<RedisUrl, UrlError> {
+        let (mut url, rediss) = parse(s)?;
+        match (rediss, tls.any()) {
+            (true, _) => {
+                url.tls = Some(
+                    Tls::new(tls).map_err(|e| UrlError::Tls(crate::show::url(s), e.to_string()))?,
+                )
+            }
+            (false, true) => return Err(UrlError::TlsOnPlain(crate::show::url(s))),
+            (false, false) => {}
+        }
+        Ok(url)
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisUrl {
@@ -32,7 +74,7 @@ impl std::fmt::Display for RedisUrl {
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        write!(f, "redis://{auth}{}:{}", self.host, self.port)?;
+        write!(f, "{}://{auth}{}:{}", self.scheme(), self.host, self.port)?;
         if self.db != 0 {
             write!(f, "/{}", self.db)?;
         }
@@ -43,23 +85,32 @@ impl std::fmt::Display for RedisUrl {
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
     /// Holds the input already masked ([`crate::show::url`]): the error may be printed anywhere.
-    #[error("'{0}' is not a redis:// URL: expected redis://[user:pass@]host:port[/db]")]
+    #[error("'{0}' is not a redis:// URL: expected redis[s]://[user:pass@]host:port[/db]")]
     Syntax(String),
-    #[error("'{0}': TLS (rediss://) is not supported yet; reach the server over redis://, e.g. through a TLS tunnel (stunnel, spiped)")]
-    Tls(String),
+    #[error("'{0}': {1}")]
+    Tls(String, String),
+    #[error("'{0}': --tls-ca/--tls-cert/--tls-key/--tls-insecure apply to TLS connections: write the URL as rediss://…, or leave the options out")]
+    TlsOnPlain(String),
 }
 
+/// Parses with no TLS options: a `rediss://` URL verifies against the system's trust store.
 impl std::str::FromStr for RedisUrl {
     type Err = UrlError;
     fn from_str(s: &str) -> Result<Self, UrlError> {
+        RedisUrl::parse_with(s, &TlsOptions::default())
+    }
+}
+
+/// The URL's parts, and whether it is `rediss://` (the configuration is [`RedisUrl::parse_with`]'s).
+fn parse(s: &str) -> Result<(RedisUrl, bool), UrlError> {
+    {
         let bad = || UrlError::Syntax(crate::show::url(s));
         let u = url::Url::parse(s).map_err(|_| bad())?;
-        if u.scheme() == "rediss" {
-            return Err(UrlError::Tls(crate::show::url(s)));
-        }
-        if u.scheme() != "redis" {
-            return Err(bad());
-        }
+        let tls = match u.scheme() {
+            "redis" => false,
+            "rediss" => true,
+            _ => return Err(bad()),
+        };
         let host = u
             .host_str()
             .ok_or_else(bad)?
@@ -79,13 +130,15 @@ impl std::str::FromStr for RedisUrl {
             "" => 0,
             d => d.parse().map_err(|_| bad())?,
         };
-        Ok(RedisUrl {
+        let url = RedisUrl {
             host,
             port: u.port().unwrap_or(6379),
             user,
             password,
             db,
-        })
+            tls: None,
+        };
+        Ok((url, tls))
     }
 }
 
@@ -115,39 +168,44 @@ pub enum ClientError {
         cmd: String,
         msg: String,
     },
+    /// A TLS failure, or plain text spoken to a TLS port: one line naming the fix.
+    #[error("{addr}: {msg}")]
+    Tls { addr: String, msg: String },
+}
+
+impl From<net::ConnectError> for ClientError {
+    fn from(e: net::ConnectError) -> Self {
+        match e {
+            net::ConnectError::Tcp { addr, source } => ClientError::Connect { addr, source },
+            net::ConnectError::Timeout { addr, secs } => ClientError::Timeout { addr, secs },
+            net::ConnectError::Tls { addr, msg } => ClientError::Tls { addr, msg },
+        }
+    }
 }
 
 /// A plain request/response connection.
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     pub addr: String,
     timeout: Duration,
+    /// Whether any reply arrived yet: a plain connection closed (or answered with non-RESP
+    /// bytes) before its first reply is most likely a TLS port, and the error says so.
+    answered: bool,
 }
 
 impl Client {
     /// Connects, authenticates and selects the URL's db.
     pub async fn connect(url: &RedisUrl, timeout: Duration) -> Result<Client, ClientError> {
-        let addr = format!("{}:{}", url.host, url.port);
-        let stream =
-            match tokio::time::timeout(timeout, TcpStream::connect((url.host.as_str(), url.port)))
-                .await
-            {
-                Err(_) => {
-                    return Err(ClientError::Timeout {
-                        addr,
-                        secs: timeout.as_secs(),
-                    })
-                }
-                Ok(Err(source)) => return Err(ClientError::Connect { addr, source }),
-                Ok(Ok(s)) => s,
-            };
-        stream.set_nodelay(true).ok();
+        let stream = net::connect(&url.host, url.port, url.tls.as_ref(), timeout)
+            .await
+            .map_err(ClientError::from)?;
         let mut c = Client {
             stream,
             buf: BytesMut::with_capacity(64 * 1024),
-            addr,
+            addr: format!("{}:{}", url.host, url.port),
             timeout,
+            answered: false,
         };
         if let Some(pass) = &url.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
@@ -197,13 +255,18 @@ impl Client {
     }
 
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| ClientError::Io {
-                addr: self.addr.clone(),
-                source,
-            })
+        let s = &mut self.stream;
+        // The flush matters over TLS only: rustls may keep the last record of a write
+        // buffered when the socket would block.
+        async {
+            s.write_all(bytes).await?;
+            s.flush().await
+        }
+        .await
+        .map_err(|source| ClientError::Io {
+            addr: self.addr.clone(),
+            source,
+        })
     }
 
     /// Reads one reply.
@@ -223,8 +286,14 @@ impl Client {
     pub async fn read_raw(&mut self) -> Result<Bytes, ClientError> {
         loop {
             match resp::check(&self.buf) {
-                Ok(n) => return Ok(self.buf.split_to(n).freeze()),
+                Ok(n) => {
+                    self.answered = true;
+                    return Ok(self.buf.split_to(n).freeze());
+                }
                 Err(FrameError::Incomplete) => {}
+                Err(_) if self.before_first_reply() && net::is_tls_record(&self.buf) => {
+                    return Err(self.plain_to_tls())
+                }
                 Err(e) => return Err(ClientError::Protocol(e, self.addr.clone())),
             }
             self.buf.reserve(64 * 1024);
@@ -237,6 +306,12 @@ impl Client {
                         secs: self.timeout.as_secs(),
                     })
                 }
+                Ok(Err(source))
+                    if self.before_first_reply()
+                        && source.kind() == std::io::ErrorKind::ConnectionReset =>
+                {
+                    return Err(self.plain_to_tls())
+                }
                 Ok(Err(source)) => {
                     return Err(ClientError::Io {
                         addr: self.addr.clone(),
@@ -245,11 +320,25 @@ impl Client {
                 }
                 Ok(Ok(n)) => n,
             };
+            if n == 0 && self.before_first_reply() {
+                return Err(self.plain_to_tls());
+            }
             if n == 0 {
                 return Err(ClientError::Closed {
                     addr: self.addr.clone(),
                 });
             }
+        }
+    }
+
+    fn before_first_reply(&self) -> bool {
+        !self.answered && !self.stream.is_tls()
+    }
+
+    fn plain_to_tls(&self) -> ClientError {
+        ClientError::Tls {
+            addr: self.addr.clone(),
+            msg: net::plain_to_tls_hint(&self.addr, &self.buf),
         }
     }
 
@@ -297,12 +386,46 @@ mod tests {
         assert!("http://x:1".parse::<RedisUrl>().is_err());
         assert!("127.0.0.1:6379".parse::<RedisUrl>().is_err());
         for bad in [
-            "rediss://repl:replpw@127.0.0.1:6380",
             "redis://repl:replpw@127.0.0.1:99999",
             "redis://repl:replpw@127.0.0.1:1/x",
         ] {
             let e = bad.parse::<RedisUrl>().unwrap_err().to_string();
             assert!(!e.contains("replpw") && e.contains("repl:***@"), "{e}");
         }
+    }
+
+    #[test]
+    fn tls_urls() {
+        let insecure = TlsOptions {
+            insecure: true,
+            ..Default::default()
+        };
+        let u = RedisUrl::parse_with("rediss://repl:replpw@127.0.0.1:6380", &insecure).unwrap();
+        assert!(u.tls.as_ref().is_some_and(|t| t.insecure()));
+        assert_eq!(u.to_string(), "rediss://repl:***@127.0.0.1:6380");
+        // Options with a plain URL would be ignored: refused instead, the password masked.
+        let e = RedisUrl::parse_with("redis://repl:replpw@h:1", &insecure)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rediss://") && !e.contains("replpw"), "{e}");
+        let missing = TlsOptions {
+            ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = RedisUrl::parse_with("rediss://repl:replpw@h:1", &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--tls-ca /nonexistent/ca.pem: cannot read it") && !e.contains("replpw"),
+            "{e}"
+        );
+        let half = TlsOptions {
+            cert: Some("/x.pem".into()),
+            ..Default::default()
+        };
+        let e = RedisUrl::parse_with("rediss://h:1", &half)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-cert and --tls-key go together"), "{e}");
     }
 }

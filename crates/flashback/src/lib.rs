@@ -82,6 +82,7 @@ pub mod compact;
 pub mod history;
 pub mod info;
 pub mod inspect;
+pub mod net;
 pub mod progress;
 pub mod prune;
 pub mod redis_server;

@@ -363,13 +363,7 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> RedisUrl {
-        RedisUrl {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            user: None,
-            password: None,
-            db: 0,
-        }
+        RedisUrl::local(self.port)
     }
 
     pub async fn client(&self) -> Result<Client, ServerError> {
@@ -653,13 +647,7 @@ mod tests {
         drop(c);
         drop(s);
         assert!(!dir.exists());
-        let url = RedisUrl {
-            host: "127.0.0.1".into(),
-            port,
-            user: None,
-            password: None,
-            db: 0,
-        };
+        let url = RedisUrl::local(port);
         assert!(Client::connect(&url, Duration::from_secs(1)).await.is_err());
     }
 
@@ -723,13 +711,7 @@ mod tests {
         );
         bystander.kill().unwrap();
         bystander.wait().unwrap();
-        let url = RedisUrl {
-            host: "127.0.0.1".into(),
-            port: orphan_port,
-            user: None,
-            password: None,
-            db: 0,
-        };
+        let url = RedisUrl::local(orphan_port);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Client::connect(&url, Duration::from_secs(1)).await.is_ok() {
             assert!(

@@ -271,13 +271,7 @@ fn req(target: Target, output: Output) -> RestoreRequest {
 }
 
 fn url(port: u16) -> RedisUrl {
-    RedisUrl {
-        host: "127.0.0.1".into(),
-        port,
-        user: None,
-        password: None,
-        db: 0,
-    }
+    RedisUrl::local(port)
 }
 
 /// Restores into `--serve` on a free port; returns a client, the report, and a guard that

@@ -31,6 +31,11 @@ pub struct SentinelConfig {
     pub master_name: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// TLS to the Sentinels: the data nodes' (`--source rediss://…` and `--tls-*`). A
+    /// deployment that encrypts replication encrypts its Sentinels too (`tls-port` in
+    /// sentinel.conf); rejected for now: separate `--sentinel-tls-*` flags, until someone runs
+    /// plain Sentinels beside TLS data nodes.
+    pub tls: Option<crate::net::Tls>,
 }
 
 /// Longest the agent stays away from the old primary after a failover began without hearing
@@ -185,6 +190,7 @@ fn sentinel_url(cfg: &SentinelConfig, (host, port): &(String, u16)) -> RedisUrl 
         user: cfg.user.clone(),
         password: cfg.password.clone(),
         db: 0,
+        tls: cfg.tls.clone(),
     }
 }
 

@@ -1,7 +1,6 @@
-use super::{UsageError, DEFAULT_STORE};
+use super::{TlsArgs, UsageError, DEFAULT_STORE};
 use anyhow::Context;
 use flashback::capture::{self, CaptureOptions};
-use flashback::client::RedisUrl;
 use flashback::store::{layout, Access, Store, StoreConfig};
 use std::time::Duration;
 
@@ -14,14 +13,19 @@ use std::time::Duration;
       --source redis://repl:secret@any:6379    # follows failovers; Sentinel password: FLASHBACK_SENTINEL_PASSWORD
   flashback capture --source redis://127.0.0.1:6379 --store s3://backups/redis --s3-endpoint http://10.0.0.9:9000
   flashback capture --source redis://127.0.0.1:6379 --rolling-bases --replay-budget 0.25   # restores ~ a bare RDB load; RAM ~ the dataset
+  flashback capture --source rediss://repl:secret@redis.internal:6380 --tls-ca /etc/redis/ca.crt
+  flashback capture --source rediss://10.0.0.5:6380 --tls-ca ca.crt --tls-cert agent.crt --tls-key agent.key
 
 The replication user needs: ACL SETUSER <user> on >password +psync +replconf +ping
 Stops on SIGINT/SIGTERM after making everything received durable (exit 0).")]
 pub struct Args {
-    /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port. With
-    /// --sentinel it only supplies the data nodes' user and password (its host is unused)
+    /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port, or
+    /// rediss://… for TLS (see --tls-ca). With --sentinel it only supplies the data nodes'
+    /// user, password and TLS (its host is unused)
     #[arg(long, required_unless_present = "sentinel")]
     source: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Ask these Sentinels for the primary of --master-name and follow its failovers (the
     /// promoted replica continues the same generation by partial resync)
     #[arg(long, value_name = "HOST:PORT,…", requires = "master_name")]
@@ -135,12 +139,18 @@ pub struct Args {
 const MAX_UPLOAD_CONCURRENCY: usize = 64;
 
 pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
-    let url: RedisUrl = match &a.source {
-        Some(s) => s
-            .parse()
-            .map_err(|e| UsageError(format!("--source: {e}")))?,
+    let url: flashback::client::RedisUrl = match &a.source {
+        Some(s) => super::parse_url("--source", s, &a.tls)?,
         // --sentinel alone: the data nodes need no password; the host comes from Sentinel.
-        None => "redis://127.0.0.1:6379".parse()?,
+        // TLS options without a --source mean the data nodes speak TLS.
+        None => {
+            let tls_given = a.tls.tls_ca.is_some()
+                || a.tls.tls_cert.is_some()
+                || a.tls.tls_key.is_some()
+                || a.tls.tls_insecure;
+            let scheme = if tls_given { "rediss" } else { "redis" };
+            super::parse_url("--source", &format!("{scheme}://127.0.0.1:6379"), &a.tls)?
+        }
     };
     let sentinel = match (&a.sentinel, &a.master_name) {
         (Some(list), Some(master)) => Some(capture::sentinel::SentinelConfig {
@@ -149,6 +159,7 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
             master_name: master.clone(),
             user: a.sentinel_user.clone(),
             password: a.sentinel_password.clone(),
+            tls: url.tls.clone(),
         }),
         _ => None,
     };

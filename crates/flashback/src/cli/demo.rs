@@ -352,13 +352,7 @@ fn say(s: String) {
 }
 
 fn local(port: u16) -> RedisUrl {
-    RedisUrl {
-        host: "127.0.0.1".into(),
-        port,
-        user: None,
-        password: None,
-        db: 0,
-    }
+    RedisUrl::local(port)
 }
 
 async fn hash_lines(c: &mut Client) -> anyhow::Result<Vec<String>> {

@@ -1,7 +1,6 @@
 //! `flashback restore`: arguments → [`RestoreRequest`] → plan (printed) → restore → report.
 
-use super::{open_source, UsageError, DEFAULT_STORE};
-use flashback::client::RedisUrl;
+use super::{open_source, TlsArgs, UsageError, DEFAULT_STORE};
 use flashback::restore::{self, Output, RestoreRequest, Target, TtlMode};
 use flashback::timeline::event::{self, Direction, EventSpec, Found};
 use std::ffi::OsString;
@@ -14,6 +13,8 @@ use std::path::PathBuf;
     after_help = "Examples:
   flashback restore --at '2026-08-03 20:28:10' --rdb before.rdb
   flashback restore --at -10m --serve 6390                 # then: redis-cli -p 6390
+  flashback restore --at -10m --to rediss://:pw@redis.internal:6380 --tls-ca ca.crt
+  flashback restore --latest --serve 6390 --tls-cert server.crt --tls-key server.key   # TLS only
   flashback restore --at @1790000000.250 --to redis://127.0.0.1:6380 --keys 'user:*'
   flashback restore --at -5m --rdb some.rdb --keys-from keys.txt --db 2   # key-level: only their cost
   flashback restore --at-offset 1234567 --rdb exact.rdb --force
@@ -80,9 +81,12 @@ pub struct Args {
     /// Write the result as an RDB file
     #[arg(long, value_name = "FILE")]
     rdb: Option<PathBuf>,
-    /// Copy the result's keys into a live instance (DUMP/RESTORE): redis://[user:pass@]host:port
+    /// Copy the result's keys into a live instance (DUMP/RESTORE): redis://[user:pass@]host:port,
+    /// or rediss://… for TLS (see --tls-ca)
     #[arg(long, value_name = "URL")]
     to: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Leave the restored server running on 127.0.0.1:PORT
     #[arg(long, value_name = "PORT")]
     serve: Option<u16>,
@@ -191,13 +195,17 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     };
     let output = match (&a.rdb, &a.to, a.serve) {
         (Some(p), _, _) => Some(Output::Rdb(p.clone())),
-        (_, Some(u), _) => Some(Output::To(
-            u.parse::<RedisUrl>()
-                .map_err(|e| UsageError(format!("--to: {e}")))?,
-        )),
-        (_, _, Some(port)) => Some(Output::Serve(port)),
+        (_, Some(u), _) => Some(Output::To(super::parse_url("--to", u, &a.tls)?)),
+        (_, _, Some(port)) => Some(serve_output(port, &a.tls)?),
         _ => None,
     };
+    if a.tls.options().any() && matches!(output, Some(Output::Rdb(_)) | None) {
+        return Err(UsageError(
+            "--tls-* options apply to --to rediss://… (or, --tls-cert/--tls-key, to --serve)"
+                .into(),
+        )
+        .into());
+    }
     if output.is_none() && !a.dry_run {
         return Err(UsageError(
             "say where the restore goes: --rdb FILE, --to redis://host:port or --serve PORT".into(),
@@ -320,6 +328,29 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         anyhow::bail!("the restore finished, but not everything applied (see above)");
     }
     Ok(())
+}
+
+/// `--serve PORT`, over TLS only when `--tls-cert` and `--tls-key` are given.
+fn serve_output(port: u16, tls: &TlsArgs) -> Result<Output, UsageError> {
+    if tls.tls_insecure {
+        return Err(UsageError(
+            "--tls-insecure applies to --to; --serve presents --tls-cert to its clients".into(),
+        ));
+    }
+    match (&tls.tls_cert, &tls.tls_key) {
+        (Some(cert), Some(key)) => Ok(Output::ServeTls(
+            port,
+            restore::ServeTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: tls.tls_ca.clone(),
+            },
+        )),
+        (None, None) if tls.tls_ca.is_none() => Ok(Output::Serve(port)),
+        _ => Err(UsageError(
+            "--serve over TLS needs --tls-cert FILE and --tls-key FILE (the server's certificate and key; --tls-ca FILE to accept client certificates it signed)".into(),
+        )),
+    }
 }
 
 /// The event chosen, before anything is restored: when, where, what, and where the cut lands.

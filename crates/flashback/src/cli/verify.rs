@@ -17,6 +17,7 @@ Examples:
   flashback verify --at '2026-08-03 20:28:10'     # drill a restore of that instant
   flashback verify --no-drill --json | jq '.sources[].problems'
   flashback verify --name cache --against-source redis://:pw@10.0.0.5:6379 --json > drill-2026-12.json
+  flashback verify --name cache --against-source rediss://:pw@redis.internal:6380 --tls-ca ca.crt
 
 Reads every object a restore needs: the manifest, each base (size, RDB CRC-64), every segment
 and block (checksums, the record chain), and checks that segments chain from the base with no
@@ -54,6 +55,8 @@ pub struct Args {
     /// offset: redis://[user:pass@]host:port (needs CLIENT PAUSE, and DEBUG for a full digest)
     #[arg(long, value_name = "URL", conflicts_with_all = ["at", "no_drill"])]
     against_source: Option<String>,
+    #[command(flatten)]
+    tls: super::TlsArgs,
     /// With --against-source: the longest the source's writes are held back, in ms
     #[arg(
         long,
@@ -108,11 +111,16 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
         ),
         None => all,
     };
+    if a.against_source.is_none() && a.tls.options().any() {
+        return Err(UsageError(
+            "--tls-ca/--tls-cert/--tls-key/--tls-insecure apply to --against-source rediss://…"
+                .into(),
+        )
+        .into());
+    }
     let against = match &a.against_source {
         Some(u) => Some(verify::against::AgainstOptions {
-            url: u
-                .parse()
-                .map_err(|e| UsageError(format!("--against-source: {e}")))?,
+            url: super::parse_url("--against-source", u, &a.tls)?,
             pause: std::time::Duration::from_millis(a.pause.max(1)),
             sample: a.sample.max(1),
         }),

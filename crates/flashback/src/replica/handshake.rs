@@ -6,11 +6,11 @@ use super::rdb_transfer::RdbTransfer;
 use super::stream::ReplicationStream;
 use super::{fill, skip_newlines, ReplicaError};
 use crate::client::RedisUrl;
+use crate::net::{self, Stream};
 use bytes::BytesMut;
 use flashback_format::resp::{self, Frame, FrameError};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 #[derive(Debug, Clone)]
 pub struct HandshakeOptions {
@@ -53,7 +53,7 @@ pub enum PsyncReply {
 
 /// A connection that has not yet sent PSYNC.
 pub struct ReplicaConn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) buf: BytesMut,
     pub(super) addr: String,
     /// The ACL user, for naming it in a permission error.
@@ -68,21 +68,19 @@ impl ReplicaConn {
         opts: HandshakeOptions,
     ) -> Result<ReplicaConn, ReplicaError> {
         let addr = format!("{}:{}", url.host, url.port);
-        let stream = match tokio::time::timeout(
-            opts.connect_timeout,
-            TcpStream::connect((url.host.as_str(), url.port)),
-        )
-        .await
-        {
-            Err(_) => {
-                let source =
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out");
-                return Err(ReplicaError::Connect { addr, source });
-            }
-            Ok(Err(source)) => return Err(ReplicaError::Connect { addr, source }),
-            Ok(Ok(s)) => s,
-        };
-        stream.set_nodelay(true).ok();
+        let stream = net::connect(&url.host, url.port, url.tls.as_ref(), opts.connect_timeout)
+            .await
+            .map_err(|e| match e {
+                net::ConnectError::Tcp { addr, source } => ReplicaError::Connect { addr, source },
+                net::ConnectError::Timeout { addr, .. } => ReplicaError::Connect {
+                    addr,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection timed out",
+                    ),
+                },
+                net::ConnectError::Tls { addr, msg } => ReplicaError::Tls { addr, msg },
+            })?;
         let user = url.user.clone().unwrap_or_else(|| "default".into());
         let mut c = ReplicaConn {
             stream,
@@ -93,8 +91,19 @@ impl ReplicaConn {
         };
 
         // PING may be denied (NOAUTH before AUTH, NOPERM by ACL): real replicas accept that.
+        // A plain link closed or answered with non-RESP bytes here is most likely a TLS port.
         c.write(&resp::encode_command(&["PING"])).await?;
-        c.read_reply().await?;
+        match c.read_reply().await {
+            Err(e) if !c.stream.is_tls() && looks_like_tls_port(&e, &c.buf) => {
+                return Err(ReplicaError::Tls {
+                    msg: net::plain_to_tls_hint(&c.addr, &c.buf),
+                    addr: c.addr,
+                })
+            }
+            r => {
+                r?;
+            }
+        }
 
         let mut pipeline = Vec::new();
         let mut expect = Vec::new();
@@ -234,13 +243,18 @@ impl ReplicaConn {
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ReplicaError> {
         let addr = &self.addr;
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| ReplicaError::Io {
-                addr: addr.clone(),
-                source,
-            })
+        // The flush matters over TLS only: rustls may keep the last record of a write
+        // buffered when the socket would block.
+        let s = &mut self.stream;
+        async {
+            s.write_all(bytes).await?;
+            s.flush().await
+        }
+        .await
+        .map_err(|source| ReplicaError::Io {
+            addr: addr.clone(),
+            source,
+        })
     }
 
     pub(super) async fn fill(&mut self) -> Result<usize, ReplicaError> {
@@ -276,6 +290,15 @@ impl ReplicaConn {
                 }
             }
         }
+    }
+}
+
+fn looks_like_tls_port(e: &ReplicaError, buf: &[u8]) -> bool {
+    match e {
+        ReplicaError::Closed { .. } => true,
+        ReplicaError::Protocol { .. } => net::is_tls_record(buf),
+        ReplicaError::Io { source, .. } => source.kind() == std::io::ErrorKind::ConnectionReset,
+        _ => false,
     }
 }
 

@@ -71,6 +71,10 @@ pub enum ReplicaError {
         addr: String,
         source: std::io::Error,
     },
+    /// A TLS failure, or plain text spoken to a TLS port: one line naming the fix. Not retried
+    /// at the first connection: a wrong CA or certificate does not fix itself.
+    #[error("{addr}: {msg}")]
+    Tls { addr: String, msg: String },
     #[error("{addr}: the snapshot's trailer is wrong: {err}")]
     RdbCorrupt {
         addr: String,

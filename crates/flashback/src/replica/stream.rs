@@ -5,10 +5,10 @@
 
 use super::handshake::ReplicaConn;
 use super::{fill, ReplicaError, StreamItem};
+use crate::net::Stream;
 use flashback_format::resp::{self, stream::Framer};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 pub struct ReplicationStream {
     pub reader: StreamReader,
@@ -18,7 +18,7 @@ pub struct ReplicationStream {
 /// The read half of the link. `fill` is cancellation-safe (bytes land in the buffer or not at
 /// all), so the capture loop can `select!` on it next to its timers.
 pub struct StreamReader {
-    half: OwnedReadHalf,
+    half: ReadHalf<Stream>,
     framer: Framer,
     addr: String,
     timeout: Duration,
@@ -51,7 +51,7 @@ impl StreamReader {
 
 /// The write half: the only thing it can send is `REPLCONF ACK`.
 pub struct Acker {
-    half: OwnedWriteHalf,
+    half: WriteHalf<Stream>,
     addr: String,
 }
 
@@ -62,19 +62,25 @@ impl Acker {
 
     pub async fn ack(&mut self, offset: u64) -> Result<(), ReplicaError> {
         let cmd = resp::encode_command(&["REPLCONF", "ACK", &offset.to_string()]);
-        self.half
-            .write_all(&cmd)
-            .await
-            .map_err(|source| ReplicaError::Io {
-                addr: self.addr.clone(),
-                source,
-            })
+        let h = &mut self.half;
+        // The flush matters over TLS only (see `ReplicaConn::write`).
+        async {
+            h.write_all(&cmd).await?;
+            h.flush().await
+        }
+        .await
+        .map_err(|source| ReplicaError::Io {
+            addr: self.addr.clone(),
+            source,
+        })
     }
 }
 
 impl ReplicaConn {
     pub(super) fn into_stream(self) -> ReplicationStream {
-        let (r, w) = self.stream.into_split();
+        // `tokio::io::split` (a lock around one stream) rather than TcpStream's `into_split`: a
+        // TLS session's reads and writes share its state, and the halves are used by one task.
+        let (r, w) = tokio::io::split(self.stream);
         ReplicationStream {
             reader: StreamReader {
                 half: r,

@@ -47,6 +47,46 @@ pub enum Output {
     To(RedisUrl),
     /// Leave the restore server running on this port.
     Serve(u16),
+    /// `--serve PORT --tls-cert F --tls-key F`: the same, speaking TLS only on PORT.
+    ServeTls(u16, ServeTls),
+}
+
+/// The certificate a TLS `--serve` presents, and the CA its clients' certificates must chain to
+/// (`--tls-ca`: clients may then present one, `tls-auth-clients optional`; without it no
+/// client certificate is asked for).
+#[derive(Debug, Clone)]
+pub struct ServeTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+}
+
+impl ServeTls {
+    /// redis-server's arguments: TLS on `port`; its plain port is an internal one the restore
+    /// uses and closes before handing the server over ([`outputs::serve`]).
+    fn server_args(&self, port: u16) -> Vec<String> {
+        // Absolute: redis-server runs in its own directory, where a relative path means nothing.
+        let path = |p: &PathBuf| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        };
+        let mut args = vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&self.cert),
+            "--tls-key-file".into(),
+            path(&self.key),
+            "--tls-auth-clients".into(),
+        ];
+        match &self.ca {
+            Some(ca) => args.extend(["optional".into(), "--tls-ca-cert-file".into(), path(ca)]),
+            None => args.push("no".into()),
+        }
+        args
+    }
 }
 
 /// What happens to TTLs.
@@ -404,6 +444,11 @@ pub async fn execute_observed(
             may_outlive_us: true,
             ..Default::default()
         },
+        Output::ServeTls(port, ref tls) => ServerOptions {
+            may_outlive_us: true,
+            extra_args: tls.server_args(port),
+            ..Default::default()
+        },
         _ => ServerOptions::default(),
     };
     let server = RedisServer::start(&binary, opts).await?;
@@ -483,6 +528,7 @@ pub async fn execute_observed(
             outputs::to_live(&server, &to).await?
         }
         Output::Serve(_) => outputs::serve(server),
+        Output::ServeTls(port, _) => outputs::serve_tls(server, *port).await?,
     };
     progress.end();
     Ok(RestoreReport {

@@ -56,6 +56,8 @@ pub enum Delivered {
         pid: Option<u32>,
         dir: PathBuf,
         log: PathBuf,
+        /// Served over TLS only (`--serve` with `--tls-cert/--tls-key`).
+        tls: bool,
     },
 }
 
@@ -101,17 +103,22 @@ impl std::fmt::Display for Delivered {
                 pid,
                 dir,
                 log,
+                tls,
             } => {
                 let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-                writeln!(
-                    f,
-                    "serving the restored dataset on 127.0.0.1:{port} (pid {pid})"
-                )?;
-                writeln!(f, "  connect: redis-cli -p {port}")?;
-                writeln!(
-                    f,
-                    "  stop:    redis-cli -p {port} shutdown nosave   (or: kill {pid})"
-                )?;
+                let (url, cli) = match tls {
+                    true => (
+                        format!("rediss://127.0.0.1:{port}"),
+                        format!("redis-cli --tls --cacert CA.crt -p {port}"),
+                    ),
+                    false => (
+                        format!("redis://127.0.0.1:{port}"),
+                        format!("redis-cli -p {port}"),
+                    ),
+                };
+                writeln!(f, "serving the restored dataset at {url} (pid {pid})")?;
+                writeln!(f, "  connect: {cli}")?;
+                writeln!(f, "  stop:    {cli} shutdown nosave   (or: kill {pid})")?;
                 writeln!(
                     f,
                     "  data dir: {} (log: {}); remove it after stopping the server",
@@ -510,7 +517,27 @@ pub fn serve(server: RedisServer) -> Delivered {
         pid,
         dir,
         log,
+        tls: false,
     }
+}
+
+/// `--serve PORT` with TLS: the server already speaks TLS on PORT; its plain port, which the
+/// restore used on 127.0.0.1, is closed (`CONFIG SET port 0`) before it is handed over, so the
+/// served instance is TLS only. Rejected: a TLS connection for the restore's own work too,
+/// which would need a client certificate the server's CA signs when clients must present one.
+pub async fn serve_tls(server: RedisServer, port: u16) -> Result<Delivered, RestoreError> {
+    let mut c = server.client().await?;
+    c.ok(&["CONFIG", "SET", "port", "0"]).await?;
+    drop(c);
+    let (dir, log) = (server.dir.clone(), server.log_path.clone());
+    let pid = server.detach();
+    Ok(Delivered::Serve {
+        port,
+        pid,
+        dir,
+        log,
+        tls: true,
+    })
 }
 
 #[cfg(test)]

@@ -85,6 +85,11 @@ pub async fn check_output(req: &RestoreRequest) -> Result<Checked, RestoreError>
             check_port(*port)?;
             Ok(Checked::default())
         }
+        Output::ServeTls(port, tls) => {
+            check_port(*port)?;
+            check_serve_tls(tls)?;
+            Ok(Checked::default())
+        }
         Output::To(url) => Ok(Checked {
             target: Some(check_target(url).await?),
         }),
@@ -93,6 +98,32 @@ pub async fn check_output(req: &RestoreRequest) -> Result<Checked, RestoreError>
 
 fn preflight(what: impl Into<String>) -> RestoreError {
     RestoreError::Preflight(what.into())
+}
+
+/// `--serve PORT --tls-cert --tls-key`: the files redis-server will load are readable PEM
+/// files, checked here because redis-server's own complaint comes only after the restore.
+fn check_serve_tls(tls: &super::ServeTls) -> Result<(), RestoreError> {
+    let files = [
+        ("--tls-cert", Some(&tls.cert), "CERTIFICATE-----"),
+        ("--tls-key", Some(&tls.key), "PRIVATE KEY-----"),
+        ("--tls-ca", tls.ca.as_ref(), "CERTIFICATE-----"),
+    ];
+    for (flag, path, marker) in files {
+        let Some(path) = path else { continue };
+        let text = std::fs::read(path).map_err(|e| {
+            preflight(format!(
+                "{flag} {}: cannot read it ({e}); check the path and its permissions",
+                path.display()
+            ))
+        })?;
+        if !String::from_utf8_lossy(&text).contains(marker) {
+            return Err(preflight(format!(
+                "{flag} {}: not a PEM file (no -----BEGIN …{marker} line)",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--serve PORT`: a port redis-server can bind on 127.0.0.1 right now.
