@@ -9,6 +9,7 @@ use super::super::reader::RecordSink;
 use super::super::RestoreError;
 use super::CONNECT_TIMEOUT;
 use super::SKIPPED;
+use crate::client::Client;
 use crate::progress::{Phase, Progress, Unit};
 use crate::redis_server::RedisServer;
 use crate::store::{Store, StoreError};
@@ -21,6 +22,7 @@ use object_store::ObjectStoreExt;
 use std::hash::{BuildHasher, Hasher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Why the link to the private server failed before any data went over it.
@@ -71,6 +73,46 @@ impl FrameReader {
             }
         }
     }
+}
+
+/// Makes `server` a replica of a master port of ours and answers its handshake: the link
+/// every engine run (a restore, the warm compactor) feeds a base and records through, and an
+/// admin connection to the server. One place, so the two cannot drift in how they attach.
+pub(super) async fn attach(
+    server: &RedisServer,
+) -> Result<(FrameReader, BufWriter<OwnedWriteHalf>, Client), RestoreError> {
+    let io = |what: &str, e: std::io::Error| RestoreError::engine(server, format!("{what}: {e}"));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| io("cannot listen on 127.0.0.1", e))?;
+    let port = listener.local_addr().map_err(|e| io("listener", e))?.port();
+    let mut admin = server.client().await?;
+    admin
+        .ok(&["REPLICAOF", "127.0.0.1", &port.to_string()])
+        .await?;
+    let (stream, _) = match tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(io("accepting the replica", e)),
+        Err(_) => {
+            return Err(RestoreError::engine(
+                server,
+                "it never connected to the engine's master port",
+            ))
+        }
+    };
+    drop(listener);
+    stream.set_nodelay(true).ok();
+    let (rd, wr) = stream.into_split();
+    let mut rd = FrameReader {
+        rd,
+        buf: BytesMut::with_capacity(4096),
+    };
+    let mut wr = BufWriter::with_capacity(256 * 1024, wr);
+
+    handshake(&mut rd, &mut wr)
+        .await
+        .map_err(|e| RestoreError::engine(server, format!("replication handshake: {e}")))?;
+    Ok((rd, wr, admin))
 }
 
 /// A fresh replica says PING, maybe AUTH, REPLCONF…, then PSYNC. We accept it all and answer

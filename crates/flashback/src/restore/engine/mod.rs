@@ -29,14 +29,12 @@ use crate::client::{info_field, Client};
 use crate::progress::{Phase, Progress, Unit};
 use crate::redis_server::{servers_for_rdb, RedisServer, ServerBinary};
 use crate::store::{Store, StoreError};
-use bytes::BytesMut;
 use flashback_format::rdb;
 use flashback_format::resp;
-use master::{handshake, read_acks, send_base, send_local_base, Acked, FrameReader, MasterLink};
+use master::{read_acks, send_base, send_local_base, Acked, MasterLink};
 use object_store::{GetOptions, GetRange};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 /// How long the replica may stay silent (no ACK, no loading keepalive) before we give up.
@@ -249,36 +247,7 @@ pub async fn replay_keyed(
 ) -> Result<(EngineReport, Option<Box<super::keys::Filter>>), RestoreError> {
     let started = Instant::now();
     let io = |what: &str, e: std::io::Error| RestoreError::engine(server, format!("{what}: {e}"));
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| io("cannot listen on 127.0.0.1", e))?;
-    let port = listener.local_addr().map_err(|e| io("listener", e))?.port();
-    let mut admin = server.client().await?;
-    admin
-        .ok(&["REPLICAOF", "127.0.0.1", &port.to_string()])
-        .await?;
-    let (stream, _) = match tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(io("accepting the replica", e)),
-        Err(_) => {
-            return Err(RestoreError::engine(
-                server,
-                "it never connected to the engine's master port",
-            ))
-        }
-    };
-    drop(listener);
-    stream.set_nodelay(true).ok();
-    let (rd, wr) = stream.into_split();
-    let mut rd = FrameReader {
-        rd,
-        buf: BytesMut::with_capacity(4096),
-    };
-    let mut wr = BufWriter::with_capacity(256 * 1024, wr);
-
-    handshake(&mut rd, &mut wr)
-        .await
-        .map_err(|e| RestoreError::engine(server, format!("replication handshake: {e}")))?;
+    let (rd, mut wr, mut admin) = master::attach(server).await?;
     let (base_bytes, filter) = match keys {
         None => (
             send_base(store, plan, &mut wr, server, progress).await?,

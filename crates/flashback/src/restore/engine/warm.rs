@@ -8,20 +8,18 @@
 //! promoted server would need a new full sync to follow the log again. SAVE works on a replica
 //! and writes the dataset as applied, which is exactly the state at the offset acknowledged.
 
-use super::master::{handshake, read_acks, send_base, Acked, FrameReader, MasterLink};
-use super::{wait_acked, AbortOnDrop, CONNECT_TIMEOUT};
+use super::master::{self, read_acks, send_base, Acked, MasterLink};
+use super::{wait_acked, AbortOnDrop};
 use crate::client::Client;
 use crate::progress::Progress;
 use crate::redis_server::RedisServer;
 use crate::restore::plan::RestorePlan;
 use crate::restore::{reader, RestoreError};
 use crate::store::Store;
-use bytes::BytesMut;
 use flashback_format::resp;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 /// What one [`Warm::feed`] applied.
@@ -56,37 +54,7 @@ impl<'a> Warm<'a> {
         server: &'a RedisServer,
     ) -> Result<Warm<'a>, RestoreError> {
         let started = Instant::now();
-        let io =
-            |what: &str, e: std::io::Error| RestoreError::engine(server, format!("{what}: {e}"));
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| io("cannot listen on 127.0.0.1", e))?;
-        let port = listener.local_addr().map_err(|e| io("listener", e))?.port();
-        let mut admin = server.client().await?;
-        admin
-            .ok(&["REPLICAOF", "127.0.0.1", &port.to_string()])
-            .await?;
-        let (stream, _) = match tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(io("accepting the replica", e)),
-            Err(_) => {
-                return Err(RestoreError::engine(
-                    server,
-                    "it never connected to the engine's master port",
-                ))
-            }
-        };
-        drop(listener);
-        stream.set_nodelay(true).ok();
-        let (rd, wr) = stream.into_split();
-        let mut rd = FrameReader {
-            rd,
-            buf: BytesMut::with_capacity(4096),
-        };
-        let mut wr = BufWriter::with_capacity(256 * 1024, wr);
-        handshake(&mut rd, &mut wr)
-            .await
-            .map_err(|e| RestoreError::engine(server, format!("replication handshake: {e}")))?;
+        let (rd, mut wr, admin) = master::attach(server).await?;
         let base_bytes = send_base(store, plan, &mut wr, server, &Progress::new()).await?;
         let (tx, acked) = watch::channel(Acked::default());
         let acks = AbortOnDrop(tokio::spawn(read_acks(rd, tx)));
