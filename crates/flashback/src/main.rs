@@ -77,8 +77,36 @@ fn bound_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn bound_malloc_arenas() {}
 
+/// `flashback timeline | head` closes our stdout before we are done: `println!` then panics
+/// with "failed printing to stdout: Broken pipe". That panic unwinds (so every private
+/// redis-server and temp file is still cleaned up by its destructor); the hook only keeps its
+/// message, which is no error of ours, off the terminal, and `main` exits 141 as a shell
+/// reports a process a SIGPIPE ended. Rejected: SIGPIPE's default action (the process would die
+/// on the spot, leaving work directories behind) and replacing every `println!` (forty places
+/// and every future one).
+fn is_broken_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = match payload.downcast_ref::<String>() {
+        Some(s) => s.as_str(),
+        None => payload.downcast_ref::<&str>().copied().unwrap_or(""),
+    };
+    msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe")
+}
+
+fn quiet_broken_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_stdout(info.payload()) {
+            default(info)
+        }
+    }));
+}
+
+/// The exit code of a process a closed pipe ended (128 + SIGPIPE), as shells report it.
+const BROKEN_PIPE_EXIT: u8 = 141;
+
 fn main() -> ExitCode {
     bound_malloc_arenas();
+    quiet_broken_stdout();
     let cli = Cli::parse();
     // The demo tells its own story on stdout; the agent's routine log lines would only clutter it.
     let default_level = if matches!(cli.command, Command::Demo(_)) {
@@ -121,38 +149,48 @@ fn main() -> ExitCode {
             | Command::History(_)
             | Command::Inspect(_)
     );
-    let result = rt.block_on(async {
-        let work = async {
-            match cli.command {
-                Command::Capture(a) => cli::capture::run(a, &store).await,
-                Command::Restore(a) => cli::restore::run(a, &store).await,
-                Command::Info(a) => cli::info::run(a, &store).await,
-                Command::Timeline(a) => cli::timeline::run(a, &store).await,
-                Command::History(a) => cli::history::run(a, &store).await,
-                Command::Inspect(a) => cli::inspect::run(a, &store).await,
-                Command::Verify(a) => cli::verify::run(a, &store).await,
-                Command::Compact(a) => cli::compact::run(a, &store).await,
-                Command::Prune(a) => cli::prune::run(a, &store).await,
-                Command::Demo(a) => cli::demo::run(a).await,
-                Command::Debug(a) => cli::debug::run(a).await,
+    let run = std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let work = async {
+                match cli.command {
+                    Command::Capture(a) => cli::capture::run(a, &store).await,
+                    Command::Restore(a) => cli::restore::run(a, &store).await,
+                    Command::Info(a) => cli::info::run(a, &store).await,
+                    Command::Timeline(a) => cli::timeline::run(a, &store).await,
+                    Command::History(a) => cli::history::run(a, &store).await,
+                    Command::Inspect(a) => cli::inspect::run(a, &store).await,
+                    Command::Verify(a) => cli::verify::run(a, &store).await,
+                    Command::Compact(a) => cli::compact::run(a, &store).await,
+                    Command::Prune(a) => cli::prune::run(a, &store).await,
+                    Command::Demo(a) => cli::demo::run(a).await,
+                    Command::Debug(a) => cli::debug::run(a).await,
+                }
+            };
+            if !stoppable {
+                return work.await;
             }
-        };
-        if !stoppable {
-            return work.await;
-        }
-        let stop = match stop_signal() {
-            Ok(s) => s,
-            Err(e) => return Err(anyhow::anyhow!("cannot watch for SIGINT/SIGTERM: {e}")),
-        };
-        // Dropping `work` runs every destructor of the command in flight: each private
-        // redis-server is killed and its directory removed, an --rdb temp file is deleted.
-        // Rejected: a process-wide registry of children to kill from a signal handler; it
-        // would duplicate what ownership already knows (and miss temp files).
-        tokio::select! {
-            r = work => r,
-            sig = stop => Err(Stopped(sig).into()),
-        }
+            let stop = match stop_signal() {
+                Ok(s) => s,
+                Err(e) => return Err(anyhow::anyhow!("cannot watch for SIGINT/SIGTERM: {e}")),
+            };
+            // Dropping `work` runs every destructor of the command in flight: each private
+            // redis-server is killed and its directory removed, an --rdb temp file is deleted.
+            // Rejected: a process-wide registry of children to kill from a signal handler; it
+            // would duplicate what ownership already knows (and miss temp files).
+            tokio::select! {
+                r = work => r,
+                sig = stop => Err(Stopped(sig).into()),
+            }
+        })
     });
+    let result = match std::panic::catch_unwind(run) {
+        Ok(r) => r,
+        Err(p) if is_broken_stdout(&*p) => {
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            return ExitCode::from(BROKEN_PIPE_EXIT);
+        }
+        Err(p) => std::panic::resume_unwind(p),
+    };
     // Tasks still running (the demo's agent) are dropped here, their servers with them; a
     // blocking copy in flight gets a bounded wait rather than holding the exit.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -175,3 +175,29 @@ fn corrupt_missing_and_usage() {
         out.all()
     );
 }
+
+/// `flashback inspect FILE | head` with the reader gone before the report is written: no panic
+/// message, the exit code a shell gives a process a closed pipe ended (141). Before, println!
+/// panicked ("failed printing to stdout: Broken pipe") and the process exited 101.
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(util::flashback_bin())
+        .args(["inspect", data("encodings.rdb").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start flashback");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    let status = child.wait().expect("wait");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.code(), Some(141), "stderr: {err}");
+}
