@@ -231,6 +231,13 @@ fn follows_a_manual_failover_and_a_kill_9_in_one_generation() {
         points.push(record_point(&mut c, p, &mut agent, "before the failovers"));
     }
 
+    // The agent vouches for an instant once a poll of the source's offset (every 100 ms)
+    // follows it; a failover started sooner would leave the point just recorded inside the
+    // failover's uncertain interval, where a restore by time rightly refuses (seen on CI:
+    // evidence 5 ms before the point, the failover 80 ms after it). Three polls' worth:
+    let vouched = || std::thread::sleep(Duration::from_millis(300));
+    vouched();
+
     // 1. A manual failover, the old primary alive: it is demoted and reconnects as a replica.
     wait_replicas_synced(&nodes, primary);
     let r = sentinels[0].call(&["SENTINEL", "FAILOVER", MASTER]);
@@ -246,6 +253,7 @@ fn follows_a_manual_failover_and_a_kill_9_in_one_generation() {
         points.push(record_point(&mut c, p, &mut agent, "between the failovers"));
     }
 
+    vouched();
     // 2. kill -9 of that primary once the others hold all it has (writes a killed primary
     // acknowledged but never replicated are lost by Redis itself, agent or not).
     wait_replicas_synced(&nodes, primary);
