@@ -331,3 +331,51 @@ fn an_unknown_master_name_is_one_clear_error() {
         "{line}"
     );
 }
+
+/// No Sentinel answers: with `--source` beside `--sentinel`, its host is captured meanwhile
+/// (said loudly); without it, one clear line.
+#[test]
+fn the_source_host_is_a_fallback_while_no_sentinel_answers() {
+    let m = RedisProc::start(&[]);
+    let (dead1, dead2) = (free_port(), free_port());
+    let list = format!("127.0.0.1:{dead1},127.0.0.1:{dead2}");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let mut agent = Agent::start(
+        m.port,
+        &store,
+        &["--sentinel", &list, "--master-name", "mymaster"],
+    );
+    agent.wait_online(&m);
+    let mut c = m.conn();
+    write_burst(&mut c, "fb", 200);
+    agent.wait_caught_up(&m);
+    let want = state(&mut c);
+    let got = restore_rdb(&store, &["--latest"]);
+    assert_eq!(
+        got, want,
+        "a restore of the fallback capture differs from the source"
+    );
+    agent.stop();
+    let log = agent.log_text();
+    assert!(
+        log.contains("no Sentinel answered") && log.contains("capturing --source 127.0.0.1:"),
+        "the agent must say it captures the --source host because no Sentinel answered:\n{log}"
+    );
+
+    let out = run_flashback(
+        &[
+            "capture",
+            "--sentinel",
+            &list,
+            "--master-name",
+            "mymaster",
+            "--store",
+            &dir.path().join("t").display().to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_ne!(out.code, Some(0));
+    let line = one_error_line(&out);
+    assert!(line.contains("no Sentinel answered"), "{line}");
+}

@@ -36,6 +36,12 @@ pub struct SentinelConfig {
     /// sentinel.conf); rejected for now: separate `--sentinel-tls-*` flags, until someone runs
     /// plain Sentinels beside TLS data nodes.
     pub tls: Option<crate::net::Tls>,
+    /// `--source`'s host and port when given beside `--sentinel` (DESIGN: "its host is a
+    /// fallback"): connected to only when no Sentinel answers at all, so a capture outlives
+    /// its Sentinels being down (a restart of all three for an upgrade). Not used when a
+    /// Sentinel answers "unknown master": that is a configuration error to fix, and guessing
+    /// a node then could capture the wrong dataset.
+    pub fallback: Option<(String, u16)>,
 }
 
 /// Longest the agent stays away from the old primary after a failover began without hearing
@@ -153,13 +159,27 @@ impl Follower {
                 break;
             }
         }
-        let (addr, by) = resolve(&self.cfg).await?;
-        if self.last_answer.as_ref() != Some(&addr) {
-            info!(
-                "Sentinel {}:{} says the primary of '{}' is {}:{}",
-                by.0, by.1, self.cfg.master_name, addr.0, addr.1
-            );
-        }
+        let addr = match (resolve(&self.cfg).await, &self.cfg.fallback) {
+            (Ok((addr, by)), _) => {
+                if self.last_answer.as_ref() != Some(&addr) {
+                    info!(
+                        "Sentinel {}:{} says the primary of '{}' is {}:{}",
+                        by.0, by.1, self.cfg.master_name, addr.0, addr.1
+                    );
+                }
+                addr
+            }
+            (Err(e @ SentinelError::NoneAnswered { .. }), Some(fallback)) => {
+                // Said at every session: the operator must see that failovers are not being
+                // followed while the Sentinels are away.
+                warn!(
+                    "{e}: capturing --source {}:{} meanwhile (failovers are not followed until a Sentinel answers)",
+                    fallback.0, fallback.1
+                );
+                fallback.clone()
+            }
+            (Err(e), _) => return Err(e),
+        };
         self.last_answer = Some(addr.clone());
         Ok(RedisUrl {
             host: addr.0,

@@ -21,7 +21,7 @@ Stops on SIGINT/SIGTERM after making everything received durable (exit 0).")]
 pub struct Args {
     /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port, or
     /// rediss://… for TLS (see --tls-ca). With --sentinel it only supplies the data nodes'
-    /// user, password and TLS (its host is unused)
+    /// user, password and TLS, and its host is captured only while no Sentinel answers
     #[arg(long, required_unless_present = "sentinel")]
     source: Option<String>,
     #[command(flatten)]
@@ -160,6 +160,7 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
             user: a.sentinel_user.clone(),
             password: a.sentinel_password.clone(),
             tls: url.tls.clone(),
+            fallback: a.source.as_ref().map(|_| (url.host.clone(), url.port)),
         }),
         _ => None,
     };
