@@ -238,6 +238,8 @@ def main():
                 for l in lines:
                     print("    " + l)
                 os.remove(rdb)
+        if not rows:
+            sys.exit("no instant to restore: no two rolling bases and no pause in the load; raise --seconds")
         worst = lambda f: max(f(r) for r in rows)
         print("worst --serve/load %.2f (goal <= 1.25), worst --rdb/load %.2f, worst --rdb/(load+SAVE) %.2f, worst --rdb/AOF-PITR %.2f (goal <= 0.5)"
               % (worst(lambda r: r[3] / r[4]), worst(lambda r: r[2] / r[4]),
