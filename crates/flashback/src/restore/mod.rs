@@ -449,6 +449,10 @@ pub async fn execute_observed(
             extra_args: tls.server_args(port),
             ..Default::default()
         },
+        Output::Rdb(_) => ServerOptions {
+            extra_args: outputs::rdb_server_args(&binary),
+            ..Default::default()
+        },
         _ => ServerOptions::default(),
     };
     let server = RedisServer::start(&binary, opts).await?;

@@ -336,10 +336,17 @@ pub async fn keep_only(
     Ok((kept, deleted))
 }
 
-/// `--rdb FILE`: SAVE on the restore server, then move its dump where [`resolve_rdb`] says:
+/// `--rdb FILE`: SAVE on the restore server, then put its dump where [`resolve_rdb`] says:
 /// a regular file through a temp file next to it and a rename (FILE is the old file or the
 /// complete new one, never half, and a symlink keeps pointing at it), a device or FIFO written
 /// through in place.
+///
+/// For a regular file the server saves straight into FILE's directory under the temp name
+/// ([`save_beside`]), so the rename is the whole move: copying a dump of hundreds of MB out of
+/// the server's directory cost as much again as a bare load's read of it (issue 12). A device
+/// or FIFO cannot be renamed over; it, a server that refuses `CONFIG SET dir` (one started
+/// without `enable-protected-configs`) and a SAVE there that fails fall back to a SAVE in the
+/// server's own directory and a copy.
 pub async fn to_rdb(
     server: &RedisServer,
     path: &Path,
@@ -348,9 +355,111 @@ pub async fn to_rdb(
 ) -> Result<Delivered, RestoreError> {
     progress.begin(Phase::Copy, Unit::Bytes, None);
     let mut c = server.client().await?;
+    if let RdbOut::File { file, dir } = resolve_rdb(path, force)? {
+        if let Some(d) = save_beside(&mut c, server, path, &file, &dir, force).await? {
+            return Ok(d);
+        }
+    }
     c.ok(&["SAVE"]).await?;
     let dump = server.dir.join("dump.rdb");
     place_file(&dump, path, force).await
+}
+
+/// The `CONFIG SET` arguments a `--rdb` restore server is started with so that [`save_beside`]
+/// may point its `dir` at the output's directory (a protected config since Redis 7.0; `local`:
+/// from 127.0.0.1 only, and the server is never handed to anyone). Older servers lack the
+/// option and would refuse to start with it, so they get nothing and the copy.
+pub fn rdb_server_args(binary: &crate::redis_server::ServerBinary) -> Vec<String> {
+    match binary.version >= (7, 0, 0) {
+        true => vec!["--enable-protected-configs".into(), "local".into()],
+        false => Vec::new(),
+    }
+}
+
+/// SAVEs the restore server's dataset as the temp file next to `file` and renames it over
+/// `file`. None: the server refused to save there, or its SAVE there failed (nothing left
+/// behind); the caller copies.
+///
+/// Redis writes `temp-<pid>.rdb` in `dir`, fsyncs it and renames it to `dbfilename`; a failed
+/// SAVE removes its temp file. The fsync here again is not redundant for every server: it is
+/// what makes the file durable whatever the server did, and costs nothing on a clean file.
+async fn save_beside(
+    c: &mut Client,
+    server: &RedisServer,
+    shown: &Path,
+    file: &Path,
+    dir: &Path,
+    force: bool,
+) -> Result<Option<Delivered>, RestoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let io = |source| RestoreError::Io {
+        path: shown.to_path_buf(),
+        source,
+    };
+    let tmp = TempFile(Some(temp_name(file, "rdb")));
+    let (Some(name), Ok(abs_dir)) = (tmp.path().file_name(), std::fs::canonicalize(dir)) else {
+        return Ok(None);
+    };
+    let set = [
+        &b"CONFIG"[..],
+        b"SET",
+        b"dir",
+        abs_dir.as_os_str().as_bytes(),
+        b"dbfilename",
+        name.as_bytes(),
+    ];
+    if let Frame::Error(e) = c.call(&set).await? {
+        tracing::debug!(
+            "the restore server will not save in {}: {}; copying its dump there",
+            abs_dir.display(),
+            String::from_utf8_lossy(&e)
+        );
+        return Ok(None);
+    }
+    // Abandoned mid-SAVE (SIGINT drops this future, then the server is killed), the server's
+    // own temp file would stay in the user's directory: removed with ours unless SAVE returned.
+    let server_tmp = TempFile(server.pid().map(|p| abs_dir.join(format!("temp-{p}.rdb"))));
+    let saved = c.ok(&["SAVE"]).await;
+    server_tmp.keep();
+    // Back to its own directory whatever SAVE did: nothing else of it lands beside the output.
+    let back = [
+        &b"CONFIG"[..],
+        b"SET",
+        b"dir",
+        server.dir.as_os_str().as_bytes(),
+        b"dbfilename",
+        b"dump.rdb",
+    ];
+    let _ = c.call(&back).await;
+    match saved {
+        // A refused SAVE (a full disk there) says only "ERR"; the copy that follows meets the
+        // same disk and reports it as one line naming the cause ("No space left on device").
+        Err(crate::client::ClientError::Server { msg, .. }) => {
+            tracing::debug!(
+                "SAVE in {} failed: {msg}; copying instead",
+                abs_dir.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    let f = tokio::fs::File::open(tmp.path()).await.map_err(io)?;
+    f.sync_all().await.map_err(io)?;
+    let bytes = f.metadata().await.map_err(io)?.len();
+    drop(f);
+    if !force && tokio::fs::symlink_metadata(shown).await.is_ok() {
+        return Err(RestoreError::Exists(shown.to_path_buf()));
+    }
+    tokio::fs::rename(tmp.path(), file).await.map_err(io)?;
+    tmp.keep();
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        d.sync_all().await.ok();
+    }
+    Ok(Some(Delivered::Rdb {
+        path: shown.to_path_buf(),
+        bytes,
+    }))
 }
 
 /// Moves the RDB file `dump` where [`resolve_rdb`] says `path` goes (see [`to_rdb`]).
