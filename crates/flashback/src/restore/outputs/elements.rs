@@ -436,3 +436,26 @@ pub(super) fn unexpected(c: &Client, what: &str, f: &Frame) -> RestoreError {
         crate::show::key(f.text().as_bytes())
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::slots::key_slot;
+    use super::temp_key;
+
+    #[test]
+    fn temp_names_keep_the_key_slot() {
+        for k in [
+            &b"plain"[..],
+            b"{tag}x",
+            b"a{}b",
+            b"a{b",
+            b"}{",
+            b"",
+            b"\xff\x00",
+        ] {
+            let t = temp_key(k);
+            assert_eq!(key_slot(&t), key_slot(k), "{k:?}");
+            assert!(t.starts_with(b"flashback:tmp:") && t.ends_with(k));
+        }
+    }
+}
