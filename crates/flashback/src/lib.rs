@@ -34,7 +34,10 @@
 //!   (`restore::outputs`): `--rdb`, `--to`, `--serve`; `--to` copies key by key
 //!   (`outputs::copy`): DUMP/RESTORE, payloads relabelled for an older target
 //!   (`outputs::relabel`), or element by element for keys above the target's
-//!   `proto-max-bulk-len` or of types it does not know (`outputs::elements`). `restore::keys`: key-level restores
+//!   `proto-max-bulk-len` or of types it does not know (`outputs::elements`); a Cluster target
+//!   routes each key to its slot's primary (`outputs::cluster`, over `outputs::slots`: CRC16,
+//!   the slot map, MOVED/ASK), and `--serve-cluster` forms a new local cluster and copies into it
+//!   (`outputs::serve_cluster`). `restore::keys`: key-level restores
 //!   (`--keys`, `--keys-from`, `--db`): a closure pass over the log, a filtered base, a filtered
 //!   replay, so a restore costs what the selected keys cost.
 //! - [`progress`]: the phases of a restore or drill (plan, check, fetch, load, replay, copy,

@@ -9,10 +9,12 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 #[command(
     group(clap::ArgGroup::new("point").required(true).multiple(true).args(["at", "at_offset", "latest", "before", "after"])),
-    group(clap::ArgGroup::new("output").args(["rdb", "to", "serve"])),
+    group(clap::ArgGroup::new("output").args(["rdb", "to", "serve", "serve_cluster"])),
     after_help = "Examples:
   flashback restore --at '2026-08-03 20:28:10' --rdb before.rdb
   flashback restore --at -10m --serve 6390                 # then: redis-cli -p 6390
+  flashback restore --at -10m --to redis://10.0.0.7:7000   # a Redis Cluster: keys routed by slot
+  flashback restore --latest --serve-cluster 7000 --primaries 3 --replicas 1   # redis-cli -c -p 7000
   flashback restore --at -10m --to rediss://:pw@redis.internal:6380 --tls-ca ca.crt
   flashback restore --latest --serve 6390 --tls-cert server.crt --tls-key server.key   # TLS only
   flashback restore --at @1790000000.250 --to redis://127.0.0.1:6380 --keys 'user:*'
@@ -90,6 +92,17 @@ pub struct Args {
     /// Leave the restored server running on 127.0.0.1:PORT
     #[arg(long, value_name = "PORT")]
     serve: Option<u16>,
+    /// Leave the restore running as a new local Redis Cluster: --primaries N nodes on
+    /// 127.0.0.1:PORT…, then their --replicas, slots spread evenly, e.g. --serve-cluster 7000
+    /// --primaries 3 --replicas 1 (then: redis-cli -c -p 7000)
+    #[arg(long, value_name = "PORT", requires = "primaries")]
+    serve_cluster: Option<u16>,
+    /// With --serve-cluster: how many primaries, e.g. --primaries 3
+    #[arg(long, value_name = "N", requires = "serve_cluster")]
+    primaries: Option<u16>,
+    /// With --serve-cluster: replicas of each primary, e.g. --replicas 1 [default: 0]
+    #[arg(long, value_name = "R", requires = "serve_cluster")]
+    replicas: Option<u16>,
     /// Only keys matching one of these glob patterns (Redis syntax: * ? [abc] \x)
     #[arg(long, value_name = "PATTERN", num_args = 1..)]
     keys: Vec<OsString>,
@@ -105,7 +118,8 @@ pub struct Args {
     #[arg(long)]
     replace: bool,
     /// With --to: put the keys of db S into db D on the target, e.g. --db-map 5:0,6:1
-    /// (dbs not named keep their number)
+    /// (dbs not named keep their number); a cluster (--to one, or --serve-cluster) has only
+    /// db 0: --db-map 3:0
     #[arg(long, value_name = "S:D,…")]
     db_map: Option<String>,
     /// The redis-server (or valkey-server) binary that rebuilds the dataset; it must load the
@@ -197,9 +211,23 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         (Some(p), _, _) => Some(Output::Rdb(p.clone())),
         (_, Some(u), _) => Some(Output::To(super::parse_url("--to", u, &a.tls)?)),
         (_, _, Some(port)) => Some(serve_output(port, &a.tls)?),
-        _ => None,
+        _ => a.serve_cluster.map(|port| {
+            Output::ServeCluster(restore::outputs::ClusterSpec {
+                port,
+                primaries: a.primaries.unwrap_or(0),
+                replicas: a.replicas.unwrap_or(0),
+            })
+        }),
     };
-    if a.tls.options().any() && matches!(output, Some(Output::Rdb(_)) | None) {
+    if a.primaries == Some(0) {
+        return Err(UsageError("--primaries must be at least 1, e.g. --primaries 3".into()).into());
+    }
+    if a.tls.options().any()
+        && matches!(
+            output,
+            Some(Output::Rdb(_)) | Some(Output::ServeCluster(_)) | None
+        )
+    {
         return Err(UsageError(
             "--tls-* options apply to --to rediss://… (or, --tls-cert/--tls-key, to --serve)"
                 .into(),
@@ -208,7 +236,7 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     }
     if output.is_none() && !a.dry_run {
         return Err(UsageError(
-            "say where the restore goes: --rdb FILE, --to redis://host:port or --serve PORT".into(),
+            "say where the restore goes: --rdb FILE, --to redis://host:port, --serve PORT or --serve-cluster PORT --primaries N".into(),
         )
         .into());
     }
@@ -219,13 +247,16 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         Some(m) => parse_db_map(m).map_err(|e| UsageError(format!("--db-map {m}: {e}")))?,
         None => Vec::new(),
     };
-    if !db_map.is_empty() && !matches!(output, Some(Output::To(_))) {
+    if !db_map.is_empty() && !matches!(output, Some(Output::To(_)) | Some(Output::ServeCluster(_)))
+    {
         return Err(UsageError(
-            "--db-map only applies to --to (an RDB file or a served instance keeps the source's db numbers)".into(),
+            "--db-map only applies to --to and --serve-cluster (an RDB file or a served instance keeps the source's db numbers)".into(),
         )
         .into());
     }
-    if (a.verify || a.no_verify) && !matches!(output, Some(Output::To(_))) {
+    if (a.verify || a.no_verify)
+        && !matches!(output, Some(Output::To(_)) | Some(Output::ServeCluster(_)))
+    {
         return Err(UsageError(
             "--verify/--no-verify only apply to --to (an RDB file or a served instance is the restore itself)".into(),
         )

@@ -49,6 +49,9 @@ pub enum Output {
     Serve(u16),
     /// `--serve PORT --tls-cert F --tls-key F`: the same, speaking TLS only on PORT.
     ServeTls(u16, ServeTls),
+    /// `--serve-cluster PORT --primaries N [--replicas R]`: a new local cluster holding the
+    /// restore, left running.
+    ServeCluster(outputs::ClusterSpec),
 }
 
 /// The certificate a TLS `--serve` presents, and the CA its clients' certificates must chain to
@@ -308,6 +311,8 @@ impl RestoreReport {
         self.engine.replica_errors > 0
             || matches!(&self.delivered, outputs::Delivered::To(c, _) if c.failed > 0)
             || matches!(&self.delivered, outputs::Delivered::To(_, Some(p)) if !p.ok())
+            || matches!(&self.delivered, outputs::Delivered::ServeCluster { counts, proof, .. }
+                if counts.failed > 0 || proof.as_ref().is_some_and(|p| !p.ok()))
     }
 }
 
@@ -373,10 +378,17 @@ pub fn check_request(req: &RestoreRequest) -> Result<(), RestoreError> {
         }
         _ => {}
     }
-    if !req.db_map.is_empty() && !matches!(req.output, Output::To(_)) {
+    if !req.db_map.is_empty() && !matches!(req.output, Output::To(_) | Output::ServeCluster(_)) {
         return Err(RestoreError::Unsupported(
-            "--db-map only applies to --to (an RDB file or a served instance keeps the source's db numbers)".into(),
+            "--db-map only applies to --to and --serve-cluster (an RDB file or a served instance keeps the source's db numbers)".into(),
         ));
+    }
+    if let Output::ServeCluster(spec) = &req.output {
+        if spec.primaries == 0 {
+            return Err(RestoreError::Unsupported(
+                "--serve-cluster: --primaries must be at least 1 (e.g. --primaries 3)".into(),
+            ));
+        }
     }
     Ok(())
 }
@@ -533,6 +545,9 @@ pub async fn execute_observed(
         }
         Output::Serve(_) => outputs::serve(server),
         Output::ServeTls(port, _) => outputs::serve_tls(server, *port).await?,
+        Output::ServeCluster(spec) => {
+            outputs::serve_cluster(&server, spec, &req.db_map, req.verify, progress).await?
+        }
     };
     progress.end();
     Ok(RestoreReport {

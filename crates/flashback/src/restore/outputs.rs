@@ -6,10 +6,13 @@
 //! `--to` copies with DUMP/RESTORE rather than by pointing the target at a master: the target
 //! keeps its other keys, and existing keys are left alone unless `--replace` (DESIGN.md).
 
+mod cluster;
 mod copy;
 mod elements;
 mod elements_stream;
 mod relabel;
+mod serve_cluster;
+pub mod slots;
 
 use super::preflight::{check_target_dbs, map_db, resolve_rdb, temp_name, RdbOut, TargetFacts};
 use super::RestoreError;
@@ -17,8 +20,10 @@ use crate::client::{Client, RedisUrl};
 use crate::progress::{Phase, Progress, Unit};
 use crate::redis_server::RedisServer;
 use bytes::Bytes;
+pub use cluster::{to_cluster, Cluster};
 pub use copy::{DEFAULT_MAX_BULK, DUMP_MAX};
 use flashback_format::resp::Frame;
+pub use serve_cluster::{serve_cluster, ClusterSpec, ServedNode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -59,6 +64,13 @@ pub enum Delivered {
         /// Served over TLS only (`--serve` with `--tls-cert/--tls-key`).
         tls: bool,
     },
+    /// `--serve-cluster`: the nodes handed over, and the copy into them.
+    ServeCluster {
+        spec: ClusterSpec,
+        nodes: Vec<ServedNode>,
+        counts: CopyCounts,
+        proof: Option<super::proof::Proof>,
+    },
 }
 
 impl std::fmt::Display for Delivered {
@@ -67,36 +79,15 @@ impl std::fmt::Display for Delivered {
             Delivered::Rdb { path, bytes } => {
                 writeln!(f, "wrote {} ({bytes} bytes)", path.display())
             }
-            Delivered::To(c, proof) => {
-                writeln!(
-                    f,
-                    "{}: {} keys written, {} skipped, {} failed",
-                    c.target, c.written, c.skipped, c.failed
-                )?;
-                if c.by_elements > 0 || c.relabelled > 0 {
-                    writeln!(
-                        f,
-                        "  {} written element by element (too big for one RESTORE, or of a type the target's RDB version lacks), {} DUMP payloads relabelled to the target's RDB version",
-                        c.by_elements, c.relabelled
-                    )?;
-                }
-                for n in &c.notes {
-                    writeln!(f, "  note: {n}")?;
-                }
-                if c.skipped > 0 {
-                    writeln!(f, "  skipped keys already existed on the target; pass --replace to overwrite them")?;
-                }
-                if let Some(m) = &c.first_failure {
-                    writeln!(f, "  first failure: {m}")?;
-                }
-                match proof {
-                    Some(p) => write!(f, "{p}"),
-                    None => writeln!(
-                        f,
-                        "verify: not run (--no-verify, or {} keys or more without --verify)",
-                        VERIFY_AUTO_MAX_KEYS
-                    ),
-                }
+            Delivered::To(c, proof) => show_copy(f, c, proof.as_ref()),
+            Delivered::ServeCluster {
+                spec,
+                nodes,
+                counts,
+                proof,
+            } => {
+                show_copy(f, counts, proof.as_ref())?;
+                show_cluster(f, spec, nodes)
             }
             Delivered::Serve {
                 port,
@@ -128,6 +119,88 @@ impl std::fmt::Display for Delivered {
             }
         }
     }
+}
+
+/// `--to`'s counts and proof (also the copy into a `--serve-cluster`).
+fn show_copy(
+    f: &mut std::fmt::Formatter<'_>,
+    c: &CopyCounts,
+    proof: Option<&super::proof::Proof>,
+) -> std::fmt::Result {
+    writeln!(
+        f,
+        "{}: {} keys written, {} skipped, {} failed",
+        c.target, c.written, c.skipped, c.failed
+    )?;
+    if c.by_elements > 0 || c.relabelled > 0 {
+        writeln!(
+                        f,
+                        "  {} written element by element (too big for one RESTORE, or of a type the target's RDB version lacks), {} DUMP payloads relabelled to the target's RDB version",
+                        c.by_elements, c.relabelled
+                    )?;
+    }
+    for n in &c.notes {
+        writeln!(f, "  note: {n}")?;
+    }
+    if c.skipped > 0 {
+        writeln!(
+            f,
+            "  skipped keys already existed on the target; pass --replace to overwrite them"
+        )?;
+    }
+    if let Some(m) = &c.first_failure {
+        writeln!(f, "  first failure: {m}")?;
+    }
+    match proof {
+        Some(p) => write!(f, "{p}"),
+        None => writeln!(
+            f,
+            "verify: not run (--no-verify, or {} keys or more without --verify)",
+            VERIFY_AUTO_MAX_KEYS
+        ),
+    }
+}
+
+/// How to reach and stop a `--serve-cluster`'s nodes.
+fn show_cluster(
+    f: &mut std::fmt::Formatter<'_>,
+    spec: &ClusterSpec,
+    nodes: &[ServedNode],
+) -> std::fmt::Result {
+    writeln!(
+        f,
+        "serving the restored dataset as a Redis Cluster of {} primaries ({} replicas each) at redis://127.0.0.1:{}",
+        spec.primaries, spec.replicas, spec.port
+    )?;
+    writeln!(f, "  connect: redis-cli -c -p {}", spec.port)?;
+    for n in nodes {
+        let pid = n.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+        let role = match (n.replica_of, n.slots) {
+            (Some(p), _) => format!("replica of 127.0.0.1:{p}"),
+            (None, Some((lo, hi))) => format!("primary, slots {lo}-{hi}"),
+            (None, None) => "primary".into(),
+        };
+        writeln!(
+            f,
+            "  node 127.0.0.1:{} {role} (pid {pid}, dir {})",
+            n.port,
+            n.dir.display()
+        )?;
+    }
+    let pids: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.pid)
+        .map(|p| p.to_string())
+        .collect();
+    writeln!(
+        f,
+        "  stop:    kill {}   (or: redis-cli -p PORT shutdown nosave, for each node)",
+        pids.join(" ")
+    )?;
+    writeln!(
+        f,
+        "  data dirs: each node's dir above holds its nodes.conf and log; remove them after stopping the servers"
+    )
 }
 
 /// Redis glob matching (`*`, `?`, `[abc]`, `[^a-z]`, `\x`) over bytes, as `KEYS`/`SCAN MATCH`.
@@ -554,10 +627,14 @@ pub struct LiveTarget<'a> {
     pub verify: Option<bool>,
 }
 
-/// `--to redis://…`: copies every key of every db into the same db on the target with
+/// `--to redis://…` (a cluster: [`to_cluster`]): copies every key of every db into the same db on the target with
 /// `RESTORE key <abs expiry> <payload> ABSTTL [REPLACE]`, or element by element when its
 /// payload is too big or its type unknown to the target ([`copy`]).
 pub async fn to_live(server: &RedisServer, to: &LiveTarget<'_>) -> Result<Delivered, RestoreError> {
+    if to.facts.is_some_and(|f| f.cluster) {
+        let (counts, proof) = cluster::to_cluster(server, to).await?;
+        return Ok(Delivered::To(counts, proof));
+    }
     let (url, replace) = (to.url, to.replace);
     let mut target = Client::connect(url, Duration::from_secs(30)).await?;
     let mut c = server.client().await?;
@@ -596,6 +673,7 @@ pub async fn to_live(server: &RedisServer, to: &LiveTarget<'_>) -> Result<Delive
             engine: &engine,
             route: &route,
             skipped: skipped.as_mut(),
+            redirects: None,
         };
         copy::copy_batch(&mut c, &mut target, &keys, &mut batch).await?;
     }

@@ -40,6 +40,9 @@ pub struct TargetFacts {
     /// reports `redis_version:7.2.4` for compatibility), so which DUMP payload versions it
     /// takes. None when INFO is refused or unreadable: payloads are sent as they are.
     pub server: Option<(Product, (u32, u32, u32))>,
+    /// `INFO cluster` says `cluster_enabled:1`: keys are routed by slot
+    /// (`outputs::to_cluster`), and db 0 is the only one.
+    pub cluster: bool,
 }
 
 impl TargetFacts {
@@ -88,6 +91,10 @@ pub async fn check_output(req: &RestoreRequest) -> Result<Checked, RestoreError>
         Output::ServeTls(port, tls) => {
             check_port(*port)?;
             check_serve_tls(tls)?;
+            Ok(Checked::default())
+        }
+        Output::ServeCluster(spec) => {
+            check_cluster_ports(spec)?;
             Ok(Checked::default())
         }
         Output::To(url) => Ok(Checked {
@@ -147,6 +154,33 @@ pub fn check_port(port: u16) -> Result<(), RestoreError> {
             "--serve {port}: cannot listen on 127.0.0.1:{port} ({e}): pick another port"
         ))),
     }
+}
+
+/// `--serve-cluster PORT`: every node's port and its cluster bus port (10000 above) are free.
+fn check_cluster_ports(spec: &super::outputs::ClusterSpec) -> Result<(), RestoreError> {
+    let ports = spec.ports();
+    let last = spec.port as u32 + ports.len() as u32 - 1;
+    if spec.port == 0 || last + 10000 > u16::MAX as u32 {
+        return Err(preflight(format!(
+            "--serve-cluster {}: its {} nodes need ports {}-{last} and their cluster bus ports 10000 above: pick a PORT from 1 to {}",
+            spec.port,
+            ports.len(),
+            spec.port,
+            u16::MAX as u32 - 10000 - ports.len() as u32 + 1
+        )));
+    }
+    for p in ports {
+        for q in [p, p + 10000] {
+            check_port(q).map_err(|_| {
+                preflight(format!(
+                    "--serve-cluster {}: 127.0.0.1:{q} (for the node on port {p}{}) is in use or cannot be bound: pick another PORT, or stop what listens there",
+                    spec.port,
+                    if q == p { "" } else { "'s cluster bus" }
+                ))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Where `--rdb` bytes really go.
@@ -305,9 +339,18 @@ pub async fn check_target(url: &RedisUrl) -> Result<TargetFacts, RestoreError> {
         Err(e) => return Err(preflight(format!("--to {url}: {e}"))),
     }
     let mut facts = TargetFacts::default();
+    if let Ok(Frame::Bulk(text)) = c.call(&["INFO", "cluster"]).await {
+        let info = parse_info(&String::from_utf8_lossy(&text));
+        facts.cluster = info_field(&info, "cluster_enabled") == Some("1");
+    }
+    if facts.cluster {
+        check_cluster_state(&mut c, url).await?;
+    }
     if let Ok(Frame::Bulk(text)) = c.call(&["INFO", "replication"]).await {
         let info = parse_info(&String::from_utf8_lossy(&text));
-        if info_field(&info, "role") == Some("slave") {
+        // A cluster replica is as good an entry point as a primary: the copy writes to the
+        // primaries its slot map names.
+        if info_field(&info, "role") == Some("slave") && !facts.cluster {
             let master = format!(
                 "{}:{}",
                 info_field(&info, "master_host").unwrap_or("?"),
@@ -338,7 +381,34 @@ pub async fn check_target(url: &RedisUrl) -> Result<TargetFacts, RestoreError> {
     if let Ok(Frame::Bulk(text)) = c.call(&["INFO", "server"]).await {
         facts.server = server_of_info(&parse_info(&String::from_utf8_lossy(&text)));
     }
+    if facts.cluster {
+        // CONFIG GET databases answers 16 on a cluster node, which refuses SELECT 1.
+        facts.databases = Some(1);
+    }
     Ok(facts)
+}
+
+/// A cluster `--to`: `cluster_state:ok` (every slot served by a reachable primary), or the
+/// copy would fail key by key.
+async fn check_cluster_state(c: &mut Client, url: &RedisUrl) -> Result<(), RestoreError> {
+    let reply = c
+        .call(&["CLUSTER", "INFO"])
+        .await
+        .map_err(|e| preflight(format!("--to {url}: {e}")))?;
+    let Frame::Bulk(text) = reply else {
+        return Err(preflight(format!(
+            "--to {url}: the cluster node refuses CLUSTER INFO ({}): grant the user +cluster|info +cluster|slots",
+            crate::show::key(reply.text().as_bytes())
+        )));
+    };
+    let info = parse_info(&String::from_utf8_lossy(&text));
+    match info_field(&info, "cluster_state") {
+        Some("ok") => Ok(()),
+        state => Err(preflight(format!(
+            "--to {url}: the cluster's state is {} (cluster_state:ok is needed: every slot assigned to a reachable primary): fix the cluster first (redis-cli --cluster check HOST:PORT)",
+            state.unwrap_or("unknown")
+        ))),
+    }
 }
 
 /// A warning, when the `--to` target is the captured source (or one of its replicas) itself.

@@ -21,7 +21,7 @@ use flashback_format::resp::Frame;
 use std::collections::HashSet;
 
 /// Keys per pipelined batch.
-const BATCH: usize = 200;
+pub(super) const BATCH: usize = 200;
 /// Differences named in the report; the rest are counted.
 const NAMED: usize = 5;
 
@@ -279,7 +279,7 @@ fn flatten(f: &Frame, pairs_sorted: bool, out: &mut Vec<Vec<u8>>) {
     }
 }
 
-async fn compare(
+pub(super) async fn compare(
     src: &mut Client,
     dst: &mut Client,
     db: u32,

@@ -67,6 +67,9 @@ pub struct Batch<'a> {
     pub route: &'a Route,
     /// With `--verify`: the keys left alone, so the proof does not flag them.
     pub skipped: Option<&'a mut super::super::proof::Skipped>,
+    /// On a cluster target: keys the node sent elsewhere (`MOVED`/`ASK`, the error's text),
+    /// for the caller to retry there; None: such an error is a failure like any other.
+    pub redirects: Option<&'a mut Vec<(Bytes, Bytes)>>,
 }
 
 impl Batch<'_> {
@@ -196,6 +199,14 @@ pub async fn copy_batch(
     for k in sent {
         match dst.read().await? {
             Frame::Error(e) if e.starts_with(b"BUSYKEY") => batch.skip(k),
+            Frame::Error(e)
+                if (e.starts_with(b"MOVED ") || e.starts_with(b"ASK "))
+                    && batch.redirects.is_some() =>
+            {
+                if let Some(r) = batch.redirects.as_deref_mut() {
+                    r.push((k.clone(), e));
+                }
+            }
             Frame::Error(e) => {
                 let msg = String::from_utf8_lossy(&e).into_owned();
                 let hint = if msg.contains("payload version") {

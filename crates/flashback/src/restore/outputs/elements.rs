@@ -55,10 +55,21 @@ impl From<RestoreError> for Stop {
     }
 }
 
-/// The temporary name on the target: the key's own hash tag (if any) stays the first one, so
-/// the RENAME stays in one slot.
+/// The temporary name on the target, in the key's own Cluster slot, so the RENAME over the real
+/// name is not refused (CROSSSLOT) on a cluster target: a key with a hash tag keeps it the
+/// first one; for a key without, a tag `{N}` is picked whose slot is the key's (some N below a
+/// few hundred thousand always is). Rejected: `{key}` as the tag, which cannot express a key
+/// that itself holds `{` or `}`.
 pub fn temp_key(key: &[u8]) -> Vec<u8> {
     let mut t = format!("flashback:tmp:{}:", std::process::id()).into_bytes();
+    if super::slots::hash_tag(key).is_none() {
+        let slot = super::slots::key_slot(key);
+        if let Some(n) =
+            (0u32..1 << 22).find(|n| super::slots::key_slot(n.to_string().as_bytes()) == slot)
+        {
+            t.extend_from_slice(format!("{{{n}}}:").as_bytes());
+        }
+    }
     t.extend_from_slice(key);
     t
 }
@@ -424,4 +435,27 @@ pub(super) fn unexpected(c: &Client, what: &str, f: &Frame) -> RestoreError {
         c.addr,
         crate::show::key(f.text().as_bytes())
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::slots::key_slot;
+    use super::temp_key;
+
+    #[test]
+    fn temp_names_keep_the_key_slot() {
+        for k in [
+            &b"plain"[..],
+            b"{tag}x",
+            b"a{}b",
+            b"a{b",
+            b"}{",
+            b"",
+            b"\xff\x00",
+        ] {
+            let t = temp_key(k);
+            assert_eq!(key_slot(&t), key_slot(k), "{k:?}");
+            assert!(t.starts_with(b"flashback:tmp:") && t.ends_with(k));
+        }
+    }
 }
