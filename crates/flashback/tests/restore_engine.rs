@@ -254,6 +254,19 @@ async fn scenario(
     (dir, store, points, reference)
 }
 
+/// `--parallel N` from `FLASHBACK_TEST_RESTORE_ARGS` (as tests/util appends it to the CLI's
+/// restores), so these in-process restores run partitioned too; 1 without it.
+fn restore_parallel() -> usize {
+    let args = std::env::var("FLASHBACK_TEST_RESTORE_ARGS").unwrap_or_default();
+    let mut it = args.split_whitespace();
+    while let Some(a) = it.next() {
+        if a == "--parallel" {
+            return it.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+        }
+    }
+    1
+}
+
 fn req(target: Target, output: Output) -> RestoreRequest {
     RestoreRequest {
         source: "src".into(),
@@ -267,6 +280,7 @@ fn req(target: Target, output: Output) -> RestoreRequest {
         force: false,
         verify: None,
         db_map: vec![],
+        parallel: restore_parallel(),
     }
 }
 
