@@ -12,7 +12,7 @@ KEYS=${KEYS:-200000}
 WRITES=${WRITES:-400000}
 DIR=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$PORT" --save '' --appendonly no --dir "$DIR" --daemonize no >"$DIR/src.log" 2>&1 &
+redis-server --port "$PORT" --save "" --appendonly no --enable-debug-command yes --dir "$DIR" --daemonize no >"$DIR/src.log" 2>&1 &
 SRC=$!
 AGENT=
 cleanup() { [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null; kill "$SRC" 2>/dev/null; rm -rf "$DIR"; }
@@ -27,7 +27,7 @@ sleep 3
 kill -TERM "$AGENT"; wait "$AGENT" || true; AGENT=
 digest() {
   local p; p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  redis-server --port "$p" --save '' --dir "$(dirname "$1")" --dbfilename "$(basename "$1")" --daemonize no >/dev/null 2>&1 &
+  redis-server --port "$p" --save "" --enable-debug-command yes --dir "$(dirname "$1")" --dbfilename "$(basename "$1")" --daemonize no >/dev/null 2>&1 &
   local pid=$!
   until redis-cli -p "$p" ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
   redis-cli -p "$p" DEBUG DIGEST; kill "$pid"; wait "$pid" 2>/dev/null || true
