@@ -392,10 +392,14 @@ async fn transactions_are_never_split_and_offsets_are_exact() {
     )
     .await;
     assert_eq!(digest(&mut c).await, after.2);
-    assert_eq!(
-        report.engine.records_skipped, 2,
-        "ping and publish are skipped: {report}"
-    );
+    // Partitioned (`--parallel N`), the partitions' key filters drop them before the engine
+    // would count them: the state above is what is checked then.
+    if restore_parallel() <= 1 {
+        assert_eq!(
+            report.engine.records_skipped, 2,
+            "ping and publish are skipped: {report}"
+        );
+    }
     // Latest = the final state; the absolute TTLs survive.
     let (mut c, _, _s) =
         restore_served(&store, req(Target::Latest, Output::Serve(free_port()))).await;
