@@ -253,6 +253,7 @@ pub async fn compact_or_skip(
         force: true,
         verify: None,
         db_map: Vec::new(),
+        parallel: 1,
     };
     info!(
         "compacting '{source}' generation {}: rebuilding the state at offset {} ({}) from the base at offset {}",

@@ -40,6 +40,9 @@
 //!   (`outputs::serve_cluster`). `restore::keys`: key-level restores
 //!   (`--keys`, `--keys-from`, `--db`): a closure pass over the log, a filtered base, a filtered
 //!   replay, so a restore costs what the selected keys cost.
+//!   `restore::parallel`: `--parallel N`, the same pieces with the keys split into N
+//!   partitions (linked keys together) rebuilt by N private servers at once, then one RDB merged
+//!   from their dumps (`parallel::merge`).
 //! - [`progress`]: the phases of a restore or drill (plan, check, fetch, load, replay, copy,
 //!   verify) with amounts done, shared by the code doing the work and the binary that shows it
 //!   (`cli/progress.rs`: a live line on a terminal); their times are the measured RTO.

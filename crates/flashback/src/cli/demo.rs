@@ -247,6 +247,7 @@ async fn restore_before(
         force: false,
         verify: None,
         db_map: Vec::new(),
+        parallel: 1,
     };
     let started = std::time::Instant::now();
     let report = restore::run(store, req).await.context("restore failed")?;

@@ -108,6 +108,7 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
                 force: false,
                 verify: None,
                 db_map: Vec::new(),
+                parallel: 1,
             };
             eprintln!("restoring source '{source}' at {at} into a temporary RDB to inspect it…");
             restore::run(&store, req).await?;

@@ -21,6 +21,7 @@ use std::path::PathBuf;
   flashback restore --at -5m --rdb some.rdb --keys-from keys.txt --db 2   # key-level: only their cost
   flashback restore --at-offset 1234567 --rdb exact.rdb --force
   flashback restore --latest --serve 6390 --ttl persist
+  flashback restore --at -10m --rdb big.rdb --parallel 4   # 4 partitions rebuilt at once, merged
   flashback restore --before flushall --to redis://10.0.0.5:6379   # the FLUSHALL runbook
   flashback restore --before del:cart:42 --at -1h --rdb cart.rdb      # the last delete before 1h ago
   flashback restore --after flushdb:3 --serve 6390                    # just after the first FLUSHDB 3
@@ -126,6 +127,11 @@ pub struct Args {
     /// source's RDB version [default: redis-server on PATH]
     #[arg(long, value_name = "PATH")]
     redis_server: Option<PathBuf>,
+    /// Rebuild in N partitions at once (N private servers, merged at the end), e.g.
+    /// --parallel 4; 1: serially. Key-level restores (--keys, --db) are always serial
+    /// [default: half the cores, at most 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    parallel: Option<u32>,
     /// Print the plan (base, segments, cut) and stop
     #[arg(long)]
     dry_run: bool,
@@ -305,6 +311,9 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         Ttl::Relative => TtlMode::Relative,
         Ttl::Persist => TtlMode::Persist,
     };
+    let parallel_n = a
+        .parallel
+        .map_or_else(restore::parallel::default_partitions, |n| n as usize);
     let req = output.map(|output| RestoreRequest {
         source: source.clone(),
         target,
@@ -316,6 +325,7 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         replace: a.replace,
         force: a.force,
         db_map,
+        parallel: parallel_n,
         verify: match (a.verify, a.no_verify) {
             (true, _) => Some(true),
             (_, true) => Some(false),
@@ -340,6 +350,10 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     print!("{plan}");
     if key_level {
         println!("mode:       key-level: a first pass over the log finds the keys the selection depends on; only those are loaded and replayed (counts in the report)");
+    } else if parallel_n > 1 && !plan.is_base_itself() {
+        println!("mode:       parallel: {parallel_n} partitions: a first pass over the log splits the keys, {parallel_n} private servers rebuild them at once, then one merge (serial instead if a record's keys cannot be known)");
+    } else if a.parallel.is_some() {
+        println!("mode:       serial: one private server");
     }
     let (Some(req), Some(checked)) = (req.filter(|_| !a.dry_run), checked) else {
         return Ok(());

@@ -83,6 +83,8 @@ pub async fn base_as_rdb(
         filtered: None,
         key_level: None,
         key_fallback: None,
+        parallel: None,
+        parallel_fallback: None,
         ttl_note: None,
         delivered,
         phases: progress.phases(),

@@ -13,6 +13,8 @@
 //!   history is replayed.
 //! - [`outputs`] then move the result where the user asked: an RDB file, a live instance, or the
 //!   server itself left running.
+//! - [`parallel`] (`--parallel N`): the dataset rebuilt in N partitions at once by N engines,
+//!   then merged into one RDB the outputs take from there.
 //!
 //! Restore never writes to the captured source unless the user names it as `--to`.
 
@@ -21,6 +23,7 @@ pub mod cost;
 pub mod engine;
 pub mod keys;
 pub mod outputs;
+pub mod parallel;
 pub mod plan;
 pub mod preflight;
 pub mod proof;
@@ -127,6 +130,9 @@ pub struct RestoreRequest {
     pub verify: Option<bool>,
     /// `--to`: `--db-map S:D,…`, where the keys of db S go on the target (others: same number).
     pub db_map: Vec<(u32, u32)>,
+    /// `--parallel N`: rebuild in N partitions at once ([`parallel`]); 0 or 1: serially.
+    /// Key-level restores are always serial.
+    pub parallel: usize,
 }
 
 /// What was asked for, for [`OutsideWindow`]'s message.
@@ -295,6 +301,10 @@ pub struct RestoreReport {
     pub key_level: Option<keys::KeyLevelStats>,
     /// Why a selection was restored the full way (a record whose keys cannot be known).
     pub key_fallback: Option<String>,
+    /// `--parallel N`: what the partitioned rebuild did.
+    pub parallel: Option<parallel::ParallelStats>,
+    /// `--parallel N` asked for, but the restore ran serially: why.
+    pub parallel_fallback: Option<String>,
     /// `--ttl relative|persist`: what was done to TTLs.
     pub ttl_note: Option<String>,
     pub delivered: outputs::Delivered,
@@ -325,6 +335,12 @@ impl std::fmt::Display for RestoreReport {
         }
         if let Some(why) = &self.key_fallback {
             writeln!(f, "key-level: not possible ({why}); the whole dataset was restored, then the selection kept")?;
+        }
+        if let Some(p) = &self.parallel {
+            write!(f, "{p}")?;
+        }
+        if let Some(why) = &self.parallel_fallback {
+            writeln!(f, "parallel: not possible ({why}); restored serially")?;
         }
         if let Some((kept, deleted)) = self.filtered {
             writeln!(f, "keys filter: {kept} keys kept, {deleted} removed")?;
@@ -450,46 +466,70 @@ pub async fn execute_observed(
         progress.end();
         Some(p)
     };
-    let opts = match req.output {
-        Output::Serve(port) => ServerOptions {
-            port: Some(port),
-            may_outlive_us: true,
-            ..Default::default()
-        },
-        Output::ServeTls(port, ref tls) => ServerOptions {
-            may_outlive_us: true,
-            extra_args: tls.server_args(port),
-            ..Default::default()
-        },
-        Output::Rdb(_) => ServerOptions {
-            extra_args: outputs::rdb_server_args(&binary),
-            ..Default::default()
-        },
-        _ => ServerOptions::default(),
-    };
-    let server = RedisServer::start(&binary, opts).await?;
-    // TTLs are judged as of the requested instant (by offset: the last record's arrival).
-    let at_ms = match plan.target {
-        Target::At(t) => t,
-        _ => plan.stop_time_ms.unwrap_or_else(crate::now_ms),
-    };
-    let (rewrite, ttl_note) = match req.ttl {
-        TtlMode::Absolute => (None, None),
-        TtlMode::Relative => (
-            Some(engine::TtlRewrite::Relative { at_ms }),
-            Some(format!(
-                "ttl relative: every key has the time it had left at {}",
-                crate::timespec::format_ms(at_ms)
-            )),
-        ),
-        TtlMode::Persist => (
-            Some(engine::TtlRewrite::Persist { at_ms }),
-            Some(format!(
-                "ttl persist: every key alive at {} has no TTL",
-                crate::timespec::format_ms(at_ms)
-            )),
-        ),
-    };
+    let (rewrite, ttl_note) = ttl_rewrite(plan, req);
+    let mut parallel_fallback = None;
+    if parallel::applies(req) {
+        progress.begin(
+            crate::progress::Phase::Plan,
+            crate::progress::Unit::Bytes,
+            None,
+        );
+        let n = req.parallel.min(parallel::MAX_PARTITIONS);
+        let prepared = parallel::prepare(store, plan, n).await?;
+        progress.end();
+        match prepared {
+            Err(why) => parallel_fallback = Some(why),
+            Ok(filters) => {
+                let opts = server_options(&req.output, &binary);
+                let built = parallel::rebuild(
+                    store,
+                    plan,
+                    req,
+                    &binary,
+                    base_version,
+                    rewrite,
+                    filters,
+                    opts,
+                    progress,
+                )
+                .await?;
+                let delivered = match (&req.output, built.output_server) {
+                    (Output::Rdb(path), _) => {
+                        progress.begin(
+                            crate::progress::Phase::Copy,
+                            crate::progress::Unit::Bytes,
+                            None,
+                        );
+                        outputs::place_file(&built.merged, path, req.force).await?
+                    }
+                    (_, Some(server)) => {
+                        drop(built.partitions);
+                        deliver(server, req, checked, progress).await?
+                    }
+                    (_, None) => {
+                        return Err(RestoreError::Output(
+                            "the partitioned rebuild left no server to deliver from".into(),
+                        ))
+                    }
+                };
+                progress.end();
+                return Ok(RestoreReport {
+                    plan_summary: plan.summary(),
+                    engine: built.engine,
+                    filtered: None,
+                    key_level: None,
+                    key_fallback: None,
+                    parallel: Some(built.stats),
+                    parallel_fallback: None,
+                    ttl_note,
+                    delivered,
+                    phases: progress.phases(),
+                    elapsed: progress.elapsed(),
+                });
+            }
+        }
+    }
+    let server = RedisServer::start(&binary, server_options(&req.output, &binary)).await?;
     let (key_level, key_fallback) = match pass1 {
         None => (None, None),
         Some(keys::Pass1::Fallback(why)) => (None, Some(why)),
@@ -530,25 +570,7 @@ pub async fn execute_observed(
         }
         Some((kept, deleted))
     };
-    let delivered = match &req.output {
-        Output::Rdb(path) => outputs::to_rdb(&server, path, req.force, progress).await?,
-        Output::To(url) => {
-            let to = outputs::LiveTarget {
-                url,
-                replace: req.replace,
-                db_map: &req.db_map,
-                facts: checked.target.as_ref(),
-                progress,
-                verify: req.verify,
-            };
-            outputs::to_live(&server, &to).await?
-        }
-        Output::Serve(_) => outputs::serve(server),
-        Output::ServeTls(port, _) => outputs::serve_tls(server, *port).await?,
-        Output::ServeCluster(spec) => {
-            outputs::serve_cluster(&server, spec, &req.db_map, req.verify, progress).await?
-        }
-    };
+    let delivered = deliver(server, req, checked, progress).await?;
     progress.end();
     Ok(RestoreReport {
         plan_summary: plan.summary(),
@@ -556,6 +578,8 @@ pub async fn execute_observed(
         filtered,
         key_level,
         key_fallback,
+        parallel: None,
+        parallel_fallback,
         ttl_note,
         delivered,
         phases: progress.phases(),
@@ -580,4 +604,82 @@ fn describe_selection(sel: &keys::Selection) -> String {
         parts.push(format!("--db {d}"));
     }
     parts.join(" ")
+}
+
+/// The restore server's options: `--serve` keeps it (on the user's port, maybe over TLS).
+fn server_options(output: &Output, binary: &ServerBinary) -> ServerOptions {
+    match output {
+        Output::Serve(port) => ServerOptions {
+            port: Some(*port),
+            may_outlive_us: true,
+            ..Default::default()
+        },
+        Output::ServeTls(port, tls) => ServerOptions {
+            may_outlive_us: true,
+            extra_args: tls.server_args(*port),
+            ..Default::default()
+        },
+        Output::Rdb(_) => ServerOptions {
+            extra_args: outputs::rdb_server_args(binary),
+            ..Default::default()
+        },
+        _ => ServerOptions::default(),
+    }
+}
+
+/// Moves the rebuilt dataset from `server` where the user asked.
+async fn deliver(
+    server: RedisServer,
+    req: &RestoreRequest,
+    checked: &preflight::Checked,
+    progress: &Progress,
+) -> Result<outputs::Delivered, RestoreError> {
+    Ok(match &req.output {
+        Output::Rdb(path) => outputs::to_rdb(&server, path, req.force, progress).await?,
+        Output::To(url) => {
+            let to = outputs::LiveTarget {
+                url,
+                replace: req.replace,
+                db_map: &req.db_map,
+                facts: checked.target.as_ref(),
+                progress,
+                verify: req.verify,
+            };
+            outputs::to_live(&server, &to).await?
+        }
+        Output::Serve(_) => outputs::serve(server),
+        Output::ServeTls(port, _) => outputs::serve_tls(server, *port).await?,
+        Output::ServeCluster(spec) => {
+            outputs::serve_cluster(&server, spec, &req.db_map, req.verify, progress).await?
+        }
+    })
+}
+
+/// `--ttl relative|persist`: the rewrite before promotion, and the report's note. TTLs are
+/// judged as of the requested instant (by offset: the last record's arrival).
+fn ttl_rewrite(
+    plan: &RestorePlan,
+    req: &RestoreRequest,
+) -> (Option<engine::TtlRewrite>, Option<String>) {
+    let at_ms = match plan.target {
+        Target::At(t) => t,
+        _ => plan.stop_time_ms.unwrap_or_else(crate::now_ms),
+    };
+    match req.ttl {
+        TtlMode::Absolute => (None, None),
+        TtlMode::Relative => (
+            Some(engine::TtlRewrite::Relative { at_ms }),
+            Some(format!(
+                "ttl relative: every key has the time it had left at {}",
+                crate::timespec::format_ms(at_ms)
+            )),
+        ),
+        TtlMode::Persist => (
+            Some(engine::TtlRewrite::Persist { at_ms }),
+            Some(format!(
+                "ttl persist: every key alive at {} has no TTL",
+                crate::timespec::format_ms(at_ms)
+            )),
+        ),
+    }
 }

@@ -535,6 +535,15 @@ pub fn extra_agent_args() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `FLASHBACK_TEST_RESTORE_ARGS`: more arguments for every `flashback restore` the tests run
+/// (appended), so that the restore tests run with another restore configuration, e.g.
+/// `--parallel 4` (docs/testing.md).
+pub fn extra_restore_args() -> Vec<String> {
+    std::env::var("FLASHBACK_TEST_RESTORE_ARGS")
+        .map(|v| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 impl Agent {
     /// `flashback capture --source redis://127.0.0.1:<port> --store <store> <extra…>`, stderr
     /// (the agent's log) to a file next to the store. Several starts on one store append to
@@ -841,8 +850,17 @@ pub fn run_flashback_env<A: AsRef<std::ffi::OsStr>>(
 ) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let (out_p, err_p) = (dir.path().join("out"), dir.path().join("err"));
+    let restore = args.first().is_some_and(|a| a.as_ref() == "restore");
+    // A test naming an option itself (`--parallel 1`) keeps its own: clap refuses it twice.
+    let given = |o: &String| args.iter().any(|a| a.as_ref() == o.as_str());
+    let extra = if restore && !extra_restore_args().iter().any(given) {
+        extra_restore_args()
+    } else {
+        Vec::new()
+    };
     let mut child = die_with_parent(&mut Command::new(flashback_bin()))
         .args(args)
+        .args(&extra)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(File::create(&out_p).unwrap())

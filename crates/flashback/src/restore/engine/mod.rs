@@ -346,6 +346,41 @@ pub async fn replay_keyed(
     Ok((report, link.filter.take()))
 }
 
+/// Loads the RDB file `path` into `server` (fresh, empty) over the replication link, with no
+/// records after it, and promotes it: how a partitioned rebuild's merged RDB becomes the one
+/// served or copied instance. Rejected: starting the server on the file (`--dbfilename`),
+/// which a master loads dropping keys whose time has passed, where this path keeps them as
+/// the serial restore's replica does. Returns the bytes sent.
+pub async fn load_local(
+    server: &RedisServer,
+    path: &std::path::Path,
+    progress: &Progress,
+) -> Result<u64, RestoreError> {
+    let io = |what: &str, e: std::io::Error| RestoreError::engine(server, format!("{what}: {e}"));
+    let (rd, mut wr, mut admin) = master::attach(server).await?;
+    let n = send_local_base(path, &mut wr, server, progress).await?;
+    let (tx, mut acked) = watch::channel(Acked::default());
+    let acks = tokio::spawn(read_acks(rd, tx));
+    // One command after the payload, so the GETACK below cannot be met by the initial ack of
+    // 0 (as in `replay_keyed`).
+    let select = resp::encode_command(&["SELECT", "0"]);
+    wr.write_all(&select)
+        .await
+        .map_err(|e| io("sending to the replica", e))?;
+    wr.write_all(&resp::encode_command(&["REPLCONF", "GETACK", "*"]))
+        .await
+        .map_err(|e| io("sending to the replica", e))?;
+    wr.flush()
+        .await
+        .map_err(|e| io("sending to the replica", e))?;
+    let waited = wait_acked(server, &mut acked, select.len() as u64).await;
+    acks.abort();
+    waited?;
+    admin.ok(&["REPLICAOF", "NO", "ONE"]).await?;
+    progress.end();
+    Ok(n)
+}
+
 /// Waits until the replica's acknowledged offset reaches `target`: every byte sent before it
 /// is applied. Its silence for [`STALL_TIMEOUT`] (no ACK, no loading keepalive) is an error.
 async fn wait_acked(

@@ -11,7 +11,7 @@
 use super::Selection;
 use std::collections::HashMap;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Closure {
     ids: HashMap<(u32, Vec<u8>), u32>,
     parent: Vec<u32>,
@@ -22,6 +22,9 @@ pub struct Closure {
     pub sel: Selection,
     /// The logical db `--db N` names at the restore point.
     sel_logical_db: Option<u32>,
+    /// A partitioned rebuild's partition: (partitions, this one). It replaces the selection:
+    /// a key seen in no linking command is this partition's when its hash slot says so.
+    part: Option<(u32, u32)>,
 }
 
 impl Closure {
@@ -102,7 +105,38 @@ impl Closure {
         self.perm.clear();
     }
 
+    /// A partitioned rebuild's first pass is over (instead of [`Closure::finish`]): each linked
+    /// component's partition, by id, is the hash slot of its root key's name modulo `n`: any
+    /// rule works as long as all the partitions' closures share it (they are clones of this
+    /// one, given this vector).
+    pub fn component_partitions(&mut self, n: u32) -> Vec<u32> {
+        let own: Vec<(u32, u32)> = self
+            .ids
+            .iter()
+            .map(|((_, k), &i)| (i, partition_of(k, n)))
+            .collect();
+        let mut of_root = vec![0; self.parent.len()];
+        for (i, p) in own {
+            of_root[i as usize] = p;
+        }
+        (0..self.parent.len() as u32)
+            .map(|i| of_root[self.root(i) as usize])
+            .collect()
+    }
+
+    /// Makes this closure partition `p` of `n`, given [`Closure::component_partitions`]; the
+    /// permutation is reset for the second pass, as [`Closure::finish`] does.
+    pub fn keep_partition(&mut self, n: u32, p: u32, of_id: &[u32]) {
+        self.selected = of_id.iter().map(|&q| q == p).collect();
+        self.part = Some((n, p));
+        self.sel_logical_db = None;
+        self.perm.clear();
+    }
+
     fn matches(&self, logical_db: u32, name: &[u8]) -> bool {
+        if let Some((n, p)) = self.part {
+            return partition_of(name, n) == p;
+        }
         self.sel_logical_db.is_none_or(|d| d == logical_db) && self.sel.matches_name(name)
     }
 
@@ -123,6 +157,28 @@ impl Closure {
     pub fn sizes(&self) -> (usize, usize) {
         (self.ids.len(), self.selected.iter().filter(|s| **s).count())
     }
+}
+
+/// CRC16-CCITT (XMODEM), the hash Redis Cluster slots keys by (whole name, no hash tags).
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The partition of a key seen in no linking command: its hash slot modulo `n`. By name only,
+/// so a key keeps its partition through MOVE and SWAPDB (which change its db, not its name).
+pub fn partition_of(name: &[u8], n: u32) -> u32 {
+    (crc16(name) % 16384) as u32 % n.max(1)
 }
 
 #[cfg(test)]
@@ -161,5 +217,30 @@ mod tests {
         c.finish();
         // --db 0 at the restore point is what was db 1 at the base.
         assert!(c.wants_logical(1, b"k") && !c.wants_logical(0, b"k"));
+    }
+
+    #[test]
+    fn partitions_follow_components() {
+        // The cluster spec's check value.
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        let mut c = Closure::new(Selection::default());
+        c.link([(0, &b"a"[..]), (0, b"b")]);
+        c.link([(0, &b"b"[..]), (3, b"c")]);
+        let of_id = c.component_partitions(4);
+        let parts: Vec<Closure> = (0..4)
+            .map(|p| {
+                let mut k = c.clone();
+                k.keep_partition(4, p, &of_id);
+                k
+            })
+            .collect();
+        let owners = |db: u32, k: &[u8]| parts.iter().filter(|c| c.wants(db, k)).count();
+        for (db, k) in [(0, &b"a"[..]), (0, b"b"), (3, b"c"), (0, b"x"), (5, b"y")] {
+            assert_eq!(owners(db, k), 1, "{db} {k:?}");
+        }
+        let home = |db: u32, k: &[u8]| parts.iter().position(|c| c.wants(db, k));
+        assert_eq!(home(0, b"a"), home(0, b"b"));
+        assert_eq!(home(0, b"a"), home(3, b"c"));
+        assert_eq!(home(0, b"x"), Some(partition_of(b"x", 4) as usize));
     }
 }

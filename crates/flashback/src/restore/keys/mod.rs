@@ -91,6 +91,7 @@ pub async fn closure(
         fragmented: HashMap::new(),
         fallback: None,
         records: 0,
+        link_all: false,
     };
     read_records(store, plan, &mut c).await?;
     if let Some(why) = c.fallback {
@@ -109,7 +110,54 @@ pub async fn closure(
     })))
 }
 
+/// A partitioned rebuild's first pass (`restore --parallel N`, [`super::parallel`]): one
+/// [`Filter`] per partition, each keeping the keys of its partition, every key in exactly one;
+/// or why the keys of some record cannot be known (the restore then runs serially).
+pub async fn partitions(
+    store: &Store,
+    plan: &RestorePlan,
+    table: CommandTable,
+    n: u32,
+) -> Result<Result<Vec<Box<Filter>>, String>, RestoreError> {
+    let mut c = Collector {
+        table,
+        closure: Closure::new(Selection::default()),
+        big: None,
+        fragmented: HashMap::new(),
+        fallback: None,
+        records: 0,
+        link_all: true,
+    };
+    read_records(store, plan, &mut c).await?;
+    if let Some(why) = c.fallback {
+        return Ok(Err(why));
+    }
+    let of_id = c.closure.component_partitions(n);
+    let (linked, _) = c.closure.sizes();
+    Ok(Ok((0..n)
+        .map(|p| {
+            let mut closure = c.closure.clone();
+            closure.keep_partition(n, p, &of_id);
+            Box::new(Filter {
+                table: c.table.clone(),
+                closure,
+                fragmented: c.fragmented.clone(),
+                tx: None,
+                stats: KeyLevelStats {
+                    linked_keys: linked,
+                    records_total: c.records,
+                    ..Default::default()
+                },
+            })
+        })
+        .collect()))
+}
+
 struct Collector {
+    /// Link the keys of every command naming several, even DEL, UNLINK and MSET (whose keys do
+    /// not depend on each other): a partition must get a whole command or none of it, since a
+    /// command sent to two partitions would create its keys in both.
+    link_all: bool,
     table: CommandTable,
     closure: Closure,
     /// A record stored in fragments being read: its scanner, db and first offset.
@@ -138,7 +186,7 @@ impl Collector {
                 None
             }
             Class::Keys(keys, link) => {
-                if link && keys.len() > 1 {
+                if (link || self.link_all) && keys.len() > 1 {
                     self.closure
                         .link(keys.iter().map(|t| (t.db, t.name.as_slice())));
                 }
@@ -229,7 +277,7 @@ pub enum Verdict {
 }
 
 /// The second pass, called by the engine's link for each record.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Filter {
     table: CommandTable,
     pub closure: Closure,
