@@ -226,7 +226,7 @@ fn a_mark_leaves_the_dataset_unchanged_and_mark_every_makes_marks() {
     let mut c = source.conn();
     for i in 0..200 {
         c.call(&[
-            format!("SET"),
+            "SET".to_string(),
             format!("a:{i}"),
             format!("{i}"),
             "EX".into(),

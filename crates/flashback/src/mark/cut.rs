@@ -134,22 +134,19 @@ pub async fn take(primaries: &[Primary], pause_ms: u64) -> Result<(Vec<ShardCut>
 
 async fn pause_and_read(c: &mut Client, pause_ms: u64) -> Result<(String, u64), CutError> {
     let ms = pause_ms.to_string();
-    match c.call(&["CLIENT", "PAUSE", ms.as_str(), "WRITE"]).await? {
-        Frame::Error(e) => {
-            let msg = String::from_utf8_lossy(&e).into_owned();
-            return Err(if msg.starts_with("NOPERM") {
-                CutError::NoPerm {
-                    addr: c.addr.clone(),
-                    msg,
-                }
-            } else {
-                CutError::NoWriteMode {
-                    addr: c.addr.clone(),
-                    msg,
-                }
-            });
-        }
-        _ => {}
+    if let Frame::Error(e) = c.call(&["CLIENT", "PAUSE", ms.as_str(), "WRITE"]).await? {
+        let msg = String::from_utf8_lossy(&e).into_owned();
+        return Err(if msg.starts_with("NOPERM") {
+            CutError::NoPerm {
+                addr: c.addr.clone(),
+                msg,
+            }
+        } else {
+            CutError::NoWriteMode {
+                addr: c.addr.clone(),
+                msg,
+            }
+        });
     }
     let info = match c.info("replication").await {
         Err(ClientError::Server { msg, .. }) if msg.starts_with("NOPERM") => {
