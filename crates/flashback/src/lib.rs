@@ -68,6 +68,10 @@
 //!   key-level restore copies entries with).
 //! - [`compact`]: new bases made off the primary: the state at the end of the latest sealed
 //!   segment, rebuilt by the restore engine and stored as a base, so restores replay less log.
+//! - [`mark`]: consistent cuts (`flashback mark`, `capture --mark-every`, `restore --at-mark`):
+//!   `mark::cut` pauses every primary's writes at once (`CLIENT PAUSE WRITE`) and reads each
+//!   offset inside the pause; the mark is an immutable object in the store naming each shard's
+//!   replid and offset, which restore locates in the stored history (`mark::locate`).
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
 //!   of what may be deleted, then deletion in a crash-safe order.
 //! - [`verify`]: `flashback verify`: reads every object a restore needs (`verify::objects`:
@@ -88,6 +92,7 @@ pub mod compact;
 pub mod history;
 pub mod info;
 pub mod inspect;
+pub mod mark;
 pub mod net;
 pub mod progress;
 pub mod prune;

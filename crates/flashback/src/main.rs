@@ -43,6 +43,9 @@ enum Command {
     Compact(cli::compact::Args),
     /// Delete what the retention policy no longer needs (--keep 7d, daily/weekly/monthly points).
     Prune(cli::prune::Args),
+    /// A consistent cut: hold writes back on the primaries for at most --pause, record each
+    /// one's replication offset as a mark (restore --at-mark), release. The data is unchanged.
+    Mark(cli::mark::Args),
     /// The whole story on a throwaway redis-server: capture, an accident, a restore.
     Demo(cli::demo::Args),
     /// A segment's or an RDB's byte-level structure, for a maintainer looking at a damaged file.
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
                     Command::Verify(a) => cli::verify::run(a, &store).await,
                     Command::Compact(a) => cli::compact::run(a, &store).await,
                     Command::Prune(a) => cli::prune::run(a, &store).await,
+                    Command::Mark(a) => cli::mark::run(a, &store).await,
                     Command::Demo(a) => cli::demo::run(a).await,
                     Command::Debug(a) => cli::debug::run(a).await,
                 }

@@ -15,8 +15,10 @@ use std::time::Duration;
   flashback capture --source redis://127.0.0.1:6379 --rolling-bases --replay-budget 0.25   # restores ~ a bare RDB load; RAM ~ the dataset
   flashback capture --source rediss://repl:secret@redis.internal:6380 --tls-ca /etc/redis/ca.crt
   flashback capture --source rediss://10.0.0.5:6380 --tls-ca ca.crt --tls-cert agent.crt --tls-key agent.key
+  flashback capture --source redis://repl:secret@10.0.0.5:6379 --mark-every 5m --mark-pause 50   # consistent cuts
 
 The replication user needs: ACL SETUSER <user> on >password +psync +replconf +ping
+With --mark-every also: +client|pause +client|unpause +info
 Stops on SIGINT/SIGTERM after making everything received durable (exit 0).")]
 pub struct Args {
     /// The primary (or one of its replicas) to capture: redis://[user:pass@]host:port, or
@@ -129,6 +131,13 @@ pub struct Args {
     /// With --keep: also keep the newest base of each of the last N weeks
     #[arg(long, default_value_t = 0, value_name = "N")]
     keep_weekly: u32,
+    /// Take a mark (a consistent cut, as `flashback mark`) this often, e.g. 5m; a mark that
+    /// fails is logged and capture goes on
+    #[arg(long, value_name = "DURATION")]
+    mark_every: Option<String>,
+    /// With --mark-every: hold writes back for at most this many milliseconds per mark
+    #[arg(long, value_name = "MS", default_value_t = flashback::mark::DEFAULT_PAUSE_MS, requires = "mark_every")]
+    mark_pause: u64,
     /// With --keep: also keep the newest base of each of the last N months
     #[arg(long, default_value_t = 0, value_name = "N")]
     keep_monthly: u32,
@@ -264,6 +273,20 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
             UsageError("--keep-daily/--keep-weekly/--keep-monthly go with --keep".into()).into(),
         );
     }
+    let mark_every = match &a.mark_every {
+        None => None,
+        Some(d) => {
+            let every = flashback::timespec::parse_duration(d)
+                .map_err(|e| UsageError(format!("--mark-every: {e}")))?;
+            if every < Duration::from_millis(100) || a.mark_pause == 0 {
+                return Err(UsageError(
+                    "--mark-every must be at least 100ms and --mark-pause at least 1 (e.g. --mark-every 5m --mark-pause 50)".into(),
+                )
+                .into());
+            }
+            Some(every)
+        }
+    };
     let what = match &sentinel {
         Some(s) => format!(
             "master '{}' via Sentinel {}",
@@ -272,14 +295,59 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
         ),
         None => url.to_string(),
     };
+    let marker = mark_every.map(|every| {
+        tokio::spawn(mark_loop(
+            store.clone(),
+            name.clone(),
+            url.clone(),
+            sentinel.clone(),
+            every,
+            a.mark_pause,
+        ))
+    });
     opts.sentinel = sentinel;
     tracing::info!("capturing {what} as source '{name}' into {}", a.store);
     // Installed before any work: a SIGTERM during start-up must still mean "stop cleanly, exit 0".
     let stop = shutdown_signal()?;
-    capture::run(store, opts, stop, None)
-        .await
-        .with_context(|| format!("capture of {what}"))?;
+    let r = capture::run(store, opts, stop, None).await;
+    if let Some(m) = marker {
+        m.abort();
+    }
+    r.with_context(|| format!("capture of {what}"))?;
     Ok(())
+}
+
+/// `--mark-every`: the agent's own marks, on its own connection and credentials. A failure
+/// (the primary away during a failover, a cut that did not fit in the pause) is logged and the
+/// next one is tried on schedule: capture never stops for a mark.
+async fn mark_loop(
+    store: Store,
+    name: String,
+    url: flashback::client::RedisUrl,
+    sentinel: Option<capture::sentinel::SentinelConfig>,
+    every: Duration,
+    pause_ms: u64,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let taken = async {
+            let primary = super::mark::primary(&url, sentinel.as_ref()).await?;
+            anyhow::Ok(flashback::mark::take(&store, &name, &[primary], pause_ms, None).await?)
+        }
+        .await;
+        match taken {
+            Ok(m) => tracing::info!(
+                "mark {}: offset {} ({} ms of at most {})",
+                m.id,
+                m.cuts.first().map(|c| c.offset).unwrap_or(0),
+                m.took_ms,
+                m.pause_ms
+            ),
+            Err(e) => tracing::warn!("mark failed (capture goes on): {e:#}"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are registered when this is called, not when

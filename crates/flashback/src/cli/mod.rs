@@ -7,6 +7,7 @@ pub mod demo;
 pub mod history;
 pub mod info;
 pub mod inspect;
+pub mod mark;
 pub mod progress;
 pub mod prune;
 pub mod restore;

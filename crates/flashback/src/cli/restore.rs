@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("point").required(true).multiple(true).args(["at", "at_offset", "latest", "before", "after"])),
+    group(clap::ArgGroup::new("point").required(true).multiple(true).args(["at", "at_offset", "latest", "before", "after", "at_mark"])),
     group(clap::ArgGroup::new("output").args(["rdb", "to", "serve", "serve_cluster"])),
     after_help = "Examples:
   flashback restore --at '2026-08-03 20:28:10' --rdb before.rdb
@@ -20,6 +20,8 @@ use std::path::PathBuf;
   flashback restore --at @1790000000.250 --to redis://127.0.0.1:6380 --keys 'user:*'
   flashback restore --at -5m --rdb some.rdb --keys-from keys.txt --db 2   # key-level: only their cost
   flashback restore --at-offset 1234567 --rdb exact.rdb --force
+  flashback restore --at-mark m-1790000000250 --rdb cut.rdb       # a mark taken by flashback mark
+  flashback restore --at-mark '2026-08-03 20:28' --serve 6390     # the last mark at or before then
   flashback restore --latest --serve 6390 --ttl persist
   flashback restore --at -10m --rdb big.rdb --parallel 4   # 4 partitions rebuilt at once, merged
   flashback restore --before flushall --to redis://10.0.0.5:6379   # the FLUSHALL runbook
@@ -64,6 +66,11 @@ pub struct Args {
     /// transaction boundary
     #[arg(long, value_name = "N")]
     at_offset: Option<u64>,
+    /// Restore the state of a consistent cut (flashback mark): its ID (m-1790000000250), or a
+    /// TIME, meaning the last mark at or before it
+    #[arg(long, value_name = "ID|TIME", allow_hyphen_values = true,
+          conflicts_with_all = ["at", "at_offset", "latest", "before", "after"])]
+    at_mark: Option<String>,
     /// Restore the latest state captured
     #[arg(long)]
     latest: bool,
@@ -278,9 +285,10 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         .into());
     }
     let (store, source) = open_source(&a.store, config, a.name).await?;
-    let target = match &event {
-        None => target,
-        Some((dir, spec)) => {
+    let target = match (&event, &a.at_mark) {
+        (None, Some(wanted)) => at_mark(&store, &source, wanted).await?,
+        (None, None) => target,
+        (Some((dir, spec)), _) => {
             let at_ms = match a.at.as_deref() {
                 None => None,
                 Some(t) if flashback::timespec::means_latest(t) => None,
@@ -373,6 +381,45 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         anyhow::bail!("the restore finished, but not everything applied (see above)");
     }
     Ok(())
+}
+
+/// `--at-mark ID|TIME`: the mark, located in the stored history, as a target in its generation.
+async fn at_mark(
+    store: &flashback::store::Store,
+    source: &str,
+    wanted: &str,
+) -> anyhow::Result<Target> {
+    use flashback::mark;
+    let marks = mark::list(store, source).await?;
+    // An id is tried first; only what is not one is read as a time.
+    let time = if marks.iter().any(|m| m.id == wanted) {
+        None
+    } else if flashback::timespec::means_latest(wanted) {
+        Some(flashback::now_ms())
+    } else {
+        flashback::timespec::parse_time(wanted, flashback::now_ms()).ok()
+    };
+    let m = mark::find(&marks, source, wanted, time)?;
+    let targets = mark::resolve(store, source, m).await?;
+    let [t] = targets.as_slice() else {
+        anyhow::bail!(
+            "mark {} holds {} shard cuts; restoring a cluster mark shard by shard needs a cluster source (restore each shard with --at-offset meanwhile)",
+            m.id,
+            targets.len()
+        );
+    };
+    println!(
+        "mark:       {} taken {} (writes held back {} ms): {} offset {}",
+        m.id,
+        flashback::timespec::format_ms(m.time_ms),
+        m.took_ms,
+        m.cuts.first().map(|c| c.primary.as_str()).unwrap_or("?"),
+        t.offset
+    );
+    Ok(Target::InGeneration {
+        generation: t.generation,
+        offset: t.offset,
+    })
 }
 
 /// `--serve PORT`, over TLS only when `--tls-cert` and `--tls-key` are given.

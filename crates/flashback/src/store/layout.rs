@@ -10,6 +10,7 @@
 //! sources/<name>/generations/<gen>/commands.resp     the source's COMMAND reply (envelope + RESP)
 //! sources/<name>/generations/<gen>/uncertain/<from_off>-<to_off>-<t0>-<t1>.gap  an uncertain interval
 //! sources/<name>/generations/<gen>/summaries/<start>-<end>.sum       a sealed segment's summary
+//! sources/<name>/marks/<time>-<id>.mark              a consistent cut (`crate::mark`, envelope + JSON)
 //! ```
 //! `<gen>` is the generation's start time in ms as 16 hex digits; offsets are 16 hex digits and
 //! times (ms) 12 hex digits, all fixed-width lowercase, so a plain LIST returns them in order and
@@ -176,6 +177,33 @@ pub fn damaged_tail_key(source: &str, gen: &str, start_offset: u64, byte: u64) -
     Path::from(format!(
         "{SOURCES}/{source}/generations/{gen}/segments/{start_offset:016x}.tail.{byte}.damaged"
     ))
+}
+
+/// Where the marks of a source are: beside `generations/`, not in one, because a mark's cut
+/// names a replication history (replid + offset), and across a failover or a cluster's shards
+/// that is not one generation. The catalog never lists here.
+pub fn marks_prefix(source: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/marks"))
+}
+
+/// A mark taken at `time_ms` (12 hex digits, so a LIST returns marks in time order) with its
+/// short id (`crate::mark::valid_id`: letters, digits, '-').
+pub fn mark_key(source: &str, time_ms: u64, id: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/marks/{time_ms:012x}-{id}.mark"))
+}
+
+/// (time_ms, id) of a key under [`marks_prefix`]; None for anything else.
+pub fn parse_mark_key(source: &str, key: &Path) -> Option<(u64, String)> {
+    let prefix = format!("{SOURCES}/{source}/marks/");
+    let f = key.as_ref().strip_prefix(&prefix)?;
+    let (t, id) = f.strip_suffix(".mark")?.split_once('-')?;
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok {
+        return None;
+    }
+    Some((parse_hex(t, 12)?, id.to_string()))
 }
 
 /// What a file name under `base/` or `segments/` is.
@@ -520,6 +548,30 @@ mod tests {
         assert_eq!(
             parse_key("cache", &uk).map(|x| x.1),
             Some(Entry::Uncertain(u))
+        );
+    }
+
+    #[test]
+    fn mark_keys_round_trip_and_sort_by_time() {
+        let a = mark_key("cache", 0x01a20a35672d, "m-1790000000250");
+        assert_eq!(
+            a.as_ref(),
+            "sources/cache/marks/01a20a35672d-m-1790000000250.mark"
+        );
+        assert_eq!(
+            parse_mark_key("cache", &a),
+            Some((0x01a20a35672d, "m-1790000000250".to_string()))
+        );
+        assert!(a.as_ref() < mark_key("cache", 0x01a20a35672e, "a").as_ref());
+        assert_eq!(parse_mark_key("other", &a), None);
+        assert_eq!(
+            parse_mark_key("cache", &Path::from("sources/cache/marks/zz-m.mark")),
+            None
+        );
+        assert_eq!(
+            parse_key("cache", &a),
+            None,
+            "the catalog never sees a mark"
         );
     }
 
