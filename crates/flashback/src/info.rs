@@ -256,7 +256,7 @@ pub async fn gather(store: &Store, now_ms: u64) -> Result<StoreInfo, StoreError>
                 .and_then(|ws| {
                     let from = ws.iter().max_by_key(|w| w.from_ms)?.clone();
                     let to = ws.iter().min_by_key(|w| w.to_ms)?.clone();
-                    (from.from_ms <= to.to_ms).then(|| WindowInfo {
+                    (from.from_ms <= to.to_ms).then_some(WindowInfo {
                         from_ms: from.from_ms,
                         from: from.from,
                         from_offset: from.from_offset,

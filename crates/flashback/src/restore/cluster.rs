@@ -219,7 +219,9 @@ pub fn merge_rdbs(inputs: &[PathBuf], out: &Path) -> Result<MergeCounts, Restore
                     counts.keys += 1;
                 }
                 Item::Function(code) => {
-                    if functions.insert(code) {
+                    // Cluster users load a library on every primary (FUNCTION LOAD is per node): once.
+                    let first_time = functions.insert(code);
+                    if first_time {
                         w.raw(r.raw()).map_err(io(out))?;
                     }
                 }
