@@ -62,6 +62,30 @@ pub struct SourceInfo {
     /// is a base alone (kept for that point; they stay in `windows` too): each restores from
     /// its own instant through `to_ms` (the same instant, for a base alone). Oldest first.
     pub restore_points: Vec<RestorePointInfo>,
+    /// A cluster source (`capture --cluster`): its shards, each an internal source of its
+    /// own; absent for a standalone source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub shards: Vec<ShardInfo>,
+    /// The intersection of the shards' latest windows: the instants every shard restores;
+    /// null when some shard has nothing restorable or they do not overlap.
+    pub window: Option<WindowInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// What `restore --shard` takes.
+    pub label: String,
+    pub node_ids: Vec<String>,
+    /// The shard's latest window.
+    pub window: Option<WindowInfo>,
+    pub lag_ms: Option<u64>,
+    pub generations: usize,
+    pub bytes: u64,
 }
 
 /// A base snapshot that restores start from.
@@ -205,7 +229,46 @@ pub async fn gather(store: &Store, now_ms: u64) -> Result<StoreInfo, StoreError>
     let mut sources = Vec::new();
     for name in catalog::list_sources(store).await? {
         let gens = catalog::load_generations(store, &name).await?;
-        sources.push(source_info(&name, &gens, now_ms));
+        let mut info = source_info(&name, &gens, now_ms);
+        if let Some(m) = crate::store::cluster::load(store, &name).await? {
+            let mut shards = Vec::new();
+            for (label, src) in m.shard_sources() {
+                let gens = catalog::load_generations(store, &src).await?;
+                let one = source_info(&src, &gens, now_ms);
+                let node_ids = m
+                    .shard(&label)
+                    .map(|s| s.node_ids.clone())
+                    .unwrap_or_default();
+                info.bytes += one.bytes;
+                shards.push(ShardInfo {
+                    label,
+                    node_ids,
+                    window: gens.iter().rev().find_map(|g| g.window()).map(window_info),
+                    lag_ms: one.lag_ms,
+                    generations: one.generations.len(),
+                    bytes: one.bytes,
+                });
+            }
+            let window = shards
+                .iter()
+                .map(|s| s.window.clone())
+                .collect::<Option<Vec<_>>>()
+                .and_then(|ws| {
+                    let from = ws.iter().max_by_key(|w| w.from_ms)?.clone();
+                    let to = ws.iter().min_by_key(|w| w.to_ms)?.clone();
+                    (from.from_ms <= to.to_ms).then_some(WindowInfo {
+                        from_ms: from.from_ms,
+                        from: from.from,
+                        from_offset: from.from_offset,
+                        to_ms: to.to_ms,
+                        to: to.to,
+                        to_offset: to.to_offset,
+                    })
+                });
+            info.lag_ms = shards.iter().filter_map(|s| s.lag_ms).max();
+            info.cluster = Some(ClusterInfo { shards, window });
+        }
+        sources.push(info);
     }
     Ok(StoreInfo {
         schema: SCHEMA_VERSION,
@@ -293,6 +356,7 @@ pub fn source_info(name: &str, gens: &[Generation], now_ms: u64) -> SourceInfo {
         generations,
         latest_base,
         restore_points,
+        cluster: None,
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`poll`]: the second connection that polls the source's own offset for evidence.
 //! - [`sentinel`]: which node is the primary, asked of Sentinels before each session, and
 //!   their failover events, which end a session so the loop follows the promoted replica.
+//! - [`cluster`]: a Redis Cluster: the shards discovered (`cluster::topology`, pure), one
+//!   capture loop per shard, each asking the cluster for its node before every session.
 //! - [`run`](run()) (in `run.rs`): the entry point: spool and uploader wiring, the reconnect
 //!   loop; `session.rs` holds one connection (sync, then the stream loop around `core`).
 //! - [`maintenance`]: compaction and retention scheduled beside capture, supervised.
@@ -20,6 +22,7 @@
 //! tail is fsync'd at least every `core::FLUSH_EVERY` (100 ms). So `WAIT` on the primary means
 //! "durably backed up", and a kill -9 loses nothing that was acknowledged.
 
+pub mod cluster;
 pub mod core;
 mod generation;
 pub mod log;
@@ -61,6 +64,8 @@ pub enum CaptureError {
     State(#[from] state::StateError),
     #[error(transparent)]
     Sentinel(#[from] sentinel::SentinelError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("{0}")]
     SecondWriter(String),
     #[error("{0}")]
@@ -87,6 +92,8 @@ impl CaptureError {
             CaptureError::State(_) => true,
             // Sentinels down or mid-reconfiguration, or a failover: the next ask may answer.
             CaptureError::Sentinel(e) => !matches!(e, sentinel::SentinelError::Syntax(_)),
+            // Nodes down or mid-failover; a shard gone from the cluster may come back too.
+            CaptureError::Cluster(e) => !matches!(e, cluster::ClusterError::Store(_)),
             _ => false,
         }
     }

@@ -39,6 +39,9 @@ pub struct CaptureOptions {
     /// Follow the primary through these Sentinels (`capture::sentinel`); `source` then only
     /// supplies the data nodes' credentials (and db).
     pub sentinel: Option<super::sentinel::SentinelConfig>,
+    /// One shard of a cluster source (`capture::cluster`): its node is asked of the cluster
+    /// before each session; `source` then only supplies credentials and TLS.
+    pub cluster: Option<super::cluster::ShardLink>,
 }
 
 impl CaptureOptions {
@@ -64,6 +67,7 @@ impl CaptureOptions {
             rolling: None,
             retention: None,
             sentinel: None,
+            cluster: None,
         }
     }
 }

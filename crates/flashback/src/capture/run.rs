@@ -205,6 +205,10 @@ async fn run_log(
         .sentinel
         .clone()
         .map(|cfg| Follower::start(cfg, opts.source.clone()));
+    let mut shard = opts
+        .cluster
+        .clone()
+        .map(|link| super::cluster::ShardFollower::new(link, opts.source.clone()));
     let (source_tx, source_rx) = watch::channel(opts.source.clone());
     // Aborted on drop: the poller must not outlive capture (it holds a connection to the source).
     let _poller = AbortOnDrop(tokio::spawn(poll::run(source_rx, poll_tx, uncertain_rx)));
@@ -220,6 +224,24 @@ async fn run_log(
     loop {
         let started = Instant::now();
         let result = match follower.as_mut() {
+            None if shard.is_some() => {
+                let asked = match shard.as_mut() {
+                    Some(f) => tokio::select! {
+                        a = f.source() => Some(a),
+                        _ = shutdown.as_mut() => None,
+                    },
+                    None => None,
+                };
+                match asked {
+                    None => Ok(()),
+                    Some(Err(e)) => Err(e.into()),
+                    Some(Ok(url)) => {
+                        source_tx.send_if_modified(|s| std::mem::replace(s, url.clone()) != url);
+                        current.source = url;
+                        session(log, &current, shutdown.as_mut(), &progress, &mut links).await
+                    }
+                }
+            }
             None => session(log, opts, shutdown.as_mut(), &progress, &mut links).await,
             Some(f) => {
                 let asked = tokio::select! {

@@ -11,6 +11,7 @@ use std::time::Duration;
   flashback capture --source redis://127.0.0.1:6380 --psync-command MYPSYNC
   flashback capture --sentinel 10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379 --master-name mymaster \\
       --source redis://repl:secret@any:6379    # follows failovers; Sentinel password: FLASHBACK_SENTINEL_PASSWORD
+  flashback capture --cluster --source redis://repl:secret@10.0.0.5:7000 --name orders   # every shard, from any node
   flashback capture --source redis://127.0.0.1:6379 --store s3://backups/redis --s3-endpoint http://10.0.0.9:9000
   flashback capture --source redis://127.0.0.1:6379 --rolling-bases --replay-budget 0.25   # restores ~ a bare RDB load; RAM ~ the dataset
   flashback capture --source rediss://repl:secret@redis.internal:6380 --tls-ca /etc/redis/ca.crt
@@ -47,6 +48,12 @@ pub struct Args {
         value_name = "PASSWORD"
     )]
     sentinel_password: Option<String>,
+    /// --source is any node of a Redis Cluster: capture every shard (discovered with CLUSTER
+    /// SHARDS, else CLUSTER SLOTS), each from a replica of it where one is online (else its
+    /// primary), following failovers; one source in the store with a history per shard
+    /// (`flashback info` lists them; `restore --shard ID` restores one)
+    #[arg(long, conflicts_with = "sentinel")]
+    cluster: bool,
     /// Where to store: a directory (created if missing)
     #[arg(long, default_value = DEFAULT_STORE)]
     store: String,
@@ -293,6 +300,7 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
             s.master_name,
             a.sentinel.as_deref().unwrap_or_default()
         ),
+        None if a.cluster => format!("the cluster of {url}"),
         None => url.to_string(),
     };
     let marker = mark_every.map(|every| {
@@ -309,7 +317,11 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
     tracing::info!("capturing {what} as source '{name}' into {}", a.store);
     // Installed before any work: a SIGTERM during start-up must still mean "stop cleanly, exit 0".
     let stop = shutdown_signal()?;
-    let r = capture::run(store, opts, stop, None).await;
+    let r = if a.cluster {
+        capture::cluster::run(store, opts, stop).await
+    } else {
+        capture::run(store, opts, stop, None).await
+    };
     if let Some(m) = marker {
         m.abort();
     }

@@ -76,6 +76,34 @@ pub fn render(r: &StoreInfo) -> String {
 }
 
 fn render_source(o: &mut String, r: &StoreInfo, s: &SourceInfo) {
+    if let Some(c) = &s.cluster {
+        use std::fmt::Write as _;
+        let _ = writeln!(o, "{}  (cluster, {} shards)", s.name, c.shards.len());
+        match &c.window {
+            Some(w) => {
+                let _ = writeln!(o, "  window (every shard): {} .. {}", w.from, w.to);
+            }
+            None => {
+                let _ = writeln!(o, "  window (every shard): none yet");
+            }
+        }
+        for sh in &c.shards {
+            let _ = writeln!(
+                o,
+                "  shard {}: {}, lag {}, {} generation(s)",
+                sh.label,
+                sh.window
+                    .as_ref()
+                    .map(|w| format!("{} .. {}", w.from, w.to))
+                    .unwrap_or_else(|| "nothing restorable yet".into()),
+                sh.lag_ms
+                    .map(|l| format!("{:.1} s", l as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                sh.generations
+            );
+        }
+        return;
+    }
     let _ = writeln!(o, "source {}  ({} stored)", s.name, format_bytes(s.bytes));
     match (s.lag_ms, s.windows.last()) {
         (Some(lag), Some(w)) => {
@@ -397,6 +425,7 @@ mod tests {
                 .flat_map(|g| g.restore_points.iter().cloned())
                 .collect(),
             generations: gens,
+            cluster: None,
         }
     }
 

@@ -90,6 +90,17 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     // Read access finds the source; the mark is then written with write access.
     let (_, name) = open_source(&a.store, config, a.name).await?;
     let store = Store::open(&a.store, &config.with_access(Access::Write))?;
+    // A cluster's mark needs a cut on every primary at once (mark::take takes them all), and
+    // restore --at-mark of several cuts is not built yet: refuse rather than cut one shard.
+    if flashback::store::cluster::load(&store, &name)
+        .await?
+        .is_some()
+    {
+        return Err(UsageError(format!(
+            "'{name}' is a cluster source: marks of a cluster are not supported yet; restore it by --at TIME (each shard at TIME)"
+        ))
+        .into());
+    }
     let primary = primary(&url, sentinel.as_ref()).await?;
     let m = mark::take(&store, &name, &[primary], a.pause, a.id).await?;
     if a.json {

@@ -28,6 +28,8 @@ use std::path::PathBuf;
   flashback restore --before del:cart:42 --at -1h --rdb cart.rdb      # the last delete before 1h ago
   flashback restore --after flushdb:3 --serve 6390                    # just after the first FLUSHDB 3
   flashback restore --at '2026-08-03T20:28:10+08:00' --rdb x.rdb --dry-run   # print the plan only
+  flashback restore --name orders --at -10m --rdb orders.rdb   # a cluster source: every shard, one RDB
+  flashback restore --name orders --shard s5461 --at -10m --serve 6390   # one shard of it
 
 At TIME the result holds every transaction that arrived at or before TIME, never half of a
 MULTI/EXEC. A TIME outside the restorable window is an error that prints the window
@@ -58,6 +60,11 @@ pub struct Args {
     /// Which source to restore (may be left out when the store holds only one)
     #[arg(long)]
     name: Option<String>,
+    /// A cluster source (capture --cluster): restore this shard only (its label, e.g. s0, as
+    /// `flashback info` lists it, or its cluster shard id), to any output; without it every
+    /// shard is restored at the same instant into one --rdb FILE
+    #[arg(long, value_name = "ID")]
+    shard: Option<String>,
     /// Restore the state as of TIME: '2026-08-03 20:28:10[.123]' (local), RFC 3339,
     /// '@<unix seconds>', or relative ('-10m', '2h ago')
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
@@ -136,7 +143,7 @@ pub struct Args {
     redis_server: Option<PathBuf>,
     /// Rebuild in N partitions at once (N private servers, merged at the end), e.g.
     /// --parallel 4; 1: serially. Key-level restores (--keys, --db) are always serial
-    /// [default: half the cores, at most 4]
+    /// [default: 1: partitioning is not yet faster, see docs/benchmarks.md]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     parallel: Option<u32>,
     /// Print the plan (base, segments, cut) and stop
@@ -285,6 +292,51 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         .into());
     }
     let (store, source) = open_source(&a.store, config, a.name).await?;
+    let cluster = flashback::store::cluster::load(&store, &source).await?;
+    let (source, cluster) = match (cluster, &a.shard) {
+        (Some(m), Some(id)) => match m.shard(id) {
+            Some(s) => (
+                flashback::store::layout::shard_source(&source, &s.label),
+                None,
+            ),
+            None => {
+                return Err(UsageError(format!(
+                    "--shard {id}: cluster source '{source}' has shards {}",
+                    m.labels()
+                ))
+                .into())
+            }
+        },
+        (None, Some(_)) => {
+            return Err(UsageError(format!(
+                "--shard applies to a cluster source (captured with --cluster); '{source}' is not one: leave --shard out"
+            ))
+            .into())
+        }
+        (m, None) => (source, m),
+    };
+    if cluster.is_some() {
+        let why = if event.is_some() {
+            Some("--before/--after EVENT")
+        } else if a.at_offset.is_some() {
+            Some("--at-offset")
+        } else if a.at_mark.is_some() {
+            // Marks of a cluster (one cut per shard) are not wired to cluster capture yet.
+            Some("--at-mark")
+        } else if !a.keys.is_empty() || a.keys_from.is_some() || a.db.is_some() {
+            Some("--keys/--keys-from/--db")
+        } else if !matches!(output, Some(Output::Rdb(_)) | None) {
+            Some("--to/--serve")
+        } else {
+            None
+        };
+        if let Some(what) = why {
+            return Err(UsageError(format!(
+                "'{source}' is a cluster source: {what} applies to one shard; add --shard ID (see flashback info), or restore the whole cluster by --at TIME / --latest into --rdb FILE"
+            ))
+            .into());
+        }
+    }
     let target = match (&event, &a.at_mark) {
         (None, Some(wanted)) => at_mark(&store, &source, wanted).await?,
         (None, None) => target,
@@ -340,6 +392,21 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
             _ => None,
         },
     });
+    if let Some(m) = &cluster {
+        let at = restore::cluster::resolve_target(&store, m, target).await?;
+        println!(
+            "cluster:    source '{source}', shards {}, every one at {}",
+            m.labels(),
+            flashback::timespec::format_ms(at)
+        );
+        let Some(req) = req.filter(|_| !a.dry_run) else {
+            return Ok(());
+        };
+        let report = restore::cluster::restore_rdb(&store, m, at, a.inexact, &req).await?;
+        println!();
+        print!("{report}");
+        return Ok(());
+    }
     // Refuse what cannot work (an unreachable target, a busy port, an --rdb path that cannot
     // be written) before any work: before the plan reads segments, the base is fetched or a
     // private server starts.

@@ -19,6 +19,7 @@
 //! Restore never writes to the captured source unless the user names it as `--to`.
 
 mod base_copy;
+pub mod cluster;
 pub mod cost;
 pub mod engine;
 pub mod keys;

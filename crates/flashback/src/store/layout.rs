@@ -50,6 +50,21 @@ pub fn source_prefix(source: &str) -> Path {
     Path::from(format!("{SOURCES}/{source}"))
 }
 
+/// A cluster source's list of shards (`store::cluster`), beside where a plain source keeps
+/// its generations: a cluster source has none of its own.
+pub fn cluster_meta_key(source: &str) -> Path {
+    Path::from(format!("{SOURCES}/{source}/cluster.meta"))
+}
+
+/// The internal source name one shard's history is stored under: `NAME+SHARD`. `+` is outside
+/// [`valid_source_name`]'s alphabet, so no user-named source can collide with it and the
+/// catalog's source list (which keeps only valid names) does not show shards as sources of
+/// their own (rejected: `sources/NAME/shards/SHARD/…`, which would make every other name
+/// here take a shard argument). The shard label itself is checked like a source name.
+pub fn shard_source(source: &str, shard: &str) -> String {
+    format!("{source}+{shard}")
+}
+
 /// The remote-store agent's lease (`ship::lease`); not under `generations/`, so the catalog
 /// never sees it.
 pub fn lease_key(source: &str) -> Path {
@@ -592,5 +607,11 @@ mod tests {
         }
         assert!(!valid_source_name("../etc"));
         assert!(valid_source_name("redis-127.0.0.1-6379"));
+        assert!(!valid_source_name(&shard_source("c", "s0")));
+        assert_eq!(cluster_meta_key("c").as_ref(), "sources/c/cluster.meta");
+        assert_eq!(
+            generations_prefix(&shard_source("c", "s0")).as_ref(),
+            "sources/c+s0/generations"
+        );
     }
 }

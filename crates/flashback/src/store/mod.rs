@@ -18,6 +18,7 @@ pub mod aws_files;
 pub mod catalog;
 pub mod chain;
 pub mod chunks;
+pub mod cluster;
 pub mod commands;
 pub mod crypt;
 pub mod layout;

@@ -1,0 +1,277 @@
+//! Capture of a Redis Cluster (`capture --cluster --source redis://ANY-NODE`): one agent
+//! process, one capture loop per shard ([`super::run()`] unchanged: its own log, spool
+//! subdirectory, lease, evidence poller and maintenance), each under the shard's internal
+//! source name ([`layout::shard_source`]), listed in the source's `cluster.meta`
+//! ([`crate::store::cluster`]).
+//!
+//! Which node a shard links to is asked of the cluster before every session
+//! ([`ShardFollower::source`]), as `capture::sentinel` asks the Sentinels: an online replica of
+//! the shard (no load on the primary), else its primary. A failover inside a shard ends the
+//! session by itself (a promoted replica, and a demoted primary, drop their replicas' links to
+//! announce the new replication id), and the next session's PSYNC continues the same
+//! generation on whichever node the shard offers now, through replid2. Slot migrations need
+//! nothing here: the keys leave one shard's stream as DEL and arrive in another's as
+//! RESTORE-ASKING, both ordinary records; the merge at restore keeps one copy of a key caught
+//! in both (`restore::cluster`).
+//!
+//! Not followed while running: shards added to the cluster after the agent started (a
+//! restart discovers them) and a shard's node changing while its link is healthy (the link
+//! only moves when it breaks).
+
+pub mod topology;
+
+use super::{CaptureError, CaptureOptions};
+use crate::client::{Client, ClientError, RedisUrl};
+use crate::store::cluster::{self as meta, ClusterMeta, ShardMeta};
+use crate::store::{layout, Store, StoreError};
+use flashback_format::resp::Frame;
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::watch;
+use topology::Shard;
+use tracing::{info, warn};
+
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no cluster node answered CLUSTER SHARDS or CLUSTER SLOTS ({tried}): {last}; check --source, and that the node runs with cluster-enabled yes")]
+    NoneAnswered { tried: String, last: String },
+    #[error("{node}: {what}")]
+    Reply { node: String, what: String },
+    #[error("shard {label} of cluster source '{source_name}' is not in the cluster any more (none of its nodes, and no node owning slot {slot}); its history stays restorable")]
+    ShardGone {
+        source_name: String,
+        label: String,
+        slot: u16,
+    },
+    #[error("shard {label}: no node of it is online; waiting for the cluster")]
+    NoNode { label: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one shard's capture loop needs to find its node: the cluster nodes to ask and the
+/// shard as stored.
+#[derive(Debug, Clone)]
+pub struct ShardLink {
+    pub seeds: Vec<(String, u16)>,
+    pub shard: ShardMeta,
+    pub source: String,
+}
+
+/// Asks `seeds` in turn for the cluster's shards: CLUSTER SHARDS, else (a server without it)
+/// CLUSTER SLOTS. `base` supplies credentials and TLS.
+pub async fn discover(
+    base: &RedisUrl,
+    seeds: &[(String, u16)],
+) -> Result<(Vec<Shard>, (String, u16)), ClusterError> {
+    let mut last = String::from("no node to ask");
+    for (host, port) in seeds {
+        let url = RedisUrl {
+            host: host.clone(),
+            port: *port,
+            db: 0,
+            ..base.clone()
+        };
+        match ask(&url).await {
+            Ok(shards) => return Ok((shards, (host.clone(), *port))),
+            Err(e) => {
+                warn!("cluster node {host}:{port}: {e}");
+                last = e.to_string();
+            }
+        }
+    }
+    Err(ClusterError::NoneAnswered {
+        tried: seeds
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        last,
+    })
+}
+
+async fn ask(url: &RedisUrl) -> Result<Vec<Shard>, ClusterError> {
+    let node = format!("{}:{}", url.host, url.port);
+    let client_err = |e: ClientError| ClusterError::Reply {
+        node: node.clone(),
+        what: e.to_string(),
+    };
+    let mut c = Client::connect(url, ASK_TIMEOUT)
+        .await
+        .map_err(client_err)?;
+    let reply = c
+        .call(&[b"CLUSTER".as_slice(), b"SHARDS"])
+        .await
+        .map_err(client_err)?;
+    let parsed = match reply {
+        Frame::Error(e) if e.starts_with(b"ERR unknown subcommand") => {
+            let slots = c
+                .ok(&[b"CLUSTER".as_slice(), b"SLOTS"])
+                .await
+                .map_err(client_err)?;
+            topology::parse_slots(&slots)
+        }
+        Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+        other => topology::parse_shards(&other),
+    };
+    parsed.map_err(|what| ClusterError::Reply { node, what })
+}
+
+/// One shard's node, asked of the cluster before each session.
+pub struct ShardFollower {
+    link: ShardLink,
+    base: RedisUrl,
+    last: Option<String>,
+}
+
+impl ShardFollower {
+    pub fn new(link: ShardLink, base: RedisUrl) -> ShardFollower {
+        ShardFollower {
+            link,
+            base,
+            last: None,
+        }
+    }
+
+    /// The node this shard's next session links to, with `--source`'s credentials.
+    pub async fn source(&mut self) -> Result<RedisUrl, ClusterError> {
+        let (shards, _) = discover(&self.base, &self.link.seeds).await?;
+        let shard =
+            topology::find(&shards, &self.link.shard).ok_or_else(|| ClusterError::ShardGone {
+                source_name: self.link.source.clone(),
+                label: self.link.shard.label.clone(),
+                slot: self.link.shard.first_slot,
+            })?;
+        // Every node the cluster names is worth asking next time: the seed may be the node
+        // that goes down.
+        for n in shards.iter().flat_map(|s| &s.nodes) {
+            let addr = (n.host.clone(), n.port);
+            if !self.link.seeds.contains(&addr) {
+                self.link.seeds.push(addr);
+            }
+        }
+        for n in &shard.nodes {
+            if !self.link.shard.node_ids.contains(&n.id) {
+                self.link.shard.node_ids.push(n.id.clone());
+            }
+        }
+        let node = shard.link_node().ok_or_else(|| ClusterError::NoNode {
+            label: self.link.shard.label.clone(),
+        })?;
+        if self.last.as_deref() != Some(node.id.as_str()) {
+            info!(
+                "shard {}: linking to {} {}:{} ({})",
+                self.link.shard.label,
+                if node.primary { "primary" } else { "replica" },
+                node.host,
+                node.port,
+                node.id
+            );
+            self.last = Some(node.id.clone());
+        }
+        Ok(RedisUrl {
+            host: node.host.clone(),
+            port: node.port,
+            ..self.base.clone()
+        })
+    }
+}
+
+/// Discovers the shards, records them in `cluster.meta`, then runs one capture loop per
+/// shard until `shutdown`; the first shard to fail for good stops the others (each seals
+/// what it received) and its error is returned.
+pub async fn run(
+    store: Store,
+    opts: CaptureOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CaptureError> {
+    let seeds = vec![(opts.source.host.clone(), opts.source.port)];
+    let (found, by) = discover(&opts.source, &seeds).await?;
+    let stored = meta::load(&store, &opts.name).await?;
+    let shards = topology::merge(
+        stored.as_ref().map(|m| m.shards.as_slice()).unwrap_or(&[]),
+        &found,
+    );
+    let m = ClusterMeta {
+        source: opts.name.clone(),
+        shards: shards.clone(),
+        created_ms: stored
+            .as_ref()
+            .map(|m| m.created_ms)
+            .unwrap_or_else(crate::now_ms),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    meta::save(&store, &m).await.map_err(ClusterError::from)?;
+    info!(
+        "cluster source '{}': {} shard(s) ({}), as {}:{} describes the cluster",
+        opts.name,
+        shards.len(),
+        m.labels(),
+        by.0,
+        by.1
+    );
+    let all_seeds: Vec<(String, u16)> = found
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .map(|n| (n.host.clone(), n.port))
+        .chain(seeds)
+        .collect();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in shards {
+        if topology::find(&found, &shard).is_none() {
+            warn!(
+                "shard {} is not in the cluster any more: not captured (its history stays restorable)",
+                shard.label
+            );
+            continue;
+        }
+        let mut o = opts.clone();
+        o.name = layout::shard_source(&opts.name, &shard.label);
+        // A spool per shard: its accounting and `--spool-max` are per shard, and a restart
+        // recovers each shard's tail on its own.
+        o.spool = opts.spool.as_ref().map(|d| d.join(&shard.label));
+        let label = shard.label.clone();
+        o.cluster = Some(ShardLink {
+            seeds: all_seeds.clone(),
+            shard,
+            source: opts.name.clone(),
+        });
+        let mut rx = stop_rx.clone();
+        let s = store.clone();
+        tasks.spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            (label, super::run(s, o, stop, None).await)
+        });
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut first_error = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.as_mut(), if !*stop_tx.borrow() => {
+                let _ = stop_tx.send(true);
+            }
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok((_, Ok(())))) => {}
+                Some(Ok((label, Err(e)))) => {
+                    tracing::error!("shard {label}: {e}; stopping the other shards' capture");
+                    let _ = stop_tx.send(true);
+                    first_error.get_or_insert(e);
+                }
+                Some(Err(e)) => {
+                    tracing::error!("a shard's capture failed: {e}; stopping the others");
+                    let _ = stop_tx.send(true);
+                    first_error.get_or_insert(CaptureError::Unsupported(format!(
+                        "a shard's capture failed: {e}"
+                    )));
+                }
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
