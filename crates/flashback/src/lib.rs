@@ -20,6 +20,11 @@
 //!   seal), `generation` (base, manifest, uncertain intervals), `recover` (what a crash or a
 //!   full disk left) and `spool` (accounting, metrics file); `maintenance` schedules compaction
 //!   and retention beside the capture.
+//!   `capture::cluster`: `capture --cluster`, one capture loop per shard in one process, each
+//!   shard linked to a replica when it has one (`capture::cluster::topology`: CLUSTER SHARDS /
+//!   SLOTS); the shard list is `store::cluster`, each shard's history an ordinary source
+//!   (`layout::shard_source`); `restore::cluster` restores every shard at T and merges them
+//!   into one RDB (a key caught mid-migration in two shards is kept once).
 //! - [`ship`]: the spool → remote store path (`ship::upload`: ordered, verified uploads of sealed
 //!   objects) and the one-writer lease an agent holds in the store (`ship::lease`).
 //! - [`store`]: `Arc<dyn ObjectStore>` plus [`store::layout`] (the only place object names are

@@ -5,7 +5,7 @@
 //!
 //! JSON inside the checked envelope (`flashback_format::envelope`, as the generation manifest),
 //! rewritten whole by the agent at each start (union of what it knew and what it discovered);
-//! byte table in docs/format.md.
+//! byte table in docs/formats.md §5.5.
 
 use super::{layout, Store, StoreError};
 use flashback_format::envelope;
