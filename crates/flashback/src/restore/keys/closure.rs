@@ -159,21 +159,9 @@ impl Closure {
     }
 }
 
-/// CRC16-CCITT (XMODEM), the hash Redis Cluster slots keys by (whole name, no hash tags).
-pub fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
+// The hash Redis Cluster slots keys by; partitions hash the whole name (no hash tags: a
+// partition needs spreading, not co-location, which the linking already gives).
+pub use crate::restore::outputs::slots::crc16;
 
 /// The partition of a key seen in no linking command: its hash slot modulo `n`. By name only,
 /// so a key keeps its partition through MOVE and SWAPDB (which change its db, not its name).
