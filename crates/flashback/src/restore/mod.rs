@@ -21,7 +21,7 @@
 //! Size: ~690 lines of code, over the house's ~600: the request and report types, the window
 //! errors, and the one driver that picks the path (base copy, key-level, partitioned, serial)
 //! and the output. Not split yet for lack of time in the session that grew it; the seam is the
-//! driver (`restore_with` and its helpers `server_options`/`deliver`/`ttl_rewrite`), which
+//! driver (`run`, `execute*` and their helpers `server_options`/`deliver`/`ttl_rewrite`), which
 //! would move to `restore/run.rs`, leaving this file the types and the module map.
 
 mod base_copy;
