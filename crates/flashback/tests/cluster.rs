@@ -15,21 +15,29 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let nodes: Vec<RedisProc> = (0..6)
-            .map(|_| {
-                RedisProc::start(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "3000",
-                ])
-            })
-            .collect();
+        Cluster::start_with(6, 1)
+    }
+
+    fn node_proc() -> RedisProc {
+        RedisProc::start(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "3000",
+        ])
+    }
+
+    fn start_with(nodes: usize, replicas: usize) -> Cluster {
+        let nodes: Vec<RedisProc> = (0..nodes).map(|_| Cluster::node_proc()).collect();
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
         args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-        args.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+        args.extend([
+            "--cluster-replicas".to_string(),
+            replicas.to_string(),
+            "--cluster-yes".to_string(),
+        ]);
         let out = std::process::Command::new("redis-cli")
             .args(&args)
             .output()
@@ -44,12 +52,19 @@ impl Cluster {
         c
     }
 
-    /// Every node says cluster_state:ok and every replica's link is up and caught up.
+    /// Every node says cluster_state:ok, every replica's link is up, and the first node (the
+    /// agent's seed) calls every node online: a replica whose offset it has not yet heard by
+    /// gossip is `loading` in CLUSTER SHARDS, and the agent would link to its primary.
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         'again: loop {
             assert!(Instant::now() < deadline, "the cluster did not settle");
             std::thread::sleep(Duration::from_millis(100));
+            let shards = self.nodes[0].conn().call(&["CLUSTER", "SHARDS"]);
+            let healths = shard_healths(&shards);
+            if healths.len() != self.nodes.len() || healths.iter().any(|h| h != "online") {
+                continue 'again;
+            }
             for n in &self.nodes {
                 let info = n.conn().call(&["CLUSTER", "INFO"]).text();
                 if !info.contains("cluster_state:ok") {
@@ -116,6 +131,27 @@ impl Cluster {
         all
     }
 
+    /// Until the agent holds one link per shard, each on a replica.
+    fn wait_agent_on_replicas(&self, agent: &Agent) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let on = agent_link_ports(self);
+            let replicas = on
+                .iter()
+                .filter(|p| self.node(**p).info_replication().contains("role:slave"))
+                .count();
+            if on.len() == 3 && replicas == 3 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent's links are not all on replicas ({on:?}):\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Until every replication link of the agent (listening-port 0) is caught up with its
     /// node's offset, and there is one per shard.
     fn wait_agent_caught_up(&self) {
@@ -150,6 +186,26 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Every node's `health` in a CLUSTER SHARDS reply (RESP2: flat name/value arrays).
+fn shard_healths(shards: &Reply) -> Vec<String> {
+    let mut out = Vec::new();
+    for shard in shards.array() {
+        let fields = shard.array();
+        for kv in fields.chunks(2) {
+            if kv[0].text() == "nodes" {
+                for node in kv[1].array() {
+                    for f in node.array().chunks(2) {
+                        if f[0].text() == "health" {
+                            out.push(f[1].text());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn key_state(c: &mut Conn) -> BTreeMap<Vec<u8>, String> {
@@ -189,7 +245,8 @@ fn workload(c: &Cluster, round: &str, n: usize) {
     }
 }
 
-fn restored_state(store: &std::path::Path, args: &[&str]) -> BTreeMap<Vec<u8>, String> {
+/// The restore's key state; `log` (the agent's) is printed if the restore fails.
+fn restored_state(store: &std::path::Path, args: &[&str], log: &str) -> BTreeMap<Vec<u8>, String> {
     let dir = tempfile::tempdir().unwrap();
     let rdb = dir.path().join("r.rdb");
     let mut all: Vec<&std::ffi::OsStr> = vec!["restore".as_ref(), "--store".as_ref()];
@@ -197,7 +254,12 @@ fn restored_state(store: &std::path::Path, args: &[&str]) -> BTreeMap<Vec<u8>, S
     all.extend(args.iter().map(|a| a.as_ref() as &std::ffi::OsStr));
     all.extend(["--rdb".as_ref(), rdb.as_os_str()]);
     let out = run_flashback(&all, Duration::from_secs(120));
-    assert_eq!(out.code, Some(0), "restore failed:\n{}", out.all());
+    assert_eq!(
+        out.code,
+        Some(0),
+        "restore failed:\n{}\nagent log:\n{log}",
+        out.all()
+    );
     let server = RedisProc::start_with_rdb(&rdb, &[]);
     key_state(&mut server.conn())
 }
@@ -213,10 +275,15 @@ fn cluster_capture_through_failover_and_slot_migration() {
         &store,
         &["--cluster", "--name", "c", "--base-every", "0"],
     );
+    // The failover below is of the agent's node, a replica: a link that started on a primary
+    // (its replica not yet known online by gossip) must have moved first, or the takeover
+    // would truly lose the bytes the replica lacked.
+    cluster.wait_agent_on_replicas(&agent);
+    vouched_instant(&store);
     workload(&cluster, "one", 60);
     cluster.wait_agent_caught_up();
-    let mut points = vec![("T1", now_ms(), cluster.state())];
-    std::thread::sleep(Duration::from_millis(20));
+    let state = cluster.state();
+    let mut points = vec![("T1", vouched_instant(&store), state)];
 
     // A coordinated failover in the shard owning {a}: its replica (the agent's node) takes
     // over, the old primary becomes its replica.
@@ -241,14 +308,15 @@ fn cluster_capture_through_failover_and_slot_migration() {
         std::thread::sleep(Duration::from_millis(50));
     }
     cluster.wait_healthy();
+    // The promoted node dropped the agent's link to announce its new replication id; the
+    // agent continued on it (the shard's only online node), then moves to the demoted primary
+    // once that is an online replica: points are taken after that move.
+    cluster.wait_agent_on_replicas(&agent);
+    vouched_instant(&store);
     workload(&cluster, "two", 60);
     cluster.wait_agent_caught_up();
-    // The agent's own evidence (its poller, every 100 ms) closes the uncertain interval a
-    // reconnect opened a little after the primaries show it caught up: a point recorded
-    // before that is rightly refused by a restore by time.
-    std::thread::sleep(Duration::from_millis(400));
-    points.push(("T2", now_ms(), cluster.state()));
-    std::thread::sleep(Duration::from_millis(20));
+    let state = cluster.state();
+    points.push(("T2", vouched_instant(&store), state));
 
     // Slot {m} moves to another primary: keys leave one shard (DEL) and arrive in another
     // (RESTORE-ASKING).
@@ -296,11 +364,8 @@ fn cluster_capture_through_failover_and_slot_migration() {
     cluster.wait_healthy();
     workload(&cluster, "three", 60);
     cluster.wait_agent_caught_up();
-    // The agent's own evidence (its poller, every 100 ms) closes the uncertain interval a
-    // reconnect opened a little after the primaries show it caught up: a point recorded
-    // before that is rightly refused by a restore by time.
-    std::thread::sleep(Duration::from_millis(400));
-    points.push(("T3", now_ms(), cluster.state()));
+    let state = cluster.state();
+    points.push(("T3", vouched_instant(&store), state));
 
     let info = info_json(&store);
     agent.stop();
@@ -319,7 +384,7 @@ fn cluster_capture_through_failover_and_slot_migration() {
     }
 
     for (label, t, want) in &points {
-        let got = restored_state(&store, &["--name", "c", "--at", &at_arg(*t)]);
+        let got = restored_state(&store, &["--name", "c", "--at", &at_arg(*t)], &log);
         assert_eq!(
             got.len(),
             want.len(),
@@ -329,7 +394,11 @@ fn cluster_capture_through_failover_and_slot_migration() {
     }
     // One shard alone: its keys only, a strict part of the whole.
     let first = shards[0]["label"].as_str().unwrap().to_string();
-    let one = restored_state(&store, &["--name", "c", "--shard", &first, "--latest"]);
+    let one = restored_state(
+        &store,
+        &["--name", "c", "--shard", &first, "--latest"],
+        &log,
+    );
     let whole = &points[2].2;
     assert!(!one.is_empty() && one.len() < whole.len());
     assert!(one.iter().all(|(k, v)| whole.get(k) == Some(v)));
@@ -338,6 +407,47 @@ fn cluster_capture_through_failover_and_slot_migration() {
         assert_eq!(sh["generations"].as_u64(), Some(1), "{sh}\n{log}");
     }
     eprintln!("cluster test: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// An instant after now that every shard's restore by time accepts (`restore --dry-run`), so
+/// a point taken with no write since the state was read is exact. A reconnect (a failover,
+/// a link moving to a replica) leaves an uncertain interval from the agent's last evidence
+/// until it has caught up, which a restore by time rightly refuses; while it is open the
+/// store cannot show it yet, so the instant counts only once an instant 300 ms later is
+/// accepted too (the agent vouched through both). It also orders the next disruption after
+/// the agent vouched.
+fn vouched_instant(store: &std::path::Path) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    'next: while Instant::now() < deadline {
+        let t = now_ms();
+        std::thread::sleep(Duration::from_millis(300));
+        for probe in [t, now_ms()] {
+            let until = Instant::now() + Duration::from_secs(3);
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let out = dry_run_at(store, probe);
+                if out.code == Some(0) {
+                    break;
+                }
+                last = out.all();
+                if Instant::now() > until {
+                    continue 'next;
+                }
+            }
+        }
+        return t;
+    }
+    panic!("no instant the agent vouches for within 30 s: {last}");
+}
+
+fn dry_run_at(store: &std::path::Path, t: u64) -> Output {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["restore".as_ref(), "--store".as_ref()];
+    args.push(store.as_os_str());
+    let at = at_arg(t);
+    let rest = ["--name", "c", "--at", at.as_str(), "--dry-run"];
+    args.extend(rest.iter().map(|a| a.as_ref() as &std::ffi::OsStr));
+    run_flashback(&args, Duration::from_secs(30))
 }
 
 fn owner_port(c: &Cluster, slot: i64) -> u16 {
@@ -349,4 +459,88 @@ fn owner_port(c: &Cluster, slot: i64) -> u16 {
         }
     }
     panic!("slot {slot} has no owner");
+}
+
+/// Which node of each shard holds one of the agent's links (listening-port 0): port -> count.
+fn agent_link_ports(c: &Cluster) -> Vec<u16> {
+    c.nodes
+        .iter()
+        .filter(|n| {
+            n.info_replication()
+                .lines()
+                .any(|l| l.starts_with("slave") && l.contains("port=0,"))
+        })
+        .map(|n| n.port)
+        .collect()
+}
+
+/// A shard with no replica is captured from its primary; once a replica joins and is online,
+/// the link moves to it (the primary is left alone, as the default promises) and the same
+/// generation continues by PSYNC: nothing lost, no full resync.
+#[test]
+fn a_link_on_a_primary_moves_to_a_replica_once_one_is_online() {
+    let mut cluster = Cluster::start_with(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut agent = Agent::start(
+        cluster.nodes[0].port,
+        &store,
+        &["--cluster", "--name", "c", "--base-every", "0"],
+    );
+    workload(&cluster, "one", 30);
+    cluster.wait_agent_caught_up();
+    let primary = cluster.nodes[0].port;
+    assert!(agent_link_ports(&cluster).contains(&primary));
+
+    // A replica for the first node's shard joins: MEET, then REPLICATE.
+    let replica = Cluster::node_proc();
+    let id = cluster.id(primary);
+    replica
+        .conn()
+        .call(&["CLUSTER", "MEET", "127.0.0.1", &primary.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = replica.conn().call(&["CLUSTER", "REPLICATE", &id]);
+        if !r.is_error() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "CLUSTER REPLICATE: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let replica_port = replica.port;
+    cluster.nodes.push(replica);
+    cluster.wait_healthy();
+    // Writes go on while the link moves.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0;
+    while !agent_link_ports(&cluster).contains(&replica_port) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's link did not move to the replica:\n{}",
+            agent.log_text()
+        );
+        workload(&cluster, &format!("w{round}"), 6);
+        round += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    workload(&cluster, "two", 30);
+    cluster.wait_agent_caught_up();
+    let want = cluster.state();
+    vouched_instant(&store);
+    assert!(!agent_link_ports(&cluster).contains(&primary));
+    let info = info_json(&store);
+    agent.stop();
+    let log = agent.log_text();
+    assert!(log.contains("moving the link off the primary"), "{log}");
+    let src = info["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "c")
+        .unwrap_or_else(|| panic!("no source c in {info}"));
+    for sh in src["cluster"]["shards"].as_array().unwrap() {
+        assert_eq!(sh["generations"].as_u64(), Some(1), "{sh}\n{log}");
+    }
+    let got = restored_state(&store, &["--name", "c", "--latest"], &log);
+    assert!(got == want, "the restored keys differ; agent log:\n{log}");
 }

@@ -225,20 +225,31 @@ async fn run_log(
         let started = Instant::now();
         let result = match follower.as_mut() {
             None if shard.is_some() => {
-                let asked = match shard.as_mut() {
-                    Some(f) => tokio::select! {
-                        a = f.source() => Some(a),
-                        _ = shutdown.as_mut() => None,
-                    },
-                    None => None,
-                };
-                match asked {
+                let have = log.state.as_ref().map(|s| s.offset);
+                match shard.as_mut() {
                     None => Ok(()),
-                    Some(Err(e)) => Err(e.into()),
-                    Some(Ok(url)) => {
-                        source_tx.send_if_modified(|s| std::mem::replace(s, url.clone()) != url);
-                        current.source = url;
-                        session(log, &current, shutdown.as_mut(), &progress, &mut links).await
+                    Some(f) => {
+                        let asked = tokio::select! {
+                            a = f.source(have) => Some(a),
+                            _ = shutdown.as_mut() => None,
+                        };
+                        match asked {
+                            None => Ok(()),
+                            Some(Err(e)) => Err(e.into()),
+                            Some(Ok(url)) => {
+                                source_tx
+                                    .send_if_modified(|s| std::mem::replace(s, url.clone()) != url);
+                                current.source = url;
+                                // A link that had to go to the primary moves to a replica once
+                                // one is online; as for a Sentinel switch, only while
+                                // streaming, so a snapshot being stored is never cut off.
+                                let streaming = links.streaming.clone();
+                                tokio::select! {
+                                    r = session(log, &current, shutdown.as_mut(), &progress, &mut links) => r,
+                                    e = replica_while_streaming(f, &streaming) => Err(e.into()),
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -271,6 +282,9 @@ async fn run_log(
         let switched = matches!(
             &result,
             Err(CaptureError::Sentinel(SentinelError::Switched { .. }))
+                | Err(CaptureError::Cluster(
+                    super::cluster::ClusterError::ToReplica { .. }
+                ))
         );
         // A big command cut off by the disconnect is sent again whole after the resync. On a
         // session that already failed, the session's error is the one worth reporting.
@@ -381,6 +395,18 @@ async fn switch_while_streaming(f: &mut Follower, streaming: &std::sync::atomic:
     f.changed().await;
     while !streaming.load(std::sync::atomic::Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn replica_while_streaming(
+    f: &mut super::cluster::ShardFollower,
+    streaming: &std::sync::atomic::AtomicBool,
+) -> super::cluster::ClusterError {
+    loop {
+        let e = f.replica_online().await;
+        if streaming.load(std::sync::atomic::Ordering::SeqCst) {
+            return e;
+        }
     }
 }
 

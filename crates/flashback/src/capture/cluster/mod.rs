@@ -14,9 +14,12 @@
 //! RESTORE-ASKING, both ordinary records; the merge at restore keeps one copy of a key caught
 //! in both (`restore::cluster`).
 //!
-//! Not followed while running: shards added to the cluster after the agent started (a
-//! restart discovers them) and a shard's node changing while its link is healthy (the link
-//! only moves when it breaks).
+//! A link that had to go to a primary (no replica of the shard was online yet, as in a
+//! cluster just created, whose replicas' offsets the other nodes learn by gossip) moves to a
+//! replica once one is online and holds every byte the agent has
+//! ([`ShardFollower::replica_online`], [`ShardFollower::source`]): the same generation goes on
+//! by PSYNC, and the primary is left alone as the user asked. Not followed while running:
+//! shards added to the cluster after the agent started (a restart discovers them).
 
 pub mod topology;
 
@@ -32,6 +35,13 @@ use topology::Shard;
 use tracing::{info, warn};
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a link on a primary asks whether a replica of its shard is online. Gossip makes
+/// a new replica known within a few seconds anyway; a tighter poll would only add load.
+const REPLICA_CHECK: Duration = Duration::from_secs(2);
+/// How long a move to a replica waits for it to hold every byte the agent has before the
+/// link goes back to the primary (a replica a little behind would answer PSYNC with a full
+/// snapshot: a gap, for no reason).
+const CATCH_UP: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -47,6 +57,8 @@ pub enum ClusterError {
     },
     #[error("shard {label}: no node of it is online; waiting for the cluster")]
     NoNode { label: String },
+    #[error("shard {label}: replica {node} is online now; moving the link off the primary (the same generation continues by PSYNC)")]
+    ToReplica { label: String, node: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -124,6 +136,8 @@ pub struct ShardFollower {
     link: ShardLink,
     base: RedisUrl,
     last: Option<String>,
+    /// The current session's node is the shard's primary.
+    on_primary: bool,
 }
 
 impl ShardFollower {
@@ -132,18 +146,77 @@ impl ShardFollower {
             link,
             base,
             last: None,
+            on_primary: false,
         }
     }
 
-    /// The node this shard's next session links to, with `--source`'s credentials.
-    pub async fn source(&mut self) -> Result<RedisUrl, ClusterError> {
+    /// The node this shard's next session links to, with `--source`'s credentials. `have`
+    /// is the stream offset the agent holds (None before the first snapshot): a replica is
+    /// only chosen once it holds that much, else the primary serves this session.
+    pub async fn source(&mut self, have: Option<u64>) -> Result<RedisUrl, ClusterError> {
+        let shard = self.ask_shard().await?;
+        let mut node = shard
+            .link_node()
+            .ok_or_else(|| ClusterError::NoNode {
+                label: self.link.shard.label.clone(),
+            })?
+            .clone();
+        if let (false, Some(have)) = (node.primary, have) {
+            if let Some(p) = shard.nodes.iter().find(|n| n.primary && n.online) {
+                if !self.caught_up(&node, have).await {
+                    warn!(
+                        "shard {}: replica {}:{} does not hold offset {have} yet; staying on the primary",
+                        self.link.shard.label, node.host, node.port
+                    );
+                    node = p.clone();
+                }
+            }
+        }
+        if self.last.as_deref() != Some(node.id.as_str()) {
+            info!(
+                "shard {}: linking to {} {}:{} ({})",
+                self.link.shard.label,
+                if node.primary { "primary" } else { "replica" },
+                node.host,
+                node.port,
+                node.id
+            );
+            self.last = Some(node.id.clone());
+        }
+        self.on_primary = node.primary;
+        Ok(self.url(&node))
+    }
+
+    /// Resolves when the session's node is the shard's primary and an online replica has
+    /// appeared (never otherwise): the session then ends, and the next one moves.
+    pub async fn replica_online(&mut self) -> ClusterError {
+        loop {
+            tokio::time::sleep(REPLICA_CHECK).await;
+            if !self.on_primary {
+                continue;
+            }
+            // A failed ask is the broken link's business, not this check's.
+            let Ok(shard) = self.ask_shard().await else {
+                continue;
+            };
+            if let Some(n) = shard.link_node().filter(|n| !n.primary) {
+                return ClusterError::ToReplica {
+                    label: self.link.shard.label.clone(),
+                    node: format!("{}:{}", n.host, n.port),
+                };
+            }
+        }
+    }
+
+    async fn ask_shard(&mut self) -> Result<Shard, ClusterError> {
         let (shards, _) = discover(&self.base, &self.link.seeds).await?;
-        let shard =
-            topology::find(&shards, &self.link.shard).ok_or_else(|| ClusterError::ShardGone {
+        let shard = topology::find(&shards, &self.link.shard)
+            .ok_or_else(|| ClusterError::ShardGone {
                 source_name: self.link.source.clone(),
                 label: self.link.shard.label.clone(),
                 slot: self.link.shard.first_slot,
-            })?;
+            })?
+            .clone();
         // Every node the cluster names is worth asking next time: the seed may be the node
         // that goes down.
         for n in shards.iter().flat_map(|s| &s.nodes) {
@@ -157,25 +230,39 @@ impl ShardFollower {
                 self.link.shard.node_ids.push(n.id.clone());
             }
         }
-        let node = shard.link_node().ok_or_else(|| ClusterError::NoNode {
-            label: self.link.shard.label.clone(),
-        })?;
-        if self.last.as_deref() != Some(node.id.as_str()) {
-            info!(
-                "shard {}: linking to {} {}:{} ({})",
-                self.link.shard.label,
-                if node.primary { "primary" } else { "replica" },
-                node.host,
-                node.port,
-                node.id
-            );
-            self.last = Some(node.id.clone());
+        Ok(shard)
+    }
+
+    /// Whether `node` holds stream offset `have` within [`CATCH_UP`] (its `master_repl_offset`,
+    /// which a replica keeps as the primary's offset it has applied).
+    async fn caught_up(&self, node: &topology::Node, have: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        let url = self.url(node);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(mut c) = Client::connect(&url, ASK_TIMEOUT).await {
+                while tokio::time::Instant::now() < deadline {
+                    let Ok(info) = c.info("replication").await else {
+                        break;
+                    };
+                    let offset = crate::client::info_field(&info, "master_repl_offset")
+                        .and_then(|o| o.parse::<u64>().ok());
+                    if offset.is_some_and(|o| o >= have) {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(RedisUrl {
+        false
+    }
+
+    fn url(&self, node: &topology::Node) -> RedisUrl {
+        RedisUrl {
             host: node.host.clone(),
             port: node.port,
             ..self.base.clone()
-        })
+        }
     }
 }
 
