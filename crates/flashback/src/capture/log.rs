@@ -271,7 +271,7 @@ pub(super) fn state_after(
 /// `create_dir_all` whose new directories survive a power cut: each one created is fsync'd
 /// into its parent. Without it a base or segment fsync'd inside a new generation directory
 /// (and acknowledged) is gone after a power loss along with the directory entry (found by
-/// tests/power_loss.rs; a kill -9 keeps the entry in the page cache).
+/// tests/e2e/power_loss.rs; a kill -9 keeps the entry in the page cache).
 pub(super) fn create_dir_durable(dir: &Path) -> Result<(), CaptureError> {
     if dir.is_dir() {
         return Ok(());

@@ -3,7 +3,7 @@
 //! `write` flag: SELECT, MULTI/EXEC, PING, REPLCONF, PUBLISH, EVAL/FCALL, FUNCTION, SCRIPT,
 //! PFCOUNT's cache update), and the read commands with movable keys, with the key specs those
 //! servers' `COMMAND` replies give. Written by hand from the servers' documented specs and checked
-//! against their live replies by `tests/commands.rs`; used when a generation has no stored
+//! against their live replies by `tests/e2e/commands.rs`; used when a generation has no stored
 //! `COMMAND` reply and for commands a stored reply lacks.
 
 use super::{BeginSearch, FindKeys, KeySpec};

@@ -1,4 +1,4 @@
-//! The writes of the GCS XML API, in front of fake-gcs-server, for tests/cloud.rs.
+//! The writes of the GCS XML API, in front of fake-gcs-server, for tests/e2e/cloud.rs.
 //!
 //! object_store writes to GCS through the XML API: `PUT /<bucket>/<object>` (create-only with
 //! `x-goog-if-generation-match: 0`), copies as a `PUT` with `x-goog-copy-source`, and multipart

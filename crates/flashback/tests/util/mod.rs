@@ -970,7 +970,7 @@ impl Agent {
 }
 
 /// 1,200 pipelined `SET <phase>:k<n> <1000-byte value>` (about 1.2 MB of replication stream),
-/// the bulk of each phase in tests/compact.rs and tests/prune.rs.
+/// the bulk of each phase in tests/e2e/compact.rs and tests/e2e/prune.rs.
 pub fn bulk_sets(conn: &mut Conn, phase: &str) {
     let value = format!("{phase}-{}", "v".repeat(1000));
     for chunk in 0..12 {

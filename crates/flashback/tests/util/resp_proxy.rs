@@ -1,4 +1,4 @@
-//! A recording RESP proxy between the agent and its primary (tests/power_loss.rs): bytes are
+//! A recording RESP proxy between the agent and its primary (tests/e2e/power_loss.rs): bytes are
 //! relayed unchanged both ways; what the agent sends is parsed, and every `REPLCONF ACK <n>` is
 //! recorded with its time, after it was relayed (so the primary has seen every recorded ACK).
 //!

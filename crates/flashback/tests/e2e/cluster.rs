@@ -1,0 +1,544 @@
+//! Capture of a Redis Cluster (`capture --cluster`): a 3-primary + 3-replica cluster, one
+//! agent for every shard, a `CLUSTER FAILOVER` and a slot migration (SETSLOT + MIGRATE)
+//! mid-capture; the whole cluster's key state at several instants must come back from one
+//! restored RDB, and `--shard` restores one shard.
+
+use crate::util::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    nodes: Vec<RedisProc>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        Cluster::start_with(6, 1)
+    }
+
+    fn node_proc() -> RedisProc {
+        RedisProc::start(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "3000",
+        ])
+    }
+
+    fn start_with(nodes: usize, replicas: usize) -> Cluster {
+        let nodes: Vec<RedisProc> = (0..nodes).map(|_| Cluster::node_proc()).collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend([
+            "--cluster-replicas".to_string(),
+            replicas.to_string(),
+            "--cluster-yes".to_string(),
+        ]);
+        let out = std::process::Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = Cluster { nodes };
+        c.wait_healthy();
+        c
+    }
+
+    /// Every node says cluster_state:ok, every replica's link is up, and the first node (the
+    /// agent's seed) calls every node online: a replica whose offset it has not yet heard by
+    /// gossip is `loading` in CLUSTER SHARDS, and the agent would link to its primary.
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'again: loop {
+            assert!(Instant::now() < deadline, "the cluster did not settle");
+            std::thread::sleep(Duration::from_millis(100));
+            let shards = self.nodes[0].conn().call(&["CLUSTER", "SHARDS"]);
+            let healths = shard_healths(&shards);
+            if healths.len() != self.nodes.len() || healths.iter().any(|h| h != "online") {
+                continue 'again;
+            }
+            for n in &self.nodes {
+                let info = n.conn().call(&["CLUSTER", "INFO"]).text();
+                if !info.contains("cluster_state:ok") {
+                    continue 'again;
+                }
+                let repl = n.info_replication();
+                if repl.contains("role:slave") && !repl.contains("master_link_status:up") {
+                    continue 'again;
+                }
+            }
+            return;
+        }
+    }
+
+    fn node(&self, port: u16) -> &RedisProc {
+        self.nodes.iter().find(|n| n.port == port).unwrap()
+    }
+
+    fn primaries(&self) -> Vec<&RedisProc> {
+        self.nodes
+            .iter()
+            .filter(|n| n.info_replication().contains("role:master"))
+            .collect()
+    }
+
+    fn id(&self, port: u16) -> String {
+        self.node(port).conn().call(&["CLUSTER", "MYID"]).text()
+    }
+
+    /// A command sent where the cluster says (following MOVED and ASK).
+    fn call(&self, args: &[&[u8]]) -> Reply {
+        let mut port = self.nodes[0].port;
+        let mut asking = false;
+        for _ in 0..5 {
+            let mut c = Conn::connect(port).unwrap();
+            if asking {
+                c.call(&["ASKING"]);
+            }
+            let r = c.call(args);
+            if let Reply::Error(e) = &r {
+                let e = String::from_utf8_lossy(e).into_owned();
+                let mut w = e.split_whitespace();
+                match w.next() {
+                    Some(kind @ ("MOVED" | "ASK")) => {
+                        let addr = w.nth(1).unwrap();
+                        port = addr.rsplit(':').next().unwrap().parse().unwrap();
+                        asking = kind == "ASK";
+                        continue;
+                    }
+                    _ => panic!("{e}"),
+                }
+            }
+            return r;
+        }
+        panic!("too many redirections");
+    }
+
+    /// Every key of every primary: name -> type and DEBUG DIGEST-VALUE.
+    fn state(&self) -> BTreeMap<Vec<u8>, String> {
+        let mut all = BTreeMap::new();
+        for p in self.primaries() {
+            all.extend(key_state(&mut p.conn()));
+        }
+        all
+    }
+
+    /// Until the agent holds one link per shard, each on a replica.
+    fn wait_agent_on_replicas(&self, agent: &Agent) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let on = agent_link_ports(self);
+            let replicas = on
+                .iter()
+                .filter(|p| self.node(**p).info_replication().contains("role:slave"))
+                .count();
+            if on.len() == 3 && replicas == 3 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent's links are not all on replicas ({on:?}):\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Until every replication link of the agent (listening-port 0) is caught up with its
+    /// node's offset, and there is one per shard.
+    fn wait_agent_caught_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut links = 0;
+            let mut behind = 0;
+            for n in &self.nodes {
+                let info = n.info_replication();
+                let own = parse_info(&info).master_offset;
+                for l in info.lines().filter(|l| l.starts_with("slave")) {
+                    if l.contains("port=0,") && l.contains("state=online") {
+                        links += 1;
+                        let off: u64 = l
+                            .split(',')
+                            .find_map(|f| f.strip_prefix("offset="))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        if off != own {
+                            behind += 1;
+                        }
+                    }
+                }
+            }
+            if links == 3 && behind == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not catch up: {links} links, {behind} behind"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Every node's `health` in a CLUSTER SHARDS reply (RESP2: flat name/value arrays).
+fn shard_healths(shards: &Reply) -> Vec<String> {
+    let mut out = Vec::new();
+    for shard in shards.array() {
+        let fields = shard.array();
+        for kv in fields.chunks(2) {
+            if kv[0].text() == "nodes" {
+                for node in kv[1].array() {
+                    for f in node.array().chunks(2) {
+                        if f[0].text() == "health" {
+                            out.push(f[1].text());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn key_state(c: &mut Conn) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    for k in c.call(&["KEYS", "*"]).array() {
+        let k = k.bytes().to_vec();
+        let t = c.call(&[b"TYPE".as_slice(), &k]).text();
+        let d = c.call(&[b"DEBUG".as_slice(), b"DIGEST-VALUE", &k]);
+        out.insert(k, format!("{t}:{:?}", d));
+    }
+    out
+}
+
+fn workload(c: &Cluster, round: &str, n: usize) {
+    for i in 0..n {
+        // Hash tags spread the keys over every shard; {m} is the slot that migrates.
+        let tag = ["a", "b", "c", "d", "e", "m"][i % 6];
+        c.call(&[
+            b"SET",
+            format!("{{{tag}}}:s:{i}").as_bytes(),
+            format!("{round}{i}").as_bytes(),
+        ]);
+        c.call(&[
+            b"HSET",
+            format!("{{{tag}}}:h").as_bytes(),
+            format!("f{i}").as_bytes(),
+            round.as_bytes(),
+        ]);
+        c.call(&[
+            b"RPUSH",
+            format!("{{{tag}}}:l").as_bytes(),
+            round.as_bytes(),
+        ]);
+        if i % 5 == 0 {
+            c.call(&[b"DEL", format!("{{{tag}}}:s:{}", i / 2).as_bytes()]);
+        }
+    }
+}
+
+/// The restore's key state; `log` (the agent's) is printed if the restore fails.
+fn restored_state(store: &std::path::Path, args: &[&str], log: &str) -> BTreeMap<Vec<u8>, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let rdb = dir.path().join("r.rdb");
+    let mut all: Vec<&std::ffi::OsStr> = vec!["restore".as_ref(), "--store".as_ref()];
+    all.push(store.as_os_str());
+    all.extend(args.iter().map(|a| a.as_ref() as &std::ffi::OsStr));
+    all.extend(["--rdb".as_ref(), rdb.as_os_str()]);
+    let out = run_flashback(&all, Duration::from_secs(120));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "restore failed:\n{}\nagent log:\n{log}",
+        out.all()
+    );
+    let server = RedisProc::start_with_rdb(&rdb, &[]);
+    key_state(&mut server.conn())
+}
+
+#[test]
+fn cluster_capture_through_failover_and_slot_migration() {
+    let started = Instant::now();
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut agent = Agent::start(
+        cluster.nodes[0].port,
+        &store,
+        &["--cluster", "--name", "c", "--base-every", "0"],
+    );
+    // The failover below is of the agent's node, a replica: a link that started on a primary
+    // (its replica not yet known online by gossip) must have moved first, or the takeover
+    // would truly lose the bytes the replica lacked.
+    cluster.wait_agent_on_replicas(&agent);
+    vouched_instant(&store);
+    workload(&cluster, "one", 60);
+    cluster.wait_agent_caught_up();
+    let state = cluster.state();
+    let mut points = vec![("T1", vouched_instant(&store), state)];
+
+    // A coordinated failover in the shard owning {a}: its replica (the agent's node) takes
+    // over, the old primary becomes its replica.
+    let slot_a = cluster.call(&[b"CLUSTER", b"KEYSLOT", b"{a}"]).int();
+    let owner_a = owner_port(&cluster, slot_a);
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            let i = n.info_replication();
+            i.contains("role:slave") && i.contains(&format!("master_port:{owner_a}"))
+        })
+        .unwrap()
+        .port;
+    cluster
+        .node(replica)
+        .conn()
+        .call(&["CLUSTER", "FAILOVER", "TAKEOVER"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owner_port(&cluster, slot_a) != replica {
+        assert!(Instant::now() < deadline, "the failover did not happen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.wait_healthy();
+    // The promoted node dropped the agent's link to announce its new replication id; the
+    // agent continued on it (the shard's only online node), then moves to the demoted primary
+    // once that is an online replica: points are taken after that move.
+    cluster.wait_agent_on_replicas(&agent);
+    vouched_instant(&store);
+    workload(&cluster, "two", 60);
+    cluster.wait_agent_caught_up();
+    let state = cluster.state();
+    points.push(("T2", vouched_instant(&store), state));
+
+    // Slot {m} moves to another primary: keys leave one shard (DEL) and arrive in another
+    // (RESTORE-ASKING).
+    let slot_m = cluster.call(&[b"CLUSTER", b"KEYSLOT", b"{m}"]).int();
+    let from = owner_port(&cluster, slot_m);
+    let to = cluster
+        .primaries()
+        .iter()
+        .map(|p| p.port)
+        .find(|p| *p != from)
+        .unwrap();
+    let (from_id, to_id) = (cluster.id(from), cluster.id(to));
+    let s = slot_m.to_string();
+    cluster
+        .node(to)
+        .conn()
+        .call(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    cluster
+        .node(from)
+        .conn()
+        .call(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    let keys = cluster
+        .node(from)
+        .conn()
+        .call(&["CLUSTER", "GETKEYSINSLOT", &s, "1000"]);
+    let mut migrate: Vec<Vec<u8>> = [
+        "MIGRATE",
+        "127.0.0.1",
+        &to.to_string(),
+        "",
+        "0",
+        "5000",
+        "KEYS",
+    ]
+    .iter()
+    .map(|a| a.as_bytes().to_vec())
+    .collect();
+    assert!(!keys.array().is_empty());
+    migrate.extend(keys.array().iter().map(|k| k.bytes().to_vec()));
+    let r = cluster.node(from).conn().call(&migrate);
+    assert!(!r.is_error(), "MIGRATE: {r:?}");
+    for p in cluster.primaries() {
+        p.conn().call(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+    cluster.wait_healthy();
+    workload(&cluster, "three", 60);
+    cluster.wait_agent_caught_up();
+    let state = cluster.state();
+    points.push(("T3", vouched_instant(&store), state));
+
+    let info = info_json(&store);
+    agent.stop();
+    let log = agent.log_text();
+
+    let src = info["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "c")
+        .unwrap_or_else(|| panic!("no source c in {info}"));
+    let shards = src["cluster"]["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3, "{src}");
+    for sh in shards {
+        assert!(sh["window"]["to_ms"].as_u64().is_some(), "{sh}");
+    }
+
+    for (label, t, want) in &points {
+        let got = restored_state(&store, &["--name", "c", "--at", &at_arg(*t)], &log);
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{label}: key count; agent log:\n{log}"
+        );
+        assert!(got == *want, "{label}: the restored keys differ");
+    }
+    // One shard alone: its keys only, a strict part of the whole.
+    let first = shards[0]["label"].as_str().unwrap().to_string();
+    let one = restored_state(
+        &store,
+        &["--name", "c", "--shard", &first, "--latest"],
+        &log,
+    );
+    let whole = &points[2].2;
+    assert!(!one.is_empty() && one.len() < whole.len());
+    assert!(one.iter().all(|(k, v)| whole.get(k) == Some(v)));
+    // One generation per shard: the failover continued by partial resync.
+    for sh in shards {
+        assert_eq!(sh["generations"].as_u64(), Some(1), "{sh}\n{log}");
+    }
+    eprintln!("cluster test: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// An instant after now that every shard's restore by time accepts (`restore --dry-run`), so
+/// a point taken with no write since the state was read is exact. A reconnect (a failover,
+/// a link moving to a replica) leaves an uncertain interval from the agent's last evidence
+/// until it has caught up, which a restore by time rightly refuses; while it is open the
+/// store cannot show it yet, so the instant counts only once an instant 300 ms later is
+/// accepted too (the agent vouched through both). It also orders the next disruption after
+/// the agent vouched.
+fn vouched_instant(store: &std::path::Path) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    'next: while Instant::now() < deadline {
+        let t = now_ms();
+        std::thread::sleep(Duration::from_millis(300));
+        for probe in [t, now_ms()] {
+            let until = Instant::now() + Duration::from_secs(3);
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let out = dry_run_at(store, probe);
+                if out.code == Some(0) {
+                    break;
+                }
+                last = out.all();
+                if Instant::now() > until {
+                    continue 'next;
+                }
+            }
+        }
+        return t;
+    }
+    panic!("no instant the agent vouches for within 30 s: {last}");
+}
+
+fn dry_run_at(store: &std::path::Path, t: u64) -> Output {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["restore".as_ref(), "--store".as_ref()];
+    args.push(store.as_os_str());
+    let at = at_arg(t);
+    let rest = ["--name", "c", "--at", at.as_str(), "--dry-run"];
+    args.extend(rest.iter().map(|a| a.as_ref() as &std::ffi::OsStr));
+    run_flashback(&args, Duration::from_secs(30))
+}
+
+fn owner_port(c: &Cluster, slot: i64) -> u16 {
+    let slots = c.nodes[0].conn().call(&["CLUSTER", "SLOTS"]);
+    for r in slots.array() {
+        let a = r.array();
+        if a[0].int() <= slot && slot <= a[1].int() {
+            return a[2].array()[1].int() as u16;
+        }
+    }
+    panic!("slot {slot} has no owner");
+}
+
+/// Which node of each shard holds one of the agent's links (listening-port 0): port -> count.
+fn agent_link_ports(c: &Cluster) -> Vec<u16> {
+    c.nodes
+        .iter()
+        .filter(|n| {
+            n.info_replication()
+                .lines()
+                .any(|l| l.starts_with("slave") && l.contains("port=0,"))
+        })
+        .map(|n| n.port)
+        .collect()
+}
+
+/// A shard with no replica is captured from its primary; once a replica joins and is online,
+/// the link moves to it (the primary is left alone, as the default promises) and the same
+/// generation continues by PSYNC: nothing lost, no full resync.
+#[test]
+fn a_link_on_a_primary_moves_to_a_replica_once_one_is_online() {
+    let mut cluster = Cluster::start_with(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut agent = Agent::start(
+        cluster.nodes[0].port,
+        &store,
+        &["--cluster", "--name", "c", "--base-every", "0"],
+    );
+    workload(&cluster, "one", 30);
+    cluster.wait_agent_caught_up();
+    let primary = cluster.nodes[0].port;
+    assert!(agent_link_ports(&cluster).contains(&primary));
+
+    // A replica for the first node's shard joins: MEET, then REPLICATE.
+    let replica = Cluster::node_proc();
+    let id = cluster.id(primary);
+    replica
+        .conn()
+        .call(&["CLUSTER", "MEET", "127.0.0.1", &primary.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = replica.conn().call(&["CLUSTER", "REPLICATE", &id]);
+        if !r.is_error() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "CLUSTER REPLICATE: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let replica_port = replica.port;
+    cluster.nodes.push(replica);
+    cluster.wait_healthy();
+    // Writes go on while the link moves.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0;
+    while !agent_link_ports(&cluster).contains(&replica_port) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's link did not move to the replica:\n{}",
+            agent.log_text()
+        );
+        workload(&cluster, &format!("w{round}"), 6);
+        round += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    workload(&cluster, "two", 30);
+    cluster.wait_agent_caught_up();
+    let want = cluster.state();
+    vouched_instant(&store);
+    assert!(!agent_link_ports(&cluster).contains(&primary));
+    let info = info_json(&store);
+    agent.stop();
+    let log = agent.log_text();
+    assert!(log.contains("moving the link off the primary"), "{log}");
+    let src = info["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "c")
+        .unwrap_or_else(|| panic!("no source c in {info}"));
+    for sh in src["cluster"]["shards"].as_array().unwrap() {
+        assert_eq!(sh["generations"].as_u64(), Some(1), "{sh}\n{log}");
+    }
+    let got = restored_state(&store, &["--name", "c", "--latest"], &log);
+    assert!(got == want, "the restored keys differ; agent log:\n{log}");
+}
