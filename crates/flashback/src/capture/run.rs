@@ -223,38 +223,32 @@ async fn run_log(
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
-        let result = match follower.as_mut() {
-            None if shard.is_some() => {
+        let result = match (follower.as_mut(), shard.as_mut()) {
+            (None, Some(f)) => {
                 let have = log.state.as_ref().map(|s| s.offset);
-                match shard.as_mut() {
+                let asked = tokio::select! {
+                    a = f.source(have) => Some(a),
+                    _ = shutdown.as_mut() => None,
+                };
+                match asked {
                     None => Ok(()),
-                    Some(f) => {
-                        let asked = tokio::select! {
-                            a = f.source(have) => Some(a),
-                            _ = shutdown.as_mut() => None,
-                        };
-                        match asked {
-                            None => Ok(()),
-                            Some(Err(e)) => Err(e.into()),
-                            Some(Ok(url)) => {
-                                source_tx
-                                    .send_if_modified(|s| std::mem::replace(s, url.clone()) != url);
-                                current.source = url;
-                                // A link that had to go to the primary moves to a replica once
-                                // one is online; as for a Sentinel switch, only while
-                                // streaming, so a snapshot being stored is never cut off.
-                                let streaming = links.streaming.clone();
-                                tokio::select! {
-                                    r = session(log, &current, shutdown.as_mut(), &progress, &mut links) => r,
-                                    e = replica_while_streaming(f, &streaming) => Err(e.into()),
-                                }
-                            }
+                    Some(Err(e)) => Err(e.into()),
+                    Some(Ok(url)) => {
+                        source_tx.send_if_modified(|s| std::mem::replace(s, url.clone()) != url);
+                        current.source = url;
+                        // A link that had to go to the primary moves to a replica once one is
+                        // online; as for a Sentinel switch, only while streaming, so a
+                        // snapshot being stored is never cut off.
+                        let streaming = links.streaming.clone();
+                        tokio::select! {
+                            r = session(log, &current, shutdown.as_mut(), &progress, &mut links) => r,
+                            e = replica_while_streaming(f, &streaming) => Err(e.into()),
                         }
                     }
                 }
             }
-            None => session(log, opts, shutdown.as_mut(), &progress, &mut links).await,
-            Some(f) => {
+            (None, None) => session(log, opts, shutdown.as_mut(), &progress, &mut links).await,
+            (Some(f), _) => {
                 let asked = tokio::select! {
                     a = f.source() => Some(a),
                     _ = shutdown.as_mut() => None,

@@ -459,7 +459,7 @@ fn owner_port(c: &Cluster, slot: i64) -> u16 {
     panic!("slot {slot} has no owner");
 }
 
-/// Which node of each shard holds one of the agent's links (listening-port 0): port -> count.
+/// The ports of the nodes holding one of the agent's links (listening-port 0).
 fn agent_link_ports(c: &Cluster) -> Vec<u16> {
     c.nodes
         .iter()

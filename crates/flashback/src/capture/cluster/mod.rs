@@ -199,7 +199,13 @@ impl ShardFollower {
             let Ok(shard) = self.ask_shard().await else {
                 continue;
             };
-            if let Some(n) = shard.link_node().filter(|n| !n.primary) {
+            // `online` in CLUSTER SHARDS only says its offset is not 0: a replica whose own
+            // link is down would fail the catch-up check, and the session would move back
+            // and forth every check.
+            let Some(n) = shard.link_node().filter(|n| !n.primary) else {
+                continue;
+            };
+            if self.linked(n).await {
                 return ClusterError::ToReplica {
                     label: self.link.shard.label.clone(),
                     node: format!("{}:{}", n.host, n.port),
@@ -231,6 +237,17 @@ impl ShardFollower {
             }
         }
         Ok(shard)
+    }
+
+    /// Whether replica `node` says its link to its primary is up.
+    async fn linked(&self, node: &topology::Node) -> bool {
+        let Ok(mut c) = Client::connect(&self.url(node), ASK_TIMEOUT).await else {
+            return false;
+        };
+        let Ok(info) = c.info("replication").await else {
+            return false;
+        };
+        crate::client::info_field(&info, "master_link_status") == Some("up")
     }
 
     /// Whether `node` holds stream offset `have` within [`CATCH_UP`] (its `master_repl_offset`,
