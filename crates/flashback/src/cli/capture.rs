@@ -311,6 +311,7 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
             sentinel.clone(),
             every,
             a.mark_pause,
+            a.cluster,
         ))
     });
     opts.sentinel = sentinel;
@@ -339,21 +340,37 @@ async fn mark_loop(
     sentinel: Option<capture::sentinel::SentinelConfig>,
     every: Duration,
     pause_ms: u64,
+    cluster: bool,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let taken = async {
-            let primary = super::mark::primary(&url, sentinel.as_ref()).await?;
-            anyhow::Ok(flashback::mark::take(&store, &name, &[primary], pause_ms, None).await?)
+            // A cluster source's shard list is read each time: capture rewrites it at start.
+            let primaries = if cluster {
+                let Some(meta) = flashback::store::cluster::load(&store, &name).await? else {
+                    anyhow::bail!("the cluster's shard list is not stored yet");
+                };
+                flashback::mark::cluster_primaries(&meta, &url).await?
+            } else {
+                vec![super::mark::primary(&url, sentinel.as_ref()).await?]
+            };
+            anyhow::Ok(flashback::mark::take(&store, &name, &primaries, pause_ms, None).await?)
         }
         .await;
         match taken {
             Ok(m) => tracing::info!(
-                "mark {}: offset {} ({} ms of at most {})",
+                "mark {}: {} ({} ms of at most {})",
                 m.id,
-                m.cuts.first().map(|c| c.offset).unwrap_or(0),
+                m.cuts
+                    .iter()
+                    .map(|c| match c.shard.as_str() {
+                        "" => format!("offset {}", c.offset),
+                        s => format!("{s} offset {}", c.offset),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 m.took_ms,
                 m.pause_ms
             ),

@@ -16,7 +16,9 @@ use flashback::store::{Access, Store};
 Every primary's writes are held back (CLIENT PAUSE WRITE) for at most --pause while its
 replication offset is read; the dataset is unchanged. The user needs:
   ACL SETUSER <user> on >password +client|pause +client|unpause +info
-A --source that is a replica is followed to its primary (same user and password).")]
+A --source that is a replica is followed to its primary (same user and password). For a
+cluster source (capture --cluster) --source is any node of the cluster: every shard's primary
+is paused at once and the mark holds one cut per shard.")]
 pub struct Args {
     /// Where capture stores the data
     #[arg(long, default_value = DEFAULT_STORE)]
@@ -90,19 +92,19 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     // Read access finds the source; the mark is then written with write access.
     let (_, name) = open_source(&a.store, config, a.name).await?;
     let store = Store::open(&a.store, &config.with_access(Access::Write))?;
-    // A cluster's mark needs a cut on every primary at once (mark::take takes them all), and
-    // restore --at-mark of several cuts is not built yet: refuse rather than cut one shard.
-    if flashback::store::cluster::load(&store, &name)
-        .await?
-        .is_some()
-    {
-        return Err(UsageError(format!(
-            "'{name}' is a cluster source: marks of a cluster are not supported yet; restore it by --at TIME (each shard at TIME)"
-        ))
-        .into());
-    }
-    let primary = primary(&url, sentinel.as_ref()).await?;
-    let m = mark::take(&store, &name, &[primary], a.pause, a.id).await?;
+    let primaries = match flashback::store::cluster::load(&store, &name).await? {
+        Some(meta) => {
+            if sentinel.is_some() {
+                return Err(UsageError(format!(
+                    "'{name}' is a cluster source: give --source redis://ANY-NODE of the cluster, not --sentinel"
+                ))
+                .into());
+            }
+            mark::cluster_primaries(&meta, &url).await?
+        }
+        None => vec![primary(&url, sentinel.as_ref()).await?],
+    };
+    let m = mark::take(&store, &name, &primaries, a.pause, a.id).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {
@@ -114,7 +116,10 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
             flashback::timespec::format_ms(m.time_ms),
             m.cuts
                 .iter()
-                .map(|c| format!("{} offset {}", c.primary, c.offset))
+                .map(|c| match c.shard.as_str() {
+                    "" => format!("{} offset {}", c.primary, c.offset),
+                    shard => format!("shard {shard} {} offset {}", c.primary, c.offset),
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             m.took_ms,

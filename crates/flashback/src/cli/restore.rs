@@ -29,6 +29,7 @@ use std::path::PathBuf;
   flashback restore --after flushdb:3 --serve 6390                    # just after the first FLUSHDB 3
   flashback restore --at '2026-08-03T20:28:10+08:00' --rdb x.rdb --dry-run   # print the plan only
   flashback restore --name orders --at -10m --rdb orders.rdb   # a cluster source: every shard, one RDB
+  flashback restore --name orders --at-mark m-1790000000250 --serve-cluster 7100 --primaries 2
   flashback restore --name orders --shard s5461 --at -10m --serve 6390   # one shard of it
 
 At TIME the result holds every transaction that arrived at or before TIME, never half of a
@@ -61,8 +62,8 @@ pub struct Args {
     #[arg(long)]
     name: Option<String>,
     /// A cluster source (capture --cluster): restore this shard only (its label, e.g. s0, as
-    /// `flashback info` lists it, or its cluster shard id), to any output; without it every
-    /// shard is restored at the same instant into one --rdb FILE
+    /// `flashback info` lists it, or its cluster shard id); without it every shard is restored
+    /// at the same instant (or at its cut of --at-mark) and merged into one dataset, to any output
     #[arg(long, value_name = "ID")]
     shard: Option<String>,
     /// Restore the state as of TIME: '2026-08-03 20:28:10[.123]' (local), RFC 3339,
@@ -293,12 +294,17 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     }
     let (store, source) = open_source(&a.store, config, a.name).await?;
     let cluster = flashback::store::cluster::load(&store, &source).await?;
+    // `--shard ID`: the shard's own history from here on; its marks stay the cluster's.
+    let mut mark_of_shard = None;
     let (source, cluster) = match (cluster, &a.shard) {
         (Some(m), Some(id)) => match m.shard(id) {
-            Some(s) => (
-                flashback::store::layout::shard_source(&source, &s.label),
-                None,
-            ),
+            Some(s) => {
+                mark_of_shard = Some((source.clone(), s.label.clone()));
+                (
+                    flashback::store::layout::shard_source(&source, &s.label),
+                    None,
+                )
+            }
             None => {
                 return Err(UsageError(format!(
                     "--shard {id}: cluster source '{source}' has shards {}",
@@ -320,25 +326,23 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
             Some("--before/--after EVENT")
         } else if a.at_offset.is_some() {
             Some("--at-offset")
-        } else if a.at_mark.is_some() {
-            // Marks of a cluster (one cut per shard) are not wired to cluster capture yet.
-            Some("--at-mark")
-        } else if !a.keys.is_empty() || a.keys_from.is_some() || a.db.is_some() {
-            Some("--keys/--keys-from/--db")
-        } else if !matches!(output, Some(Output::Rdb(_)) | None) {
-            Some("--to/--serve")
         } else {
             None
         };
         if let Some(what) = why {
             return Err(UsageError(format!(
-                "'{source}' is a cluster source: {what} applies to one shard; add --shard ID (see flashback info), or restore the whole cluster by --at TIME / --latest into --rdb FILE"
+                "'{source}' is a cluster source: {what} applies to one shard; add --shard ID (see flashback info), or restore the whole cluster by --at TIME, --latest or --at-mark"
             ))
             .into());
         }
     }
     let target = match (&event, &a.at_mark) {
-        (None, Some(wanted)) => at_mark(&store, &source, wanted).await?,
+        // A whole cluster's mark is resolved shard by shard below.
+        (None, Some(_)) if cluster.is_some() => target,
+        (None, Some(wanted)) => match &mark_of_shard {
+            Some((of, label)) => at_mark(&store, of, wanted, Some(label)).await?,
+            None => at_mark(&store, &source, wanted, None).await?,
+        },
         (None, None) => target,
         (Some((dir, spec)), _) => {
             let at_ms = match a.at.as_deref() {
@@ -393,18 +397,64 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         },
     });
     if let Some(m) = &cluster {
-        let at = restore::cluster::resolve_target(&store, m, target).await?;
+        let cut = match &a.at_mark {
+            Some(wanted) => {
+                let mk = find_mark(&store, &source, wanted).await?;
+                let found = flashback::mark::resolve(&store, &source, &mk).await?;
+                if found.iter().any(|t| t.shard.is_empty()) {
+                    anyhow::bail!(
+                        "mark {} was taken before '{source}' was captured as a cluster (a cut without a shard); pick a later mark",
+                        mk.id
+                    );
+                }
+                restore::cluster::ClusterCut::Mark {
+                    id: mk.id.clone(),
+                    time_ms: mk.time_ms,
+                    cuts: found
+                        .into_iter()
+                        .map(|t| {
+                            (
+                                t.shard,
+                                Target::InGeneration {
+                                    generation: t.generation,
+                                    offset: t.offset,
+                                },
+                            )
+                        })
+                        .collect(),
+                }
+            }
+            None => restore::cluster::ClusterCut::At(
+                restore::cluster::resolve_target(&store, m, target).await?,
+            ),
+        };
         println!(
-            "cluster:    source '{source}', shards {}, every one at {}",
-            m.labels(),
-            flashback::timespec::format_ms(at)
+            "cluster:    source '{source}', shards {}, {cut}",
+            m.labels()
         );
+        let plans = restore::cluster::plan(&store, m, &cut, a.inexact).await?;
+        for sp in &plans {
+            println!("shard {}:", sp.label);
+            for line in sp.plan.to_string().lines() {
+                println!("  {line}");
+            }
+        }
+        if key_level {
+            println!("mode:       key-level in every shard (counts in the report)");
+        }
         let Some(req) = req.filter(|_| !a.dry_run) else {
             return Ok(());
         };
-        let report = restore::cluster::restore_rdb(&store, m, at, a.inexact, &req).await?;
+        let progress = flashback::progress::Progress::new();
+        let shown = super::progress::show(&progress, "restore", a.progress);
+        let report = restore::cluster::restore(&store, &plans, cut, &req, &progress).await;
+        shown.finish().await;
+        let report = report?;
         println!();
         print!("{report}");
+        if report.has_failures() {
+            anyhow::bail!("the restore finished, but not everything applied (see above)");
+        }
         return Ok(());
     }
     // Refuse what cannot work (an unreachable target, a busy port, an --rdb path that cannot
@@ -450,12 +500,13 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     Ok(())
 }
 
-/// `--at-mark ID|TIME`: the mark, located in the stored history, as a target in its generation.
-async fn at_mark(
+/// `--at-mark ID|TIME`: the mark of `source` with that id, else the last one at or before
+/// that time.
+async fn find_mark(
     store: &flashback::store::Store,
     source: &str,
     wanted: &str,
-) -> anyhow::Result<Target> {
+) -> anyhow::Result<flashback::mark::Mark> {
     use flashback::mark;
     let marks = mark::list(store, source).await?;
     // An id is tried first; only what is not one is read as a time.
@@ -466,11 +517,33 @@ async fn at_mark(
     } else {
         flashback::timespec::parse_time(wanted, flashback::now_ms()).ok()
     };
-    let m = mark::find(&marks, source, wanted, time)?;
-    let targets = mark::resolve(store, source, m).await?;
+    Ok(mark::find(&marks, source, wanted, time)?.clone())
+}
+
+/// `--at-mark ID|TIME` of one history: the mark, located in it, as a target in its
+/// generation. `shard`: restoring one shard of cluster source `source` (`--shard`), whose cut
+/// of the mark is the one taken.
+async fn at_mark(
+    store: &flashback::store::Store,
+    source: &str,
+    wanted: &str,
+    shard: Option<&str>,
+) -> anyhow::Result<Target> {
+    use flashback::mark;
+    let mut m = find_mark(store, source, wanted).await?;
+    if let Some(label) = shard {
+        m.cuts.retain(|c| c.shard == label);
+        if m.cuts.is_empty() {
+            anyhow::bail!(
+                "mark {} has no cut of shard {label} (it held no slot of the cluster when the mark was taken); restore it by --at TIME",
+                m.id
+            );
+        }
+    }
+    let targets = mark::resolve(store, source, &m).await?;
     let [t] = targets.as_slice() else {
         anyhow::bail!(
-            "mark {} holds {} shard cuts; restoring a cluster mark shard by shard needs a cluster source (restore each shard with --at-offset meanwhile)",
+            "mark {} holds {} shard cuts: restore the cluster source itself (without --shard), or one shard with --shard ID",
             m.id,
             targets.len()
         );

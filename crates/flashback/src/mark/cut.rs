@@ -44,6 +44,8 @@ pub enum CutError {
         pause_ms: u64,
         suggest: u64,
     },
+    #[error("{addr} is not a primary any more (a failover under way?); no mark was taken: try again once the failover is over")]
+    NotPrimary { addr: String },
     #[error("{addr} is a replica whose primary is unknown (master_host missing); give the primary's URL")]
     NoPrimary { addr: String },
 }
@@ -157,6 +159,13 @@ async fn pause_and_read(c: &mut Client, pause_ms: u64) -> Result<(String, u64), 
         }
         r => r?,
     };
+    // A node that is a replica by now (a failover between discovery and the pause) would
+    // give its own offset, not its shard's writes held back: no cut of it is a cut.
+    if info_field(&info, "role").is_some_and(|r| r != "master") {
+        return Err(CutError::NotPrimary {
+            addr: c.addr.clone(),
+        });
+    }
     let replid = info_field(&info, "master_replid").ok_or(CutError::NoOffset {
         addr: c.addr.clone(),
         field: "master_replid",

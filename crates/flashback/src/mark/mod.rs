@@ -13,8 +13,9 @@
 //! primary when it reported N.
 //!
 //! A mark holds a list of cuts, one per shard: a standalone or Sentinel-followed source has one
-//! cut with an empty shard name; a cluster source will have one per shard (each restored at its
-//! own cut in its own history).
+//! cut with an empty shard name; a cluster source has one per shard that was in the cluster
+//! when the mark was taken, named by its label (each restored at its own cut in its own
+//! history; a stored shard without a cut held no slot of the cluster then).
 
 pub mod cut;
 
@@ -120,6 +121,8 @@ pub enum MarkError {
     },
     #[error(transparent)]
     Cut(#[from] cut::CutError),
+    #[error("cluster mark: {0}")]
+    Cluster(String),
     #[error("a mark named '{id}' already exists for source '{name}'; pick another --id")]
     Exists { name: String, id: String },
 }
@@ -222,6 +225,61 @@ pub async fn take(
     };
     save(store, source, &mark).await?;
     Ok(mark)
+}
+
+/// The primaries a mark of cluster source `meta` pauses, one per stored shard that holds slots
+/// now, asked of the cluster through `node` (any node; its user, password and TLS are used for
+/// every primary). Refused rather than cut partly: a shard whose primary is not online (a
+/// failover under way), and a shard with slots the agent has not captured (it joined after
+/// the agent started): a mark without it would restore a cluster missing its keys.
+pub async fn cluster_primaries(
+    meta: &crate::store::cluster::ClusterMeta,
+    node: &crate::client::RedisUrl,
+) -> Result<Vec<cut::Primary>, MarkError> {
+    use crate::capture::cluster::{discover, topology};
+    let seeds = [(node.host.clone(), node.port)];
+    let (found, _) = discover(node, &seeds)
+        .await
+        .map_err(|e| MarkError::Cluster(e.to_string()))?;
+    let mut out = Vec::new();
+    // Which stored shard each discovered one is, as capture decides it (topology::find).
+    let stored_of = |s: &topology::Shard| {
+        meta.shards
+            .iter()
+            .find(|m| topology::find(&found, m).is_some_and(|f| std::ptr::eq(f, s)))
+    };
+    for s in found.iter().filter(|s| !s.slots.is_empty()) {
+        let Some(stored) = stored_of(s) else {
+            return Err(MarkError::Cluster(format!(
+                "the cluster has a shard (slots from {}) that capture of '{}' does not know yet; restart capture so it discovers it, then mark",
+                s.first_slot().unwrap_or(0),
+                meta.source
+            )));
+        };
+        let Some(p) = s.nodes.iter().find(|n| n.primary && n.online) else {
+            return Err(MarkError::Cluster(format!(
+                "shard {} has no online primary now (a failover under way?); no mark was taken: try again once the cluster is healthy",
+                stored.label
+            )));
+        };
+        out.push(cut::Primary {
+            shard: stored.label.clone(),
+            url: crate::client::RedisUrl {
+                host: p.host.clone(),
+                port: p.port,
+                db: 0,
+                ..node.clone()
+            },
+        });
+    }
+    if out.is_empty() {
+        return Err(MarkError::Cluster(format!(
+            "{}:{} describes a cluster with no slots assigned; nothing to mark",
+            node.host, node.port
+        )));
+    }
+    out.sort_by(|a, b| a.shard.cmp(&b.shard));
+    Ok(out)
 }
 
 /// `--at-mark ID|TIME`: the mark with that id, else (when `time_ms` is given, the argument
@@ -355,23 +413,59 @@ pub fn locate(gens: &[catalog::Generation], mark: &Mark, c: &ShardCut) -> Result
     })
 }
 
-/// Every cut of `mark` in the store of `source`, located ([`locate`]).
+/// Every cut of `mark` in the store of `source`, located ([`locate`]): a cut without a shard
+/// name in the history of `source` itself, a cluster shard's in that shard's
+/// ([`layout::shard_source`]).
 pub async fn resolve(
     store: &Store,
     source: &str,
     mark: &Mark,
 ) -> Result<Vec<ShardTarget>, MarkError> {
-    let gens = catalog::load_generations(store, source).await?;
-    mark.cuts
-        .iter()
-        .map(|c| {
-            Ok(ShardTarget {
-                shard: c.shard.clone(),
-                generation: locate(&gens, mark, c)?,
-                offset: c.offset,
-            })
-        })
-        .collect()
+    let mut out = Vec::with_capacity(mark.cuts.len());
+    for c in &mark.cuts {
+        let history = match c.shard.as_str() {
+            "" => source.to_string(),
+            label => layout::shard_source(source, label),
+        };
+        let gens = catalog::load_generations(store, &history).await?;
+        out.push(ShardTarget {
+            shard: c.shard.clone(),
+            generation: locate(&gens, mark, c).map_err(|e| in_shard(e, &c.shard))?,
+            offset: c.offset,
+        });
+    }
+    Ok(out)
+}
+
+/// Names the shard in a cut's error, so a cluster mark's refusal says which history lacks it.
+fn in_shard(e: MarkError, shard: &str) -> MarkError {
+    match e {
+        MarkError::NotStored {
+            id,
+            primary,
+            replid,
+            offset,
+            why,
+        } if !shard.is_empty() => MarkError::NotStored {
+            id,
+            primary: format!("{primary} (shard {shard})"),
+            replid,
+            offset,
+            why,
+        },
+        MarkError::Ahead {
+            id,
+            primary,
+            have,
+            need,
+        } if !shard.is_empty() => MarkError::Ahead {
+            id,
+            primary: format!("{primary} (shard {shard})"),
+            have,
+            need,
+        },
+        e => e,
+    }
 }
 
 /// Whether retention may delete a mark: when none of its cuts lies in a window any more.

@@ -1,18 +1,24 @@
-//! Restore of a cluster source (`store::cluster`): every shard at the same instant, each
-//! through the ordinary one-source restore into an RDB of its own, then one standalone RDB
-//! made of their entries ([`merge_rdbs`]: the `flashback_rdb` raw-entry writer, entries copied
-//! byte for byte, never re-encoded; rejected: loading every shard into one private server
-//! and SAVE, which holds the whole dataset in memory once more and costs a load per shard).
+//! Restore of a cluster source (`store::cluster`): every shard at its cut (one instant for
+//! `--at`/`--latest`, its own offset for a mark), each through the ordinary one-source restore
+//! into an RDB of its own, then one standalone RDB made of their entries ([`merge_rdbs`]: the
+//! `flashback_rdb` raw-entry writer, entries copied byte for byte, never re-encoded; rejected:
+//! loading every shard into one private server and SAVE, which holds the whole dataset in
+//! memory once more and costs a load per shard). For `--to`, `--serve` and `--serve-cluster`
+//! the merged RDB is loaded into one private server ([`super::engine::load_local`]) and
+//! delivered as a one-source restore is: a cluster source restores into any shape.
 //!
 //! A key in two shards at T is a slot migration caught between MIGRATE's RESTORE-ASKING on
 //! the importing shard and its DEL on the exporting one: MIGRATE copies one value, so either
 //! copy is the key's value; the first shard's (label order) is kept and the duplicate counted.
 //!
-//! `--shard ID` needs nothing here: it is a restore of the shard's internal source, with every
-//! output (`--to`, `--serve`) the standalone path has.
+//! `--keys`/`--db` go to every shard's restore (each key-level); a shard none of whose keys
+//! match contributes nothing. `--shard ID` needs nothing here: it is a restore of the shard's
+//! internal source, with every output the standalone path has.
 
-use super::plan::Target;
-use super::{Output, RestoreError, RestoreRequest};
+use super::plan::{RestorePlan, Target};
+use super::{outputs, preflight, Output, RestoreError, RestoreRequest};
+use crate::progress::Progress;
+use crate::redis_server::{RedisServer, ServerBinary};
 use crate::store::cluster::ClusterMeta;
 use crate::store::{catalog, Store};
 use flashback_rdb::{Item, RdbReader, RdbWriter};
@@ -20,31 +26,71 @@ use std::collections::HashSet;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// Where each shard of a whole-cluster restore stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterCut {
+    /// Every shard at one instant (ms, UTC): `--at T`, or `--latest` ([`resolve_target`]).
+    At(u64),
+    /// A mark ([`crate::mark`]): each shard at its own cut, by label. A stored shard without a
+    /// cut held no slot when the mark was taken and is left out.
+    Mark {
+        id: String,
+        time_ms: u64,
+        cuts: Vec<(String, Target)>,
+    },
+}
+
+impl std::fmt::Display for ClusterCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterCut::At(t) => write!(f, "every shard at {}", crate::timespec::format_ms(*t)),
+            ClusterCut::Mark { id, time_ms, cuts } => write!(
+                f,
+                "mark {id} taken {}: every shard at its cut ({})",
+                crate::timespec::format_ms(*time_ms),
+                cuts.iter()
+                    .map(|(l, t)| match t {
+                        Target::InGeneration { offset, .. } => format!("{l} offset {offset}"),
+                        _ => l.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
 /// What a cluster restore did, for the report.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct ClusterReport {
-    /// The instant every shard was restored at (ms, UTC).
-    pub at_ms: u64,
+    pub cut: ClusterCut,
     /// Per shard: label and its restore's one-line summary.
     pub shards: Vec<(String, String)>,
     pub merged: MergeCounts,
+    pub delivered: outputs::Delivered,
+    pub elapsed: std::time::Duration,
+}
+
+impl ClusterReport {
+    /// As [`super::RestoreReport::has_failures`]: keys that did not go into the target.
+    pub fn has_failures(&self) -> bool {
+        self.delivered.has_failures()
+    }
 }
 
 impl std::fmt::Display for ClusterReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "cluster:    every shard at {}",
-            crate::timespec::format_ms(self.at_ms)
-        )?;
+        writeln!(f, "cluster:    {}", self.cut)?;
         for (label, summary) in &self.shards {
             writeln!(f, "  shard {label}: {summary}")?;
         }
         writeln!(
             f,
-            "merged:     {} keys into one RDB ({} key(s) found in two shards mid-migration: one copy kept)",
+            "merged:     {} keys into one dataset ({} key(s) found in two shards mid-migration: one copy kept)",
             self.merged.keys, self.merged.duplicates
-        )
+        )?;
+        write!(f, "{}", self.delivered)?;
+        writeln!(f, "restore time (RTO): {:.2} s", self.elapsed.as_secs_f64())
     }
 }
 
@@ -83,93 +129,192 @@ pub async fn resolve_target(
             })
         }
         Target::AtOffset(_) | Target::InGeneration { .. } => Err(RestoreError::Unsupported(
-            "an offset is one shard's own: with a cluster source give --shard ID, or restore by --at TIME / --latest".into(),
+            "an offset is one shard's own: with a cluster source give --shard ID, or restore by --at TIME / --latest / --at-mark".into(),
         )),
     }
 }
 
-/// Restores every shard of `meta` at `at_ms` and merges them into `req.output`'s RDB file.
-/// `req` is the request as for one source (its `source` is ignored). `inexact`: as
-/// `restore --inexact`, for each shard.
-pub async fn restore_rdb(
+/// One shard's part of a cluster restore: its label, internal source and plan.
+#[derive(Debug, Clone)]
+pub struct ShardPlan {
+    pub label: String,
+    pub source: String,
+    pub plan: RestorePlan,
+}
+
+/// Plans every shard's restore at `cut` (what `--dry-run` prints): a shard that cannot
+/// restore there (outside its window, in an uncertain interval) refuses the whole restore,
+/// named by its label.
+pub async fn plan(
     store: &Store,
     meta: &ClusterMeta,
-    at_ms: u64,
+    cut: &ClusterCut,
     inexact: bool,
-    req: &RestoreRequest,
-) -> Result<ClusterReport, RestoreError> {
-    let Output::Rdb(out) = &req.output else {
-        return Err(RestoreError::Unsupported(
-            "a whole cluster restores into one --rdb FILE; for --to or --serve give --shard ID"
-                .into(),
-        ));
+) -> Result<Vec<ShardPlan>, RestoreError> {
+    let targets: Vec<(String, Target)> = match cut {
+        ClusterCut::At(t) => meta
+            .shards
+            .iter()
+            .map(|s| (s.label.clone(), Target::At(*t)))
+            .collect(),
+        ClusterCut::Mark { cuts, .. } => cuts.clone(),
     };
-    if out.exists() && !req.force {
-        return Err(RestoreError::Exists(out.clone()));
+    let mut out = Vec::with_capacity(targets.len());
+    for (label, target) in targets {
+        let source = crate::store::layout::shard_source(&meta.source, &label);
+        let plan = super::plan_with(store, &source, target, inexact)
+            .await
+            .map_err(|e| in_shard(&label, e))?;
+        out.push(ShardPlan {
+            label,
+            source,
+            plan,
+        });
     }
-    // Beside the output: the same file system, so the shard RDBs fit where the result does.
-    let work = out.with_file_name(format!(
-        ".{}.shards.{}",
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    Ok(out)
+}
+
+/// Prefixes a shard's refusal with its label, keeping the error's kind.
+fn in_shard(label: &str, e: RestoreError) -> RestoreError {
+    match e {
+        RestoreError::Unsupported(m) => RestoreError::Unsupported(format!("shard {label}: {m}")),
+        RestoreError::Preflight(m) => RestoreError::Preflight(format!("shard {label}: {m}")),
+        RestoreError::Output(m) => RestoreError::Output(format!("shard {label}: {m}")),
+        e => e,
+    }
+}
+
+/// Restores every shard of `plans` and merges them into `req.output`: one RDB file, or one
+/// private server loaded with it and delivered (`--to`, `--serve`, `--serve-cluster`). `req`
+/// is the request as for one source (its `source` and `target` are ignored: each shard's
+/// plan has its own).
+pub async fn restore(
+    store: &Store,
+    plans: &[ShardPlan],
+    cut: ClusterCut,
+    req: &RestoreRequest,
+    progress: &Progress,
+) -> Result<ClusterReport, RestoreError> {
+    // Refused before any shard is restored: an unreachable --to, a busy port, an --rdb path
+    // that exists or cannot be written.
+    let checked = preflight::check_output(req).await?;
+    let work = match &req.output {
+        // Beside the output: the same file system, so the shard RDBs fit where the result
+        // does, and the merged file is renamed into place.
+        Output::Rdb(out) => out.with_file_name(format!(
+            ".{}.shards.{}",
+            out.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        )),
+        _ => std::env::temp_dir().join(format!("flashback-cluster-restore.{}", std::process::id())),
+    };
     std::fs::create_dir_all(&work).map_err(|source| RestoreError::Io {
         path: work.clone(),
         source,
     })?;
-    let result = restore_into(store, meta, at_ms, inexact, req, out, &work).await;
+    let result = restore_into(store, plans, cut, req, &checked, progress, &work).await;
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
 async fn restore_into(
     store: &Store,
-    meta: &ClusterMeta,
-    at_ms: u64,
-    inexact: bool,
+    plans: &[ShardPlan],
+    cut: ClusterCut,
     req: &RestoreRequest,
-    out: &Path,
+    checked: &preflight::Checked,
+    progress: &Progress,
     work: &Path,
 ) -> Result<ClusterReport, RestoreError> {
-    let mut report = ClusterReport {
-        at_ms,
-        ..Default::default()
-    };
+    let started = std::time::Instant::now();
+    let mut shards = Vec::new();
     let mut files = Vec::new();
+    let mut no_match = None;
     // One shard after another: each restore already runs a private server (and, on a
     // 2-core machine, replays at full speed alone); in parallel they would only contend.
-    for (label, src) in meta.shard_sources() {
-        let file = work.join(format!("{label}.rdb"));
+    for sp in plans {
+        let file = work.join(format!("{}.rdb", sp.label));
+        // Each shard into its own RDB: the output's own options (--db-map, --verify,
+        // --replace) apply to the merged dataset's delivery below, not here.
         let shard_req = RestoreRequest {
-            source: src.clone(),
-            target: Target::At(at_ms),
+            source: sp.source.clone(),
+            target: sp.plan.target,
             output: Output::Rdb(file.clone()),
             force: true,
+            db_map: Vec::new(),
+            verify: None,
+            replace: false,
             ..req.clone()
         };
-        let plan = super::plan_with(store, &src, Target::At(at_ms), inexact).await?;
-        let r = super::execute(store, &plan, &shard_req).await?;
-        if r.has_failures() {
-            return Err(RestoreError::Unsupported(format!(
-                "shard {label}: the restore finished, but not everything applied:\n{r}"
-            )));
+        match super::execute(store, &sp.plan, &shard_req).await {
+            Ok(r) if r.has_failures() => {
+                return Err(RestoreError::Unsupported(format!(
+                    "shard {}: the restore finished, but not everything applied:\n{r}",
+                    sp.label
+                )))
+            }
+            Ok(r) => {
+                shards.push((sp.label.clone(), r.plan_summary.clone()));
+                files.push(file);
+            }
+            Err(RestoreError::NoKeyMatched { patterns, .. }) => {
+                shards.push((
+                    sp.label.clone(),
+                    format!("{}; no key of it matches {patterns}", sp.plan.summary()),
+                ));
+                no_match = Some(patterns);
+            }
+            Err(e) => return Err(in_shard(&sp.label, e)),
         }
-        report.shards.push((label, r.plan_summary.clone()));
-        files.push(file);
     }
-    let tmp = work.join("merged.rdb");
-    let files2 = files.clone();
-    let tmp2 = tmp.clone();
-    report.merged = tokio::task::spawn_blocking(move || merge_rdbs(&files2, &tmp2))
+    if files.is_empty() {
+        return Err(match no_match {
+            Some(patterns) => RestoreError::NoKeyMatched { patterns, total: 0 },
+            None => RestoreError::Unsupported("the cluster source has no shard to restore".into()),
+        });
+    }
+    let merged_path = work.join("merged.rdb");
+    let (inputs, out) = (files.clone(), merged_path.clone());
+    let merged = tokio::task::spawn_blocking(move || merge_rdbs(&inputs, &out))
         .await
         .map_err(|e| RestoreError::Unsupported(format!("the merge failed: {e}")))??;
-    std::fs::rename(&tmp, out).map_err(|source| RestoreError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    Ok(report)
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    let delivered = match &req.output {
+        Output::Rdb(out) => {
+            let bytes = std::fs::metadata(&merged_path)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            std::fs::rename(&merged_path, out).map_err(|source| RestoreError::Io {
+                path: out.to_path_buf(),
+                source,
+            })?;
+            outputs::Delivered::Rdb {
+                path: out.clone(),
+                bytes,
+            }
+        }
+        _ => {
+            let binary = ServerBinary::find(req.redis_server.as_deref())?;
+            let server =
+                RedisServer::start(&binary, super::server_options(&req.output, &binary)).await?;
+            super::engine::load_local(&server, &merged_path, progress).await?;
+            let _ = std::fs::remove_file(&merged_path);
+            let d = super::deliver(server, req, checked, progress).await?;
+            progress.end();
+            d
+        }
+    };
+    Ok(ClusterReport {
+        cut,
+        shards,
+        merged,
+        delivered,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// One RDB of every entry of `inputs`, written to `out`: the header of the newest RDB version

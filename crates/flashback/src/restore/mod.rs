@@ -325,11 +325,7 @@ impl RestoreReport {
     /// True when something did not go in: replica errors while replaying, or keys that failed
     /// to copy. The restore finished, but its result may differ from the source.
     pub fn has_failures(&self) -> bool {
-        self.engine.replica_errors > 0
-            || matches!(&self.delivered, outputs::Delivered::To(c, _) if c.failed > 0)
-            || matches!(&self.delivered, outputs::Delivered::To(_, Some(p)) if !p.ok())
-            || matches!(&self.delivered, outputs::Delivered::ServeCluster { counts, proof, .. }
-                if counts.failed > 0 || proof.as_ref().is_some_and(|p| !p.ok()))
+        self.engine.replica_errors > 0 || self.delivered.has_failures()
     }
 }
 

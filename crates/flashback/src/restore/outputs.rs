@@ -79,6 +79,20 @@ pub enum Delivered {
     },
 }
 
+impl Delivered {
+    /// Keys that failed to copy, or a proof that failed: the delivery finished, but the
+    /// target may differ from the restored state.
+    pub fn has_failures(&self) -> bool {
+        match self {
+            Delivered::To(c, proof) => c.failed > 0 || proof.as_ref().is_some_and(|p| !p.ok()),
+            Delivered::ServeCluster { counts, proof, .. } => {
+                counts.failed > 0 || proof.as_ref().is_some_and(|p| !p.ok())
+            }
+            Delivered::Rdb { .. } | Delivered::Serve { .. } => false,
+        }
+    }
+}
+
 impl std::fmt::Display for Delivered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -315,6 +315,8 @@ fn cluster_capture_through_failover_and_slot_migration() {
     cluster.wait_agent_caught_up();
     let state = cluster.state();
     points.push(("T2", vouched_instant(&store), state));
+    // A mark with no write since T2's state was read: restoring it must give that state.
+    let mark_id = mark(&store, cluster.nodes[0].port).unwrap_or_else(|o| panic!("{}", o.all()));
 
     // Slot {m} moves to another primary: keys leave one shard (DEL) and arrive in another
     // (RESTORE-ASKING).
@@ -390,6 +392,55 @@ fn cluster_capture_through_failover_and_slot_migration() {
         );
         assert!(got == *want, "{label}: the restored keys differ");
     }
+    // The mark, shard by shard at its own cut.
+    let got = restored_state(&store, &["--name", "c", "--at-mark", &mark_id], &log);
+    assert!(got == points[1].2, "--at-mark: the restored keys differ");
+    // Into a fresh cluster of another shape (3 primaries, no replica) by --to…
+    let fresh = Cluster::start_with(3, 0);
+    let to = format!("redis://127.0.0.1:{}", fresh.nodes[0].port);
+    let out = restore_cli(
+        &store,
+        &["--name", "c", "--at", &at_arg(points[1].1), "--to", &to],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        fresh.state() == points[1].2,
+        "--to a cluster: the keys differ\n{}",
+        out.stdout
+    );
+    drop(fresh);
+    // …and into a new local cluster of 2 primaries by --serve-cluster.
+    let port = crate::cluster_restore::free_cluster_ports(2);
+    let p = port.to_string();
+    let out = restore_cli(
+        &store,
+        &[
+            "--name",
+            "c",
+            "--at",
+            &at_arg(points[2].1),
+            "--serve-cluster",
+            &p,
+            "--primaries",
+            "2",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let served = served_state(&out, &[port, port + 1]);
+    assert!(
+        served == points[2].2,
+        "--serve-cluster: the keys differ\n{}",
+        out.stdout
+    );
+    // A key selection of the whole cluster: every shard's matching keys, no other.
+    let got = restored_state(&store, &["--name", "c", "--latest", "--keys", "{m}*"], &log);
+    let want: BTreeMap<_, _> = points[2]
+        .2
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"{m}"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert!(!want.is_empty() && got == want, "--keys of a cluster");
     // One shard alone: its keys only, a strict part of the whole.
     let first = shards[0]["label"].as_str().unwrap().to_string();
     let one = restored_state(
@@ -400,11 +451,101 @@ fn cluster_capture_through_failover_and_slot_migration() {
     let whole = &points[2].2;
     assert!(!one.is_empty() && one.len() < whole.len());
     assert!(one.iter().all(|(k, v)| whole.get(k) == Some(v)));
+    // That shard's cut of the mark: its part of T2's state.
+    let one = restored_state(
+        &store,
+        &["--name", "c", "--shard", &first, "--at-mark", &mark_id],
+        &log,
+    );
+    assert!(!one.is_empty() && one.iter().all(|(k, v)| points[1].2.get(k) == Some(v)));
+    // An offset is one shard's own: refused for the whole cluster, in one line.
+    let out = restore_cli(
+        &store,
+        &["--name", "c", "--at-offset", "5", "--rdb", "/tmp/x"],
+    );
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    assert!(out.stderr.contains("add --shard ID"), "{}", out.stderr);
     // One generation per shard: the failover continued by partial resync.
     for sh in shards {
         assert_eq!(sh["generations"].as_u64(), Some(1), "{sh}\n{log}");
     }
     eprintln!("cluster test: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// `flashback restore --store STORE ARGS…`.
+fn restore_cli(store: &std::path::Path, args: &[&str]) -> Output {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["restore".as_ref(), "--store".as_ref()];
+    all.push(store.as_os_str());
+    all.extend(args.iter().map(|a| a.as_ref() as &std::ffi::OsStr));
+    run_flashback(&all, Duration::from_secs(120))
+}
+
+/// `flashback mark` of cluster source c through the node on `port`: the mark's id, after
+/// checking it holds one cut per shard.
+fn mark(store: &std::path::Path, port: u16) -> Result<String, Output> {
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut all: Vec<&std::ffi::OsStr> = vec!["mark".as_ref(), "--store".as_ref()];
+    all.push(store.as_os_str());
+    let rest = [
+        "--name",
+        "c",
+        "--source",
+        url.as_str(),
+        "--json",
+        "--pause",
+        "500",
+    ];
+    all.extend(rest.iter().map(|a| a.as_ref() as &std::ffi::OsStr));
+    let out = run_flashback(&all, Duration::from_secs(30));
+    if out.code != Some(0) {
+        return Err(out);
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let cuts = v["cuts"].as_array().unwrap();
+    assert_eq!(cuts.len(), 3, "{v}");
+    assert!(
+        cuts.iter()
+            .all(|c| c["shard"].as_str().unwrap().starts_with('s')),
+        "{v}"
+    );
+    Ok(v["id"].as_str().unwrap().to_string())
+}
+
+/// The key state of a `--serve-cluster` whose nodes listen on `ports`, then stops them by the
+/// pids the restore printed and removes their directories.
+fn served_state(out: &Output, ports: &[u16]) -> BTreeMap<Vec<u8>, String> {
+    let mut all = BTreeMap::new();
+    for &p in ports {
+        all.extend(key_state(&mut Conn::connect(p).unwrap()));
+    }
+    let pids: Vec<String> = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("stop:    kill "))
+        .expect("a stop line")
+        .split("(or")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(pids.len(), ports.len(), "{}", out.stdout);
+    assert!(std::process::Command::new("kill")
+        .args(&pids)
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in &pids {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "pid {pid} still runs after kill");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for d in out.stdout.lines().filter_map(|l| l.split(", dir ").nth(1)) {
+        let _ = std::fs::remove_dir_all(d.trim_end_matches(')'));
+    }
+    all
 }
 
 /// An instant after now that every shard's restore by time accepts (`restore --dry-run`), so
@@ -541,4 +682,155 @@ fn a_link_on_a_primary_moves_to_a_replica_once_one_is_online() {
     }
     let got = restored_state(&store, &["--name", "c", "--latest"], &log);
     assert!(got == want, "the restored keys differ; agent log:\n{log}");
+}
+
+/// Marks taken while one client writes counters shard after shard (round r: INCR on every
+/// shard's counter in a fixed order): a consistent cut restores counters of the form
+/// r+1, …, r+1, r, …, r in that order. Cuts of each shard at a different instant would show
+/// counters apart by more than one, or out of order. Both `flashback mark` and the agent's
+/// own `--mark-every` marks are checked.
+#[test]
+fn cluster_marks_mid_workload_are_one_instant_of_every_shard() {
+    let cluster = Cluster::start_with(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut agent = Agent::start(
+        cluster.nodes[0].port,
+        &store,
+        &[
+            "--cluster",
+            "--name",
+            "c",
+            "--base-every",
+            "0",
+            "--mark-every",
+            "1s",
+            "--mark-pause",
+            "500",
+        ],
+    );
+    // One counter per shard, each in a slot its primary owns.
+    let mut counters: Vec<(String, u16)> = Vec::new();
+    for tag in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"] {
+        let key = format!("{{{tag}}}:n");
+        let slot = cluster
+            .call(&[b"CLUSTER", b"KEYSLOT", key.as_bytes()])
+            .int();
+        let owner = owner_port(&cluster, slot);
+        if counters.iter().all(|(_, p)| *p != owner) {
+            counters.push((key, owner));
+        }
+    }
+    assert_eq!(counters.len(), 3);
+    vouched_instant(&store);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, counters) = (stop.clone(), counters.clone());
+        std::thread::spawn(move || {
+            let mut conns: Vec<Conn> = counters
+                .iter()
+                .map(|(_, p)| Conn::connect(*p).unwrap())
+                .collect();
+            let mut rounds = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (c, (k, _)) in conns.iter_mut().zip(&counters) {
+                    let r = c.call(&["INCR", k]);
+                    assert!(!r.is_error(), "{r:?}");
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let began = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ids = Vec::new();
+    let mut instants = Vec::new();
+    for _ in 0..3 {
+        ids.push(mark(&store, cluster.nodes[1].port).unwrap_or_else(|o| panic!("{}", o.all())));
+        std::thread::sleep(Duration::from_millis(200));
+        instants.push(now_ms());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.join().unwrap();
+    let round_ms = began.elapsed().as_secs_f64() * 1000.0 / rounds.max(1) as f64;
+    cluster.wait_agent_caught_up();
+    vouched_instant(&store);
+    agent.stop();
+    let log = agent.log_text();
+    let marks: Vec<String> = std::fs::read_dir(store.join("sources/c/marks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".mark"))
+        .collect();
+    let own: Vec<String> = marks
+        .iter()
+        .filter(|n| !ids.iter().any(|id| n.contains(id.as_str())))
+        .map(|n| {
+            // <time>-<id>.mark, the id being m-<time> for the agent's own marks.
+            let stem = n.trim_end_matches(".mark");
+            stem[stem.find('-').unwrap() + 1..].to_string()
+        })
+        .collect();
+    assert!(
+        !own.is_empty(),
+        "--mark-every made no mark: {marks:?}\n{log}"
+    );
+    ids.extend(own);
+    let mut seen = Vec::new();
+    for id in &ids {
+        let values = counters_of(&store, &["--name", "c", "--at-mark", id], &counters, &log);
+        let r = values[values.len() - 1];
+        assert!(
+            values.windows(2).all(|w| w[0] >= w[1]) && values[0] <= r + 1 && r <= rounds,
+            "mark {id} is not one instant of every shard: counters {values:?}\n{log}"
+        );
+        seen.push(values);
+    }
+    eprintln!("marks' counters ({rounds} rounds written): {seen:?}");
+    // Restores by time are each shard at T by its own arrival times: how far apart the shards
+    // land is the cross-shard skew (docs/cli.md quotes it), in rounds of the writer.
+    for t in instants {
+        let at = at_arg(t);
+        let v = counters_of(&store, &["--name", "c", "--at", &at], &counters, &log);
+        let spread = v.iter().max().unwrap() - v.iter().min().unwrap();
+        eprintln!(
+            "--at T: counters {v:?}: shards {spread} round(s) apart, about {:.2} ms ({round_ms:.3} ms a round)",
+            spread as f64 * round_ms
+        );
+        assert!(
+            spread as f64 * round_ms < 1000.0,
+            "shards a second apart: {v:?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|v| v[0] > 0),
+        "no mark fell inside the workload: {seen:?}"
+    );
+}
+
+/// The counters' values in the whole-cluster restore `args` (0 for a key absent).
+fn counters_of(
+    store: &std::path::Path,
+    args: &[&str],
+    counters: &[(String, u16)],
+    log: &str,
+) -> Vec<u64> {
+    let dir = tempfile::tempdir().unwrap();
+    let rdb = dir.path().join("r.rdb");
+    let mut all = args.to_vec();
+    all.extend(["--rdb", rdb.to_str().unwrap()]);
+    let out = restore_cli(store, &all);
+    assert_eq!(out.code, Some(0), "{}\nagent log:\n{log}", out.all());
+    let server = RedisProc::start_with_rdb(&rdb, &[]);
+    let mut c = server.conn();
+    counters
+        .iter()
+        .map(|(k, _)| match c.call(&["GET", k.as_str()]) {
+            Reply::Bulk(None) => 0,
+            r => r.text().parse().unwrap(),
+        })
+        .collect()
 }

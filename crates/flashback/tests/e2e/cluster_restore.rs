@@ -216,7 +216,7 @@ fn assert_equal(want: &KeyStates, got: &KeyStates, what: &str) {
 }
 
 /// A base port whose `n` ports and their cluster bus ports (10000 above) are free.
-fn free_cluster_ports(n: u16) -> u16 {
+pub(crate) fn free_cluster_ports(n: u16) -> u16 {
     for _ in 0..200 {
         let base = 20000 + (free_port() % 20000);
         let ok = (0..n).all(|i| {
