@@ -18,13 +18,15 @@
 //!   polls the source's own offset for evidence. `run`/`session` wire them to a socket and the
 //!   store; the local log is `log` (the facade) over `tail` (the open segment: append, fsync,
 //!   seal), `generation` (base, manifest, uncertain intervals), `recover` (what a crash or a
-//!   full disk left) and `spool` (accounting, metrics file); `maintenance` schedules compaction
-//!   and retention beside the capture.
+//!   full disk left) and `spool` (accounting, the metrics samples), `metrics` (the
+//!   `agent.prom` text format); `maintenance` schedules compaction and retention beside the
+//!   capture.
 //!   `capture::cluster`: `capture --cluster`, one capture loop per shard in one process, each
 //!   shard linked to a replica when it has one (`capture::cluster::topology`: CLUSTER SHARDS /
 //!   SLOTS); the shard list is `store::cluster`, each shard's history an ordinary source
-//!   (`layout::shard_source`); `restore::cluster` restores every shard at T and merges them
-//!   into one RDB (a key caught mid-migration in two shards is kept once).
+//!   (`layout::shard_source`), one metrics file for all shards; `restore::cluster` restores
+//!   every shard at T (or at its cut of a mark) and merges them into one dataset (a key caught
+//!   mid-migration in two shards is kept once), written as one RDB or delivered to any output.
 //! - [`ship`]: the spool → remote store path (`ship::upload`: ordered, verified uploads of sealed
 //!   objects) and the one-writer lease an agent holds in the store (`ship::lease`).
 //! - [`store`]: `Arc<dyn ObjectStore>` plus [`store::layout`] (the only place object names are
@@ -76,7 +78,8 @@
 //! - [`mark`]: consistent cuts (`flashback mark`, `capture --mark-every`, `restore --at-mark`):
 //!   `mark::cut` pauses every primary's writes at once (`CLIENT PAUSE WRITE`) and reads each
 //!   offset inside the pause; the mark is an immutable object in the store naming each shard's
-//!   replid and offset, which restore locates in the stored history (`mark::locate`).
+//!   replid and offset, which restore locates in the stored history (`mark::locate`); for a
+//!   cluster source `mark::cluster_primaries` finds every shard's primary.
 //! - [`prune`]: retention: a pure plan (continuous window + daily/weekly/monthly restore points)
 //!   of what may be deleted, then deletion in a crash-safe order.
 //! - [`verify`]: `flashback verify`: reads every object a restore needs (`verify::objects`:

@@ -50,6 +50,20 @@ pub struct Log {
     /// An open tail found damaged at start (recover_tail): acknowledged records the primary must
     /// send again, until a partial resync does or a full one proves them lost.
     pub(super) damaged: Option<DamagedTail>,
+    /// The replication link as the metrics file shows it.
+    pub(super) link: LinkState,
+    /// A cluster shard's log: the cluster's metrics board, the cluster source and the label.
+    pub(super) board: Option<(super::metrics::Board, String, String)>,
+}
+
+/// The replication link, for the metrics file.
+#[derive(Debug, Clone, Default)]
+pub struct LinkState {
+    pub up: bool,
+    /// `host:port` of the node streamed from.
+    pub node: String,
+    /// For a cluster shard: whether that node is its `primary` or a `replica`.
+    pub role: Option<&'static str>,
 }
 
 /// Acknowledged records an open tail lost to damage on disk (see [`Log::damage_lost`]).
@@ -105,6 +119,8 @@ impl Log {
             roll_age,
             spool: None,
             damaged: None,
+            link: LinkState::default(),
+            board: None,
         };
         log.recover_after_crash().await?;
         Ok(log)

@@ -27,6 +27,7 @@ pub mod core;
 mod generation;
 pub mod log;
 pub mod maintenance;
+pub mod metrics;
 pub mod options;
 pub mod poll;
 mod recover;

@@ -220,6 +220,9 @@ async fn run_log(
         synced_once: false,
         streaming: Default::default(),
     };
+    if let Some(l) = &opts.cluster {
+        log.board = Some((l.board.clone(), l.source.clone(), l.shard.label.clone()));
+    }
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
@@ -236,6 +239,7 @@ async fn run_log(
                     Some(Ok(url)) => {
                         source_tx.send_if_modified(|s| std::mem::replace(s, url.clone()) != url);
                         current.source = url;
+                        log.link.role = Some(f.role());
                         // A link that had to go to the primary moves to a replica once one is
                         // online; as for a Sentinel switch, only while streaming, so a
                         // snapshot being stored is never cut off.
@@ -280,6 +284,9 @@ async fn run_log(
                     super::cluster::ClusterError::ToReplica { .. }
                 ))
         );
+        // The metrics file says so at once: the next write may be a long backoff away.
+        log.link.up = false;
+        log.write_metrics(false);
         // A big command cut off by the disconnect is sent again whole after the resync. On a
         // session that already failed, the session's error is the one worth reporting.
         if let Err(e) = log.abandon_partial() {

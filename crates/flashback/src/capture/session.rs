@@ -199,6 +199,8 @@ pub(super) async fn session(
     links
         .streaming
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    log.link.up = true;
+    log.link.node = format!("{}:{}", opts.source.host, opts.source.port);
     let cfg = core::CoreConfig {
         link_timeout_ms: opts.handshake.timeout.as_millis() as u64,
         stale_after_ms: opts.uncertain_after.as_millis() as u64,

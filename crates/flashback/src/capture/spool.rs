@@ -1,13 +1,14 @@
 //! Spool accounting: with a remote store, how full the local spool is (against `--spool-max`
-//! and against what its disk can still hold), and the `agent.prom` metrics file.
+//! and against what its disk can still hold), and the samples of the `agent.prom` metrics file
+//! ([`super::metrics`]).
 //!
 //! The disk's free space comes from statvfs(2) rather than from counting our own writes: the
 //! spool's disk may be shared, and only the file system knows what is left.
 
 use super::log::Log;
+use super::metrics::{self, Sample};
 use super::tail::BLOCK_BYTES;
 use crate::store::layout;
-use std::fs;
 use std::path::Path;
 
 /// With a remote store: how full the spool may get, and how to wake the uploader.
@@ -55,16 +56,25 @@ impl Log {
     }
 
     /// Rewrites `sources/<name>/agent.prom` (next to the agent's lock, in the local store or
-    /// the spool) in the Prometheus text format, for node_exporter's textfile collector or any
-    /// scraper that reads files: the agent's health without an HTTP endpoint. Atomic (temp +
-    /// rename), so a reader never sees half a file. Best effort: metrics never stop capture.
+    /// the spool; see [`super::metrics`]), and for a cluster's shard gives the samples to the
+    /// cluster's board too.
     pub fn write_metrics(&self, paused: bool) {
-        let source = &self.source;
-        let mut out = String::new();
-        let mut metric = |name: &str, help: &str, value: f64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{source=\"{source}\"}} {value}\n"
-            ));
+        let labels = match &self.board {
+            Some((_, cluster, shard)) => format!(
+                "{},{}",
+                metrics::label("source", cluster),
+                metrics::label("shard", shard)
+            ),
+            None => metrics::label("source", &self.source),
+        };
+        let mut samples = Vec::new();
+        let mut metric = |name: &'static str, help: &'static str, value: f64| {
+            samples.push(Sample {
+                name,
+                help,
+                labels: labels.clone(),
+                value,
+            });
         };
         metric(
             "flashback_durable_offset",
@@ -75,6 +85,18 @@ impl Log {
             "flashback_covered_through_seconds",
             "Unix time through which the log is known complete.",
             self.covered_through_ms as f64 / 1000.0,
+        );
+        if self.covered_through_ms > 0 {
+            metric(
+                "flashback_lag_seconds",
+                "Seconds from the end of the log known complete to now: what a restore --latest would miss.",
+                crate::now_ms().saturating_sub(self.covered_through_ms) as f64 / 1000.0,
+            );
+        }
+        metric(
+            "flashback_link_up",
+            "1 while the replication link streams; 0 while it is down or still syncing.",
+            if self.link.up { 1.0 } else { 0.0 },
         );
         if let Some(w) = &self.spool {
             metric(
@@ -98,13 +120,26 @@ impl Log {
                 if paused { 1.0 } else { 0.0 },
             );
         }
-        let dir = self.root.join(layout::SOURCES).join(source);
-        let tmp = dir.join("agent.prom.tmp");
-        if fs::write(&tmp, out)
-            .and_then(|_| fs::rename(&tmp, dir.join("agent.prom")))
-            .is_err()
-        {
-            tracing::debug!("could not write {}", dir.join("agent.prom").display());
+        if self.link.up && !self.link.node.is_empty() {
+            let mut l = format!("{labels},{}", metrics::label("node", &self.link.node));
+            if let Some(role) = self.link.role {
+                l = format!("{l},{}", metrics::label("role", role));
+            }
+            samples.push(Sample {
+                name: "flashback_link_info",
+                help: "The node the replication link streams from (role: primary or replica, for a cluster shard).",
+                labels: l,
+                value: 1.0,
+            });
+        }
+        metrics::write(
+            &self.root.join(layout::SOURCES).join(&self.source),
+            &metrics::render(&samples),
+        );
+        if let Some((board, _, shard)) = &self.board {
+            if let Ok(mut b) = board.lock() {
+                b.insert(shard.clone(), samples);
+            }
         }
     }
 

@@ -315,6 +315,8 @@ fn cluster_capture_through_failover_and_slot_migration() {
     cluster.wait_agent_caught_up();
     let state = cluster.state();
     points.push(("T2", vouched_instant(&store), state));
+    // The cluster's metrics file: every shard's link up, on a replica, and its window.
+    wait_cluster_metrics(&store, &agent);
     // A mark with no write since T2's state was read: restoring it must give that state.
     let mark_id = mark(&store, cluster.nodes[0].port).unwrap_or_else(|o| panic!("{}", o.all()));
 
@@ -470,6 +472,43 @@ fn cluster_capture_through_failover_and_slot_migration() {
         assert_eq!(sh["generations"].as_u64(), Some(1), "{sh}\n{log}");
     }
     eprintln!("cluster test: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Until `sources/c/agent.prom` shows each of the 3 shards streaming from a replica, with its
+/// window and lag, and the cluster's common window.
+fn wait_cluster_metrics(store: &std::path::Path, agent: &Agent) {
+    let path = store.join("sources/c/agent.prom");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let count = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        let up = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("flashback_link_up{source=\"c\",shard=\"s") && l.ends_with(" 1")
+            })
+            .count();
+        let on_replicas = text
+            .lines()
+            .filter(|l| l.starts_with("flashback_link_info{") && l.contains("role=\"replica\""))
+            .count();
+        if up == 3
+            && on_replicas == 3
+            && count("flashback_window_start_seconds{") == 3
+            && count("flashback_lag_seconds{") == 3
+            && count("flashback_cluster_window_end_seconds{source=\"c\"}") == 1
+            && text.matches("# HELP flashback_link_up ").count() == 1
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never showed every shard:\n{text}\nagent log:\n{}",
+            path.display(),
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// `flashback restore --store STORE ARGS…`.

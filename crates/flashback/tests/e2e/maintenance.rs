@@ -66,6 +66,16 @@ fn the_agent_compacts_and_prunes_while_capturing() {
     )
     .expect("the agent writes its metrics file");
     assert!(prom.contains("flashback_durable_offset{source="), "{prom}");
+    assert!(prom.contains("flashback_lag_seconds{source="), "{prom}");
+    let src_label = format!("source=\"127.0.0.1-{}\"", source.port);
+    assert!(
+        prom.contains(&format!("flashback_link_up{{{src_label}}} 1"))
+            && prom.contains(&format!(
+                "flashback_link_info{{{src_label},node=\"127.0.0.1:{}\"}} 1",
+                source.port
+            )),
+        "{prom}"
+    );
     agent.stop();
     let log = agent.log_text();
 

@@ -70,6 +70,8 @@ pub struct ShardLink {
     pub seeds: Vec<(String, u16)>,
     pub shard: ShardMeta,
     pub source: String,
+    /// Where the shard's loop leaves its metrics for the cluster's file.
+    pub board: super::metrics::Board,
 }
 
 /// Asks `seeds` in turn for the cluster's shards: CLUSTER SHARDS, else (a server without it)
@@ -141,6 +143,15 @@ pub struct ShardFollower {
 }
 
 impl ShardFollower {
+    /// The role of the node the current session links to, as CLUSTER SHARDS gave it.
+    pub fn role(&self) -> &'static str {
+        if self.on_primary {
+            "primary"
+        } else {
+            "replica"
+        }
+    }
+
     pub fn new(link: ShardLink, base: RedisUrl) -> ShardFollower {
         ShardFollower {
             link,
@@ -323,6 +334,17 @@ pub async fn run(
         .chain(seeds)
         .collect();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let board = super::metrics::Board::default();
+    // The cluster's own metrics file, beside the shards' (the spool, else the local store).
+    let root = opts.spool.clone().or_else(|| store.local_root.clone());
+    let metrics = root.map(|root| {
+        tokio::spawn(write_cluster_metrics(
+            store.clone(),
+            m.clone(),
+            board.clone(),
+            root,
+        ))
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for shard in shards {
         if topology::find(&found, &shard).is_none() {
@@ -342,6 +364,7 @@ pub async fn run(
             seeds: all_seeds.clone(),
             shard,
             source: opts.name.clone(),
+            board: board.clone(),
         });
         let mut rx = stop_rx.clone();
         let s = store.clone();
@@ -377,5 +400,105 @@ pub async fn run(
             }
         }
     }
+    if let Some(t) = metrics {
+        t.abort();
+    }
     first_error.map_or(Ok(()), Err)
+}
+
+/// How often the cluster's metrics file is rewritten (as each shard's own), and how often each
+/// shard's window is read again from the store (a listing per shard: not every 5 s).
+const METRICS_EVERY: Duration = Duration::from_secs(5);
+const WINDOWS_EVERY: Duration = Duration::from_secs(30);
+
+/// Every [`METRICS_EVERY`]: `sources/NAME/agent.prom` with every shard's latest samples
+/// (labelled by shard), each shard's restorable window and the cluster's common window (the
+/// intersection: what a whole-cluster restore by time can reach).
+async fn write_cluster_metrics(
+    store: Store,
+    meta: ClusterMeta,
+    board: super::metrics::Board,
+    root: std::path::PathBuf,
+) {
+    use super::metrics::{label, render, write, Sample};
+    // Per shard: (from, to) ms of its restorable window, None when it has none (yet).
+    let mut windows: Vec<(String, Option<(u64, u64)>)> = Vec::new();
+    let mut read_at: Option<std::time::Instant> = None;
+    let mut tick = tokio::time::interval(METRICS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Read again sooner while a shard has no window yet (a capture just started).
+        let stale = read_at.is_none_or(|t| t.elapsed() >= WINDOWS_EVERY)
+            || windows.iter().any(|(_, w)| w.is_none());
+        if stale {
+            windows.clear();
+            for (shard, src) in meta.shard_sources() {
+                let w = match crate::store::catalog::load_generations(&store, &src).await {
+                    Ok(gens) => {
+                        let ws: Vec<_> = gens.iter().filter_map(|g| g.window()).collect();
+                        let from = ws.iter().map(|w| w.from_ms).min();
+                        let to = ws.iter().map(|w| w.to_ms).max();
+                        from.zip(to)
+                    }
+                    Err(e) => {
+                        tracing::debug!("metrics: shard {shard}: {e}");
+                        None
+                    }
+                };
+                windows.push((shard, w));
+            }
+            read_at = Some(std::time::Instant::now());
+        }
+        let src = label("source", &meta.source);
+        let mut samples: Vec<Sample> = match board.lock() {
+            Ok(b) => b.values().flatten().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        samples.push(Sample {
+            name: "flashback_cluster_shards",
+            help: "Shards of the cluster source being captured.",
+            labels: src.clone(),
+            value: meta.shards.len() as f64,
+        });
+        for (shard, w) in &windows {
+            let Some((from_ms, to_ms)) = *w else { continue };
+            let labels = format!("{src},{}", label("shard", shard));
+            samples.push(Sample {
+                name: "flashback_window_start_seconds",
+                help: "Unix time of the oldest instant the shard can restore.",
+                labels: labels.clone(),
+                value: from_ms as f64 / 1000.0,
+            });
+            samples.push(Sample {
+                name: "flashback_window_end_seconds",
+                help: "Unix time of the newest instant the shard can restore (as last read from the store).",
+                labels,
+                value: to_ms as f64 / 1000.0,
+            });
+        }
+        let all: Option<Vec<_>> = windows.iter().map(|(_, w)| *w).collect();
+        if let Some(ws) = all.filter(|ws| !ws.is_empty()) {
+            let from = ws.iter().map(|w| w.0).max().unwrap_or(0);
+            let to = ws.iter().map(|w| w.1).min().unwrap_or(0);
+            if from <= to {
+                samples.push(Sample {
+                    name: "flashback_cluster_window_start_seconds",
+                    help: "Start of the window every shard can restore (whole-cluster restore by time).",
+                    labels: src.clone(),
+                    value: from as f64 / 1000.0,
+                });
+                samples.push(Sample {
+                    name: "flashback_cluster_window_end_seconds",
+                    help: "End of the window every shard can restore.",
+                    labels: src.clone(),
+                    value: to as f64 / 1000.0,
+                });
+            }
+        }
+        write(
+            &root.join(layout::SOURCES).join(&meta.source),
+            &render(&samples),
+        );
+    }
 }
