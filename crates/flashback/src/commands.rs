@@ -97,6 +97,21 @@ pub struct CommandTable {
     commands: HashMap<Vec<u8>, CommandInfo>,
 }
 
+/// `map[lowercase(name)]`, lowercased on the stack for a name of the usual size: the capture
+/// agent looks up every record it stores (timeline summaries), and an allocation per record
+/// was a measurable share of its CPU (bench/capture.sh).
+fn get_lowercase<'m, V>(map: &'m HashMap<Vec<u8>, V>, name: &[u8]) -> Option<&'m V> {
+    let mut buf = [0u8; 32];
+    match buf.get_mut(..name.len()) {
+        Some(b) => {
+            b.copy_from_slice(name);
+            b.make_ascii_lowercase();
+            map.get(&*b)
+        }
+        None => map.get(name.to_ascii_lowercase().as_slice()),
+    }
+}
+
 impl CommandTable {
     /// The builtin table (see [`builtin`] for what it holds).
     pub fn builtin() -> CommandTable {
@@ -154,11 +169,11 @@ impl CommandTable {
 
     /// The entry for `argv` (subcommand resolved), if the table knows the command.
     pub fn lookup(&self, argv: &[&[u8]]) -> Option<&CommandInfo> {
-        let cmd = self.commands.get(&argv.first()?.to_ascii_lowercase())?;
+        let cmd = get_lowercase(&self.commands, argv.first()?)?;
         if cmd.subcommands.is_empty() {
             return Some(cmd);
         }
-        cmd.subcommands.get(&argv.get(1)?.to_ascii_lowercase())
+        get_lowercase(&cmd.subcommands, argv.get(1)?)
     }
 
     /// The positions in `argv` (argv\[0\] is the command's name, any case) that hold keys, in

@@ -354,7 +354,8 @@ async fn take_records(
         let reply = match item {
             StreamItem::Command(cmd) => {
                 let (rec, reply) = state.on_command(&cmd.raw, &cmd.argv, now)?;
-                log.append(&rec, flags)?;
+                let argv: Vec<&[u8]> = cmd.argv.iter().map(|a| a.as_ref()).collect();
+                log.append_parsed(&rec, &argv, flags)?;
                 core.counted();
                 reply
             }

@@ -104,6 +104,18 @@ impl Log {
 
     /// Buffers a record (not yet durable).
     pub fn append(&mut self, rec: &Record, flags: u16) -> Result<(), CaptureError> {
+        let argv = crate::timeline::keys::argv_prefix(&rec.resp);
+        self.append_parsed(rec, &argv, flags)
+    }
+
+    /// [`Log::append`] of a record whose arguments are already parsed (the session's framer
+    /// did it): the summary reuses them instead of parsing the RESP again.
+    pub fn append_parsed(
+        &mut self,
+        rec: &Record,
+        argv: &[&[u8]],
+        flags: u16,
+    ) -> Result<(), CaptureError> {
         let tail = self
             .tail
             .as_mut()
@@ -115,7 +127,7 @@ impl Log {
         let tail = self.tail.as_mut().expect("still open");
         tail.pending_flags = flags;
         tail.writer.append(rec).map_err(io_err(&tail.path))?;
-        tail.summary.record(rec);
+        tail.summary.record_argv(rec, argv);
         if tail.writer.pending().1 >= BLOCK_BYTES {
             self.flush_block()?;
         }

@@ -18,6 +18,25 @@ use flashback_format::summary::{
 };
 use std::collections::{BTreeMap, HashSet};
 
+/// A `Hasher` that returns the `u64` it is given: for sets of values that are hashes already.
+#[derive(Default)]
+pub struct Identity(u64);
+
+impl std::hash::Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64s are hashed through it; anything else folds in FNV-style, never panics.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Where a span's end is still unknown: it is the end of the transaction in progress.
 #[derive(Debug, Clone, Copy)]
 enum Slot {
@@ -67,7 +86,13 @@ pub struct Summarizer {
     dels_complete: bool,
     keys_unknown: bool,
     commands: BTreeMap<Vec<u8>, u64>,
-    keys: HashSet<u64>,
+    /// The last command name seen and how many times in a row since it was counted into
+    /// `commands`: a stream of the same command (the usual case) costs a compare, not a map
+    /// search, per record.
+    run: (Vec<u8>, u64),
+    /// Already hashes ([`flashback_format::summary::filter::key_hash`], mixed): hashed again
+    /// by the identity, not SipHash, which was a tenth of the agent's CPU per record.
+    keys: HashSet<u64, std::hash::BuildHasherDefault<Identity>>,
     want: Want,
     hits: Vec<Hit>,
 }
@@ -111,7 +136,8 @@ impl Summarizer {
             dels_complete: true,
             keys_unknown: false,
             commands: BTreeMap::new(),
-            keys: HashSet::new(),
+            run: (Vec::new(), 0),
+            keys: HashSet::default(),
             want: Want::Nothing,
             hits: Vec::new(),
         }
@@ -131,20 +157,54 @@ impl Summarizer {
     /// of a command too big to hold: arguments past it are not seen, which only matters for
     /// the keys of a multi-key command of hundreds of MB).
     pub fn add(&mut self, m: Meta, resp: &[u8]) {
+        self.add_argv(m, &keys::argv_prefix(resp));
+    }
+
+    /// Counts the current run of one command name into `commands`.
+    fn count_run(&mut self) {
+        let (name, n) = std::mem::take(&mut self.run);
+        if n > 0 {
+            *self.commands.entry(name).or_insert(0) += n;
+        }
+    }
+
+    /// [`Summarizer::record`] of a record whose arguments the caller has already parsed (the
+    /// capture agent's framer): the RESP is not parsed a second time.
+    pub fn record_argv(&mut self, r: &Record, argv: &[&[u8]]) {
+        self.add_argv(Meta::from(r), argv);
+    }
+
+    fn add_argv(&mut self, m: Meta, argv: &[&[u8]]) {
         self.record_count += 1;
         if self.first_time_ms == 0 {
             self.first_time_ms = m.time_ms;
         }
-        let argv = keys::argv_prefix(resp);
-        let name = argv
-            .first()
-            .map(|n| n.to_ascii_uppercase())
-            .unwrap_or_default();
+        // Uppercased on the stack for the usual name: this runs for every record stored.
+        let mut buf = [0u8; 32];
+        let long;
+        let name: &[u8] = match argv.first() {
+            Some(n) if n.len() <= buf.len() => {
+                let b = &mut buf[..n.len()];
+                b.copy_from_slice(n);
+                b.make_ascii_uppercase();
+                b
+            }
+            Some(n) => {
+                long = n.to_ascii_uppercase();
+                &long
+            }
+            None => &[],
+        };
         if !name.is_empty() {
-            *self.commands.entry(name.clone()).or_insert(0) += 1;
+            if self.run.0 == name {
+                self.run.1 += 1;
+            } else {
+                self.count_run();
+                self.run = (name.to_vec(), 1);
+            }
         }
         let start = self.txn_start;
-        let family = keys::family(&name);
+        let family = keys::family(name);
         if let Some(family) = family {
             let b = self.bucket(m.time_ms);
             b.writes += 1;
@@ -154,10 +214,12 @@ impl Summarizer {
                 Err(i) => b.by_db.insert(i, (m.db, 1)),
             }
         }
-        if family.is_some() && !keys::known(&argv) {
+        let info = keys::lookup(argv);
+        if family.is_some() && info.is_none() {
             self.keys_unknown = true;
         }
-        for (db, key) in keys::touched(&name, &argv, m.db) {
+        let positions = info.map(|i| i.key_positions(argv)).unwrap_or_default();
+        for (db, key) in keys::touched_at(name, argv, m.db, positions) {
             self.keys
                 .insert(flashback_format::summary::filter::key_hash(db, key));
         }
@@ -166,7 +228,7 @@ impl Summarizer {
             end_offset: m.end_offset,
             time_ms: m.time_ms,
         };
-        match name.as_slice() {
+        match name {
             b"DEL" | b"UNLINK" => {
                 let n = argv.len().saturating_sub(1) as u64;
                 let bi = self.buckets.len() - 1;
@@ -179,7 +241,7 @@ impl Summarizer {
                 if self.del_events < MAX_DEL_EVENTS {
                     self.del_events += 1;
                     let keys = argv[1..].iter().take(MAX_EVENT_KEYS).map(|k| k.to_vec());
-                    self.event(EventKind::Del, m.db, 0, span, &name, n, keys.collect());
+                    self.event(EventKind::Del, m.db, 0, span, name, n, keys.collect());
                 } else {
                     self.dels_complete = false;
                 }
@@ -193,8 +255,8 @@ impl Summarizer {
                     self.unresolved.push(Slot::FirstExpire(bi));
                 }
             }
-            b"FLUSHALL" => self.event(EventKind::FlushAll, m.db, 0, span, &name, 0, vec![]),
-            b"FLUSHDB" => self.event(EventKind::FlushDb, m.db, 0, span, &name, 0, vec![]),
+            b"FLUSHALL" => self.event(EventKind::FlushAll, m.db, 0, span, name, 0, vec![]),
+            b"FLUSHDB" => self.event(EventKind::FlushDb, m.db, 0, span, name, 0, vec![]),
             b"SWAPDB" => {
                 let db = |i: usize| {
                     argv.get(i)
@@ -202,15 +264,15 @@ impl Summarizer {
                         .and_then(|s| s.parse::<u32>().ok())
                 };
                 if let (Some(a), Some(b)) = (db(1), db(2)) {
-                    self.event(EventKind::SwapDb, a, b, span, &name, 0, vec![]);
+                    self.event(EventKind::SwapDb, a, b, span, name, 0, vec![]);
                 }
             }
             _ => {}
         }
         let hit_keys: Option<Vec<Vec<u8>>> = match &self.want {
             Want::Nothing => None,
-            Want::Command(c) => (*c == name).then(Vec::new),
-            Want::DeletesOf(ks) if matches!(name.as_slice(), b"DEL" | b"UNLINK") => {
+            Want::Command(c) => (c.as_slice() == name).then(Vec::new),
+            Want::DeletesOf(ks) if matches!(name, b"DEL" | b"UNLINK") => {
                 let named: Vec<Vec<u8>> = ks
                     .iter()
                     .filter(|k| argv[1..].iter().any(|a| a == &k.as_slice()))
@@ -225,7 +287,7 @@ impl Summarizer {
             self.hits.push(Hit {
                 span,
                 db: m.db,
-                command: name.clone(),
+                command: name.to_vec(),
                 keys,
             });
         }
@@ -297,7 +359,8 @@ impl Summarizer {
     }
 
     /// [`finish`](Self::finish), and the records the [`Want`] asked for, in stream order.
-    pub fn finish_with_hits(self, end_offset: u64) -> (Summary, Vec<Hit>) {
+    pub fn finish_with_hits(mut self, end_offset: u64) -> (Summary, Vec<Hit>) {
+        self.count_run();
         let mut hits = self.hits;
         let mut s = Summary {
             start_offset: self.start_offset,
