@@ -348,14 +348,14 @@ async fn mark_loop(
         tick.tick().await;
         let taken = async {
             // A cluster source's shard list is read each time: capture rewrites it at start.
-            let primaries = if cluster {
-                let Some(meta) = flashback::store::cluster::load(&store, &name).await? else {
-                    anyhow::bail!("the cluster's shard list is not stored yet");
-                };
-                flashback::mark::cluster_primaries(&meta, &url).await?
-            } else {
-                vec![super::mark::primary(&url, sentinel.as_ref()).await?]
-            };
+            if cluster
+                && flashback::store::cluster::load(&store, &name)
+                    .await?
+                    .is_none()
+            {
+                anyhow::bail!("the cluster's shard list is not stored yet");
+            }
+            let primaries = super::mark::primaries(&store, &name, &url, sentinel.as_ref()).await?;
             anyhow::Ok(flashback::mark::take(&store, &name, &primaries, pause_ms, None).await?)
         }
         .await;

@@ -92,18 +92,7 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     // Read access finds the source; the mark is then written with write access.
     let (_, name) = open_source(&a.store, config, a.name).await?;
     let store = Store::open(&a.store, &config.with_access(Access::Write))?;
-    let primaries = match flashback::store::cluster::load(&store, &name).await? {
-        Some(meta) => {
-            if sentinel.is_some() {
-                return Err(UsageError(format!(
-                    "'{name}' is a cluster source: give --source redis://ANY-NODE of the cluster, not --sentinel"
-                ))
-                .into());
-            }
-            mark::cluster_primaries(&meta, &url).await?
-        }
-        None => vec![primary(&url, sentinel.as_ref()).await?],
-    };
+    let primaries = primaries(&store, &name, &url, sentinel.as_ref()).await?;
     let m = mark::take(&store, &name, &primaries, a.pause, a.id).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
@@ -129,6 +118,29 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     Ok(())
 }
 
+/// The primaries a mark of source `name` pauses: every shard's for a cluster source (asked
+/// of the cluster through `url`), else the one primary (`primary`). What `flashback mark` and
+/// `capture --mark-every` both take.
+pub async fn primaries(
+    store: &Store,
+    name: &str,
+    url: &RedisUrl,
+    sentinel: Option<&SentinelConfig>,
+) -> anyhow::Result<Vec<Primary>> {
+    match flashback::store::cluster::load(store, name).await? {
+        Some(meta) => {
+            if sentinel.is_some() {
+                return Err(UsageError(format!(
+                    "'{name}' is a cluster source: give --source redis://ANY-NODE of the cluster, not --sentinel"
+                ))
+                .into());
+            }
+            Ok(mark::cluster_primaries(&meta, url).await?)
+        }
+        None => Ok(vec![primary(url, sentinel).await?]),
+    }
+}
+
 /// The primary to pause: the Sentinels' answer, else the URL's server or, for a replica, its
 /// primary.
 pub async fn primary(url: &RedisUrl, sentinel: Option<&SentinelConfig>) -> anyhow::Result<Primary> {
@@ -145,5 +157,67 @@ pub async fn primary(url: &RedisUrl, sentinel: Option<&SentinelConfig>) -> anyho
     Ok(Primary {
         shard: String::new(),
         url,
+    })
+}
+
+/// `--at-mark ID|TIME`: the mark of `source` with that id, else the last one at or before
+/// that time.
+pub(super) async fn find_mark(
+    store: &flashback::store::Store,
+    source: &str,
+    wanted: &str,
+) -> anyhow::Result<flashback::mark::Mark> {
+    use flashback::mark;
+    let marks = mark::list(store, source).await?;
+    // An id is tried first; only what is not one is read as a time.
+    let time = if marks.iter().any(|m| m.id == wanted) {
+        None
+    } else if flashback::timespec::means_latest(wanted) {
+        Some(flashback::now_ms())
+    } else {
+        flashback::timespec::parse_time(wanted, flashback::now_ms()).ok()
+    };
+    Ok(mark::find(&marks, source, wanted, time)?.clone())
+}
+
+/// `--at-mark ID|TIME` of one history: the mark, located in it, as a target in its
+/// generation. `shard`: restoring one shard of cluster source `source` (`--shard`), whose cut
+/// of the mark is the one taken.
+pub(super) async fn at_mark(
+    store: &flashback::store::Store,
+    source: &str,
+    wanted: &str,
+    shard: Option<&str>,
+) -> anyhow::Result<flashback::restore::Target> {
+    use flashback::mark;
+    let mut m = find_mark(store, source, wanted).await?;
+    if let Some(label) = shard {
+        m.cuts.retain(|c| c.shard == label);
+        if m.cuts.is_empty() {
+            anyhow::bail!(
+                "mark {} has no cut of shard {label} (it held no slot of the cluster when the mark was taken); restore it by --at TIME",
+                m.id
+            );
+        }
+    }
+    let targets = mark::resolve(store, source, &m).await?;
+    let [t] = targets.as_slice() else {
+        anyhow::bail!(
+            "mark {} holds {} shard cuts: restore the cluster source itself (without --shard), or one shard with --shard ID",
+            m.id,
+            targets.len()
+        );
+    };
+    println!(
+        "mark:       {} taken {} (writes held back {} ms): {} offset {}",
+        m.id,
+        flashback::timespec::format_ms(m.time_ms),
+        m.took_ms,
+        m.cuts.first().map(|c| c.primary.as_str()).unwrap_or("?"),
+        t.offset
+    );
+    Ok(flashback::restore::Target::InGeneration {
+        generation: t.generation,
+        offset: t.offset,
     })
 }

@@ -340,8 +340,8 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         // A whole cluster's mark is resolved shard by shard below.
         (None, Some(_)) if cluster.is_some() => target,
         (None, Some(wanted)) => match &mark_of_shard {
-            Some((of, label)) => at_mark(&store, of, wanted, Some(label)).await?,
-            None => at_mark(&store, &source, wanted, None).await?,
+            Some((of, label)) => super::mark::at_mark(&store, of, wanted, Some(label)).await?,
+            None => super::mark::at_mark(&store, &source, wanted, None).await?,
         },
         (None, None) => target,
         (Some((dir, spec)), _) => {
@@ -399,7 +399,7 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
     if let Some(m) = &cluster {
         let cut = match &a.at_mark {
             Some(wanted) => {
-                let mk = find_mark(&store, &source, wanted).await?;
+                let mk = super::mark::find_mark(&store, &source, wanted).await?;
                 let found = flashback::mark::resolve(&store, &source, &mk).await?;
                 if found.iter().any(|t| t.shard.is_empty()) {
                     anyhow::bail!(
@@ -498,68 +498,6 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         anyhow::bail!("the restore finished, but not everything applied (see above)");
     }
     Ok(())
-}
-
-/// `--at-mark ID|TIME`: the mark of `source` with that id, else the last one at or before
-/// that time.
-async fn find_mark(
-    store: &flashback::store::Store,
-    source: &str,
-    wanted: &str,
-) -> anyhow::Result<flashback::mark::Mark> {
-    use flashback::mark;
-    let marks = mark::list(store, source).await?;
-    // An id is tried first; only what is not one is read as a time.
-    let time = if marks.iter().any(|m| m.id == wanted) {
-        None
-    } else if flashback::timespec::means_latest(wanted) {
-        Some(flashback::now_ms())
-    } else {
-        flashback::timespec::parse_time(wanted, flashback::now_ms()).ok()
-    };
-    Ok(mark::find(&marks, source, wanted, time)?.clone())
-}
-
-/// `--at-mark ID|TIME` of one history: the mark, located in it, as a target in its
-/// generation. `shard`: restoring one shard of cluster source `source` (`--shard`), whose cut
-/// of the mark is the one taken.
-async fn at_mark(
-    store: &flashback::store::Store,
-    source: &str,
-    wanted: &str,
-    shard: Option<&str>,
-) -> anyhow::Result<Target> {
-    use flashback::mark;
-    let mut m = find_mark(store, source, wanted).await?;
-    if let Some(label) = shard {
-        m.cuts.retain(|c| c.shard == label);
-        if m.cuts.is_empty() {
-            anyhow::bail!(
-                "mark {} has no cut of shard {label} (it held no slot of the cluster when the mark was taken); restore it by --at TIME",
-                m.id
-            );
-        }
-    }
-    let targets = mark::resolve(store, source, &m).await?;
-    let [t] = targets.as_slice() else {
-        anyhow::bail!(
-            "mark {} holds {} shard cuts: restore the cluster source itself (without --shard), or one shard with --shard ID",
-            m.id,
-            targets.len()
-        );
-    };
-    println!(
-        "mark:       {} taken {} (writes held back {} ms): {} offset {}",
-        m.id,
-        flashback::timespec::format_ms(m.time_ms),
-        m.took_ms,
-        m.cuts.first().map(|c| c.primary.as_str()).unwrap_or("?"),
-        t.offset
-    );
-    Ok(Target::InGeneration {
-        generation: t.generation,
-        offset: t.offset,
-    })
 }
 
 /// `--serve PORT`, over TLS only when `--tls-cert` and `--tls-key` are given.
