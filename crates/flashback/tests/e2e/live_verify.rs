@@ -56,7 +56,18 @@ fn busy_capture_with_verify_rounds(agent_args: &[&str], rounds: usize) {
     std::thread::sleep(Duration::from_secs(1));
     let store_arg = store.path().to_str().unwrap();
     let mut failures = Vec::new();
-    for round in 0..rounds {
+    // With retention, the rounds go on until the agent has deleted something, so some round
+    // overlaps a deletion: on a slow 2-core CI 15 rounds can end before the first retention
+    // pass (the base it needs is only older than --keep ~4 s after it was made).
+    let wants_retention = agent_args.contains(&"--keep");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut round = 0;
+    while round < rounds
+        || (wants_retention
+            && !agent.log_text().to_lowercase().contains("retention: ")
+            && std::time::Instant::now() < deadline)
+    {
+        round += 1;
         let out = run_flashback(
             &[
                 "verify",
@@ -80,7 +91,22 @@ fn busy_capture_with_verify_rounds(agent_args: &[&str], rounds: usize) {
     let segments = std::fs::read_dir(generation_dirs(store.path())[0].join("segments"))
         .map(|d| d.count())
         .unwrap_or(0);
-    if agent_args.contains(&"--keep") {
+    if wants_retention {
+        // One more verify after the deletion, so at least one round ran beside or after it.
+        let out = run_flashback(
+            &[
+                "verify",
+                "--store",
+                store_arg,
+                "--no-drill",
+                "--progress",
+                "none",
+            ],
+            Duration::from_secs(60),
+        );
+        if out.code != Some(0) {
+            failures.push(format!("after retention: {}", out.all()));
+        }
         let log = agent.log_text().to_lowercase();
         assert!(log.contains("retention: "), "retention ran: {log}");
     } else {
