@@ -27,6 +27,17 @@ pub fn build() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// Aborts a spawned task when the scope that needs it ends, on every path out (errors and
+/// panics too): a dropped `JoinHandle` detaches its task instead, which would leave a poller or
+/// an ack reader running after the capture session or restore it served.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use super::session::{session, Links};
 use super::{poll, CaptureError, Progress};
 use crate::backoff::Backoff;
 use crate::replica::ReplicaError;
+use crate::runtime::AbortOnDrop;
 use crate::ship::{lease, upload};
 use crate::store::Store;
 use std::future::Future;
@@ -415,14 +416,6 @@ async fn follower_changed(f: &mut Option<Follower>) {
     match f {
         Some(f) => f.changed().await,
         None => std::future::pending().await,
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -28,6 +28,7 @@ use super::RestoreError;
 use crate::client::{info_field, Client};
 use crate::progress::{Phase, Progress, Unit};
 use crate::redis_server::{servers_for_rdb, RedisServer, ServerBinary};
+use crate::runtime::AbortOnDrop;
 use crate::store::{Store, StoreError};
 use flashback_format::rdb;
 use flashback_format::resp;
@@ -465,15 +466,6 @@ async fn watch_load_and_replay(
         if acked.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Aborts a spawned task when the scope that needs it ends, on every path out (errors too).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -9,12 +9,13 @@
 //! and writes the dataset as applied, which is exactly the state at the offset acknowledged.
 
 use super::master::{self, read_acks, send_base, Acked, MasterLink};
-use super::{wait_acked, AbortOnDrop};
+use super::wait_acked;
 use crate::client::Client;
 use crate::progress::Progress;
 use crate::redis_server::RedisServer;
 use crate::restore::plan::RestorePlan;
 use crate::restore::{reader, RestoreError};
+use crate::runtime::AbortOnDrop;
 use crate::store::Store;
 use flashback_format::resp;
 use std::path::PathBuf;
