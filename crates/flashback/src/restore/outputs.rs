@@ -6,7 +6,7 @@
 //! `--to` copies with DUMP/RESTORE rather than by pointing the target at a master: the target
 //! keeps its other keys, and existing keys are left alone unless `--replace` (DESIGN.md).
 //!
-//! Size: ~730 lines of code, over the house's ~600, since `--rdb` learnt to SAVE beside its
+//! Size: ~750 lines of code, over the house's ~600, since `--rdb` learnt to SAVE beside its
 //! output and `--to` learnt cluster targets. The seam is the `--rdb` sink (`to_rdb`,
 //! `save_beside`, `place_file`, `rdb_server_args`), which would move to `outputs/rdb.rs` as
 //! `copy`, `cluster` and `serve_cluster` already did; not moved in the session that grew it,

@@ -56,6 +56,22 @@ fn busy_capture_with_verify_rounds(agent_args: &[&str], rounds: usize) {
     std::thread::sleep(Duration::from_secs(1));
     let store_arg = store.path().to_str().unwrap();
     let mut failures = Vec::new();
+    let verify_once = |what: &str, failures: &mut Vec<String>| {
+        let out = run_flashback(
+            &[
+                "verify",
+                "--store",
+                store_arg,
+                "--no-drill",
+                "--progress",
+                "none",
+            ],
+            Duration::from_secs(60),
+        );
+        if out.code != Some(0) {
+            failures.push(format!("{what}: {}", out.all()));
+        }
+    };
     // With retention, the rounds go on until the agent has deleted something, so some round
     // overlaps a deletion: on a slow 2-core CI 15 rounds can end before the first retention
     // pass (the base it needs is only older than --keep ~4 s after it was made).
@@ -68,20 +84,7 @@ fn busy_capture_with_verify_rounds(agent_args: &[&str], rounds: usize) {
             && std::time::Instant::now() < deadline)
     {
         round += 1;
-        let out = run_flashback(
-            &[
-                "verify",
-                "--store",
-                store_arg,
-                "--no-drill",
-                "--progress",
-                "none",
-            ],
-            Duration::from_secs(60),
-        );
-        if out.code != Some(0) {
-            failures.push(format!("round {round}: {}", out.all()));
-        }
+        verify_once(&format!("round {round}"), &mut failures);
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
@@ -93,20 +96,7 @@ fn busy_capture_with_verify_rounds(agent_args: &[&str], rounds: usize) {
         .unwrap_or(0);
     if wants_retention {
         // One more verify after the deletion, so at least one round ran beside or after it.
-        let out = run_flashback(
-            &[
-                "verify",
-                "--store",
-                store_arg,
-                "--no-drill",
-                "--progress",
-                "none",
-            ],
-            Duration::from_secs(60),
-        );
-        if out.code != Some(0) {
-            failures.push(format!("after retention: {}", out.all()));
-        }
+        verify_once("after retention", &mut failures);
         let log = agent.log_text().to_lowercase();
         assert!(log.contains("retention: "), "retention ran: {log}");
     } else {
