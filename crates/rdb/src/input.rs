@@ -21,6 +21,9 @@ pub(crate) enum Len {
     Encoded(u8),
 }
 
+/// Where [`crate::RdbReader::summarize_spilled`] hands an entry's bytes.
+pub type Spill = Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send>;
+
 pub(crate) struct Input<R> {
     r: R,
     buf: Vec<u8>,
@@ -35,6 +38,10 @@ pub(crate) struct Input<R> {
     /// Recording from this buffer position into `raw`.
     cap: Option<usize>,
     pub(crate) raw: Vec<u8>,
+    /// While set, captured bytes go here as they are consumed instead of into `raw`
+    /// ([`crate::RdbReader::summarize_spilled`]); its first error is kept in `spill_err`.
+    pub(crate) spill: Option<Spill>,
+    pub(crate) spill_err: Option<std::io::Error>,
     pub(crate) file: Option<String>,
     /// Compressed bytes of an LZF string, reused.
     lzf_in: Vec<u8>,
@@ -54,6 +61,8 @@ impl<R: Read> Input<R> {
             crc_on: true,
             cap: None,
             raw: Vec::new(),
+            spill: None,
+            spill_err: None,
             file,
             lzf_in: Vec::new(),
         }
@@ -91,8 +100,23 @@ impl<R: Read> Input<R> {
         }
         self.crc_pos = self.pos;
         if let Some(c) = self.cap {
-            self.raw.extend_from_slice(&self.buf[c..self.pos]);
+            self.keep(c);
             self.cap = Some(self.pos);
+        }
+    }
+
+    /// The captured bytes from `c` to `pos`: to the spill while one is set, else into `raw`.
+    fn keep(&mut self, c: usize) {
+        let bytes = &self.buf[c..self.pos];
+        match &mut self.spill {
+            Some(f) => {
+                if self.spill_err.is_none() {
+                    if let Err(e) = f(bytes) {
+                        self.spill_err = Some(e);
+                    }
+                }
+            }
+            None => self.raw.extend_from_slice(bytes),
         }
     }
 
@@ -153,7 +177,7 @@ impl<R: Read> Input<R> {
 
     pub(crate) fn capture_stop(&mut self) {
         if let Some(c) = self.cap.take() {
-            self.raw.extend_from_slice(&self.buf[c..self.pos]);
+            self.keep(c);
         }
     }
 

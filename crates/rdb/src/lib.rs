@@ -37,6 +37,7 @@ mod value;
 pub mod writer;
 
 pub use error::{At, Error, Result};
+pub use input::Spill;
 pub use reader::RdbReader;
 pub use stream::{StreamConsumer, StreamGroup, StreamId, StreamMeta, StreamPending};
 pub use writer::{filter_rdb, FilterCounts, RdbWriter};

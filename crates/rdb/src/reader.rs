@@ -266,6 +266,29 @@ impl<R: Read> RdbReader<R> {
         self.value(None)
     }
 
+    /// [`RdbReader::summarize`], handing the entry's bytes (from its first opcode, as
+    /// [`RdbReader::raw`] would hold them) to `spill` as they are read instead of keeping them:
+    /// an entry of any size costs the reader's buffer, not its size. Capture must be on. The
+    /// outer error is the file's; the inner one is `spill`'s first (the value is read to its
+    /// end regardless, so the reader stays usable).
+    pub fn summarize_spilled(
+        &mut self,
+        mut spill: crate::input::Spill,
+    ) -> Result<std::io::Result<ValueSummary>> {
+        let head = spill(&self.inp.raw);
+        self.inp.raw.clear();
+        self.inp.spill = Some(spill);
+        self.inp.spill_err = head.err();
+        let r = self.summarize();
+        self.inp.spill = None;
+        let err = self.inp.spill_err.take();
+        let v = r?;
+        Ok(match err {
+            Some(e) => Err(e),
+            None => Ok(v),
+        })
+    }
+
     /// Reads the pending entry's value, element by element, into `v`.
     pub fn visit(&mut self, v: &mut dyn Visitor) -> Result<ValueSummary> {
         self.value(Some(v))

@@ -501,3 +501,46 @@ fn filter_keeps_chosen_keys_and_their_dbs_only() {
     }
     assert_eq!(kinds, [Kind::List, Kind::Module]);
 }
+
+/// `summarize_spilled` hands out exactly the bytes `raw` would hold, for an entry bigger than
+/// the reader's buffer too, and keeps none of them.
+#[test]
+fn spilled_entries_are_their_raw_bytes() {
+    let big = vec![b'x'; 3 << 20];
+    let mut body = vec![0xFE, 0x00];
+    for (k, v) in [(&b"small"[..], &b"v"[..]), (b"big", &big[..])] {
+        body.push(0x00);
+        flashback_rdb::writer::put_string(&mut body, k);
+        flashback_rdb::writer::put_string(&mut body, v);
+    }
+    let f = file(b"REDIS0010", &body);
+    let raws = |spilled: bool| {
+        let mut r = RdbReader::new(&f[..]).unwrap();
+        r.capture_raw(true);
+        let mut out = Vec::new();
+        while let Some(item) = r.next().unwrap() {
+            if let Item::Entry(_) = item {
+                if spilled {
+                    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+                    let g = got.clone();
+                    r.summarize_spilled(Box::new(move |b| {
+                        g.lock().unwrap().extend_from_slice(b);
+                        Ok(())
+                    }))
+                    .unwrap()
+                    .unwrap();
+                    assert!(r.raw().is_empty(), "spilled bytes were kept too");
+                    out.push(std::mem::take(&mut *got.lock().unwrap()));
+                } else {
+                    r.summarize().unwrap();
+                    out.push(r.raw().to_vec());
+                }
+            }
+        }
+        out
+    };
+    let (kept, spilled) = (raws(false), raws(true));
+    assert_eq!(kept.len(), 2);
+    assert!(kept[1].len() > 3 << 20);
+    assert_eq!(kept, spilled);
+}
