@@ -127,6 +127,7 @@ def main():
     args = ap.parse_args()
     helptext = subprocess.run([BIN, "restore", "--help"], capture_output=True, text=True).stdout
     parallel = [1, 2, 4] if "--parallel" in helptext else None
+    splice = "--no-splice" in helptext
     work = tempfile.mkdtemp(prefix="bench-restore-speed-")
     procs = []
     try:
@@ -216,6 +217,13 @@ def main():
                 if os.path.exists(rdb):
                     os.remove(rdb)
                 rdb_s, lines, _ = restore(store, at, ["--rdb", rdb], extra)
+                whole_s = wdg = None
+                if splice and par in (None, 1):
+                    # The same file rebuilt the old way (load the whole base, replay, SAVE).
+                    wrdb = rdb + ".whole"
+                    whole_s, _, _ = restore(store, at, ["--rdb", wrdb, "--no-splice"], extra)
+                    _, _, wdg = bare(wrdb, os.path.join(work, "barew%d" % k))
+                    os.remove(wrdb)
                 sport = free_port()
                 serve_s, _, sout = restore(store, at, ["--serve", str(sport)], extra)
                 sdg = served_digest(sport, sout)
@@ -223,18 +231,23 @@ def main():
                 aof_s, adg = (None, None)
                 if sec is not None and par in (None, 1):
                     aof_s, adg = aof_pitr(aofdir, sec, os.path.join(work, "aof%d" % k))
-                rows.append((k, par, rdb_s, serve_s, load_s, save_s, aof_s, sdg == bdg, adg in (None, bdg)))
+                rows.append((k, par, rdb_s, serve_s, load_s, save_s, aof_s, sdg == bdg,
+                             adg in (None, bdg) and wdg in (None, bdg)))
                 print("T%d %s (%s, parallel %s): --rdb %.2f s, --serve %.2f s, bare load %.2f s, bare load+SAVE %.2f s, AOF-PITR %s"
                       % (k, name, at, par or "-", rdb_s, serve_s, load_s, load_s + save_s,
                          "%.2f s" % aof_s if aof_s else "-"))
                 print("    ratios: --serve/load %.2f  --rdb/load %.2f  --rdb/(load+SAVE) %.2f%s"
                       % (serve_s / load_s, rdb_s / load_s, rdb_s / (load_s + save_s),
                          "  --rdb/AOF-PITR %.2f" % (rdb_s / aof_s) if aof_s else ""))
+                if whole_s:
+                    print("    --rdb --no-splice %.2f s: --rdb/load %.2f without the splice; splice/no-splice %.2f"
+                          % (whole_s, whole_s / load_s, rdb_s / whole_s))
                 if args.compare_bin:
                     os.remove(rdb)
                     cmp_s, clines, _ = restore(store, at, ["--rdb", rdb], extra, args.compare_bin)
                     print("    --rdb with %s: %.2f s (%s)" % (args.compare_bin, cmp_s, clines[-1] if clines else ""))
-                print("    digests: serve==rdb %s, AOF-PITR==rdb %s" % (sdg == bdg, "-" if adg is None else adg == bdg))
+                print("    digests: serve==rdb %s, AOF-PITR==rdb %s, no-splice==rdb %s"
+                      % (sdg == bdg, "-" if adg is None else adg == bdg, "-" if wdg is None else wdg == bdg))
                 for l in lines:
                     print("    " + l)
                 os.remove(rdb)

@@ -254,6 +254,7 @@ pub async fn compact_or_skip(
         verify: None,
         db_map: Vec::new(),
         parallel: 1,
+        splice: true,
     };
     info!(
         "compacting '{source}' generation {}: rebuilding the state at offset {} ({}) from the base at offset {}",

@@ -49,7 +49,9 @@
 //!   replay, so a restore costs what the selected keys cost.
 //!   `restore::parallel`: `--parallel N`, the same pieces with the keys split into N
 //!   partitions (linked keys together) rebuilt by N private servers at once, then one RDB merged
-//!   from their dumps (`parallel::merge`).
+//!   from their dumps (`parallel::merge`). `restore::splice`: `--rdb` (the default there)
+//!   copies the base's entries the log never names into the file as they are and rebuilds only
+//!   the named keys in a small private server, whose dump's entries are appended.
 //! - [`progress`]: the phases of a restore or drill (plan, check, fetch, load, replay, copy,
 //!   verify) with amounts done, shared by the code doing the work and the binary that shows it
 //!   (`cli/progress.rs`: a live line on a terminal); their times are the measured RTO.

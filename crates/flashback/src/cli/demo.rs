@@ -248,6 +248,7 @@ async fn restore_before(
         verify: None,
         db_map: Vec::new(),
         parallel: 1,
+        splice: true,
     };
     let started = std::time::Instant::now();
     let report = restore::run(store, req).await.context("restore failed")?;

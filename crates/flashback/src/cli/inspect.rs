@@ -109,6 +109,7 @@ pub async fn run(a: Args, config: &StoreConfig) -> anyhow::Result<()> {
                 verify: None,
                 db_map: Vec::new(),
                 parallel: 1,
+                splice: true,
             };
             eprintln!("restoring source '{source}' at {at} into a temporary RDB to inspect it…");
             restore::run(&store, req).await?;

@@ -147,6 +147,11 @@ pub struct Args {
     /// [default: 1: partitioning is not yet faster, see docs/benchmarks.md]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     parallel: Option<u32>,
+    /// --rdb: rebuild the whole dataset in a private server and SAVE it, instead of copying
+    /// the base's entries the log never names and rebuilding only the keys it does (the
+    /// splice, the default: docs/restore.md)
+    #[arg(long)]
+    no_splice: bool,
     /// Print the plan (base, segments, cut) and stop
     #[arg(long)]
     dry_run: bool,
@@ -390,6 +395,7 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         force: a.force,
         db_map,
         parallel: parallel_n,
+        splice: !a.no_splice,
         verify: match (a.verify, a.no_verify) {
             (true, _) => Some(true),
             (_, true) => Some(false),
@@ -477,6 +483,8 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
         println!("mode:       key-level: a first pass over the log finds the keys the selection depends on; only those are loaded and replayed (counts in the report)");
     } else if parallel_n > 1 && !plan.is_base_itself() {
         println!("mode:       parallel: {parallel_n} partitions: a first pass over the log splits the keys, {parallel_n} private servers rebuild them at once, then one merge (serial instead if a record's keys cannot be known)");
+    } else if req.as_ref().is_some_and(restore::splice::applies) && !plan.is_base_itself() {
+        println!("mode:       splice: a first pass over the log finds the keys it names; the base's other entries are copied into the file as they are, a private server rebuilds only the named ones (the whole dataset instead if a command acts on keys it does not name: FLUSHALL, FLUSHDB, SWAPDB, FUNCTION, SCRIPT)");
     } else if a.parallel.is_some() {
         println!("mode:       serial: one private server");
     }

@@ -85,6 +85,8 @@ pub async fn base_as_rdb(
         key_fallback: None,
         parallel: None,
         parallel_fallback: None,
+        splice: None,
+        splice_fallback: None,
         ttl_note: None,
         delivered,
         phases: progress.phases(),

@@ -15,11 +15,13 @@
 //!   server itself left running.
 //! - [`parallel`] (`--parallel N`): the dataset rebuilt in N partitions at once by N engines,
 //!   then merged into one RDB the outputs take from there.
+//! - [`splice`] (`--rdb`, unless `--no-splice`): the base's entries the log never names copied
+//!   into the file as they are, only the named keys rebuilt by the engine (key-level, [`keys`]).
 //!
 //! Restore never writes to the captured source unless the user names it as `--to`.
 //!
-//! Size: ~690 lines of code, over the house's ~600: the request and report types, the window
-//! errors, and the one driver that picks the path (base copy, key-level, partitioned, serial)
+//! Size: ~720 lines of code, over the house's ~600: the request and report types, the window
+//! errors, and the one driver that picks the path (base copy, splice, key-level, partitioned, serial)
 //! and the output. Not split yet for lack of time in the session that grew it; the seam is the
 //! driver (`run`, `execute*` and their helpers `server_options`/`deliver`/`ttl_rewrite`), which
 //! would move to `restore/run.rs`, leaving this file the types and the module map.
@@ -35,6 +37,7 @@ pub mod plan;
 pub mod preflight;
 pub mod proof;
 pub mod reader;
+pub mod splice;
 mod uncertain;
 
 use crate::client::{ClientError, RedisUrl};
@@ -140,6 +143,9 @@ pub struct RestoreRequest {
     /// `--parallel N`: rebuild in N partitions at once ([`parallel`]); 0 or 1: serially.
     /// Key-level restores are always serial.
     pub parallel: usize,
+    /// `--rdb`: splice the base's untouched entries with the keys the log named ([`splice`]);
+    /// false (`--no-splice`): rebuild the whole dataset in a server and SAVE it.
+    pub splice: bool,
 }
 
 /// What was asked for, for [`OutsideWindow`]'s message.
@@ -312,6 +318,10 @@ pub struct RestoreReport {
     pub parallel: Option<parallel::ParallelStats>,
     /// `--parallel N` asked for, but the restore ran serially: why.
     pub parallel_fallback: Option<String>,
+    /// `--rdb` spliced: what it copied and rebuilt ([`splice`]).
+    pub splice: Option<splice::SpliceStats>,
+    /// `--rdb` that could not be spliced: why (the whole dataset was rebuilt).
+    pub splice_fallback: Option<String>,
     /// `--ttl relative|persist`: what was done to TTLs.
     pub ttl_note: Option<String>,
     pub delivered: outputs::Delivered,
@@ -344,6 +354,15 @@ impl std::fmt::Display for RestoreReport {
         }
         if let Some(why) = &self.parallel_fallback {
             writeln!(f, "parallel: not possible ({why}); restored serially")?;
+        }
+        if let Some(s) = &self.splice {
+            write!(f, "{s}")?;
+        }
+        if let Some(why) = &self.splice_fallback {
+            writeln!(
+                f,
+                "splice: not possible ({why}); the whole dataset was rebuilt and saved"
+            )?;
         }
         if let Some((kept, deleted)) = self.filtered {
             writeln!(f, "keys filter: {kept} keys kept, {deleted} removed")?;
@@ -458,17 +477,33 @@ pub async fn execute_observed(
     let pass1 = if sel.is_all() {
         None
     } else {
-        progress.begin(
-            crate::progress::Phase::Plan,
-            crate::progress::Unit::Bytes,
-            None,
-        );
-        let table =
-            crate::store::commands::command_table(store, &plan.source, &plan.generation).await;
+        let table = first_pass(store, plan, progress).await;
         let p = keys::closure(store, plan, table, sel.clone()).await?;
         progress.end();
         Some(p)
     };
+    let mut splice_fallback = None;
+    if let (Output::Rdb(path), true) = (&req.output, splice::applies(req)) {
+        let table = first_pass(store, plan, progress).await;
+        let touched = keys::touched(store, plan, table).await?;
+        progress.end();
+        match touched {
+            Ok(filter) => {
+                return splice::restore(
+                    store,
+                    plan,
+                    req,
+                    path,
+                    &binary,
+                    base_version,
+                    filter,
+                    progress,
+                )
+                .await
+            }
+            Err(why) => splice_fallback = Some(why),
+        }
+    }
     let (rewrite, ttl_note) = ttl_rewrite(plan, req);
     let mut parallel_fallback = None;
     if parallel::applies(req) {
@@ -524,6 +559,8 @@ pub async fn execute_observed(
                     key_fallback: None,
                     parallel: Some(built.stats),
                     parallel_fallback: None,
+                    splice: None,
+                    splice_fallback: None,
                     ttl_note,
                     delivered,
                     phases: progress.phases(),
@@ -583,11 +620,28 @@ pub async fn execute_observed(
         key_fallback,
         parallel: None,
         parallel_fallback,
+        splice: None,
+        splice_fallback,
         ttl_note,
         delivered,
         phases: progress.phases(),
         elapsed: progress.elapsed(),
     })
+}
+
+/// A first pass over the log begins (the plan phase, in the report): the generation's command
+/// table it classifies records by.
+async fn first_pass(
+    store: &Store,
+    plan: &RestorePlan,
+    progress: &Progress,
+) -> crate::commands::CommandTable {
+    progress.begin(
+        crate::progress::Phase::Plan,
+        crate::progress::Unit::Bytes,
+        None,
+    );
+    crate::store::commands::command_table(store, &plan.source, &plan.generation).await
 }
 
 /// The selection as the user gave it, for messages: `--keys 'a*' b --db 3`.

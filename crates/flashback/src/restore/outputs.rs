@@ -616,13 +616,16 @@ pub(super) async fn place_file(
 /// A temp file removed when dropped: on an error (ENOSPC mid-copy), and also when the restore
 /// is abandoned on SIGINT/SIGTERM (main drops the future in flight), unless [`keep`](Self::keep)
 /// says it was renamed into place.
-struct TempFile(Option<PathBuf>);
+pub(super) struct TempFile(Option<PathBuf>);
 
 impl TempFile {
-    fn path(&self) -> &Path {
+    pub(super) fn new(path: PathBuf) -> TempFile {
+        TempFile(Some(path))
+    }
+    pub(super) fn path(&self) -> &Path {
         self.0.as_deref().unwrap_or(Path::new(""))
     }
-    fn keep(mut self) {
+    pub(super) fn keep(mut self) {
         self.0 = None;
     }
 }

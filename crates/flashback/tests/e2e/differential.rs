@@ -1020,7 +1020,7 @@ fn oracle_agrees_with_a_real_replica() {
 
 /// Until `info --json` shows a restorable window of the store reaching `t_ms`: the agent has
 /// made durable a record or heartbeat at or after it (instead of sleeping and hoping one came).
-fn wait_window_reaches(store: &Path, t_ms: u64) {
+pub(crate) fn wait_window_reaches(store: &Path, t_ms: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let info = info_json(store);

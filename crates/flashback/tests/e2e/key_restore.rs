@@ -14,9 +14,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// (db, key) → (DEBUG DIGEST-VALUE, PEXPIRETIME) for every key of every db.
-type Snapshot = BTreeMap<(u32, Vec<u8>), (String, i64)>;
+pub(crate) type Snapshot = BTreeMap<(u32, Vec<u8>), (String, i64)>;
 
-fn snapshot(c: &mut Conn) -> Snapshot {
+pub(crate) fn snapshot(c: &mut Conn) -> Snapshot {
     let mut out = Snapshot::new();
     for db in 0..16u32 {
         c.call(&["SELECT".to_string(), db.to_string()]);
@@ -47,13 +47,13 @@ fn snapshot(c: &mut Conn) -> Snapshot {
     out
 }
 
-fn ok(c: &mut Conn, args: &[&str]) {
+pub(crate) fn ok(c: &mut Conn, args: &[&str]) {
     let r = c.call(args);
     assert!(!r.is_error(), "{args:?}: {r:?}");
 }
 
 /// The source's state now, once the agent has everything, and the time to restore it at.
-fn point(c: &mut Conn, source: &RedisProc, agent: &mut Agent) -> (Snapshot, u64) {
+pub(crate) fn point(c: &mut Conn, source: &RedisProc, agent: &mut Agent) -> (Snapshot, u64) {
     let s = snapshot(c);
     agent.wait_caught_up(source);
     let t = util::now_ms();
@@ -111,10 +111,15 @@ fn check(
 }
 
 fn key_level_line(stdout: &str) -> &str {
+    report_line(stdout, "key-level:")
+}
+
+/// The restore report's line starting with `prefix` (`key-level:`, `splice:`).
+pub(crate) fn report_line<'a>(stdout: &'a str, prefix: &str) -> &'a str {
     stdout
         .lines()
-        .find(|l| l.starts_with("key-level:"))
-        .unwrap_or_else(|| panic!("no key-level line in:\n{stdout}"))
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} line in:\n{stdout}"))
 }
 
 #[test]

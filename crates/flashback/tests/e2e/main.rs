@@ -42,6 +42,7 @@ mod rolling;
 mod s3;
 mod sentinel;
 mod servers;
+mod splice;
 mod timeline;
 mod tls;
 mod topology;

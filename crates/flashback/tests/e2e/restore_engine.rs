@@ -281,6 +281,10 @@ fn req(target: Target, output: Output) -> RestoreRequest {
         verify: None,
         db_map: vec![],
         parallel: restore_parallel(),
+        splice: !std::env::var("FLASHBACK_TEST_RESTORE_ARGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|a| a == "--no-splice"),
     }
 }
 

@@ -17,10 +17,11 @@ use std::io::Read;
 use std::path::Path;
 use tokio::sync::mpsc;
 
-/// Chunks of the base in flight between the store and the filter.
+/// Chunks of the base in flight between the store and the reader.
 const CHUNKS: usize = 8;
 
-struct ChannelRead {
+/// The store's chunks as a blocking `Read`: the RDB reader is synchronous.
+pub(crate) struct ChannelRead {
     rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
     cur: Bytes,
 }
@@ -41,6 +42,36 @@ impl Read for ChannelRead {
     }
 }
 
+/// The plan's base as a [`ChannelRead`] for a blocking thread, and the future that feeds it
+/// from the store (await it beside that thread; it ends when the reader is dropped). Each
+/// chunk's size goes to `progress`.
+pub(crate) async fn open_base<'a>(
+    store: &Store,
+    plan: &RestorePlan,
+    progress: Option<&'a crate::progress::Progress>,
+) -> Result<(ChannelRead, impl std::future::Future<Output = ()> + 'a), StoreError> {
+    let got = store.os.get(&plan.base_key).await?;
+    let (tx, rx) = mpsc::channel(CHUNKS);
+    let feeder = async move {
+        let mut chunks = got.into_stream();
+        while let Some(c) = chunks.next().await {
+            let c = c.map_err(std::io::Error::other);
+            if let (Ok(b), Some(p)) = (&c, progress) {
+                p.add(b.len() as u64);
+            }
+            let failed = c.is_err();
+            if tx.send(c).await.is_err() || failed {
+                return;
+            }
+        }
+    };
+    let read = ChannelRead {
+        rx,
+        cur: Bytes::new(),
+    };
+    Ok((read, feeder))
+}
+
 /// Writes the plan's base, keeping only the entries `closure` wants, to `out`. Returns the
 /// closure back (the second pass needs it) and what was kept.
 pub async fn filter_base(
@@ -50,30 +81,11 @@ pub async fn filter_base(
     out: &Path,
 ) -> Result<(Closure, FilterCounts), RestoreError> {
     let key = plan.base_key.to_string();
-    let got = store
-        .os
-        .get(&plan.base_key)
-        .await
-        .map_err(StoreError::from)?;
-    let (tx, rx) = mpsc::channel(CHUNKS);
-    let feeder = tokio::spawn(async move {
-        let mut chunks = got.into_stream();
-        while let Some(c) = chunks.next().await {
-            let c = c.map_err(std::io::Error::other);
-            let failed = c.is_err();
-            if tx.send(c).await.is_err() || failed {
-                return;
-            }
-        }
-    });
+    let (read, feeder) = open_base(store, plan, None).await?;
     let out = out.to_path_buf();
     let file_name = key.clone();
     let job = tokio::task::spawn_blocking(move || {
         let r = (|| {
-            let read = ChannelRead {
-                rx,
-                cur: Bytes::new(),
-            };
             let mut reader = RdbReader::with_name(std::io::BufReader::new(read), Some(file_name))
                 .map_err(|e| e.to_string())?;
             let file =
@@ -92,11 +104,11 @@ pub async fn filter_base(
         })();
         (closure, r)
     });
-    let (closure, r) = job.await.map_err(|e| RestoreError::Log {
+    let (done, ()) = tokio::join!(job, feeder);
+    let (closure, r) = done.map_err(|e| RestoreError::Log {
         key: key.clone(),
         what: format!("the base filter stopped: {e}"),
     })?;
-    feeder.abort();
     let counts = r.map_err(|what| RestoreError::Log { key, what })?;
     Ok((closure, counts))
 }

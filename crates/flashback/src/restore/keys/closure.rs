@@ -25,12 +25,23 @@ pub struct Closure {
     /// A partitioned rebuild's partition: (partitions, this one). It replaces the selection:
     /// a key seen in no linking command is this partition's when its hash slot says so.
     part: Option<(u32, u32)>,
+    /// A splice's closure ([`Closure::touched`]): exactly the keys the log names, each one
+    /// stored (linked alone when its command names only it); a key never named is not in it.
+    touched_only: bool,
 }
 
 impl Closure {
     pub fn new(sel: Selection) -> Closure {
         Closure {
             sel,
+            ..Default::default()
+        }
+    }
+
+    /// The closure of a splice (`restore::splice`): every key a record names, and no other.
+    pub fn touched() -> Closure {
+        Closure {
+            touched_only: true,
             ..Default::default()
         }
     }
@@ -92,7 +103,7 @@ impl Closure {
             .map(|((db, k), &i)| (*db, k.clone(), i))
             .collect();
         for (db, k, i) in keys {
-            if self.matches(db, &k) {
+            if self.touched_only || self.matches(db, &k) {
                 let r = self.root(i);
                 selected[r as usize] = true;
             }
@@ -134,6 +145,10 @@ impl Closure {
     }
 
     fn matches(&self, logical_db: u32, name: &[u8]) -> bool {
+        if self.touched_only {
+            // Only reached for a key no record names (a stored key is selected by `finish`).
+            return false;
+        }
         if let Some((n, p)) = self.part {
             return partition_of(name, n) == p;
         }
@@ -196,6 +211,17 @@ mod tests {
         assert!(c.wants_logical(1, b"q") && !c.wants_logical(0, b"q"));
         assert!(c.wants(3, b"want-alone") && !c.wants(3, b"other"));
         assert_eq!(c.sizes(), (8, 6));
+    }
+
+    #[test]
+    fn touched_holds_exactly_the_named_keys() {
+        let mut c = Closure::touched();
+        c.link([(0, &b"alone"[..])]);
+        c.link([(0, &b"a"[..]), (3, b"b")]);
+        c.finish();
+        assert!(c.wants(0, b"alone") && c.wants(0, b"a") && c.wants(3, b"b"));
+        assert!(!c.wants(0, b"b") && !c.wants(0, b"never") && !c.wants(3, b"alone"));
+        assert_eq!(c.sizes(), (3, 3));
     }
 
     #[test]

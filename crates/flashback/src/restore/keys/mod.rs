@@ -84,15 +84,7 @@ pub async fn closure(
     table: CommandTable,
     sel: Selection,
 ) -> Result<Pass1, RestoreError> {
-    let mut c = Collector {
-        table,
-        closure: Closure::new(sel),
-        big: None,
-        fragmented: HashMap::new(),
-        fallback: None,
-        records: 0,
-        link_all: false,
-    };
+    let mut c = Collector::new(table, Closure::new(sel), false, false);
     read_records(store, plan, &mut c).await?;
     if let Some(why) = c.fallback {
         return Ok(Pass1::Fallback(why));
@@ -119,15 +111,7 @@ pub async fn partitions(
     table: CommandTable,
     n: u32,
 ) -> Result<Result<Vec<Box<Filter>>, String>, RestoreError> {
-    let mut c = Collector {
-        table,
-        closure: Closure::new(Selection::default()),
-        big: None,
-        fragmented: HashMap::new(),
-        fallback: None,
-        records: 0,
-        link_all: true,
-    };
+    let mut c = Collector::new(table, Closure::new(Selection::default()), true, false);
     read_records(store, plan, &mut c).await?;
     if let Some(why) = c.fallback {
         return Ok(Err(why));
@@ -153,7 +137,45 @@ pub async fn partitions(
         .collect()))
 }
 
+/// Most keys a splice's first pass holds ([`touched`]): ~100 bytes each in memory. A log naming
+/// more rewrites most of any dataset of a size where that matters, and then the full rebuild
+/// costs about what a splice would.
+pub const MAX_TOUCHED: usize = 4_000_000;
+
+/// A splice's first pass (`restore::splice`): a [`Filter`] keeping exactly the keys the log in
+/// (base, T] names, or why the rest of the base cannot be copied as it is: a command acting on
+/// keys it does not name (FLUSHALL, FLUSHDB, SWAPDB; FUNCTION and SCRIPT, which change what
+/// the file holds beside the keys), a record whose keys cannot be known, or over
+/// [`MAX_TOUCHED`] keys.
+pub async fn touched(
+    store: &Store,
+    plan: &RestorePlan,
+    table: CommandTable,
+) -> Result<Result<Box<Filter>, String>, RestoreError> {
+    let mut c = Collector::new(table, Closure::touched(), false, true);
+    read_records(store, plan, &mut c).await?;
+    if let Some(why) = c.fallback {
+        return Ok(Err(why));
+    }
+    c.closure.finish();
+    let (linked, _) = c.closure.sizes();
+    Ok(Ok(Box::new(Filter {
+        table: c.table,
+        closure: c.closure,
+        fragmented: c.fragmented,
+        tx: None,
+        stats: KeyLevelStats {
+            linked_keys: linked,
+            records_total: c.records,
+            ..Default::default()
+        },
+    })))
+}
+
 struct Collector {
+    /// A splice's pass ([`touched`]): every key named is stored, and a command acting on keys
+    /// it does not name ends the pass.
+    touched: bool,
     /// Link the keys of every command naming several, even DEL, UNLINK and MSET (whose keys do
     /// not depend on each other): a partition must get a whole command or none of it, since a
     /// command sent to two partitions would create its keys in both.
@@ -170,12 +192,45 @@ struct Collector {
 }
 
 impl Collector {
+    fn new(table: CommandTable, closure: Closure, link_all: bool, touched: bool) -> Collector {
+        Collector {
+            table,
+            closure,
+            big: None,
+            fragmented: HashMap::new(),
+            fallback: None,
+            records: 0,
+            link_all,
+            touched,
+        }
+    }
+
     fn one(&mut self, db: u32, args: Option<Vec<Option<Vec<u8>>>>) -> Option<Vec<Touched>> {
         self.records += 1;
+        let name = args
+            .as_ref()
+            .and_then(|a| a.first().cloned().flatten())
+            .unwrap_or_default();
         let class = match args {
             Some(a) => classify(&self.table, db, &a),
             None => Class::Unknown("a record that is not a RESP array of bulk strings".into()),
         };
+        if self.touched {
+            let why = match &class {
+                Class::Always | Class::SwapDb(..) => Some(format!(
+                    "a {} in the log acts on keys or functions it does not name",
+                    String::from_utf8_lossy(&name).to_ascii_uppercase()
+                )),
+                Class::Keys(..) if self.closure.sizes().0 > MAX_TOUCHED => {
+                    Some(format!("the log names over {MAX_TOUCHED} keys"))
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                self.fallback.get_or_insert(why);
+                return None;
+            }
+        }
         match class {
             Class::Unknown(why) => {
                 self.fallback.get_or_insert(why);
@@ -184,6 +239,13 @@ impl Collector {
             Class::SwapDb(a, b) => {
                 self.closure.swapdb(a, b);
                 None
+            }
+            Class::Keys(keys, _) if self.touched => {
+                // Each key alone: the splice needs the keys named, not what links them.
+                for t in &keys {
+                    self.closure.link([(t.db, t.name.as_slice())]);
+                }
+                Some(keys)
             }
             Class::Keys(keys, link) => {
                 if (link || self.link_all) && keys.len() > 1 {
