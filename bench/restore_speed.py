@@ -124,9 +124,13 @@ def main():
     ap.add_argument("--budget", type=float, default=0.25, help="capture --replay-budget")
     ap.add_argument("--compare-bin", help="another flashback binary whose `restore --rdb` is timed too "
                     "on the same store and instants (e.g. a build before a change)")
+    ap.add_argument("--serial-only", action="store_true",
+                    help="skip the --parallel 2 and 4 rows (faster at large sizes)")
     args = ap.parse_args()
     helptext = subprocess.run([BIN, "restore", "--help"], capture_output=True, text=True).stdout
     parallel = [1, 2, 4] if "--parallel" in helptext else None
+    if parallel and args.serial_only:
+        parallel = [1]
     splice = "--no-splice" in helptext
     work = tempfile.mkdtemp(prefix="bench-restore-speed-")
     procs = []
