@@ -7,7 +7,7 @@
 //! keeps its other keys, and existing keys are left alone unless `--replace` (DESIGN.md).
 //!
 //! Size: ~750 lines of code, over the house's ~600, since `--rdb` learnt to SAVE beside its
-//! output and `--to` learnt cluster targets. The seam is the `--rdb` sink (`to_rdb`,
+//! output and `--to` learnt cluster targets. The seam is the `--rdb` sink (`to_rdb`, `rename_into_place`,
 //! `save_beside`, `place_file`, `rdb_server_args`), which would move to `outputs/rdb.rs` as
 //! `copy`, `cluster` and `serve_cluster` already did; not moved in the session that grew it,
 //! for lack of time to re-run its tests after the move.
@@ -541,14 +541,7 @@ async fn save_beside(
     f.sync_all().await.map_err(io)?;
     let bytes = f.metadata().await.map_err(io)?.len();
     drop(f);
-    if !force && tokio::fs::symlink_metadata(shown).await.is_ok() {
-        return Err(RestoreError::Exists(shown.to_path_buf()));
-    }
-    tokio::fs::rename(tmp.path(), file).await.map_err(io)?;
-    tmp.keep();
-    if let Ok(d) = tokio::fs::File::open(dir).await {
-        d.sync_all().await.ok();
-    }
+    rename_into_place(tmp, shown, file, dir, force).await?;
     Ok(Some(Delivered::Rdb {
         path: shown.to_path_buf(),
         bytes,
@@ -594,16 +587,7 @@ pub(super) async fn place_file(
             let f = tokio::fs::File::open(&tmp_path).await.map_err(io(path))?;
             f.sync_all().await.map_err(io(path))?;
             drop(f);
-            if !force && tokio::fs::symlink_metadata(path).await.is_ok() {
-                return Err(RestoreError::Exists(path.to_path_buf()));
-            }
-            tokio::fs::rename(&tmp_path, &file)
-                .await
-                .map_err(io(path))?;
-            tmp.keep();
-            if let Ok(d) = tokio::fs::File::open(&dir).await {
-                d.sync_all().await.ok();
-            }
+            rename_into_place(tmp, path, &file, &dir, force).await?;
             bytes
         }
     };
@@ -611,6 +595,32 @@ pub(super) async fn place_file(
         path: path.to_path_buf(),
         bytes,
     })
+}
+
+/// The last step of every `--rdb` written beside its output: the finished, fsynced temp file
+/// renamed over `file` (refusing one that appeared meanwhile unless `force`; `shown` is the
+/// path as the user gave it), then the directory fsynced so the rename survives a power loss.
+pub(super) async fn rename_into_place(
+    tmp: TempFile,
+    shown: &Path,
+    file: &Path,
+    dir: &Path,
+    force: bool,
+) -> Result<(), RestoreError> {
+    if !force && tokio::fs::symlink_metadata(shown).await.is_ok() {
+        return Err(RestoreError::Exists(shown.to_path_buf()));
+    }
+    tokio::fs::rename(tmp.path(), file)
+        .await
+        .map_err(|source| RestoreError::Io {
+            path: shown.to_path_buf(),
+            source,
+        })?;
+    tmp.keep();
+    if let Ok(d) = tokio::fs::File::open(dir).await {
+        d.sync_all().await.ok();
+    }
+    Ok(())
 }
 
 /// A temp file removed when dropped: on an error (ENOSPC mid-copy), and also when the restore

@@ -439,18 +439,7 @@ async fn commit(
     match staged {
         Staged::Local(p) => outputs::place_file(&p, shown, force).await,
         Staged::Beside { tmp, file, dir } => {
-            let io = |source| RestoreError::Io {
-                path: shown.to_path_buf(),
-                source,
-            };
-            if !force && tokio::fs::symlink_metadata(shown).await.is_ok() {
-                return Err(RestoreError::Exists(shown.to_path_buf()));
-            }
-            tokio::fs::rename(tmp.path(), &file).await.map_err(io)?;
-            tmp.keep();
-            if let Ok(d) = tokio::fs::File::open(&dir).await {
-                d.sync_all().await.ok();
-            }
+            outputs::rename_into_place(tmp, shown, &file, &dir, force).await?;
             Ok(Delivered::Rdb {
                 path: shown.to_path_buf(),
                 bytes,

@@ -207,20 +207,19 @@ impl Collector {
 
     fn one(&mut self, db: u32, args: Option<Vec<Option<Vec<u8>>>>) -> Option<Vec<Touched>> {
         self.records += 1;
-        let name = args
-            .as_ref()
-            .and_then(|a| a.first().cloned().flatten())
-            .unwrap_or_default();
-        let class = match args {
-            Some(a) => classify(&self.table, db, &a),
+        let class = match &args {
+            Some(a) => classify(&self.table, db, a),
             None => Class::Unknown("a record that is not a RESP array of bulk strings".into()),
         };
         if self.touched {
             let why = match &class {
-                Class::Always | Class::SwapDb(..) => Some(format!(
-                    "a {} in the log acts on keys or functions it does not name",
-                    String::from_utf8_lossy(&name).to_ascii_uppercase()
-                )),
+                Class::Always | Class::SwapDb(..) => {
+                    let name = args.as_ref().and_then(|a| a.first()?.as_deref());
+                    Some(format!(
+                        "a {} in the log acts on keys or functions it does not name",
+                        String::from_utf8_lossy(name.unwrap_or_default()).to_ascii_uppercase()
+                    ))
+                }
                 Class::Keys(..) if self.closure.sizes().0 > MAX_TOUCHED => {
                     Some(format!("the log names over {MAX_TOUCHED} keys"))
                 }
