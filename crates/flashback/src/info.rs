@@ -71,8 +71,8 @@ pub struct SourceInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfo {
     pub shards: Vec<ShardInfo>,
-    /// The intersection of the shards' latest windows: the instants every shard restores;
-    /// null when some shard has nothing restorable or they do not overlap.
+    /// The intersection of the shards' latest windows: the instants every shard restores (a
+    /// shard that joined the cluster empty after capture began bounds only its end); null when some shard has nothing restorable or they do not overlap.
     pub window: Option<WindowInfo>,
 }
 
@@ -86,6 +86,9 @@ pub struct ShardInfo {
     pub lag_ms: Option<u64>,
     pub generations: usize,
     pub bytes: u64,
+    /// When capture adopted the shard, for one that joined the cluster after capture began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_ms: Option<u64>,
 }
 
 /// A base snapshot that restores start from.
@@ -239,6 +242,7 @@ pub async fn gather(store: &Store, now_ms: u64) -> Result<StoreInfo, StoreError>
                     .shard(&label)
                     .map(|s| s.node_ids.clone())
                     .unwrap_or_default();
+                let joined_ms = m.shard(&label).and_then(|s| s.added_ms);
                 info.bytes += one.bytes;
                 shards.push(ShardInfo {
                     label,
@@ -247,14 +251,27 @@ pub async fn gather(store: &Store, now_ms: u64) -> Result<StoreInfo, StoreError>
                     lag_ms: one.lag_ms,
                     generations: one.generations.len(),
                     bytes: one.bytes,
+                    joined_ms,
                 });
             }
+            // A shard that joined the cluster empty after capture began does not bound the
+            // start: before its history it held nothing (restore::cluster checks its first
+            // snapshot to be sure).
+            let joined_empty: Vec<bool> = shards
+                .iter()
+                .map(|s| m.shard(&s.label).is_some_and(|x| x.joined_empty()))
+                .collect();
             let window = shards
                 .iter()
                 .map(|s| s.window.clone())
                 .collect::<Option<Vec<_>>>()
                 .and_then(|ws| {
-                    let from = ws.iter().max_by_key(|w| w.from_ms)?.clone();
+                    let bounding = ws.iter().zip(&joined_empty).filter(|(_, e)| !**e);
+                    let from = bounding
+                        .map(|(w, _)| w)
+                        .max_by_key(|w| w.from_ms)
+                        .or_else(|| ws.iter().min_by_key(|w| w.from_ms))?
+                        .clone();
                     let to = ws.iter().min_by_key(|w| w.to_ms)?.clone();
                     (from.from_ms <= to.to_ms).then_some(WindowInfo {
                         from_ms: from.from_ms,

@@ -23,7 +23,8 @@
 //!   capture.
 //!   `capture::cluster`: `capture --cluster`, one capture loop per shard in one process, each
 //!   shard linked to a replica when it has one (`capture::cluster::topology`: CLUSTER SHARDS /
-//!   SLOTS); the shard list is `store::cluster`, each shard's history an ordinary source
+//!   SLOTS), shards the cluster gains while running adopted by a look every 2 s; the shard
+//!   list is `store::cluster`, each shard's history an ordinary source
 //!   (`layout::shard_source`), one metrics file for all shards; `restore::cluster` restores
 //!   every shard at T (or at its cut of a mark) and merges them into one dataset (a key caught
 //!   mid-migration in two shards is kept once), written as one RDB or delivered to any output.

@@ -11,7 +11,8 @@
 //! - [`sentinel`]: which node is the primary, asked of Sentinels before each session, and
 //!   their failover events, which end a session so the loop follows the promoted replica.
 //! - [`cluster`]: a Redis Cluster: the shards discovered (`cluster::topology`, pure), one
-//!   capture loop per shard, each asking the cluster for its node before every session.
+//!   capture loop per shard, each asking the cluster for its node before every session;
+//!   `cluster::scale` adopts the shards the cluster gains while running.
 //! - [`run`](run()) (in `run.rs`): the entry point: spool and uploader wiring, the reconnect
 //!   loop; `session.rs` holds one connection (sync, then the stream loop around `core`).
 //! - [`maintenance`]: compaction and retention scheduled beside capture, supervised.
@@ -93,8 +94,12 @@ impl CaptureError {
             CaptureError::State(_) => true,
             // Sentinels down or mid-reconfiguration, or a failover: the next ask may answer.
             CaptureError::Sentinel(e) => !matches!(e, sentinel::SentinelError::Syntax(_)),
-            // Nodes down or mid-failover; a shard gone from the cluster may come back too.
-            CaptureError::Cluster(e) => !matches!(e, cluster::ClusterError::Store(_)),
+            // Nodes down or mid-failover; a shard gone from the cluster may come back too. A
+            // shard found to be part of another ends its loop (the cluster's run goes on).
+            CaptureError::Cluster(e) => !matches!(
+                e,
+                cluster::ClusterError::Store(_) | cluster::ClusterError::Merged { .. }
+            ),
             _ => false,
         }
     }

@@ -90,7 +90,7 @@ fn render_source(o: &mut String, r: &StoreInfo, s: &SourceInfo) {
         for sh in &c.shards {
             let _ = writeln!(
                 o,
-                "  shard {}: {}, lag {}, {} generation(s)",
+                "  shard {}: {}, lag {}, {} generation(s){}",
                 sh.label,
                 sh.window
                     .as_ref()
@@ -99,7 +99,10 @@ fn render_source(o: &mut String, r: &StoreInfo, s: &SourceInfo) {
                 sh.lag_ms
                     .map(|l| format!("{:.1} s", l as f64 / 1000.0))
                     .unwrap_or_else(|| "-".into()),
-                sh.generations
+                sh.generations,
+                sh.joined_ms
+                    .map(|t| format!(", joined the cluster {}", flashback::timespec::format_ms(t)))
+                    .unwrap_or_default()
             );
         }
         return;

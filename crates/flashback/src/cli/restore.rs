@@ -445,11 +445,14 @@ pub async fn run(a: Args, config: &flashback::store::StoreConfig) -> anyhow::Res
             m.labels()
         );
         let plans = restore::cluster::plan(&store, m, &cut, a.inexact).await?;
-        for sp in &plans {
+        for sp in &plans.shards {
             println!("shard {}:", sp.label);
             for line in sp.plan.to_string().lines() {
                 println!("  {line}");
             }
+        }
+        for (label, why) in &plans.absent {
+            println!("shard {label}: {why}");
         }
         if key_level {
             println!("mode:       key-level in every shard (counts in the report)");

@@ -230,8 +230,8 @@ pub async fn take(
 /// The primaries a mark of cluster source `meta` pauses, one per stored shard that holds slots
 /// now, asked of the cluster through `node` (any node; its user, password and TLS are used for
 /// every primary). Refused rather than cut partly: a shard whose primary is not online (a
-/// failover under way), and a shard with slots the agent has not captured (it joined after
-/// the agent started): a mark without it would restore a cluster missing its keys.
+/// failover under way), and a shard with slots the agent has not adopted yet (it joined after
+/// the agent's last look): a mark without it would restore a cluster missing its keys.
 pub async fn cluster_primaries(
     meta: &crate::store::cluster::ClusterMeta,
     node: &crate::client::RedisUrl,
@@ -246,12 +246,13 @@ pub async fn cluster_primaries(
     let stored_of = |s: &topology::Shard| {
         meta.shards
             .iter()
+            .filter(|m| m.is_live())
             .find(|m| topology::find(&found, m).is_some_and(|f| std::ptr::eq(f, s)))
     };
     for s in found.iter().filter(|s| !s.slots.is_empty()) {
         let Some(stored) = stored_of(s) else {
             return Err(MarkError::Cluster(format!(
-                "the cluster has a shard (slots from {}) that capture of '{}' does not know yet; restart capture so it discovers it, then mark",
+                "the cluster has a shard (slots from {}) that capture of '{}' does not know yet: a running agent adopts it within seconds (is capture running?); mark again then",
                 s.first_slot().unwrap_or(0),
                 meta.source
             )));

@@ -142,36 +142,125 @@ pub struct ShardPlan {
     pub plan: RestorePlan,
 }
 
+/// Every shard's part of a cluster restore.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterPlan {
+    pub shards: Vec<ShardPlan>,
+    /// Shards that hold nothing at the cut, with why: joined the cluster after it, empty.
+    pub absent: Vec<(String, String)>,
+}
+
 /// Plans every shard's restore at `cut` (what `--dry-run` prints): a shard that cannot
 /// restore there (outside its window, in an uncertain interval) refuses the whole restore,
-/// named by its label.
+/// named by its label. A shard that joined the cluster after capture began and whose history
+/// starts after the cut counts as empty there only when its first snapshot holds no key (it
+/// was adopted before any key moved to it); else its state at the cut is unknown, refused.
 pub async fn plan(
     store: &Store,
     meta: &ClusterMeta,
     cut: &ClusterCut,
     inexact: bool,
-) -> Result<Vec<ShardPlan>, RestoreError> {
+) -> Result<ClusterPlan, RestoreError> {
     let targets: Vec<(String, Target)> = match cut {
         ClusterCut::At(t) => meta
             .shards
             .iter()
+            .filter(|s| s.is_live())
             .map(|s| (s.label.clone(), Target::At(*t)))
             .collect(),
         ClusterCut::Mark { cuts, .. } => cuts.clone(),
     };
-    let mut out = Vec::with_capacity(targets.len());
+    let mut out = ClusterPlan::default();
     for (label, target) in targets {
         let source = crate::store::layout::shard_source(&meta.source, &label);
-        let plan = super::plan_with(store, &source, target, inexact)
-            .await
-            .map_err(|e| in_shard(&label, e))?;
-        out.push(ShardPlan {
+        let joined = meta.shard(&label).and_then(|s| s.added_ms);
+        let plan = match (
+            super::plan_with(store, &source, target, inexact).await,
+            target,
+            joined,
+        ) {
+            (Ok(plan), ..) => plan,
+            (Err(e), Target::At(t), Some(joined)) => {
+                match before_joined(store, &label, &source, t, joined).await? {
+                    Some(why) => {
+                        out.absent.push((label, why));
+                        continue;
+                    }
+                    None => return Err(in_shard(&label, e)),
+                }
+            }
+            (Err(e), ..) => return Err(in_shard(&label, e)),
+        };
+        out.shards.push(ShardPlan {
             label,
             source,
             plan,
         });
     }
     Ok(out)
+}
+
+/// For a shard that joined at `joined` (ms) and cannot restore at `t`: why it holds nothing
+/// at `t` (its history starts after `t` with a snapshot holding no key), None when `t` is
+/// inside its history (the plan's own refusal stands), or the refusal when its state at `t`
+/// is unknown.
+async fn before_joined(
+    store: &Store,
+    label: &str,
+    source: &str,
+    t: u64,
+    joined: u64,
+) -> Result<Option<String>, RestoreError> {
+    let at = crate::timespec::format_ms;
+    let gens = catalog::load_generations(store, source).await?;
+    let Some(first) = gens
+        .iter()
+        .filter(|g| g.manifest.is_some())
+        .flat_map(|g| &g.bases)
+        .min_by_key(|b| b.time_ms)
+    else {
+        return Err(RestoreError::Unsupported(format!(
+            "shard {label} joined the cluster at {} and its first snapshot is not stored yet: try again in a few seconds",
+            at(joined)
+        )));
+    };
+    if t >= first.time_ms {
+        return Ok(None);
+    }
+    if holds_keys(store, &first.key).await? {
+        return Err(RestoreError::Unsupported(format!(
+            "shard {label} joined the cluster after capture began and already held keys at its first snapshot ({}): slots moved to it before capture adopted it, so the cluster's state before then is unknown; restore at or after {}, or one shard with --shard",
+            at(first.time_ms),
+            at(first.time_ms)
+        )));
+    }
+    Ok(Some(format!(
+        "joined the cluster at {}; empty until its first snapshot ({}): nothing to restore at {}",
+        at(joined),
+        at(first.time_ms),
+        at(t)
+    )))
+}
+
+/// Whether the stored RDB `key` holds a key: read up to its first entry, not further.
+async fn holds_keys(store: &Store, key: &object_store::path::Path) -> Result<bool, RestoreError> {
+    let (read, feeder) = super::keys::base::open_object(store, key, None).await?;
+    let name = key.to_string();
+    let scan = tokio::task::spawn_blocking(move || -> Result<bool, RestoreError> {
+        let corrupt = |e: flashback_rdb::Error| {
+            RestoreError::Unsupported(format!("{name}: {e}; run `flashback verify`"))
+        };
+        let mut r = RdbReader::new(std::io::BufReader::new(read)).map_err(corrupt)?;
+        loop {
+            match r.next().map_err(corrupt)? {
+                Some(Item::Entry(_)) => return Ok(true),
+                Some(Item::End { .. }) | None => return Ok(false),
+                Some(_) => {}
+            }
+        }
+    });
+    let (held, ()) = tokio::join!(scan, feeder);
+    held.map_err(|e| RestoreError::Unsupported(format!("reading {key}: {e}")))?
 }
 
 /// Prefixes a shard's refusal with its label, keeping the error's kind.
@@ -190,7 +279,7 @@ fn in_shard(label: &str, e: RestoreError) -> RestoreError {
 /// plan has its own).
 pub async fn restore(
     store: &Store,
-    plans: &[ShardPlan],
+    plans: &ClusterPlan,
     cut: ClusterCut,
     req: &RestoreRequest,
     progress: &Progress,
@@ -221,7 +310,7 @@ pub async fn restore(
 
 async fn restore_into(
     store: &Store,
-    plans: &[ShardPlan],
+    plans: &ClusterPlan,
     cut: ClusterCut,
     req: &RestoreRequest,
     checked: &preflight::Checked,
@@ -234,7 +323,7 @@ async fn restore_into(
     let mut no_match = None;
     // One shard after another: each restore already runs a private server (and, on a
     // 2-core machine, replays at full speed alone); in parallel they would only contend.
-    for sp in plans {
+    for sp in &plans.shards {
         let file = work.join(format!("{}.rdb", sp.label));
         // Each shard into its own RDB: the output's own options (--db-map, --verify,
         // --replace) apply to the merged dataset's delivery below, not here.
@@ -269,6 +358,7 @@ async fn restore_into(
             Err(e) => return Err(in_shard(&sp.label, e)),
         }
     }
+    shards.extend(plans.absent.iter().cloned());
     if files.is_empty() {
         return Err(match no_match {
             Some(patterns) => RestoreError::NoKeyMatched { patterns, total: 0 },

@@ -35,11 +35,40 @@ pub struct ShardMeta {
     #[serde(default)]
     pub cluster_id: Option<String>,
     /// The lowest slot the shard owned at discovery: how the shard is found again when none
-    /// of `node_ids` is in the cluster any more.
+    /// of `node_ids` is in the cluster any more. [`NO_SLOT`] for a shard adopted while it
+    /// owned none (a primary just added to the cluster, before any slot moved to it).
     pub first_slot: u16,
     /// Every node id seen serving this shard (primary or replica): a failover swaps roles
     /// inside this set, so a node id identifies its shard through any number of failovers.
     pub node_ids: Vec<String>,
+    /// When the agent adopted the shard into a source that already had shards (ms, UTC): a
+    /// shard added to the cluster (scale-out) after capture began. None for the shards found
+    /// at the source's first discovery. Before its history starts such a shard was not
+    /// captured; a whole-cluster restore there counts it empty only if its first snapshot
+    /// holds no key (`restore::cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_ms: Option<u64>,
+    /// The label of the shard this one turned out to be part of: a node added as an empty
+    /// primary (and adopted as a shard) then made a replica of another shard. Its capture
+    /// stopped there; it held no slot, so nothing of it is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+}
+
+/// [`ShardMeta::first_slot`] of a shard adopted before it owned a slot (no shard owns it).
+pub const NO_SLOT: u16 = 16384;
+
+impl ShardMeta {
+    /// A shard still captured and restored (not [`ShardMeta::merged_into`] another).
+    pub fn is_live(&self) -> bool {
+        self.merged_into.is_none()
+    }
+
+    /// Adopted after capture began, before it owned any slot: empty until its history
+    /// starts (its first snapshot says for sure; `restore::cluster` reads it).
+    pub fn joined_empty(&self) -> bool {
+        self.added_ms.is_some() && self.first_slot == NO_SLOT
+    }
 }
 
 impl ClusterMeta {
@@ -66,10 +95,12 @@ impl ClusterMeta {
             .find(|s| s.label == id || s.cluster_id.as_deref() == Some(id))
     }
 
-    /// The internal source name of each shard, in label order.
+    /// The internal source name of each shard still restored (not merged into another), in
+    /// label order.
     pub fn shard_sources(&self) -> Vec<(String, String)> {
         self.shards
             .iter()
+            .filter(|s| s.is_live())
             .map(|s| {
                 (
                     s.label.clone(),
@@ -82,6 +113,7 @@ impl ClusterMeta {
     pub fn labels(&self) -> String {
         self.shards
             .iter()
+            .filter(|s| s.is_live())
             .map(|s| s.label.as_str())
             .collect::<Vec<_>>()
             .join(", ")
@@ -121,6 +153,8 @@ mod tests {
                 cluster_id: None,
                 first_slot: 0,
                 node_ids: vec!["a".repeat(40)],
+                added_ms: None,
+                merged_into: None,
             }],
             created_ms: 1,
             agent_version: "x".into(),

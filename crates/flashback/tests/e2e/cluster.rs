@@ -152,7 +152,12 @@ impl Cluster {
 
     /// Until every replication link of the agent (listening-port 0) is caught up with its
     /// node's offset, and there is one per shard.
-    fn wait_agent_caught_up(&self) {
+    fn wait_agent_caught_up(&self, agent: &Agent) {
+        self.wait_links_caught_up(3, agent)
+    }
+
+    /// As [`Cluster::wait_agent_caught_up`], for a cluster of `shards` shards.
+    fn wait_links_caught_up(&self, shards: usize, agent: &Agent) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let mut links = 0;
@@ -174,12 +179,13 @@ impl Cluster {
                     }
                 }
             }
-            if links == 3 && behind == 0 {
+            if links == shards && behind == 0 {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "the agent did not catch up: {links} links, {behind} behind"
+                "the agent did not catch up: {links} links, {behind} behind:\n{}",
+                agent.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -279,7 +285,7 @@ fn cluster_capture_through_failover_and_slot_migration() {
     cluster.wait_agent_on_replicas(&agent);
     vouched_instant(&store);
     workload(&cluster, "one", 60);
-    cluster.wait_agent_caught_up();
+    cluster.wait_agent_caught_up(&agent);
     let state = cluster.state();
     let mut points = vec![("T1", vouched_instant(&store), state)];
 
@@ -312,7 +318,7 @@ fn cluster_capture_through_failover_and_slot_migration() {
     cluster.wait_agent_on_replicas(&agent);
     vouched_instant(&store);
     workload(&cluster, "two", 60);
-    cluster.wait_agent_caught_up();
+    cluster.wait_agent_caught_up(&agent);
     let state = cluster.state();
     points.push(("T2", vouched_instant(&store), state));
     // The cluster's metrics file: every shard's link up, on a replica, and its window.
@@ -330,42 +336,10 @@ fn cluster_capture_through_failover_and_slot_migration() {
         .map(|p| p.port)
         .find(|p| *p != from)
         .unwrap();
-    let (from_id, to_id) = (cluster.id(from), cluster.id(to));
-    let s = slot_m.to_string();
-    cluster
-        .node(to)
-        .conn()
-        .call(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
-    cluster
-        .node(from)
-        .conn()
-        .call(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
-    let keys = cluster
-        .node(from)
-        .conn()
-        .call(&["CLUSTER", "GETKEYSINSLOT", &s, "1000"]);
-    let mut migrate: Vec<Vec<u8>> = [
-        "MIGRATE",
-        "127.0.0.1",
-        &to.to_string(),
-        "",
-        "0",
-        "5000",
-        "KEYS",
-    ]
-    .iter()
-    .map(|a| a.as_bytes().to_vec())
-    .collect();
-    assert!(!keys.array().is_empty());
-    migrate.extend(keys.array().iter().map(|k| k.bytes().to_vec()));
-    let r = cluster.node(from).conn().call(&migrate);
-    assert!(!r.is_error(), "MIGRATE: {r:?}");
-    for p in cluster.primaries() {
-        p.conn().call(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
-    }
+    migrate_slot(&cluster, slot_m, from, to);
     cluster.wait_healthy();
     workload(&cluster, "three", 60);
-    cluster.wait_agent_caught_up();
+    cluster.wait_agent_caught_up(&agent);
     let state = cluster.state();
     points.push(("T3", vouched_instant(&store), state));
 
@@ -628,6 +602,45 @@ fn dry_run_at(store: &std::path::Path, t: u64) -> Output {
     run_flashback(&args, Duration::from_secs(30))
 }
 
+/// Moves `slot` from the primary on `from` to the one on `to` as redis-cli's reshard does:
+/// IMPORTING/MIGRATING, MIGRATE of its keys (DEL on one shard, RESTORE-ASKING on the other),
+/// then SETSLOT NODE on every primary.
+fn migrate_slot(cluster: &Cluster, slot: i64, from: u16, to: u16) {
+    let (from_id, to_id) = (cluster.id(from), cluster.id(to));
+    let s = slot.to_string();
+    cluster
+        .node(to)
+        .conn()
+        .call(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]);
+    cluster
+        .node(from)
+        .conn()
+        .call(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]);
+    let keys = cluster
+        .node(from)
+        .conn()
+        .call(&["CLUSTER", "GETKEYSINSLOT", &s, "1000"]);
+    let mut migrate: Vec<Vec<u8>> = [
+        "MIGRATE",
+        "127.0.0.1",
+        &to.to_string(),
+        "",
+        "0",
+        "5000",
+        "KEYS",
+    ]
+    .iter()
+    .map(|a| a.as_bytes().to_vec())
+    .collect();
+    assert!(!keys.array().is_empty());
+    migrate.extend(keys.array().iter().map(|k| k.bytes().to_vec()));
+    let r = cluster.node(from).conn().call(&migrate);
+    assert!(!r.is_error(), "MIGRATE: {r:?}");
+    for p in cluster.primaries() {
+        p.conn().call(&["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
+    }
+}
+
 fn owner_port(c: &Cluster, slot: i64) -> u16 {
     let slots = c.nodes[0].conn().call(&["CLUSTER", "SLOTS"]);
     for r in slots.array() {
@@ -666,7 +679,7 @@ fn a_link_on_a_primary_moves_to_a_replica_once_one_is_online() {
         &["--cluster", "--name", "c", "--base-every", "0"],
     );
     workload(&cluster, "one", 30);
-    cluster.wait_agent_caught_up();
+    cluster.wait_agent_caught_up(&agent);
     let primary = cluster.nodes[0].port;
     assert!(agent_link_ports(&cluster).contains(&primary));
 
@@ -702,7 +715,7 @@ fn a_link_on_a_primary_moves_to_a_replica_once_one_is_online() {
         std::thread::sleep(Duration::from_millis(50));
     }
     workload(&cluster, "two", 30);
-    cluster.wait_agent_caught_up();
+    cluster.wait_agent_caught_up(&agent);
     let want = cluster.state();
     vouched_instant(&store);
     assert!(!agent_link_ports(&cluster).contains(&primary));
@@ -795,7 +808,7 @@ fn cluster_marks_mid_workload_are_one_instant_of_every_shard() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds = writer.join().unwrap();
     let round_ms = began.elapsed().as_secs_f64() * 1000.0 / rounds.max(1) as f64;
-    cluster.wait_agent_caught_up();
+    cluster.wait_agent_caught_up(&agent);
     vouched_instant(&store);
     agent.stop();
     let log = agent.log_text();
@@ -872,4 +885,204 @@ fn counters_of(
             r => r.text().parse().unwrap(),
         })
         .collect()
+}
+
+/// Scale-out while capturing: a primary added to the cluster (MEET) is adopted by the running
+/// agent while it owns no slot, so its history starts empty before a key moves to it; then a
+/// slot moves to it. A restore before it joined counts it empty (its first snapshot holds no
+/// key), after the move it holds the slot's keys: the whole cluster's state at every point.
+/// A second node added, adopted, then made a replica of the new shard is merged into that
+/// shard, not captured twice.
+#[test]
+fn a_shard_added_mid_capture_is_adopted_and_restores_across_the_scale_out() {
+    let mut cluster = Cluster::start_with(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut agent = Agent::start(
+        cluster.nodes[0].port,
+        &store,
+        &["--cluster", "--name", "c", "--base-every", "0"],
+    );
+    workload(&cluster, "one", 30);
+    cluster.wait_agent_caught_up(&agent);
+    let state = cluster.state();
+    let mut points = vec![("before the new primary", vouched_instant(&store), state)];
+
+    // A new, empty primary joins.
+    let seed = cluster.nodes[0].port.to_string();
+    let meet = |n: &RedisProc| {
+        n.conn().call(&["CLUSTER", "MEET", "127.0.0.1", &seed]);
+    };
+    let added = Cluster::node_proc();
+    meet(&added);
+    let added_port = added.port;
+    cluster.nodes.push(added);
+    cluster.wait_healthy();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent_link_ports(&cluster).contains(&added_port) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not adopt the new primary:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    workload(&cluster, "two", 30);
+    cluster.wait_links_caught_up(4, &agent);
+    let state = cluster.state();
+    points.push(("new primary, no slot", vouched_instant(&store), state));
+
+    // Slot {m} moves to it, and writes go on.
+    let slot_m = cluster.call(&[b"CLUSTER", b"KEYSLOT", b"{m}"]).int();
+    let from = owner_port(&cluster, slot_m);
+    migrate_slot(&cluster, slot_m, from, added_port);
+    cluster.wait_healthy();
+    assert_eq!(owner_port(&cluster, slot_m), added_port);
+    workload(&cluster, "three", 30);
+    cluster.wait_links_caught_up(4, &agent);
+    let state = cluster.state();
+    assert!(
+        key_state(&mut cluster.node(added_port).conn())
+            .keys()
+            .any(|k| k.starts_with(b"{m}")),
+        "the slot's keys are on the new primary"
+    );
+    points.push(("after the slot moved", vouched_instant(&store), state));
+
+    // A node added and adopted, then made a replica of the new shard: merged into it.
+    let second = Cluster::node_proc();
+    meet(&second);
+    let second_port = second.port;
+    cluster.nodes.push(second);
+    cluster.wait_healthy();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.log_text().matches("; capturing it").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not adopt the second node:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = cluster.id(added_port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = cluster
+            .node(second_port)
+            .conn()
+            .call(&["CLUSTER", "REPLICATE", &id]);
+        if !r.is_error() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "CLUSTER REPLICATE: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.wait_healthy();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agent.log_text().contains("is part of shard") {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not merge the second node's shard:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    workload(&cluster, "four", 30);
+    cluster.wait_links_caught_up(4, &agent);
+    let state = cluster.state();
+    points.push(("after the merge", vouched_instant(&store), state));
+
+    let info = info_json(&store);
+    agent.stop();
+    let log = agent.log_text();
+    let src = info["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "c")
+        .unwrap_or_else(|| panic!("no source c in {info}"));
+    let shards = src["cluster"]["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 4, "the merged shard is not listed: {src}");
+    let joined: Vec<_> = shards.iter().filter(|s| s["joined_ms"].is_u64()).collect();
+    assert_eq!(joined.len(), 1, "{src}");
+    assert!(
+        joined[0]["label"].as_str().unwrap().starts_with('n'),
+        "{src}"
+    );
+    for sh in shards {
+        assert_eq!(sh["generations"].as_u64(), Some(1), "{sh}\n{log}");
+    }
+    // The shard that joined empty does not bound the cluster's window: it reaches back
+    // before the new primary joined.
+    let from = src["cluster"]["window"]["from_ms"].as_u64().unwrap();
+    assert!(from <= points[0].1, "{src}");
+
+    for (label, t, want) in &points {
+        let got = restored_state(&store, &["--name", "c", "--at", &at_arg(*t)], &log);
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{label}: key count; agent log:\n{log}"
+        );
+        assert!(got == *want, "{label}: the restored keys differ");
+    }
+    let out = dry_run_at(&store, points[0].1);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.contains("empty until its first snapshot"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A shard that joined while the agent was stopped, and got keys before the agent saw it:
+/// the next start adopts it, but its state before its first snapshot was never captured, so
+/// a whole-cluster restore there is refused in one line naming the shard and the instant
+/// from which the cluster restores; after that instant the restore is exact.
+#[test]
+fn a_shard_that_joined_unseen_with_keys_refuses_restores_before_it() {
+    let mut cluster = Cluster::start_with(3, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let args = ["--cluster", "--name", "c", "--base-every", "0"];
+    let mut agent = Agent::start(cluster.nodes[0].port, &store, &args);
+    workload(&cluster, "one", 30);
+    cluster.wait_agent_caught_up(&agent);
+    let before = vouched_instant(&store);
+    agent.stop();
+
+    let added = Cluster::node_proc();
+    let seed = cluster.nodes[0].port.to_string();
+    added.conn().call(&["CLUSTER", "MEET", "127.0.0.1", &seed]);
+    let added_port = added.port;
+    cluster.nodes.push(added);
+    cluster.wait_healthy();
+    let slot_m = cluster.call(&[b"CLUSTER", b"KEYSLOT", b"{m}"]).int();
+    let from = owner_port(&cluster, slot_m);
+    migrate_slot(&cluster, slot_m, from, added_port);
+    cluster.wait_healthy();
+
+    let mut agent = Agent::start(cluster.nodes[0].port, &store, &args);
+    workload(&cluster, "two", 30);
+    cluster.wait_links_caught_up(4, &agent);
+    let want = cluster.state();
+    let after = vouched_instant(&store);
+    agent.stop();
+    let log = agent.log_text();
+
+    // As a time outside the window: a runtime refusal (exit 1), not bad usage.
+    let out = dry_run_at(&store, before);
+    assert_eq!(out.code, Some(1), "{}\n{log}", out.all());
+    let line = out.stderr.trim();
+    assert!(
+        line.contains("already held keys at its first snapshot")
+            && line.contains("restore at or after"),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1, "one line: {line}");
+    let got = restored_state(&store, &["--name", "c", "--at", &at_arg(after)], &log);
+    assert!(
+        got == want,
+        "after the new shard's first snapshot: the keys differ"
+    );
 }

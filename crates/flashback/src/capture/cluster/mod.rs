@@ -18,9 +18,18 @@
 //! cluster just created, whose replicas' offsets the other nodes learn by gossip) moves to a
 //! replica once one is online and holds every byte the agent has
 //! ([`ShardFollower::replica_online`], [`ShardFollower::source`]): the same generation goes on
-//! by PSYNC, and the primary is left alone as the user asked. Not followed while running:
-//! shards added to the cluster after the agent started (a restart discovers them).
+//! by PSYNC, and the primary is left alone as the user asked.
+//!
+//! Shards added while the agent runs (scale-out) are adopted by a look at the cluster every
+//! [`scale::TOPOLOGY_EVERY`] ([`scale::look_again`]): a new primary while it owns no slot yet (seen twice,
+//! so a node added and at once made a replica is not taken for a shard), so its history
+//! starts empty, before any key moves to it. An adopted shard that turns out to be part of
+//! another (its node made a replica there) is marked merged and its loop stops, before it
+//! could store that shard twice ([`topology::duplicated_by`], checked by the watcher and by
+//! the shard's follower before every session). Rejected: following CLUSTER NODES changes by
+//! subscription; there is none, and a 2 s CLUSTER SHARDS costs the cluster nothing.
 
+mod scale;
 pub mod topology;
 
 use super::{CaptureError, CaptureOptions};
@@ -28,7 +37,9 @@ use crate::client::{Client, ClientError, RedisUrl};
 use crate::store::cluster::{self as meta, ClusterMeta, ShardMeta};
 use crate::store::{layout, Store, StoreError};
 use flashback_format::resp::Frame;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use topology::Shard;
@@ -59,6 +70,8 @@ pub enum ClusterError {
     NoNode { label: String },
     #[error("shard {label}: replica {node} is online now; moving the link off the primary (the same generation continues by PSYNC)")]
     ToReplica { label: String, node: String },
+    #[error("shard {label} is part of shard {into} now (its node became a replica there): its capture stops; it held no slot, so nothing of it is lost")]
+    Merged { label: String, into: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -72,6 +85,10 @@ pub struct ShardLink {
     pub source: String,
     /// Where the shard's loop leaves its metrics for the cluster's file.
     pub board: super::metrics::Board,
+    /// The source's shard list as the agent knows it now (see [`duplicated_by`]).
+    ///
+    /// [`duplicated_by`]: topology::duplicated_by
+    pub roster: Roster,
 }
 
 /// Asks `seeds` in turn for the cluster's shards: CLUSTER SHARDS, else (a server without it)
@@ -131,6 +148,17 @@ async fn ask(url: &RedisUrl) -> Result<Vec<Shard>, ClusterError> {
         other => topology::parse_shards(&other),
     };
     parsed.map_err(|what| ClusterError::Reply { node, what })
+}
+
+/// Whether the node at `url` answers ROLE as a primary (any failure: not known to be one).
+pub(super) async fn says_primary(url: &RedisUrl) -> bool {
+    let Ok(mut c) = Client::connect(url, ASK_TIMEOUT).await else {
+        return false;
+    };
+    match c.call(&[b"ROLE".as_slice()]).await {
+        Ok(Frame::Array(items)) => items.first().is_some_and(|r| r.text() == "master"),
+        _ => false,
+    }
 }
 
 /// One shard's node, asked of the cluster before each session.
@@ -234,14 +262,22 @@ impl ShardFollower {
                 slot: self.link.shard.first_slot,
             })?
             .clone();
-        // Every node the cluster names is worth asking next time: the seed may be the node
-        // that goes down.
-        for n in shards.iter().flat_map(|s| &s.nodes) {
-            let addr = (n.host.clone(), n.port);
-            if !self.link.seeds.contains(&addr) {
-                self.link.seeds.push(addr);
-            }
+        // Checked before every session, not only at the watcher's next look: linking as a
+        // duplicate would store another shard's whole dataset under this one's name.
+        let roster = self
+            .link
+            .roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shards
+            .clone();
+        if let Some(keeper) = topology::duplicated_by(&roster, &shards, &self.link.shard) {
+            return Err(ClusterError::Merged {
+                label: self.link.shard.label.clone(),
+                into: keeper.label.clone(),
+            });
         }
+        learn_seeds(&mut self.link.seeds, &shards);
         for n in &shard.nodes {
             if !self.link.shard.node_ids.contains(&n.id) {
                 self.link.shard.node_ids.push(n.id.clone());
@@ -294,24 +330,37 @@ impl ShardFollower {
     }
 }
 
+/// The cluster source's shard list as the running agent knows it: the topology watcher
+/// ([`run`]) updates it, every shard's follower reads it (is it a duplicate of another?), and
+/// the metrics writer lists its shards.
+pub type Roster = Arc<Mutex<ClusterMeta>>;
+
 /// Discovers the shards, records them in `cluster.meta`, then runs one capture loop per
-/// shard until `shutdown`; the first shard to fail for good stops the others (each seals
-/// what it received) and its error is returned.
+/// shard until `shutdown`, adopting shards the cluster gains meanwhile (a new loop each) and
+/// stopping the loop of one found to duplicate another; the first shard to fail for good
+/// stops the others (each seals what it received) and its error is returned.
 pub async fn run(
     store: Store,
     opts: CaptureOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CaptureError> {
-    let seeds = vec![(opts.source.host.clone(), opts.source.port)];
+    let mut seeds = vec![(opts.source.host.clone(), opts.source.port)];
     let (found, by) = discover(&opts.source, &seeds).await?;
     let stored = meta::load(&store, &opts.name).await?;
-    let shards = topology::merge(
-        stored.as_ref().map(|m| m.shards.as_slice()).unwrap_or(&[]),
-        &found,
-    );
+    // Shards new to a source that already had some joined the cluster after capture began.
+    let added = stored.as_ref().map(|_| crate::now_ms());
+    let known = stored.as_ref().map(|m| m.shards.as_slice()).unwrap_or(&[]);
+    // A shard without slots is left to the watcher's checks (look_again): in a cluster just
+    // created, a replica is listed as a slotless shard of its own until gossip settles.
+    let slotted: Vec<Shard> = found
+        .iter()
+        .filter(|s| !s.slots.is_empty() || topology::is_known(known, &found, s))
+        .cloned()
+        .collect();
+    let shards = topology::merge(known, &slotted, added);
     let m = ClusterMeta {
         source: opts.name.clone(),
-        shards: shards.clone(),
+        shards,
         created_ms: stored
             .as_ref()
             .map(|m| m.created_ms)
@@ -322,17 +371,13 @@ pub async fn run(
     info!(
         "cluster source '{}': {} shard(s) ({}), as {}:{} describes the cluster",
         opts.name,
-        shards.len(),
+        m.shard_sources().len(),
         m.labels(),
         by.0,
         by.1
     );
-    let all_seeds: Vec<(String, u16)> = found
-        .iter()
-        .flat_map(|s| &s.nodes)
-        .map(|n| (n.host.clone(), n.port))
-        .chain(seeds)
-        .collect();
+    learn_seeds(&mut seeds, &found);
+    let roster: Roster = Arc::new(Mutex::new(m.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let board = super::metrics::Board::default();
     // The cluster's own metrics file, beside the shards' (the spool, else the local store).
@@ -340,51 +385,59 @@ pub async fn run(
     let metrics = root.map(|root| {
         tokio::spawn(write_cluster_metrics(
             store.clone(),
-            m.clone(),
+            roster.clone(),
             board.clone(),
             root,
         ))
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    for shard in shards {
-        if topology::find(&found, &shard).is_none() {
+    let mut loops = scale::Loops {
+        tasks: tokio::task::JoinSet::new(),
+        stops: HashMap::new(),
+        store: store.clone(),
+        opts: opts.clone(),
+        board: board.clone(),
+        roster: roster.clone(),
+        stop_all: stop_rx,
+    };
+    for shard in m.shards.iter().filter(|s| s.is_live()) {
+        if topology::find(&found, shard).is_none() {
             warn!(
                 "shard {} is not in the cluster any more: not captured (its history stays restorable)",
                 shard.label
             );
             continue;
         }
-        let mut o = opts.clone();
-        o.name = layout::shard_source(&opts.name, &shard.label);
-        // A spool per shard: its accounting and `--spool-max` are per shard, and a restart
-        // recovers each shard's tail on its own.
-        o.spool = opts.spool.as_ref().map(|d| d.join(&shard.label));
-        let label = shard.label.clone();
-        o.cluster = Some(ShardLink {
-            seeds: all_seeds.clone(),
-            shard,
-            source: opts.name.clone(),
-            board: board.clone(),
-        });
-        let mut rx = stop_rx.clone();
-        let s = store.clone();
-        tasks.spawn(async move {
-            let stop = async move {
-                let _ = rx.wait_for(|v| *v).await;
-            };
-            (label, super::run(s, o, stop, None).await)
-        });
+        loops.spawn(shard.clone(), &seeds);
     }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut first_error = None;
+    let mut watch = tokio::time::interval(scale::TOPOLOGY_EVERY);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    watch.reset();
+    // Slotless primaries seen at the last look: adopted only when seen twice, so a node added
+    // and at once made a replica (`add-node --cluster-slave`) is not taken for a shard.
+    let mut pending: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.as_mut(), if !*stop_tx.borrow() => {
                 let _ = stop_tx.send(true);
             }
-            joined = tasks.join_next() => match joined {
+            _ = watch.tick(), if !*stop_tx.borrow() => {
+                if let Err(e) = scale::look_again(&mut loops, &mut seeds, &mut pending).await {
+                    warn!("cluster source '{}': {e}", opts.name);
+                }
+            }
+            joined = loops.tasks.join_next() => match joined {
                 None => break,
                 Some(Ok((_, Ok(())))) => {}
+                Some(Ok((label, Err(CaptureError::Cluster(e @ ClusterError::Merged { .. }))))) => {
+                    warn!("{e}");
+                    if let ClusterError::Merged { into, .. } = &e {
+                        if let Err(e) = loops.mark_merged(&label, into).await {
+                            warn!("cluster source '{}': {e}", opts.name);
+                        }
+                    }
+                }
                 Some(Ok((label, Err(e)))) => {
                     tracing::error!("shard {label}: {e}; stopping the other shards' capture");
                     let _ = stop_tx.send(true);
@@ -406,31 +459,49 @@ pub async fn run(
     first_error.map_or(Ok(()), Err)
 }
 
+/// Every node the cluster names is worth asking next time: the seed may be the node that
+/// goes down.
+pub(super) fn learn_seeds(seeds: &mut Vec<(String, u16)>, found: &[Shard]) {
+    for n in found.iter().flat_map(|s| &s.nodes) {
+        let addr = (n.host.clone(), n.port);
+        if !seeds.contains(&addr) {
+            seeds.push(addr);
+        }
+    }
+}
+
 /// How often the cluster's metrics file is rewritten (as each shard's own), and how often each
 /// shard's window is read again from the store (a listing per shard: not every 5 s).
 const METRICS_EVERY: Duration = Duration::from_secs(5);
 const WINDOWS_EVERY: Duration = Duration::from_secs(30);
+
+/// A restorable window's (from, to), ms.
+type Span = (u64, u64);
 
 /// Every [`METRICS_EVERY`]: `sources/NAME/agent.prom` with every shard's latest samples
 /// (labelled by shard), each shard's restorable window and the cluster's common window (the
 /// intersection: what a whole-cluster restore by time can reach).
 async fn write_cluster_metrics(
     store: Store,
-    meta: ClusterMeta,
+    roster: Roster,
     board: super::metrics::Board,
     root: std::path::PathBuf,
 ) {
     use super::metrics::{label, render, write, Sample};
-    // Per shard: (from, to) ms of its restorable window, None when it has none (yet).
-    let mut windows: Vec<(String, Option<(u64, u64)>)> = Vec::new();
+    // Per shard: (from, to) ms of its restorable window, None when it has none (yet); and
+    // whether it joined empty (its start does not bound the cluster's: see ShardMeta).
+    let mut windows: Vec<(String, Option<Span>, bool)> = Vec::new();
     let mut read_at: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(METRICS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        // Read again sooner while a shard has no window yet (a capture just started).
+        let meta = roster.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Read again sooner while a shard has no window yet (a capture just started), or the
+        // shard list changed (one adopted or merged).
         let stale = read_at.is_none_or(|t| t.elapsed() >= WINDOWS_EVERY)
-            || windows.iter().any(|(_, w)| w.is_none());
+            || windows.iter().any(|(_, w, _)| w.is_none())
+            || windows.len() != meta.shard_sources().len();
         if stale {
             windows.clear();
             for (shard, src) in meta.shard_sources() {
@@ -446,7 +517,8 @@ async fn write_cluster_metrics(
                         None
                     }
                 };
-                windows.push((shard, w));
+                let joined_empty = meta.shard(&shard).is_some_and(|s| s.joined_empty());
+                windows.push((shard, w, joined_empty));
             }
             read_at = Some(std::time::Instant::now());
         }
@@ -459,9 +531,9 @@ async fn write_cluster_metrics(
             name: "flashback_cluster_shards",
             help: "Shards of the cluster source being captured.",
             labels: src.clone(),
-            value: meta.shards.len() as f64,
+            value: meta.shard_sources().len() as f64,
         });
-        for (shard, w) in &windows {
+        for (shard, w, _) in &windows {
             let Some((from_ms, to_ms)) = *w else { continue };
             let labels = format!("{src},{}", label("shard", shard));
             samples.push(Sample {
@@ -477,10 +549,18 @@ async fn write_cluster_metrics(
                 value: to_ms as f64 / 1000.0,
             });
         }
-        let all: Option<Vec<_>> = windows.iter().map(|(_, w)| *w).collect();
+        let all: Option<Vec<_>> = windows
+            .iter()
+            .map(|(_, w, empty)| w.map(|w| (w, *empty)))
+            .collect();
         if let Some(ws) = all.filter(|ws| !ws.is_empty()) {
-            let from = ws.iter().map(|w| w.0).max().unwrap_or(0);
-            let to = ws.iter().map(|w| w.1).min().unwrap_or(0);
+            let from = ws
+                .iter()
+                .filter(|(_, empty)| !empty)
+                .map(|(w, _)| w.0)
+                .max()
+                .unwrap_or_else(|| ws.iter().map(|(w, _)| w.0).min().unwrap_or(0));
+            let to = ws.iter().map(|(w, _)| w.1).min().unwrap_or(0);
             if from <= to {
                 samples.push(Sample {
                     name: "flashback_cluster_window_start_seconds",

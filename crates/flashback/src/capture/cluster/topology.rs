@@ -2,7 +2,7 @@
 //! `CLUSTER SLOTS`; and the pure choices made over it: which node a shard's link goes to, and
 //! which discovered shard a stored shard is. No I/O: the replies are parsed from frames.
 
-use crate::store::cluster::ShardMeta;
+use crate::store::cluster::{ShardMeta, NO_SLOT};
 use flashback_format::resp::Frame;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,13 +166,17 @@ pub fn parse_slots(reply: &Frame) -> Result<Vec<Shard>, String> {
     Ok(out)
 }
 
-/// Which discovered shard a stored shard is now: the one holding a node id it was seen with
-/// (node ids survive failovers; a shard keeps its nodes through slot migrations), else the
-/// one holding its cluster shard id, else the one owning its first slot (every node replaced).
+/// Which discovered shard a stored shard is now: the one whose primary it has seen (node ids
+/// survive failovers; a shard keeps its nodes through slot migrations), else one holding any
+/// node id it was seen with (a replica re-pointed to another primary is listed under that
+/// one, so the primary's id decides first), else the one holding its cluster shard id, else
+/// the one owning its first slot (every node replaced).
 pub fn find<'a>(shards: &'a [Shard], known: &ShardMeta) -> Option<&'a Shard> {
+    let seen = |n: &Node| known.node_ids.contains(&n.id);
     shards
         .iter()
-        .find(|s| s.nodes.iter().any(|n| known.node_ids.contains(&n.id)))
+        .find(|s| s.nodes.iter().any(|n| n.primary && seen(n)))
+        .or_else(|| shards.iter().find(|s| s.nodes.iter().any(seen)))
         .or_else(|| {
             known
                 .cluster_id
@@ -182,14 +186,61 @@ pub fn find<'a>(shards: &'a [Shard], known: &ShardMeta) -> Option<&'a Shard> {
         .or_else(|| shards.iter().find(|s| s.owns(known.first_slot)))
 }
 
-/// The stored shard list updated with what was discovered: every stored shard found again
-/// learns its current node ids; every discovered shard with slots that no stored shard is
-/// becomes a new one (labelled by its lowest slot). Stored shards not found are kept: their
-/// history is still restorable.
-pub fn merge(stored: &[ShardMeta], found: &[Shard]) -> Vec<ShardMeta> {
+/// Whether a stored shard still captured is discovered shard `s` (see [`find`]).
+pub fn is_known(stored: &[ShardMeta], found: &[Shard], s: &Shard) -> bool {
+    stored
+        .iter()
+        .filter(|m| m.is_live())
+        .any(|m| find(found, m).is_some_and(|f| std::ptr::eq(f, s)))
+}
+
+/// The stored shard that `me` (an adopted one) turns out to duplicate, if any: another live
+/// stored shard that [`find`]s the same discovered shard and wins it, by having seen that
+/// shard's primary when `me` has not, else by being older (found at the first discovery, or
+/// adopted earlier). A node added as an empty primary and adopted, then made a replica of
+/// another shard, is that shard's now; capturing it twice would store the shard twice.
+pub fn duplicated_by<'a>(
+    stored: &'a [ShardMeta],
+    found: &[Shard],
+    me: &ShardMeta,
+) -> Option<&'a ShardMeta> {
+    me.added_ms?;
+    let mine = find(found, me)?;
+    // Older first: found at the first discovery (None), then by adoption time, then label,
+    // so two shards never each defer to the other.
+    let age = |m: &ShardMeta| {
+        (
+            m.added_ms.is_some(),
+            m.added_ms.unwrap_or(0),
+            m.label.clone(),
+        )
+    };
+    let via_primary = |m: &ShardMeta| {
+        mine.nodes
+            .iter()
+            .any(|n| n.primary && m.node_ids.contains(&n.id))
+    };
+    stored
+        .iter()
+        .filter(|o| o.is_live() && o.label != me.label)
+        .filter(|o| find(found, o).is_some_and(|f| std::ptr::eq(f, mine)))
+        .find(|o| {
+            (via_primary(o) && !via_primary(me))
+                || (via_primary(o) == via_primary(me) && age(o) < age(me))
+        })
+}
+
+/// The stored shard list updated with what was discovered: every live stored shard found
+/// again learns its current node ids; every discovered shard no stored shard is becomes a new
+/// one, labelled `s<lowest slot>`, or `n<primary id prefix>` when it owns no slot yet (a
+/// primary just added: adopted before any key moves to it, so its history starts empty).
+/// `added_ms` is stamped on new shards (None at the source's first discovery). An adopted
+/// shard that turns out to duplicate another ([`duplicated_by`]) is marked merged into it.
+/// Stored shards not found are kept: their history is still restorable.
+pub fn merge(stored: &[ShardMeta], found: &[Shard], added_ms: Option<u64>) -> Vec<ShardMeta> {
     let mut out: Vec<ShardMeta> = stored.to_vec();
     let mut matched = vec![false; found.len()];
-    for m in out.iter_mut() {
+    for m in out.iter_mut().filter(|m| m.is_live()) {
         if let Some(s) = find(found, m) {
             let i = found.iter().position(|x| std::ptr::eq(x, s)).unwrap_or(0);
             matched[i] = true;
@@ -204,22 +255,37 @@ pub fn merge(stored: &[ShardMeta], found: &[Shard]) -> Vec<ShardMeta> {
         }
     }
     for (s, _) in found.iter().zip(&matched).filter(|(_, m)| !**m) {
-        let Some(first) = s.first_slot() else {
-            continue;
-        };
         // A stored shard may have had this slot at its discovery (and since migrated it).
-        let mut label = format!("s{first}");
+        let (mut label, first_slot) = match s.first_slot() {
+            Some(first) => (format!("s{first}"), first),
+            None => {
+                let Some(p) = s.nodes.iter().find(|n| n.primary).or(s.nodes.first()) else {
+                    continue;
+                };
+                let id: String = p.id.chars().take(8).collect();
+                (format!("n{id}"), NO_SLOT)
+            }
+        };
+        let base = label.clone();
         let mut n = 1;
         while out.iter().any(|m| m.label == label) {
-            label = format!("s{first}-{n}");
+            label = format!("{base}-{n}");
             n += 1;
         }
         out.push(ShardMeta {
             label,
             cluster_id: s.cluster_id.clone(),
-            first_slot: first,
+            first_slot,
             node_ids: s.nodes.iter().map(|n| n.id.clone()).collect(),
+            added_ms,
+            merged_into: None,
         });
+    }
+    let snapshot = out.clone();
+    for m in out.iter_mut().filter(|m| m.is_live()) {
+        if let Some(keeper) = duplicated_by(&snapshot, found, m) {
+            m.merged_into = Some(keeper.label.clone());
+        }
     }
     out.sort_by(|a, b| (a.first_slot, &a.label).cmp(&(b.first_slot, &b.label)));
     out
@@ -344,6 +410,8 @@ mod tests {
             cluster_id: None,
             first_slot: 0,
             node_ids: vec!["b".into()],
+            added_ms: None,
+            merged_into: None,
         };
         // Node b moved slot 0 away in a reshard: still the shard of b.
         assert_eq!(find(&now, &known).unwrap().nodes[0].id, "a");
@@ -352,12 +420,94 @@ mod tests {
             ..known.clone()
         };
         assert_eq!(find(&now, &gone).unwrap().nodes[0].id, "c");
-        let merged = merge(&[known], &now);
+        let merged = merge(&[known], &now, None);
         assert_eq!(merged.len(), 2);
         assert_eq!(merged[0].label, "s0");
         assert_eq!(merged[0].node_ids, vec!["b", "a"]);
         // Shard c has slot 0 now: a new shard, labelled apart from the stored s0.
         assert_eq!(merged[1].label, "s0-1");
         assert_eq!(merged[1].node_ids, vec!["c"]);
+    }
+
+    fn shard_of(nodes: &[(&str, bool)], slots: Vec<(u16, u16)>) -> Shard {
+        Shard {
+            cluster_id: None,
+            slots,
+            nodes: nodes
+                .iter()
+                .map(|(id, primary)| Node {
+                    id: id.to_string(),
+                    host: "h".into(),
+                    port: 1,
+                    primary: *primary,
+                    online: true,
+                })
+                .collect(),
+        }
+    }
+
+    /// Scale-out: a primary added with no slot is adopted (label by its id, NO_SLOT, the
+    /// adoption time); when it then becomes a replica of a stored shard it is that shard's,
+    /// and the adopted one is marked merged, not captured twice.
+    #[test]
+    fn an_added_primary_is_adopted_then_merged_if_it_becomes_a_replica() {
+        let first = vec![
+            shard_of(&[("aaaa", true), ("ar", false)], vec![(0, 8191)]),
+            shard_of(&[("bbbb", true)], vec![(8192, 16383)]),
+        ];
+        let stored = merge(&[], &first, None);
+        assert_eq!(stored.len(), 2);
+        assert!(stored.iter().all(|s| s.added_ms.is_none()));
+
+        let mut grown = first.clone();
+        grown.push(shard_of(&[("cccccccccc", true)], vec![]));
+        let adopted = merge(&stored, &grown, Some(7));
+        let new = adopted.iter().find(|s| s.label == "ncccccccc").unwrap();
+        assert_eq!((new.first_slot, new.added_ms), (NO_SLOT, Some(7)));
+        assert!(new.joined_empty() && new.is_live());
+        // Found again unchanged while it stays a primary (slots moving to it or not).
+        grown[2].slots = vec![(0, 10)];
+        grown[0].slots = vec![(11, 8191)];
+        let again = merge(&adopted, &grown, Some(9));
+        assert_eq!(again.len(), 3);
+        assert!(again.iter().all(|s| s.is_live()));
+
+        // Instead made a replica of shard b: b's now; the adopted one is merged into it.
+        let replica = vec![
+            first[0].clone(),
+            shard_of(
+                &[("bbbb", true), ("cccccccccc", false)],
+                vec![(8192, 16383)],
+            ),
+        ];
+        let merged = merge(&adopted, &replica, Some(9));
+        let n = merged.iter().find(|s| s.label == "ncccccccc").unwrap();
+        assert_eq!(n.merged_into.as_deref(), Some("s8192"));
+        let b = merged.iter().find(|s| s.label == "s8192").unwrap();
+        assert!(b.is_live());
+        assert_eq!(duplicated_by(&merged, &replica, b), None);
+        assert_eq!(duplicated_by(&adopted, &replica, n).unwrap().label, "s8192");
+        // A shard found at the first discovery is never the one merged away.
+        assert_eq!(duplicated_by(&adopted, &replica, b), None);
+    }
+
+    /// A replica re-pointed from shard a to shard b is listed under b: shard a is still found
+    /// by its primary, not taken for b through the moved replica.
+    #[test]
+    fn a_shard_is_found_by_its_primary_before_a_moved_replica() {
+        let first = vec![
+            shard_of(&[("aaaa", true), ("rrrr", false)], vec![(0, 8191)]),
+            shard_of(&[("bbbb", true)], vec![(8192, 16383)]),
+        ];
+        let stored = merge(&[], &first, None);
+        let moved = vec![
+            shard_of(&[("bbbb", true), ("rrrr", false)], vec![(8192, 16383)]),
+            shard_of(&[("aaaa", true)], vec![(0, 8191)]),
+        ];
+        let a = stored.iter().find(|s| s.label == "s0").unwrap();
+        assert_eq!(find(&moved, a).unwrap().nodes[0].id, "aaaa");
+        let after = merge(&stored, &moved, Some(1));
+        assert_eq!(after.len(), 2);
+        assert!(after.iter().all(|s| s.is_live()));
     }
 }

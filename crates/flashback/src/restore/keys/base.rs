@@ -50,7 +50,16 @@ pub(crate) async fn open_base<'a>(
     plan: &RestorePlan,
     progress: Option<&'a crate::progress::Progress>,
 ) -> Result<(ChannelRead, impl std::future::Future<Output = ()> + 'a), StoreError> {
-    let got = store.os.get(&plan.base_key).await?;
+    open_object(store, &plan.base_key, progress).await
+}
+
+/// As [`open_base`], for any stored RDB object.
+pub(crate) async fn open_object<'a>(
+    store: &Store,
+    key: &object_store::path::Path,
+    progress: Option<&'a crate::progress::Progress>,
+) -> Result<(ChannelRead, impl std::future::Future<Output = ()> + 'a), StoreError> {
+    let got = store.os.get(key).await?;
     let (tx, rx) = mpsc::channel(CHUNKS);
     let feeder = async move {
         let mut chunks = got.into_stream();
