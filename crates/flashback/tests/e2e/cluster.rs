@@ -1086,3 +1086,151 @@ fn a_shard_that_joined_unseen_with_keys_refuses_restores_before_it() {
         "after the new shard's first snapshot: the keys differ"
     );
 }
+
+/// Valkey 9's atomic slot migration (CLUSTER MIGRATESLOTS: the slots' keys stream to the
+/// target over a replication link, and ownership moves at once), mid-capture and with writes
+/// going on during one of them: the whole cluster's key state at instants before, between and
+/// after comes back exact.
+#[test]
+fn valkey9_atomic_slot_migration_mid_capture() {
+    let Some(bin) = crate::commands::server_from("FLASHBACK_VALKEY9_SERVER") else {
+        return;
+    };
+    let args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "3000",
+        "--repl-diskless-sync-delay",
+        "0",
+    ];
+    let nodes: Vec<RedisProc> = (0..2).map(|_| RedisProc::start_bin(&bin, &args)).collect();
+    nodes[0]
+        .conn()
+        .call(&["CLUSTER", "ADDSLOTSRANGE", "0", "8191"]);
+    nodes[1]
+        .conn()
+        .call(&["CLUSTER", "ADDSLOTSRANGE", "8192", "16383"]);
+    let seed = nodes[0].port.to_string();
+    nodes[1]
+        .conn()
+        .call(&["CLUSTER", "MEET", "127.0.0.1", &seed]);
+    let cluster = std::sync::Arc::new(Cluster { nodes });
+    cluster.wait_healthy();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut agent = Agent::start(
+        cluster.nodes[0].port,
+        &store,
+        &["--cluster", "--name", "c", "--base-every", "0"],
+    );
+    vouched_instant(&store);
+    workload(&cluster, "one", 40);
+    cluster.wait_links_caught_up(2, &agent);
+    let state = cluster.state();
+    let mut points = vec![("before", vouched_instant(&store), state)];
+
+    // The slot of {m} moves to the other primary.
+    let migrate = |slots: (i64, i64), to: u16| {
+        let from = owner_port(&cluster, slots.0);
+        let to_id = cluster.id(to);
+        let (a, b) = (slots.0.to_string(), slots.1.to_string());
+        let r = cluster.node(from).conn().call(&[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            &a,
+            &b,
+            "NODE",
+            &to_id,
+        ]);
+        assert!(!r.is_error(), "MIGRATESLOTS: {r:?}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while owner_port(&cluster, slots.0) != to || owner_port(&cluster, slots.1) != to {
+            assert!(Instant::now() < deadline, "the migration did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let slot_m = cluster.call(&[b"CLUSTER", b"KEYSLOT", b"{m}"]).int();
+    let other = if owner_port(&cluster, slot_m) == cluster.nodes[0].port {
+        cluster.nodes[1].port
+    } else {
+        cluster.nodes[0].port
+    };
+    migrate((slot_m, slot_m), other);
+    cluster.wait_healthy();
+    workload(&cluster, "two", 40);
+    cluster.wait_links_caught_up(2, &agent);
+    let state = cluster.state();
+    points.push(("after {m} moved", vouched_instant(&store), state));
+
+    // Half of the first node's slots move while a client writes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (c, stop) = (cluster.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut round = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                workload(&c, &format!("w{round}"), 6);
+                round += 1;
+            }
+        })
+    };
+    let first = cluster.nodes[0].port;
+    let second = cluster.nodes[1].port;
+    let half = if owner_port(&cluster, 0) == first {
+        (0, 4095)
+    } else {
+        (8192, 12287)
+    };
+    let to = if owner_port(&cluster, half.0) == first {
+        second
+    } else {
+        first
+    };
+    migrate(half, to);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    cluster.wait_healthy();
+    cluster.wait_links_caught_up(2, &agent);
+    let state = cluster.state();
+    points.push((
+        "after a half moved under writes",
+        vouched_instant(&store),
+        state,
+    ));
+    agent.stop();
+    let log = agent.log_text();
+
+    for (label, t, want) in &points {
+        let dir = tempfile::tempdir().unwrap();
+        let rdb = dir.path().join("r.rdb");
+        let at = at_arg(*t);
+        let out = restore_cli(
+            &store,
+            &[
+                "--name",
+                "c",
+                "--at",
+                &at,
+                "--redis-server",
+                &bin,
+                "--rdb",
+                rdb.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{label}: {}\nagent log:\n{log}",
+            out.all()
+        );
+        let server = RedisProc::start_bin_with_rdb(&bin, &rdb, &[]);
+        let got = key_state(&mut server.conn());
+        assert_eq!(got.len(), want.len(), "{label}: key count\n{log}");
+        assert!(got == *want, "{label}: the restored keys differ\n{log}");
+    }
+}

@@ -147,7 +147,7 @@ fn required() -> bool {
 }
 
 /// The binary named by `var`, or None after saying SKIPPED (a failure when required).
-fn server_from(var: &str) -> Option<String> {
+pub(crate) fn server_from(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(p) if std::path::Path::new(&p).is_file() => Some(p),
         _ => {

@@ -11,7 +11,8 @@
 //! announce the new replication id), and the next session's PSYNC continues the same
 //! generation on whichever node the shard offers now, through replid2. Slot migrations need
 //! nothing here: the keys leave one shard's stream as DEL and arrive in another's as
-//! RESTORE-ASKING, both ordinary records; the merge at restore keeps one copy of a key caught
+//! RESTORE-ASKING (Valkey 9's atomic CLUSTER MIGRATESLOTS as well, tested), all ordinary
+//! records; the merge at restore keeps one copy of a key caught
 //! in both (`restore::cluster`).
 //!
 //! A link that had to go to a primary (no replica of the shard was online yet, as in a
