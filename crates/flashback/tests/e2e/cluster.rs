@@ -641,6 +641,20 @@ fn migrate_slot(cluster: &Cluster, slot: i64, from: u16, to: u16) {
     }
 }
 
+/// `CLUSTER REPLICATE id` on `node`, retried until the node knows that primary (MEET's
+/// handshake takes a moment).
+fn replicate(node: &RedisProc, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = node.conn().call(&["CLUSTER", "REPLICATE", id]);
+        if !r.is_error() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "CLUSTER REPLICATE: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn owner_port(c: &Cluster, slot: i64) -> u16 {
     let slots = c.nodes[0].conn().call(&["CLUSTER", "SLOTS"]);
     for r in slots.array() {
@@ -689,15 +703,7 @@ fn a_link_on_a_primary_moves_to_a_replica_once_one_is_online() {
     replica
         .conn()
         .call(&["CLUSTER", "MEET", "127.0.0.1", &primary.to_string()]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = replica.conn().call(&["CLUSTER", "REPLICATE", &id]);
-        if !r.is_error() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "CLUSTER REPLICATE: {r:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    replicate(&replica, &id);
     let replica_port = replica.port;
     cluster.nodes.push(replica);
     cluster.wait_healthy();
@@ -965,18 +971,7 @@ fn a_shard_added_mid_capture_is_adopted_and_restores_across_the_scale_out() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let id = cluster.id(added_port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = cluster
-            .node(second_port)
-            .conn()
-            .call(&["CLUSTER", "REPLICATE", &id]);
-        if !r.is_error() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "CLUSTER REPLICATE: {r:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    replicate(cluster.node(second_port), &id);
     cluster.wait_healthy();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !agent.log_text().contains("is part of shard") {

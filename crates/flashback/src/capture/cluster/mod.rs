@@ -431,12 +431,10 @@ pub async fn run(
             joined = loops.tasks.join_next() => match joined {
                 None => break,
                 Some(Ok((_, Ok(())))) => {}
-                Some(Ok((label, Err(CaptureError::Cluster(e @ ClusterError::Merged { .. }))))) => {
-                    warn!("{e}");
-                    if let ClusterError::Merged { into, .. } = &e {
-                        if let Err(e) = loops.mark_merged(&label, into).await {
-                            warn!("cluster source '{}': {e}", opts.name);
-                        }
+                Some(Ok((label, Err(CaptureError::Cluster(ClusterError::Merged { into, .. }))))) => {
+                    warn!("shard {label} is part of shard {into} now (its node became a replica there): its capture stopped");
+                    if let Err(e) = loops.mark_merged(&label, &into).await {
+                        warn!("cluster source '{}': {e}", opts.name);
                     }
                 }
                 Some(Ok((label, Err(e)))) => {

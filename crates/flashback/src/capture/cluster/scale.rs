@@ -2,7 +2,7 @@
 //! [`TOPOLOGY_EVERY`] adopts the shards the cluster gained and starts their capture loops,
 //! and stops the loop of an adopted shard found to be part of another.
 
-use super::topology::{self, Shard};
+use super::topology;
 use super::{discover, learn_seeds, meta, says_primary, ClusterError, Roster, ShardLink};
 use crate::capture::{CaptureError, CaptureOptions};
 use crate::client::RedisUrl;
@@ -102,32 +102,23 @@ pub(super) async fn look_again(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let primary_of = |s: &Shard| s.nodes.iter().find(|n| n.primary).map(|n| n.id.clone());
+    // A slotless shard unknown to the roster is adopted when seen at the last look too and
+    // its node says it is a primary itself: the node asked may list a fresh replica as a
+    // shard of its own until gossip tells it otherwise.
     let mut seen_slotless = HashSet::new();
-    let ready: Vec<Shard> = found
-        .iter()
-        .filter(|s| {
-            if !s.slots.is_empty() || topology::is_known(&current.shards, &found, s) {
-                return true;
-            }
-            let Some(p) = primary_of(s) else { return false };
-            seen_slotless.insert(p.clone());
-            pending.contains(&p)
-        })
-        .cloned()
-        .collect();
-    *pending = seen_slotless;
-    // A slotless shard is adopted only if its node says it is a primary itself: the node
-    // asked may list a fresh replica as a shard of its own until gossip tells it otherwise.
-    let mut checked = Vec::with_capacity(ready.len());
-    for s in ready {
-        if !s.slots.is_empty() || topology::is_known(&current.shards, &found, &s) {
-            checked.push(s);
+    let mut ready = Vec::with_capacity(found.len());
+    for s in &found {
+        if !s.slots.is_empty() || topology::is_known(&current.shards, &found, s) {
+            ready.push(s.clone());
             continue;
         }
         let Some(p) = s.nodes.iter().find(|n| n.primary) else {
             continue;
         };
+        seen_slotless.insert(p.id.clone());
+        if !pending.contains(&p.id) {
+            continue;
+        }
         let url = RedisUrl {
             host: p.host.clone(),
             port: p.port,
@@ -135,10 +126,10 @@ pub(super) async fn look_again(
             ..loops.opts.source.clone()
         };
         if says_primary(&url).await {
-            checked.push(s);
+            ready.push(s.clone());
         }
     }
-    let ready = checked;
+    *pending = seen_slotless;
     let shards = topology::merge(&current.shards, &ready, Some(crate::now_ms()));
     let new: Vec<ShardMeta> = shards
         .iter()
